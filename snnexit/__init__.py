@@ -1,0 +1,15 @@
+"""snnexit: make spiking neural networks answer sooner.
+
+Data flows one way::
+
+    data -> ANN (quantized activations) -> train -> calibrate -> convert -> SNN
+         -> trace -> policy.fit(val trace) -> evaluate(test trace) / runtime -> report
+
+Every offline decision is a pure function of a :class:`~snnexit.simulate.trace.Trace`.
+"""
+
+from snnexit.errors import SnnexitError
+from snnexit.simulate.trace import Trace
+
+__version__ = "0.1.0"
+__all__ = ["SnnexitError", "Trace", "__version__"]

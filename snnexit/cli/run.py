@@ -1,0 +1,45 @@
+"""``snnexit run``: the main job, from built-in data to a Dynamic Confidence report."""
+
+from __future__ import annotations
+
+import sys
+
+from snnexit.cli.common import add_device, non_negative_int, positive_int
+from snnexit.pipeline import RunConfig, run
+from snnexit.report import TABLE1_HEADER, table1_rows
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="train (or reuse), convert, trace, fit Dynamic Confidence, report",
+                       description="Train a QCFS ANN (or reuse a cached one), convert it to an SNN, trace validation "
+                                   "and test sets, fit Dynamic Confidence on validation, report on test.")
+    d = RunConfig()
+    p.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
+    p.add_argument("--model", default=d.model, help=f"model (default {d.model})")
+    p.add_argument("--T", type=positive_int, default=d.T, help=f"simulation time steps (default {d.T})")
+    p.add_argument("--epochs", type=non_negative_int, default=d.epochs, help=f"training epochs (default {d.epochs})")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for split, init and training")
+    p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
+    p.add_argument("--L", dest="levels", type=positive_int, default=d.levels, help="QCFS quantization levels")
+    p.add_argument("--converter", default=d.converter, help="ANN-to-SNN converter (default qcfs)")
+    p.add_argument("--width", type=positive_int, default=None, help="model width (default: the model's own)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--cache-dir", default=None, help="where trained ANNs are cached (default ~/.cache/snnexit or $SNNEXIT_CACHE)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_device(p)
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    config = RunConfig(dataset=args.dataset, model=args.model, T=args.T, epochs=args.epochs, seed=args.seed,
+                       out=args.out, levels=args.levels, converter=args.converter, width=args.width, lr=args.lr,
+                       batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
+                       progress=args.progress and sys.stderr.isatty())
+    results = run(config, log=lambda msg: print(msg, file=sys.stderr))
+    print(TABLE1_HEADER)
+    print("\n".join(table1_rows(config.dataset, config.model, config.converter, results)))
+    capture = results["oracle_capture"]
+    print(f"\nDynamic Confidence captures {100 * capture:.1f}% of the oracle's saving." if capture is not None else "")
+    print(f"Wrote {config.out}/results.json, report.md and figures.")
+    return 0

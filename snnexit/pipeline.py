@@ -1,0 +1,193 @@
+"""The main job as reusable stages: data -> ANN -> train -> calibrate -> convert -> trace -> fit -> evaluate.
+
+``snnexit run`` calls :func:`run`; the stage functions are public so other commands (and
+users) can run one stage at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from snnexit.calibrate import expected_calibration_error, fit_temperature
+from snnexit.convert import CONVERTERS, convert
+from snnexit.data import DATASETS, DataSplits, load_dataset
+from snnexit.errors import SnnexitError
+from snnexit.exit import DynamicConfidence, FixedT, Oracle, summarize_curve
+from snnexit.io import load_tensors, save_tensors
+from snnexit.models import MODELS, create_model
+from snnexit.quant import QCFS
+from snnexit.simulate import Trace, record_trace
+from snnexit.train import TrainConfig, evaluate_logits, train
+
+ANN_FORMAT, ANN_VERSION = "ann", 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SNNEXIT_CACHE", Path.home() / ".cache" / "snnexit"))
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "mnist5k"
+    model: str = "vgg_small"
+    T: int = 32  # simulation steps of the fixed-T baseline (and the trace length)
+    epochs: int = 15
+    seed: int = 0
+    out: str = "runs/default"
+    levels: int = 4  # QCFS L
+    init_threshold: float = 1.0  # QCFS lam at init; 1 suits inputs in [0, 1] (the paper uses 8 on CIFAR)
+    converter: str = "qcfs"
+    batch_size: int = 64
+    lr: float = 2e-3
+    width: int | None = None  # model width (None: the model's default)
+    device: str = "cpu"
+    cache_dir: str | None = None
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            DATASETS.get(self.dataset)  # raises with the known names
+        MODELS.get(self.model)
+        CONVERTERS.get(self.converter)
+        if self.T < 1:
+            raise SnnexitError(f"T must be >= 1, got {self.T}")
+        if self.epochs < 0:
+            raise SnnexitError(f"epochs must be >= 0, got {self.epochs}")
+        if self.levels < 1:
+            raise SnnexitError(f"levels (L) must be >= 1, got {self.levels}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SnnexitError(f"device {self.device!r} requested but CUDA is not available")
+
+    def train_key(self) -> str:
+        """Hash of everything that determines the trained ANN (the cache key)."""
+        keys = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "batch_size", "lr", "width")
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_writable(out: str | Path) -> Path:
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SnnexitError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
+    return out
+
+
+def build_ann(config: RunConfig, data: DataSplits) -> nn.Module:
+    kwargs = {} if config.width is None else {"width": config.width}
+    torch.manual_seed(config.seed)
+    return create_model(config.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                        input_size=data.input_size,
+                        activation=lambda: QCFS(config.levels, config.init_threshold), **kwargs)
+
+
+def trained_ann(config: RunConfig, data: DataSplits, log=print) -> nn.Module:
+    """Train the QCFS ANN, or load it from the cache when the same settings were trained before."""
+    model = build_ann(config, data)
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    key = config.train_key()
+    weights = cache / f"ann-{config.dataset}-{config.model}-{key}.safetensors"
+    if weights.exists():
+        tensors, meta = load_tensors(weights, fmt=ANN_FORMAT, version=ANN_VERSION)
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise SnnexitError(f"{weights}: checkpoint does not fit model {config.model!r}: {str(exc)[:200]}") from None
+        log(f"reusing trained ANN {weights}")
+        return model.to(config.device).eval()
+    log(f"training {config.model} on {config.dataset} for {config.epochs} epochs")
+    tc = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed)
+    train(model, data.train, tc, device=config.device, checkpoint=cache / f"train-{key}.pt", progress=config.progress)
+    save_tensors(weights, model.state_dict(), fmt=ANN_FORMAT, version=ANN_VERSION, meta={"key": key})
+    return model.eval()
+
+
+def calibrate(model: nn.Module, data: DataSplits, device: str) -> dict:
+    """Temperature scaling on the validation split; ECE before and after (validation and test)."""
+    val_logits = evaluate_logits(model, data.val, device)
+    test_logits = evaluate_logits(model, data.test, device)
+    temperature = fit_temperature(val_logits, data.val.y)
+    ece = lambda logits, y, t: expected_calibration_error(torch.softmax(logits.double() / t, -1), y)  # noqa: E731
+    return {
+        "temperature": temperature,
+        "val_acc": (val_logits.argmax(1) == data.val.y).double().mean().item(),
+        "test_acc": (test_logits.argmax(1) == data.test.y).double().mean().item(),
+        "ece_val_before": ece(val_logits, data.val.y, 1.0),
+        "ece_val_after": ece(val_logits, data.val.y, temperature),
+        "ece_test_before": ece(test_logits, data.test.y, 1.0),
+        "ece_test_after": ece(test_logits, data.test.y, temperature),
+    }
+
+
+def trace_splits(model: nn.Module, data: DataSplits, config: RunConfig, temperature: float) -> tuple[Trace, Trace]:
+    snn = convert(model, config.converter)
+    snn.meta["temperature"] = temperature
+    kw = dict(T=config.T, device=config.device, progress=config.progress)
+    val = record_trace(snn, data.val.batches(250), desc="trace val", **kw)
+    test = record_trace(snn, data.test.batches(250), desc="trace test", **kw)
+    return val, test
+
+
+def evaluate_policies(val: Trace, test: Trace) -> tuple[dict, dict]:
+    """Fit Dynamic Confidence on ``val``; evaluate fixed T, DC and the oracle on ``test``."""
+    dc = DynamicConfidence().fit(val)
+    results = {"fixed": FixedT().evaluate(test), "dynamic_confidence": dc.evaluate(test),
+               "oracle": Oracle().evaluate(test)}
+    results["dynamic_confidence"]["val_acc"] = float(dc.curve_.accuracy[dc.point_])
+    results["dynamic_confidence"]["val_mean_steps"] = float(dc.curve_.mean_steps[dc.point_])
+    results["dynamic_confidence"]["val_size"] = val.N
+    extras = {"dc_val_curve": summarize_curve(dc.curve_), "dc_test_curve": summarize_curve(dc.curve(test)),
+              "dc_val_point": dc.point_}
+    return results, extras
+
+
+def run(config: RunConfig, log=print) -> dict:
+    """The main job. Writes ``results.json``, ``report.md``, the traces and the figures to ``config.out``."""
+    from snnexit.report import write_report
+
+    config.validate()
+    out = check_writable(config.out)
+    started = time.perf_counter()
+    data = load_dataset(config.dataset, config.seed)
+    model = trained_ann(config, data, log)
+    cal = calibrate(model, data, config.device)
+    log(f"ANN test accuracy {cal['test_acc']:.4f}; temperature {cal['temperature']:.3f}, "
+        f"test ECE {cal['ece_test_before']:.4f} -> {cal['ece_test_after']:.4f}")
+    val, test = trace_splits(model, data, config, cal["temperature"])
+    val.save(out / "trace_val.safetensors")
+    test.save(out / "trace_test.safetensors")
+    policies, extras = evaluate_policies(val, test)
+    T = config.T
+    oracle_saving = T - policies["oracle"]["mean_steps"]
+    results = {
+        "config": asdict(config),
+        "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "ann": {"test_acc": cal["test_acc"], "val_acc": cal["val_acc"]},
+        "calibration": cal,
+        "snn": {"T": T, "converter": config.converter,
+                "test_acc_per_step": test.accuracy_per_step().tolist(),
+                "val_acc_per_step": val.accuracy_per_step().tolist(),
+                "spikes_per_input_per_step": test.spikes.sum(2).mean(1).tolist(),
+                "neurons": int(sum(test.meta["neurons_per_layer"]))},
+        "policies": policies,
+        "oracle_capture": ((T - policies["dynamic_confidence"]["mean_steps"]) / oracle_saving
+                           if oracle_saving > 0 else None),
+        "curves": extras,
+        "seconds": None,
+    }
+    results["seconds"] = time.perf_counter() - started
+    write_report(out, results, val, test)
+    return results

@@ -1,0 +1,46 @@
+"""A converted (or directly trained) SNN that is simulated one time step at a time."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from snnexit.neurons.modules import SpikingNeuron
+
+
+class SpikingNetwork(nn.Module):
+    """Wraps a module tree whose activations are spiking neurons.
+
+    ``step(x)`` advances every neuron by one time step and returns this step's output of
+    the (non-spiking) output layer, shape ``(N, C)``; the caller accumulates it. ``meta``
+    carries what offline evaluation needs to know (converter, ``alpha``, ...).
+    """
+
+    def __init__(self, body: nn.Module, meta: dict | None = None):
+        super().__init__()
+        self.body = body
+        self.meta = dict(meta or {})
+
+    def spiking_layers(self) -> list[tuple[str, SpikingNeuron]]:
+        return [(n, m) for n, m in self.body.named_modules() if isinstance(m, SpikingNeuron)]
+
+    def reset(self) -> None:
+        for _, m in self.spiking_layers():
+            m.reset()
+
+    def select(self, index: torch.Tensor) -> None:
+        """Drop every input but those at ``index`` from all neuron states."""
+        for _, m in self.spiking_layers():
+            m.select(index)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    forward = step
+
+    def spike_counts(self) -> torch.Tensor:
+        """(N, L) spikes emitted by each input in each spiking layer in the last step."""
+        return torch.stack([m.last_spike_count for _, m in self.spiking_layers()], dim=1)
+
+    def neurons_per_layer(self) -> list[int]:
+        return [m.neurons_per_input for _, m in self.spiking_layers()]

@@ -1,0 +1,56 @@
+"""Simulate an SNN for T steps and record its :class:`Trace`."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from snnexit.errors import SnnexitError
+from snnexit.simulate.network import SpikingNetwork
+from snnexit.simulate.trace import Trace
+
+
+@torch.no_grad()
+def simulate_batch(snn: SpikingNetwork, x: torch.Tensor, T: int, temporal: bool = False):
+    """Run one batch for T steps from a fresh state.
+
+    ``x`` is a static input ``(N, ...)`` presented at every step (direct encoding), or, with
+    ``temporal=True``, a sequence ``(N, T, ...)`` whose step ``t`` is presented at step ``t``.
+    Returns accumulated outputs ``(T, N, C)`` and spike counts ``(T, N, L)``.
+    """
+    if temporal and x.shape[1] < T:
+        raise SnnexitError(f"temporal input has {x.shape[1]} steps, fewer than T = {T}")
+    snn.reset()
+    outputs, spikes = [], []
+    acc = None
+    for t in range(T):
+        y = snn.step(x[:, t] if temporal else x)  # (N, C)
+        acc = y.clone() if acc is None else acc + y
+        outputs.append(acc)
+        spikes.append(snn.spike_counts())
+    snn.reset()
+    return torch.stack(outputs), torch.stack(spikes)
+
+
+@torch.no_grad()
+def record_trace(snn: SpikingNetwork, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], T: int,
+                 device: str | torch.device = "cpu", temporal: bool = False, progress: bool = False,
+                 desc: str = "trace") -> Trace:
+    """Simulate every batch for T steps and gather one trace (outputs and spikes on CPU)."""
+    if T < 1:
+        raise SnnexitError(f"T must be >= 1, got {T}")
+    snn = snn.to(device).eval()
+    outs, spks, labels = [], [], []
+    for x, y in tqdm(list(batches), desc=desc, disable=not progress, leave=False):
+        Y, S = simulate_batch(snn, x.to(device), T, temporal)
+        outs.append(Y.float().cpu())
+        spks.append(S.float().cpu())
+        labels.append(y.cpu())
+    if not outs:
+        raise SnnexitError("no inputs to trace")
+    meta = dict(snn.meta)
+    meta.update(T=T, neurons_per_layer=snn.neurons_per_layer(),
+                layer_names=[n for n, _ in snn.spiking_layers()])
+    return Trace(torch.cat(outs, 1), torch.cat(labels).long(), torch.cat(spks, 1), meta)

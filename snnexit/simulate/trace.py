@@ -1,0 +1,138 @@
+"""The trace: everything an SNN run produced that offline decisions need.
+
+For N inputs simulated for T steps a trace holds
+
+* ``outputs`` ``(T, N, C)`` float: the accumulated output ``Y[t] = sum_{k<=t} y_k`` of the
+  non-spiking output layer after step ``t + 1`` (index 0 is "after one step");
+* ``labels`` ``(N,)`` int64;
+* ``spikes`` ``(T, N, L)`` float: spikes emitted in step ``t + 1`` by input ``n`` in
+  spiking layer ``l`` (negative spikes of QFFS count as spikes too: they cost energy);
+* ``meta``: JSON-able facts about the run (converter, ``alpha``, temperature, neurons per
+  layer, synaptic fan-out per layer, ...).
+
+``alpha`` is how the accumulated output is scaled before a softmax (Dynamic Confidence):
+``"t"`` (QCFS: the mean output) or a number (QFFS: ``2**b - 1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from snnexit.errors import SnnexitError
+from snnexit.io import load_tensors, save_tensors
+
+TRACE_FORMAT = "trace"
+TRACE_VERSION = 1
+
+
+@dataclass
+class Trace:
+    outputs: torch.Tensor  # (T, N, C)
+    labels: torch.Tensor  # (N,)
+    spikes: torch.Tensor | None = None  # (T, N, L)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.validate()
+
+    # ---- shape facts -------------------------------------------------------------
+    @property
+    def T(self) -> int:
+        return self.outputs.shape[0]
+
+    @property
+    def N(self) -> int:
+        return self.outputs.shape[1]
+
+    @property
+    def C(self) -> int:
+        return self.outputs.shape[2]
+
+    def validate(self) -> None:
+        """Raise :class:`SnnexitError` naming the problem if the trace is malformed."""
+        Y, y = self.outputs, self.labels
+        if not isinstance(Y, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise SnnexitError("trace outputs and labels must be torch tensors")
+        if Y.dim() != 3:
+            raise SnnexitError(f"trace outputs must have shape (T, N, C), got {tuple(Y.shape)}")
+        T, N, C = Y.shape
+        if T < 1 or N < 1 or C < 2:
+            raise SnnexitError(f"trace outputs need T >= 1, N >= 1, C >= 2, got (T, N, C) = {(T, N, C)}")
+        if not Y.is_floating_point():
+            raise SnnexitError(f"trace outputs must be floating point, got {Y.dtype}")
+        if not torch.isfinite(Y).all():
+            raise SnnexitError("trace outputs contain NaN or infinite values")
+        if y.shape != (N,):
+            raise SnnexitError(f"trace labels must have shape (N,) = ({N},), got {tuple(y.shape)}")
+        if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise SnnexitError(f"trace labels must be integers, got {y.dtype}")
+        if N and (y.min() < 0 or y.max() >= C):
+            raise SnnexitError(f"trace labels must lie in [0, {C}), got range [{int(y.min())}, {int(y.max())}]")
+        if self.spikes is not None:
+            s = self.spikes
+            if s.dim() != 3 or s.shape[:2] != (T, N):
+                raise SnnexitError(f"trace spikes must have shape (T, N, L) with (T, N) = {(T, N)}, got {tuple(s.shape)}")
+        alpha = self.meta.get("alpha", "t")
+        if alpha != "t" and not (isinstance(alpha, (int, float)) and alpha > 0):
+            raise SnnexitError(f"trace meta 'alpha' must be 't' or a positive number, got {alpha!r}")
+
+    # ---- derived views (pure) ----------------------------------------------------
+    def predictions(self) -> torch.Tensor:
+        """(T, N) argmax class of the accumulated output at every step."""
+        return self.outputs.argmax(dim=2)
+
+    def correct(self) -> torch.Tensor:
+        """(T, N) bool: is the prediction after step t + 1 right?"""
+        return self.predictions() == self.labels.long().unsqueeze(0)
+
+    def accuracy_per_step(self) -> torch.Tensor:
+        """(T,) fixed-T accuracy for every T' = 1..T."""
+        return self.correct().float().mean(dim=1)
+
+    def alpha_per_step(self) -> torch.Tensor:
+        """(T,) the scale alpha_t that divides Y[t] before a softmax."""
+        alpha = self.meta.get("alpha", "t")
+        if alpha == "t":
+            return torch.arange(1, self.T + 1, dtype=self.outputs.dtype)
+        return torch.full((self.T,), float(alpha), dtype=self.outputs.dtype)
+
+    def subset(self, index: torch.Tensor) -> "Trace":
+        """The trace of the inputs selected by ``index`` (for random splits)."""
+        spikes = None if self.spikes is None else self.spikes[:, index]
+        return Trace(self.outputs[:, index], self.labels[index], spikes, dict(self.meta))
+
+    def truncate(self, T: int) -> "Trace":
+        """The same run stopped after T steps."""
+        if not 1 <= T <= self.T:
+            raise SnnexitError(f"cannot truncate a trace of {self.T} steps to {T}")
+        spikes = None if self.spikes is None else self.spikes[:T]
+        return Trace(self.outputs[:T], self.labels, spikes, dict(self.meta))
+
+    # ---- persistence -------------------------------------------------------------
+    def save(self, path) -> None:
+        tensors = {"outputs": self.outputs, "labels": self.labels.long()}
+        if self.spikes is not None:
+            tensors["spikes"] = self.spikes
+        save_tensors(path, tensors, fmt=TRACE_FORMAT, version=TRACE_VERSION, meta=self.meta)
+
+    @classmethod
+    def load(cls, path) -> "Trace":
+        tensors, meta = load_tensors(path, fmt=TRACE_FORMAT, version=TRACE_VERSION)
+        if "outputs" not in tensors or "labels" not in tensors:
+            raise SnnexitError(f"{path}: trace file lacks 'outputs' or 'labels'")
+        return cls(tensors["outputs"], tensors["labels"], tensors.get("spikes"), meta)
+
+
+def concat(traces: list[Trace]) -> Trace:
+    """Join traces of the same run over disjoint inputs (batches, shards)."""
+    if not traces:
+        raise SnnexitError("nothing to concatenate")
+    spikes = None if any(t.spikes is None for t in traces) else torch.cat([t.spikes for t in traces], 1)
+    return Trace(
+        torch.cat([t.outputs for t in traces], 1),
+        torch.cat([t.labels for t in traces], 0),
+        spikes,
+        dict(traces[0].meta),
+    )

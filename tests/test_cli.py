@@ -1,0 +1,82 @@
+"""The main job end to end on digits, and its clear errors on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from snnexit.cli import main
+
+FAST = ["--dataset", "digits", "--epochs", "3", "--T", "12", "--no-progress"]
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return str(tmp_path / "cache")
+
+
+def test_run_on_digits_writes_everything(tmp_path, cache, capsys):
+    out = tmp_path / "out"
+    assert main(["run", *FAST, "--out", str(out), "--cache-dir", cache]) == 0
+    printed = capsys.readouterr().out
+    assert "Dynamic Confidence" in printed and "oracle" in printed
+    r = json.loads((out / "results.json").read_text())
+    assert 0 < r["ann"]["test_acc"] <= 1
+    assert r["snn"]["T"] == 12 and len(r["snn"]["test_acc_per_step"]) == 12
+    for name in ("fixed", "dynamic_confidence", "oracle"):
+        p = r["policies"][name]
+        assert set(p) >= {"threshold", "test_acc", "mean_steps", "saving"}
+        assert p["saving"] == pytest.approx(1 - p["mean_steps"] / 12)
+    assert r["policies"]["fixed"]["threshold"] is None
+    assert 0 < r["policies"]["dynamic_confidence"]["threshold"] < 1
+    assert r["policies"]["fixed"]["test_acc"] == pytest.approx(r["snn"]["test_acc_per_step"][-1])
+    assert r["policies"]["oracle"]["test_acc"] >= r["policies"]["fixed"]["test_acc"]
+    for f in ("report.md", "fig1_accuracy_vs_steps.png", "fig2_confidence.png", "fig3_pareto.png",
+              "fig4_exit_histogram.png", "trace_val.safetensors", "trace_test.safetensors"):
+        assert (out / f).stat().st_size > 0, f
+    assert (out / "fig1_accuracy_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
+    # a second run reuses the cached ANN and gives the same numbers
+    out2 = tmp_path / "out2"
+    assert main(["run", *FAST, "--out", str(out2), "--cache-dir", cache]) == 0
+    r2 = json.loads((out2 / "results.json").read_text())
+    assert r2["policies"] == r["policies"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "snnexit.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "cifar11"], "Unknown dataset 'cifar11'. Known: digits, mnist5k"),
+    (["--model", "alexnet"], "Unknown model 'alexnet'. Known: resnet18, resnet20, vgg16, vgg_small"),
+    (["--converter", "magic"], "Unknown converter 'magic'"),
+    (["--T", "0"], "must be >= 1"),
+    (["--T", "x"], "expected an integer"),
+])
+def test_bad_arguments_exit_2_with_a_clear_message(args, message, tmp_path):
+    proc = run_cli("run", *args, "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_out_exits_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli("run", *FAST, "--out", str(blocker / "sub"), "--cache-dir", str(tmp_path / "c"))
+    assert proc.returncode == 2 and "not writable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_corrupt_cached_checkpoint_exits_2(tmp_path, cache):
+    out = tmp_path / "out"
+    assert main(["run", *FAST, "--epochs", "1", "--out", str(out), "--cache-dir", cache]) == 0
+    for f in os.listdir(cache):
+        if f.startswith("ann-"):
+            p = os.path.join(cache, f)
+            data = open(p, "rb").read()
+            open(p, "wb").write(data[: len(data) // 3])
+    proc = run_cli("run", *FAST, "--epochs", "1", "--out", str(out), "--cache-dir", cache)
+    assert proc.returncode == 2 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
