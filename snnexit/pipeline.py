@@ -50,6 +50,7 @@ class RunConfig:
     width: int | None = None  # model width (None: the model's default)
     device: str = "cpu"
     cache_dir: str | None = None
+    data_dir: str | None = None  # local folder of a real data set (cifar10, cifar100, imagefolder)
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -70,7 +71,10 @@ class RunConfig:
     def train_key(self) -> str:
         """Hash of everything that determines the trained ANN (the cache key)."""
         keys = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "batch_size", "lr", "width")
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        settings = {k: getattr(self, k) for k in keys}
+        if self.data_dir is not None:  # another local copy may hold other images (absent: old keys stay valid)
+            settings["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
+        blob = json.dumps(settings, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -110,7 +114,8 @@ def trained_ann(config: RunConfig, data: DataSplits, log=print) -> nn.Module:
         return model.to(config.device).eval()
     log(f"training {config.model} on {config.dataset} for {config.epochs} epochs")
     tc = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed)
-    train(model, data.train, tc, device=config.device, checkpoint=cache / f"train-{key}.pt", progress=config.progress)
+    train(model, data.train, tc, device=config.device, checkpoint=cache / f"train-{key}.pt", progress=config.progress,
+          augment=getattr(data, "augment", None))
     save_tensors(weights, model.state_dict(), fmt=ANN_FORMAT, version=ANN_VERSION, meta={"key": key})
     return model.eval()
 
@@ -161,7 +166,7 @@ def run(config: RunConfig, log=print) -> dict:
     config.validate()
     out = check_writable(config.out)
     started = time.perf_counter()
-    data = load_dataset(config.dataset, config.seed)
+    data = load_dataset(config.dataset, config.seed, root=config.data_dir)
     model = trained_ann(config, data, log)
     cal = calibrate(model, data, config.device)
     log(f"ANN test accuracy {cal['test_acc']:.4f}; temperature {cal['temperature']:.3f}, "

@@ -26,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--cache-dir", default=None, help="where trained ANNs are cached (default ~/.cache/snnexit or $SNNEXIT_CACHE)")
+    p.add_argument("--data-dir", default=None, help="local folder of a real data set (cifar10, cifar100, imagefolder)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     add_device(p)
     p.set_defaults(func=main)
@@ -35,6 +36,7 @@ def main(args) -> int:
     config = RunConfig(dataset=args.dataset, model=args.model, T=args.T, epochs=args.epochs, seed=args.seed,
                        out=args.out, levels=args.levels, converter=args.converter, width=args.width, lr=args.lr,
                        batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
+                       data_dir=args.data_dir,
                        progress=args.progress and sys.stderr.isatty())
     results = run(config, log=lambda msg: print(msg, file=sys.stderr))
     print(TABLE1_HEADER)

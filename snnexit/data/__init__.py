@@ -1,6 +1,7 @@
 """Data sets: built-in ones and (later) loaders for local copies of real ones."""
 
 from snnexit.data.builtin import DATASETS, load_dataset
+from snnexit.data import cifar, imagefolder  # noqa: F401  (registration: cifar10, cifar100, imagefolder)
 from snnexit.data.splits import DataSplits, Split, make_splits, stratified_split
 
 __all__ = ["DATASETS", "DataSplits", "Split", "load_dataset", "make_splits", "stratified_split"]
