@@ -1,15 +1,21 @@
-"""Exit policies (estimators over traces), the exact curve, and the oracle bound."""
+"""Exit policies (estimators over traces), the exact curve, risk control and the oracle bounds."""
 
-from snnexit.exit.base import (POLICIES, ExitPolicy, NotFittedError, ThresholdPolicy, fixed_t_accuracy,
-                               predictions_at, register_policy, summarize_curve)
+from snnexit.exit.base import (POLICIES, TARGETS, ExitPolicy, NotFittedError, ThresholdPolicy, agreement_with_fixed_t,
+                               check_trace, fixed_t_accuracy, predictions_at, register_policy, summarize_curve)
 from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
-from snnexit.exit.policies import DynamicConfidence, FixedT, Oracle, alpha_at
+from snnexit.exit.policies import DynamicConfidence, Entropy, FixedT, MaxSoftmax, Oracle, OracleStable, alpha_at
+from snnexit.exit.topk import TopK, TopKPerStep
+from snnexit.exit.conformal import Conformal  # noqa: I001  (registration order does not matter)
+from snnexit.exit.risk import binomial_pvalues, ltt_select, zero_disagreement_bound
 
 
 def create_policy(name: str, **kwargs) -> ExitPolicy:
+    """``create_policy("topk", k=3)``; an unknown name lists the known ones."""
     return POLICIES.get(name)(**kwargs)
 
 
-__all__ = ["POLICIES", "DynamicConfidence", "ExitCurve", "ExitPolicy", "FixedT", "NotFittedError", "Oracle",
-           "ThresholdPolicy", "alpha_at", "create_policy", "exact_curve", "exit_steps_from_scores",
-           "fixed_t_accuracy", "predictions_at", "register_policy", "summarize_curve"]
+__all__ = ["POLICIES", "TARGETS", "Conformal", "DynamicConfidence", "Entropy", "ExitCurve", "ExitPolicy", "FixedT",
+           "MaxSoftmax", "NotFittedError", "Oracle", "OracleStable", "ThresholdPolicy", "TopK", "TopKPerStep",
+           "agreement_with_fixed_t", "alpha_at", "binomial_pvalues", "check_trace", "create_policy", "exact_curve",
+           "exit_steps_from_scores", "fixed_t_accuracy", "ltt_select", "predictions_at", "register_policy",
+           "summarize_curve", "zero_disagreement_bound"]

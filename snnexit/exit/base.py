@@ -1,16 +1,33 @@
 """Exit policies as estimators (scikit-learn style).
 
 * ``__init__`` only stores settings;
-* ``fit(trace)`` validates the trace, learns attributes ending in ``_`` and returns ``self``;
+* ``fit(trace)`` validates the settings and the trace, learns attributes ending in ``_``
+  and returns ``self``;
 * ``exit_steps(trace)`` gives each input's 1-based exit step, ``predict(trace)`` its answer;
+* ``decide(accumulated, t, meta, labels=None)`` is the online twin of ``exit_steps``: it
+  takes exactly the same decisions, one step at a time, on any subset of the inputs;
 * a policy that needs fitting raises :class:`NotFittedError` until it is fitted.
 
 A thresholded policy is defined by a per-step score computed from the accumulated output
 alone (``score_step``), so the online runtime and the offline evaluation call the same
-function on the same numbers and take the same decisions.
+function on the same numbers and take the same decisions. Its threshold is chosen from the
+exact accuracy-vs-mean-steps curve (one sort, :mod:`snnexit.exit.curve`) for one of the
+fitting targets:
+
+==============  ==============================================================================
+``no_loss``     fewest mean steps whose accuracy on the fitting trace is >= its fixed-T accuracy
+``max_drop``    fewest mean steps losing at most ``eps`` accuracy against fixed T (fitting trace)
+``max_steps``   the most accurate point with mean steps <= ``max_steps``
+``risk``        fewest mean steps such that, with probability >= 1 - ``delta`` over the fitting
+                data, the accuracy lost against fixed T on new data is <= ``eps`` (Learn then
+                Test on the label-free disagreement rate, :mod:`snnexit.exit.risk`)
+==============  ==============================================================================
 """
 
 from __future__ import annotations
+
+import inspect
+import math
 
 import numpy as np
 import torch
@@ -22,6 +39,8 @@ from snnexit.simulate.trace import Trace
 
 POLICIES: Registry = Registry("policy")
 register_policy = POLICIES.register
+
+TARGETS = ("no_loss", "max_drop", "max_steps", "risk")
 
 
 class NotFittedError(SnnexitError):
@@ -37,23 +56,44 @@ def check_trace(trace) -> Trace:
 
 def predictions_at(trace: Trace, exit_steps: torch.Tensor) -> torch.Tensor:
     """(N,) the argmax of the accumulated output at each input's exit step."""
-    idx = (exit_steps.long() - 1).view(1, -1, 1).expand(1, -1, trace.C)
+    idx = (exit_steps.long() - 1).view(1, -1, 1).expand(1, -1, trace.C).to(trace.outputs.device)
     return trace.outputs.gather(0, idx)[0].argmax(-1)
 
 
+def agreement_with_fixed_t(trace: Trace) -> torch.Tensor:
+    """(T, N) bool: does the prediction after each step equal the prediction at T?"""
+    pred = trace.predictions()
+    return pred == pred[-1:]
+
+
 class ExitPolicy:
-    """Base class. Subclasses implement ``exit_steps``; ``fit`` is a no-op by default."""
+    """Base class. Subclasses implement ``exit_steps`` and ``decide``; ``fit`` is a no-op by default."""
 
     needs_fit = False
     uses_labels_at_test = False  # oracles peek at labels: an upper bound, not a deployable policy
+    online = True  # False: decide() would need future steps (oracle_stable)
 
+    # --- scikit-learn conveniences -----------------------------------------------------
+    def get_params(self) -> dict:
+        names = [p.name for p in inspect.signature(type(self).__init__).parameters.values()
+                 if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return {name: getattr(self, "threshold_init" if name == "threshold" else name) for name in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # --- estimator API --------------------------------------------------------------------
     def fit(self, trace: Trace) -> "ExitPolicy":
         check_trace(trace)
         self.T_ = trace.T
         return self
 
+    def is_fitted(self) -> bool:
+        return hasattr(self, "T_")
+
     def _check_fitted(self) -> None:
-        if self.needs_fit and not hasattr(self, "T_"):
+        if self.needs_fit and not self.is_fitted():
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(validation_trace) first")
 
     def exit_steps(self, trace: Trace) -> torch.Tensor:
@@ -72,7 +112,7 @@ class ExitPolicy:
         raise NotImplementedError(f"{type(self).__name__} has no online decision rule")
 
     def evaluate(self, trace: Trace) -> dict:
-        """Accuracy, mean steps and saving against fixed T on ``trace``."""
+        """Accuracy, mean steps, saving and disagreement with fixed T on ``trace``."""
         check_trace(trace)
         steps = self.exit_steps(trace)
         pred = predictions_at(trace, steps)
@@ -82,55 +122,129 @@ class ExitPolicy:
             "test_acc": (pred == trace.labels).double().mean().item(),
             "mean_steps": mean_steps,
             "saving": 1.0 - mean_steps / trace.T,
-            "exit_step_counts": torch.bincount(steps, minlength=trace.T + 1)[1:].tolist(),
+            "disagreement": (pred != trace.predictions()[-1]).double().mean().item(),
+            "n": trace.N,
+            "exit_step_counts": torch.bincount(steps.cpu(), minlength=trace.T + 1)[1:].tolist(),
         }
+
+
+def _check_fraction(name: str, value, low_open: bool = False, high_open: bool = False) -> float:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SnnexitError(f"{name} must be a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}, "
+                           f"got {value!r}")
+    if value < 0 or value > 1 or (low_open and value == 0) or (high_open and value == 1):
+        raise SnnexitError(f"{name} must lie in {'(' if low_open else '['}0, 1{')' if high_open else ']'}, got {value}")
+    return float(value)
 
 
 class ThresholdPolicy(ExitPolicy):
     """Exit at the first step whose score exceeds ``threshold_``, else at T.
 
     Args:
-        target: how ``fit`` picks the threshold. ``"no_loss"``: fewest mean steps whose
-            accuracy on the fitting trace is at least its fixed-T accuracy.
-        threshold: a fixed threshold; when given, ``fit`` learns nothing.
+        target: how ``fit`` picks the threshold: ``"no_loss"``, ``"max_drop"`` (needs ``eps``),
+            ``"max_steps"`` (needs ``max_steps``) or ``"risk"`` (needs ``eps`` and ``delta``);
+            see the module docstring.
+        threshold: a fixed threshold; when given, ``fit`` learns no threshold (but still
+            learns any per-step score tables).
+        eps: the accuracy drop allowed (a fraction, 0.01 = one point).
+        max_steps: the mean-steps budget.
+        delta: the probability allowed for the risk guarantee to fail.
+
+    Fitted attributes: ``T_``, ``threshold_``, and (unless ``threshold`` was given) the
+    fitting trace's ``curve_`` and the chosen ``point_``; for ``risk`` also ``pvalues_``.
     """
 
     needs_fit = True
-    targets = ("no_loss",)
+    targets = TARGETS
 
-    def __init__(self, target: str = "no_loss", threshold: float | None = None):
+    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, eps: float | None = None,
+                 max_steps: float | None = None, delta: float | None = None):
         self.target = target
         self.threshold_init = threshold
+        self.eps = eps
+        self.max_steps = max_steps
+        self.delta = delta
 
     # --- subclasses -------------------------------------------------------------------
     def score_step(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
         """(N,) score after step ``t`` (1-based) from the accumulated output ``(N, C)``."""
         raise NotImplementedError
 
+    def _fit_scores(self, trace: Trace) -> None:
+        """Learn what the score needs from the fitting trace (per-step tables); default nothing."""
+
+    def _check_params(self) -> None:
+        """Subclass settings (e.g. K of top-K); raise SnnexitError naming the problem."""
+
     # --- shared -----------------------------------------------------------------------
+    def is_fitted(self) -> bool:
+        return hasattr(self, "threshold_")
+
+    def check_settings(self) -> None:
+        if self.target not in self.targets:
+            raise SnnexitError(f"Unknown target {self.target!r}. Known: {', '.join(self.targets)}")
+        if self.target in ("max_drop", "precision"):
+            _check_fraction("eps", self.eps)
+        if self.target in ("risk", "coverage"):
+            _check_fraction("eps", self.eps, low_open=True, high_open=True)
+        if self.target == "risk":
+            _check_fraction("delta", self.delta, low_open=True, high_open=True)
+        if self.target == "max_steps":
+            ms = self.max_steps
+            if ms is None or isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms >= 1:
+                raise SnnexitError(f"max_steps must be a number >= 1 (mean steps per input), got {ms!r}")
+        if self.threshold_init is not None:
+            th = self.threshold_init
+            if isinstance(th, bool) or not isinstance(th, (int, float)) or not math.isfinite(th):
+                raise SnnexitError(f"threshold must be a finite number, got {th!r}")
+        self._check_params()
+
     def scores(self, trace: Trace) -> torch.Tensor:
-        """(T, N) score at every step."""
+        """(T, N) score at every step (a loop over steps, each vectorised over inputs)."""
         return torch.stack([self.score_step(trace.outputs[t], t + 1, trace.meta) for t in range(trace.T)])
 
     def curve(self, trace: Trace) -> ExitCurve:
+        """The exact curve of this score on ``trace``, with agreement counts for risk control."""
         check_trace(trace)
-        return exact_curve(self.scores(trace), trace.correct())
+        return exact_curve(self.scores(trace), trace.correct(), agreement_with_fixed_t(trace))
 
     def fit(self, trace: Trace) -> "ThresholdPolicy":
+        self.check_settings()
         check_trace(trace)
-        if self.target not in self.targets:
-            raise SnnexitError(f"Unknown target {self.target!r}. Known: {', '.join(self.targets)}")
+        for name in ("threshold_", "curve_", "point_", "pvalues_"):
+            self.__dict__.pop(name, None)
         self.T_ = trace.T
+        self._fit_scores(trace)
         if self.threshold_init is not None:
             self.threshold_ = float(self.threshold_init)
+            return self
+        direct = self._direct_threshold()
+        if direct is not None:
+            self.threshold_ = direct
             return self
         self.curve_ = self.curve(trace)
         self.point_ = self._select(self.curve_)
         self.threshold_ = float(self.curve_.thresholds[self.point_])
         return self
 
+    def _direct_threshold(self) -> float | None:
+        """Targets that fix the threshold without the curve (e.g. SNNCutoff's precision)."""
+        return None
+
     def _select(self, curve: ExitCurve) -> int:
-        return curve.select(min_correct=int(curve.correct[0]))
+        fixed_correct = int(curve.correct[0])
+        if self.target == "no_loss":
+            return curve.select(min_correct=fixed_correct)
+        if self.target == "max_drop":
+            return curve.select(min_correct=int(math.ceil(fixed_correct - self.eps * curve.n - 1e-9)))
+        if self.target == "max_steps":
+            return curve.select_max_steps(float(self.max_steps))
+        if self.target == "risk":
+            from snnexit.exit.risk import ltt_select
+
+            point, self.pvalues_ = ltt_select(curve, self.eps, self.delta)
+            return point
+        raise SnnexitError(f"target {self.target!r} is not handled by {type(self).__name__}")
 
     def threshold(self):
         self._check_fitted()
@@ -150,12 +264,25 @@ def fixed_t_accuracy(trace: Trace) -> float:
     return trace.correct()[-1].double().mean().item()
 
 
-def summarize_curve(curve: ExitCurve) -> dict:
-    """JSON-able curve with its Pareto front (for plots and results.json)."""
+def summarize_curve(curve: ExitCurve, max_points: int | None = None) -> dict:
+    """JSON-able curve with its Pareto front (for plots and results.json).
+
+    ``max_points`` keeps only the Pareto front (plus fixed T) when the curve is longer, so a
+    50,000-input curve does not bloat a JSON file.
+    """
     front = curve.pareto_front()
-    return {
-        "thresholds": np.where(np.isfinite(curve.thresholds), curve.thresholds, None).tolist(),
-        "mean_steps": curve.mean_steps.tolist(),
-        "accuracy": curve.accuracy.tolist(),
-        "pareto_front": front.tolist(),
+    keep = np.arange(curve.thresholds.size)
+    if max_points is not None and keep.size > max_points:
+        keep = np.union1d(front, [0])
+    pos = np.full(curve.thresholds.size, -1)
+    pos[keep] = np.arange(keep.size)
+    th = curve.thresholds[keep]
+    out = {
+        "thresholds": np.where(np.isfinite(th), th, None).tolist(),
+        "mean_steps": curve.mean_steps[keep].tolist(),
+        "accuracy": curve.accuracy[keep].tolist(),
+        "pareto_front": pos[front].tolist(),
     }
+    if curve.agree is not None:
+        out["disagreement"] = curve.disagreement[keep].tolist()
+    return out

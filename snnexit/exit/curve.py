@@ -9,6 +9,9 @@ drops below a *record* value (a step where the running max strictly rises). Each
 an event "input n now exits at t instead of at its next record (or T)". Sorting all events by
 value, descending, and taking cumulative sums of their changes in steps and in correct
 answers gives the curve at every distinct threshold: O(NT log NT), exact, no grid.
+
+The same cumulative sums count, for free, how many exit predictions agree with the fixed-T
+prediction (``agree``): the label-free quantity that risk control certifies.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ class ExitCurve:
     """Operating points ordered from the most conservative threshold (fixed T) downwards.
 
     ``thresholds[k]`` is a threshold that realises point k under ``score > tau``;
-    point 0 is "never exit early" (mean steps = T).
+    point 0 is "never exit early" (mean steps = T). Point k is realised by every tau in
+    ``[thresholds[k], thresholds[k - 1])``.
     """
 
     thresholds: np.ndarray  # (K,) float64, strictly decreasing
@@ -34,20 +38,33 @@ class ExitCurve:
     correct: np.ndarray  # (K,) int64 correct answers
     n: int
     T: int
+    agree: np.ndarray | None = None  # (K,) int64 exit predictions equal to the fixed-T prediction
 
     @property
     def accuracy(self) -> np.ndarray:
         return self.correct / self.n
 
+    @property
+    def disagreement(self) -> np.ndarray:
+        """(K,) share of inputs whose exit prediction differs from the fixed-T prediction."""
+        if self.agree is None:
+            raise SnnexitError("this curve was computed without the fixed-T predictions (agree=None)")
+        return 1.0 - self.agree / self.n
+
+    def at(self, tau) -> np.ndarray:
+        """Index of the point that threshold(s) ``tau`` realise (vectorised, no loop)."""
+        tau = np.asarray(tau, dtype=np.float64)
+        # number of thresholds strictly above tau, among thresholds[0..K-2]; thresholds[K-1] is
+        # only a representative of the last interval, which extends to -inf
+        above = self.thresholds.size - np.searchsorted(self.thresholds[::-1], tau, side="right")
+        return np.minimum(above, self.thresholds.size - 1)
+
     def pareto_front(self) -> np.ndarray:
         """Indices of the points no other point beats on both accuracy and mean steps."""
         order = np.lexsort((-self.correct, self.mean_steps))  # by steps, then accuracy desc
-        front, best = [], -1
-        for k in order:
-            if self.correct[k] > best:
-                front.append(k)
-                best = self.correct[k]
-        return np.array(front, dtype=np.int64)
+        c = self.correct[order]
+        best_before = np.concatenate([[-1], np.maximum.accumulate(c)[:-1]])
+        return order[c > best_before].astype(np.int64)
 
     def select(self, min_correct: int) -> int:
         """The point with the fewest mean steps among those with >= ``min_correct`` correct;
@@ -59,6 +76,16 @@ class ExitCurve:
         best = np.lexsort((-self.thresholds[ok], -self.correct[ok], self.mean_steps[ok]))[0]
         return int(ok[best])
 
+    def select_max_steps(self, max_steps: float) -> int:
+        """The most accurate point with mean steps <= ``max_steps``; ties go to fewer steps,
+        then to the higher threshold."""
+        ok = np.flatnonzero(self.mean_steps <= max_steps + 1e-12)
+        if ok.size == 0:
+            raise SnnexitError(f"no threshold reaches mean steps <= {max_steps} (the fewest is "
+                               f"{self.mean_steps.min():.4g})")
+        best = np.lexsort((-self.thresholds[ok], self.mean_steps[ok], -self.correct[ok]))[0]
+        return int(ok[best])
+
 
 def exit_steps_from_scores(scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """(N,) 1-based exit step: the first t with ``score > threshold``, else T."""
@@ -68,15 +95,32 @@ def exit_steps_from_scores(scores: torch.Tensor, threshold: float) -> torch.Tens
     return first.long() + 1
 
 
-def exact_curve(scores: torch.Tensor, correct: torch.Tensor) -> ExitCurve:
-    """The exit curve for every threshold; ``scores`` and ``correct`` are ``(T, N)``."""
-    if scores.shape != correct.shape or scores.dim() != 2:
+def _as_numpy(x: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def exact_curve(scores, correct, agree=None) -> ExitCurve:
+    """The exit curve for every threshold.
+
+    Args:
+        scores: ``(T, N)`` exit score after every step (torch or numpy).
+        correct: ``(T, N)`` bool, is the prediction after every step right?
+        agree: optional ``(T, N)`` bool, does the prediction after every step equal the
+            prediction at T? Fills ``ExitCurve.agree`` (for risk control).
+    """
+    if tuple(scores.shape) != tuple(correct.shape) or len(scores.shape) != 2:
         raise SnnexitError(f"scores and correct must both be (T, N), got {tuple(scores.shape)} and {tuple(correct.shape)}")
-    s = scores.detach().cpu().double().numpy()
-    c = correct.detach().cpu().numpy().astype(np.int64)
+    if agree is not None and tuple(agree.shape) != tuple(scores.shape):
+        raise SnnexitError(f"agree must be (T, N) like scores, got {tuple(agree.shape)}")
+    s = _as_numpy(scores, np.float64)
     T, N = s.shape
+    if N < 1 or T < 1:
+        raise SnnexitError(f"need at least one step and one input, got (T, N) = {(T, N)}")
     if not np.isfinite(s).all():
         raise SnnexitError("exit scores contain NaN or infinite values")
+    indicators = [_as_numpy(correct, np.int64)] + ([] if agree is None else [_as_numpy(agree, np.int64)])
     running = np.maximum.accumulate(s, axis=0)  # (T, N)
     record = np.ones_like(running, dtype=bool)
     record[1:] = running[1:] > running[:-1]
@@ -87,19 +131,21 @@ def exact_curve(scores: torch.Tensor, correct: torch.Tensor) -> ExitCurve:
     t_idx, n_idx = np.nonzero(record)
     nxt = next_record[t_idx, n_idx]
     values = running[t_idx, n_idx]
-    d_steps = (t_idx - nxt).astype(np.int64)
-    d_correct = c[t_idx, n_idx] - c[nxt, n_idx]
-    order = np.argsort(-values, kind="stable")
-    values, d_steps, d_correct = values[order], d_steps[order], d_correct[order]
-    total_steps = N * T + np.cumsum(d_steps)
-    total_correct = int(c[T - 1].sum()) + np.cumsum(d_correct)
+    order = np.argsort(-values)  # equal values are merged below, so the sort need not be stable
+    values = values[order]
+    t_idx, n_idx, nxt = t_idx[order], n_idx[order], nxt[order]
     last_of_group = np.append(values[1:] != values[:-1], True)
     g_values = values[last_of_group]
+    total_steps = N * T + np.cumsum(t_idx - nxt)
+    steps = np.concatenate([[N * T], total_steps[last_of_group]]) / N
+    totals = []
+    for ind in indicators:  # correct, then agree
+        start = int(ind[T - 1].sum())
+        cum = start + np.cumsum(ind[t_idx, n_idx] - ind[nxt, n_idx])
+        totals.append(np.concatenate([[start], cum[last_of_group]]).astype(np.int64))
     # after all events >= v_g fire, any tau in [v_{g+1}, v_g) realises the point
     # below the smallest value any tau works: keep a margin that survives a cast to float32
     below_all = g_values[-1] - max(1e-6, 1e-6 * abs(g_values[-1]))
-    g_thresholds = np.append(g_values[1:], below_all)
-    thresholds = np.concatenate([[g_values[0]], g_thresholds])
-    steps = np.concatenate([[N * T], total_steps[last_of_group]]) / N
-    corr = np.concatenate([[int(c[T - 1].sum())], total_correct[last_of_group]])
-    return ExitCurve(thresholds, steps.astype(np.float64), corr.astype(np.int64), N, T)
+    thresholds = np.concatenate([[g_values[0]], g_values[1:], [below_all]])
+    return ExitCurve(thresholds, steps.astype(np.float64), totals[0], N, T,
+                     totals[1] if agree is not None else None)

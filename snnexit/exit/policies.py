@@ -1,4 +1,4 @@
-"""The exit policies of the spine: fixed T, Dynamic Confidence, and the oracle bound."""
+"""Exit policies whose score needs no fitting, the baseline, and the two oracles."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import ExitPolicy, ThresholdPolicy, check_trace, register_policy
+from snnexit.exit.scores import alpha_at, max_softmax, one_minus_normalised_entropy, scaled_logits
 from snnexit.simulate.trace import Trace
 
-
-def alpha_at(t: int, meta: dict) -> float:
-    """Dynamic Confidence's alpha: ``t`` for QCFS (the mean output), ``2**b - 1`` for QFFS."""
-    alpha = meta.get("alpha", "t")
-    return float(t) if alpha == "t" else float(alpha)
+__all__ = ["DynamicConfidence", "Entropy", "FixedT", "MaxSoftmax", "Oracle", "OracleStable", "alpha_at"]
 
 
 @register_policy("fixed")
@@ -35,18 +32,49 @@ class DynamicConfidence(ThresholdPolicy):
         temperature: T_cal from temperature scaling of the ANN; None reads
             ``trace.meta["temperature"]`` (1.0 if absent).
         use_alpha: False drops alpha (plain max-softmax of the accumulated output, for Fig. 2).
+        target, threshold, eps, max_steps, delta: see :class:`ThresholdPolicy`.
     """
 
-    def __init__(self, target: str = "no_loss", threshold: float | None = None,
-                 temperature: float | None = None, use_alpha: bool = True):
-        super().__init__(target=target, threshold=threshold)
+    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, temperature: float | None = None,
+                 use_alpha: bool = True, eps: float | None = None, max_steps: float | None = None,
+                 delta: float | None = None):
+        super().__init__(target=target, threshold=threshold, eps=eps, max_steps=max_steps, delta=delta)
         self.temperature = temperature
         self.use_alpha = use_alpha
 
+    def _check_params(self):
+        if self.temperature is not None and not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise SnnexitError(f"temperature must be a positive number or None, got {self.temperature!r}")
+
     def score_step(self, accumulated, t, meta):
-        temperature = self.temperature if self.temperature is not None else float(meta.get("temperature", 1.0))
-        alpha = alpha_at(t, meta) if self.use_alpha else 1.0
-        return torch.softmax(accumulated.double() / (alpha * temperature), dim=-1).max(-1).values
+        return max_softmax(scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha))
+
+
+@register_policy("max_softmax")
+class MaxSoftmax(DynamicConfidence):
+    """SEENN-I (Li et al., NeurIPS 2023): max softmax of the accumulated output, no alpha,
+    no temperature unless given. It saturates as Y[t] grows with t: the contrast that
+    motivates Dynamic Confidence's alpha."""
+
+    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, temperature: float | None = 1.0,
+                 eps: float | None = None, max_steps: float | None = None, delta: float | None = None):
+        super().__init__(target=target, threshold=threshold, temperature=temperature, use_alpha=False, eps=eps,
+                         max_steps=max_steps, delta=delta)
+
+    def get_params(self) -> dict:
+        params = super().get_params()
+        params.pop("use_alpha", None)
+        return params
+
+
+@register_policy("entropy")
+class Entropy(DynamicConfidence):
+    """DT-SNN (Li et al., DAC 2023): exit when the normalised entropy of the softmax of the
+    mean output is low. Score ``1 - H(p) / log C`` with ``p = softmax(Y[t] / alpha_t / T_cal)``
+    (alpha = t is the mean output of a QCFS trace), so "score > tau" means "entropy < 1 - tau"."""
+
+    def score_step(self, accumulated, t, meta):
+        return one_minus_normalised_entropy(scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha))
 
 
 @register_policy("oracle")
@@ -65,3 +93,27 @@ class Oracle(ExitPolicy):
         if labels is None:
             raise SnnexitError("the oracle needs the labels to decide (it is an upper bound, not a deployable policy)")
         return accumulated.argmax(-1) == labels.to(accumulated.device)
+
+
+@register_policy("oracle_stable")
+class OracleStable(ExitPolicy):
+    """SNNCutoff's stable oracle: exit at the first step after which the prediction stays
+    correct up to T (wrong at T: exit at T, counted wrong).
+
+    Not causal: whether a prediction *stays* correct depends on steps not yet simulated, so
+    it has no online rule (``online = False``); compare it offline only.
+    """
+
+    uses_labels_at_test = True
+    online = False
+
+    def exit_steps(self, trace: Trace) -> torch.Tensor:
+        check_trace(trace)
+        correct = trace.correct()  # (T, N)
+        stays = correct.flip(0).int().cummin(0).values.flip(0).bool()  # (T, N) correct from t to T
+        first = stays.int().argmax(0)
+        return torch.where(stays.any(0), first, torch.full_like(first, trace.T - 1)).long() + 1
+
+    def decide(self, accumulated, t, meta, labels=None):
+        raise SnnexitError("oracle_stable looks at future steps (does the prediction stay correct?), so it has no "
+                           "online rule; use 'oracle' online or evaluate oracle_stable on a trace")

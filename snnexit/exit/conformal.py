@@ -1,0 +1,81 @@
+"""SpikeCP (Chen, Park & Simeone, 2023): stop once the conformal prediction set is small.
+
+Split-conformal calibration on the fitting trace, separately at every step t: with class
+probabilities ``p = softmax(Y[t] / alpha_t / T_cal)`` and nonconformity ``1 - p_y``, the
+calibration scores ``s_i = 1 - p_{y_i}`` give the set at miscoverage level a,
+
+    Gamma_t(x) = { y : 1 - p_y(x) <= s_(k) },   k = ceil((n + 1)(1 - a)),
+
+which holds the true class with probability >= 1 - a. The set has at most one class (the
+stopping rule) iff the runner-up class is out: ``1 - p_2(x) > s_(k)``, i.e. iff at least k
+calibration scores lie below ``1 - p_2(x)``. The score ``#{i : s_i < 1 - p_2(x)} / (n + 1)``
+(one minus the runner-up's conformal p-value) therefore exits exactly when the set is a
+singleton (or empty) at level ``a = 1 - threshold``-ish, and one sort sweeps every level.
+Targets: the four shared ones, plus ``"coverage"``: the miscoverage level a = ``eps`` given
+directly, as in SpikeCP.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from snnexit.errors import SnnexitError
+from snnexit.exit.base import ThresholdPolicy, register_policy
+from snnexit.exit.scores import scaled_logits, second_probability
+from snnexit.exit.steptable import StepTablePolicy
+from snnexit.simulate.trace import Trace
+
+
+@register_policy("conformal")
+class Conformal(StepTablePolicy):
+    """Exit when the per-step split-conformal prediction set has at most one class.
+
+    Args:
+        temperature, use_alpha: how the accumulated output becomes probabilities (as in
+            Dynamic Confidence; None reads ``meta['temperature']``).
+
+    Fitted attributes besides the shared ones: ``sorted_values_`` (per-step calibration
+    nonconformity scores), ``score_table_`` and ``miscoverage_`` (the level a the threshold
+    corresponds to: the set at step t has <= 1 class iff the score exceeds the threshold).
+    """
+
+    targets = ThresholdPolicy.targets + ("coverage",)
+
+    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, temperature: float | None = None,
+                 use_alpha: bool = True, eps: float | None = None, max_steps: float | None = None,
+                 delta: float | None = None):
+        super().__init__(target=target, threshold=threshold, eps=eps, max_steps=max_steps, delta=delta)
+        self.temperature = temperature
+        self.use_alpha = use_alpha
+
+    def _check_params(self):
+        if self.temperature is not None and not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise SnnexitError(f"temperature must be a positive number or None, got {self.temperature!r}")
+
+    def raw_step(self, accumulated, t, meta):
+        return 1.0 - second_probability(scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha))
+
+    def _tables(self, raw, trace: Trace):
+        T, N = raw.shape
+        probs = torch.stack([torch.softmax(scaled_logits(trace.outputs[t], t + 1, trace.meta, self.temperature,
+                                                          self.use_alpha), -1) for t in range(T)])  # (T, N, C)
+        labels = trace.labels.long().to(probs.device).view(1, N, 1).expand(T, N, 1)
+        nonconformity = (1.0 - probs.gather(2, labels)[..., 0]).cpu()  # (T, N)
+        table = torch.arange(N + 1, dtype=torch.float64).expand(T, N + 1) / (N + 1)
+        return nonconformity.sort(dim=1).values, table
+
+    def _direct_threshold(self):
+        if self.target == "coverage":
+            n = self.sorted_values_.shape[1]
+            k = math.ceil((n + 1) * (1.0 - self.eps))  # exit iff >= k calibration scores below 1 - p_2
+            return (k - 0.5) / (n + 1)
+        return None
+
+    def fit(self, trace: Trace) -> "Conformal":
+        super().fit(trace)
+        n = self.sorted_values_.shape[1]
+        k = min(max(math.floor(self.threshold_ * (n + 1)) + 1, 0), n + 1)  # least count that exits
+        self.miscoverage_ = 1.0 - k / (n + 1)
+        return self

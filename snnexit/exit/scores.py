@@ -1,0 +1,50 @@
+"""Exit scores: pure functions of the accumulated output after step ``t`` (1-based).
+
+Each takes ``accumulated`` ``(N, C)`` and returns ``(N,)`` float64, higher meaning "more sure":
+a policy exits at the first step whose score exceeds its threshold. Every function works
+row by row, so the online runtime (compacted batches) and the offline evaluation (whole
+traces) compute the same numbers for the same input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def alpha_at(t: int, meta: dict) -> float:
+    """Dynamic Confidence's alpha: ``t`` for QCFS (the mean output), ``2**b - 1`` for QFFS."""
+    alpha = meta.get("alpha", "t")
+    return float(t) if alpha == "t" else float(alpha)
+
+
+def scaled_logits(accumulated: torch.Tensor, t: int, meta: dict, temperature: float | None,
+                  use_alpha: bool) -> torch.Tensor:
+    """``Y[t] / alpha_t / T_cal`` in float64; ``temperature=None`` reads ``meta['temperature']``."""
+    temp = float(meta.get("temperature", 1.0)) if temperature is None else float(temperature)
+    alpha = alpha_at(t, meta) if use_alpha else 1.0
+    return accumulated.double() / (alpha * temp)
+
+
+def max_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """(N,) largest softmax probability (Dynamic Confidence with alpha; SEENN-I without)."""
+    return torch.softmax(logits, dim=-1).max(-1).values
+
+
+def one_minus_normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """(N,) ``1 - H(softmax) / log C`` in [0, 1] (DT-SNN exits when the entropy is low)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return 1.0 - entropy / math.log(logits.shape[-1])
+
+
+def topk_gap(values: torch.Tensor, k: int) -> torch.Tensor:
+    """(N,) top-1 minus top-k of ``values`` (SNNCutoff's Top-K gap; k = 2 is the margin)."""
+    top = values.double().topk(k, dim=-1).values
+    return top[..., 0] - top[..., k - 1]
+
+
+def second_probability(logits: torch.Tensor) -> torch.Tensor:
+    """(N,) the runner-up's softmax probability (for conformal set sizes)."""
+    return torch.softmax(logits, dim=-1).topk(2, dim=-1).values[..., 1]

@@ -1,0 +1,52 @@
+"""Policies whose score passes through per-step lookup tables learned on the fitting trace.
+
+A raw per-step statistic ``r_t(x)`` (a Top-K gap, a conformal nonconformity) is mapped by a
+monotone, step-specific table: ``score = table_[t][#{calibration values at t < r_t(x)}]``.
+Each input's score depends on its own accumulated output and the fitted tables only, so
+``decide`` on a compacted batch gives the same numbers as ``exit_steps`` on the trace, and
+one global threshold on the score is a per-step threshold on the raw statistic: the exact
+curve (one sort) covers the whole family.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from snnexit.errors import SnnexitError
+from snnexit.exit.base import NotFittedError, ThresholdPolicy
+from snnexit.simulate.trace import Trace
+
+
+class StepTablePolicy(ThresholdPolicy):
+    """Subclasses implement ``raw_step`` and ``_tables(raw (T, N), trace) -> (sorted, table)``."""
+
+    def raw_step(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _tables(self, raw: torch.Tensor, trace: Trace) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def raw_scores(self, trace: Trace) -> torch.Tensor:
+        """(T, N) the raw statistic at every step."""
+        return torch.stack([self.raw_step(trace.outputs[t], t + 1, trace.meta) for t in range(trace.T)])
+
+    def _fit_scores(self, trace: Trace) -> None:
+        raw = self.raw_scores(trace).double().cpu()  # (T, N)
+        sorted_, table = self._tables(raw, trace)
+        self.sorted_values_ = sorted_.contiguous()  # (T, N) ascending calibration values per step
+        self.score_table_ = table.contiguous()  # (T, N + 1) score for 0..N calibration values below
+        self._device_tables = {}
+
+    def score_step(self, accumulated, t, meta):
+        if not hasattr(self, "score_table_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted: its score tables come from fit(trace)")
+        if not 1 <= t <= self.score_table_.shape[0]:
+            raise SnnexitError(f"{type(self).__name__} was fitted on {self.score_table_.shape[0]} steps; "
+                               f"it cannot score step {t}")
+        device = accumulated.device
+        if device not in self._device_tables:  # one copy per device, made once
+            self._device_tables[device] = (self.sorted_values_.to(device), self.score_table_.to(device))
+        sorted_values, table = self._device_tables[device]
+        raw = self.raw_step(accumulated, t, meta).double().contiguous()
+        below = torch.searchsorted(sorted_values[t - 1], raw, side="left")  # (N,) calibration values < raw
+        return table[t - 1][below]

@@ -1,0 +1,116 @@
+"""SNNCutoff's Top-K gap (Wu et al., 2023): exit when the top-1 output leads the top-K one.
+
+``topk`` uses one global threshold on the gap of the accumulated output; ``topk_per_step``
+fits one threshold per time step as SNNCutoff does: on calibration data, the inputs whose gap
+at step t exceeds ``tau_t`` are correct with rate >= 1 - eps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from snnexit.errors import SnnexitError
+from snnexit.exit.base import ThresholdPolicy, register_policy
+from snnexit.exit.scores import alpha_at, topk_gap
+from snnexit.exit.steptable import StepTablePolicy
+from snnexit.simulate.trace import Trace
+
+
+def _check_k(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise SnnexitError(f"k (top-1 minus top-k) must be an integer >= 2, got {k!r}")
+
+
+def _check_k_classes(k: int, C: int) -> None:
+    if k > C:
+        raise SnnexitError(f"k = {k} exceeds the number of classes C = {C}")
+
+
+@register_policy("topk")
+class TopK(ThresholdPolicy):
+    """Score: ``top1(Y[t]) - topK(Y[t])`` of the accumulated output (divided by alpha_t, the
+    number of steps for QCFS, when ``use_alpha``: the mean output's gap).
+
+    Args:
+        k: which runner-up to compare with (2: the margin between the two best classes).
+        use_alpha: divide by alpha_t first (False: the raw accumulated output, which grows with t).
+    """
+
+    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, k: int = 2,
+                 use_alpha: bool = False, eps: float | None = None, max_steps: float | None = None,
+                 delta: float | None = None):
+        super().__init__(target=target, threshold=threshold, eps=eps, max_steps=max_steps, delta=delta)
+        self.k = k
+        self.use_alpha = use_alpha
+
+    def _check_params(self):
+        _check_k(self.k)
+
+    def score_step(self, accumulated, t, meta):
+        _check_k(self.k)
+        _check_k_classes(self.k, accumulated.shape[-1])
+        gap = topk_gap(accumulated, self.k)
+        return gap / alpha_at(t, meta) if self.use_alpha else gap
+
+
+@register_policy("topk_per_step")
+class TopKPerStep(StepTablePolicy):
+    """Top-K gap with one threshold per time step, fitted as SNNCutoff does.
+
+    For a level eps, ``tau_t`` is the lowest gap threshold at which the calibration inputs
+    with gap > tau_t at step t (all calibration inputs, not only those still running) are
+    correct with rate >= 1 - eps. The fitted score of an input at step t is the best such
+    precision its gap reaches, so "score >= 1 - eps" is exactly "gap > tau_t(eps)" and the
+    exact curve sweeps eps. Targets: the four shared ones, plus ``"precision"`` (SNNCutoff's own
+    rule: the level ``eps`` given directly).
+
+    Fitted attributes besides the shared ones: ``sorted_values_`` and ``score_table_`` (the
+    per-step lookup) and ``step_thresholds_`` ``(T,)`` (tau_t for the chosen threshold).
+    """
+
+    targets = ThresholdPolicy.targets + ("precision",)
+
+    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, k: int = 2,
+                 eps: float | None = None, max_steps: float | None = None, delta: float | None = None):
+        super().__init__(target=target, threshold=threshold, eps=eps, max_steps=max_steps, delta=delta)
+        self.k = k
+
+    def _check_params(self):
+        _check_k(self.k)
+
+    def raw_step(self, accumulated, t, meta):
+        _check_k(self.k)
+        _check_k_classes(self.k, accumulated.shape[-1])
+        return topk_gap(accumulated, self.k)
+
+    def _tables(self, raw, trace: Trace):
+        T, N = raw.shape
+        correct = trace.correct().cpu().double()  # (T, N)
+        desc, order = raw.sort(dim=1, descending=True)  # (T, N)
+        c = correct.gather(1, order)
+        precision = c.cumsum(1) / torch.arange(1, N + 1, dtype=torch.float64)  # (T, N): top-j sets, j = 1..N
+        # only sets closed under ties are realisable by a threshold "gap > tau"
+        boundary = torch.ones_like(desc, dtype=torch.bool)
+        boundary[:, :-1] = desc[:, :-1] != desc[:, 1:]
+        precision = torch.where(boundary, precision, torch.full_like(precision, -np.inf))
+        best = precision.flip(1).cummax(1).values.flip(1)  # (T, N): best realisable precision with >= j inputs
+        q = torch.cat([torch.ones(T, 1, dtype=torch.float64), best], 1)  # (T, N + 1), q[:, 0]: above all
+        # an input with i calibration gaps below its own has N - i at or above it
+        return desc.flip(1), q.flip(1)
+
+    def _direct_threshold(self):
+        if self.target == "precision":
+            return float(np.nextafter(1.0 - self.eps, -np.inf))  # score >= 1 - eps
+        return None
+
+    def fit(self, trace: Trace) -> "TopKPerStep":
+        super().fit(trace)
+        # tau_t: exit iff gap > tau_t. The table is non-decreasing in the gap's rank.
+        above = (self.score_table_ > self.threshold_)  # (T, N + 1)
+        first = torch.where(above.any(1), above.int().argmax(1), torch.full((self.T_,), self.sorted_values_.shape[1] + 1))
+        padded = torch.cat([torch.full((self.T_, 1), -np.inf, dtype=torch.float64), self.sorted_values_,
+                            torch.full((self.T_, 1), np.inf, dtype=torch.float64)], 1)
+        # the first table index i with score > threshold: exit iff more than i - 1 calibration gaps lie below
+        self.step_thresholds_ = padded.gather(1, first.view(-1, 1)).view(-1).numpy()
+        return self
