@@ -2,5 +2,7 @@
 
 from snnexit.neurons.functional import IFState, if_initial_state, if_soft_reset_step
 from snnexit.neurons.modules import IFNeuron, SpikingNeuron
+from snnexit.neurons.qffs import QFFSNeuron, QFFSState, qffs_initial_state, qffs_step
 
-__all__ = ["IFNeuron", "IFState", "SpikingNeuron", "if_initial_state", "if_soft_reset_step"]
+__all__ = ["IFNeuron", "IFState", "QFFSNeuron", "QFFSState", "SpikingNeuron", "if_initial_state",
+           "if_soft_reset_step", "qffs_initial_state", "qffs_step"]

@@ -1,5 +1,6 @@
 """Quantized activations for ANNs that convert to low-latency SNNs."""
 
+from snnexit.quant.lsq import LSQ, lsq
 from snnexit.quant.qcfs import QCFS, qcfs
 
-__all__ = ["QCFS", "qcfs"]
+__all__ = ["LSQ", "QCFS", "lsq", "qcfs"]
