@@ -6,9 +6,10 @@ Channel 0 counts OFF events (p = 0), channel 1 ON events (p = 1).
   length; event ``e`` lands in frame ``floor((t_e - t_start) * T / duration)``. By default
   ``t_start`` is the first timestamp and ``duration = t_last - t_first + 1``, so every event
   counts; with an explicit window, events outside it are dropped.
-* ``by="count"``: after a stable sort by time, N events are cut into T consecutive chunks of
-  nearly equal size: frame k holds events ``[floor(k N / T), floor((k + 1) N / T))`` (as
-  SpikingJelly's ``split_by='number'``). With N < T some frames are empty.
+* ``by="count"``: after a stable sort by time, N events are cut into T consecutive chunks
+  whose sizes differ by at most one: frame k holds events ``[floor(k N / T),
+  floor((k + 1) N / T))``. (SpikingJelly's ``split_by='number'`` instead gives every frame
+  ``N // T`` events and the last one the remainder.) With N < T some frames are empty.
 
 ``size=(h, w)`` pools the sensor down: pixel (x, y) goes to (x * w // W, y * h // H).
 """
