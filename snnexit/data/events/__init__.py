@@ -10,7 +10,7 @@ from snnexit.data.events.aedat31 import (DVS_GESTURE_SIZE, parse_aedat31, parse_
                                          segment_gestures)
 from snnexit.data.events.binning import frame_index_by_count, frame_index_by_time, to_frames
 from snnexit.data.events.core import EVENT_DTYPE, check_events, make_events
-from snnexit.data.events.event_mnist import (SaccadeCamera, build_event_mnist, event_mnist, simulate_events,
+from snnexit.data.events.simulator import (SaccadeCamera, build_event_mnist, event_mnist, simulate_events,
                                              simulate_frames)
 from snnexit.data.events.folders import (CIFAR10_DVS_CLASSES, cifar10_dvs, dvs_gesture, list_cifar10_dvs,
                                          list_dvs_gesture, list_ncaltech101, ncaltech101)

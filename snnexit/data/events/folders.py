@@ -33,7 +33,7 @@ from snnexit.data.events.aedat2 import CIFAR10_DVS_SIZE, parse_cifar10_dvs
 from snnexit.data.events.aedat31 import (DVS_GESTURE_CLASSES, DVS_GESTURE_SIZE, parse_aedat31, parse_gesture_labels,
                                          segment_gestures)
 from snnexit.data.events.binning import to_frames
-from snnexit.data.events.event_mnist import default_cache_dir
+from snnexit.data.events.simulator import default_cache_dir
 from snnexit.data.events.ncaltech101 import NCALTECH101_SIZE, parse_ncaltech101
 from snnexit.data.splits import DataSplits, Split, make_splits, stratified_split
 from snnexit.errors import SnnexitError

