@@ -137,18 +137,39 @@ def calibrate(model: nn.Module, data: DataSplits, device: str) -> dict:
     }
 
 
-def trace_splits(model: nn.Module, data: DataSplits, config: RunConfig, temperature: float) -> tuple[Trace, Trace]:
+def trace_splits(model: nn.Module, data: DataSplits, config: RunConfig, temperature: float,
+                 batch_size: int = 250) -> tuple[Trace, Trace]:
     snn = convert(model, config.converter)
     snn.meta["temperature"] = temperature
+    return trace_snn(snn, data, config, batch_size)
+
+
+def trace_snn(snn, data: DataSplits, config: RunConfig, batch_size: int = 250) -> tuple[Trace, Trace]:
+    """Record the validation and test traces of a converted SNN (``batch_size`` inputs at once)."""
     kw = dict(T=config.T, device=config.device, progress=config.progress)
-    val = record_trace(snn, data.val.batches(250), desc="trace val", **kw)
-    test = record_trace(snn, data.test.batches(250), desc="trace test", **kw)
+    val = record_trace(snn, data.val.batches(batch_size), desc="trace val", **kw)
+    test = record_trace(snn, data.test.batches(batch_size), desc="trace test", **kw)
     return val, test
 
 
-def evaluate_policies(val: Trace, test: Trace) -> tuple[dict, dict]:
-    """Fit Dynamic Confidence on ``val``; evaluate fixed T, DC and the oracle on ``test``."""
-    dc = DynamicConfidence().fit(val)
+def fit_policy(val: Trace, policy: DynamicConfidence | None = None) -> DynamicConfidence:
+    """Fit Dynamic Confidence (default settings unless ``policy`` is given) on ``val``.
+
+    A policy with a fixed threshold learns nothing from ``val``; it still gets the validation
+    curve (``curve_``) and its point on it (``point_``: the number of curve thresholds above
+    tau), so the report can show where it sits.
+    """
+    dc = (policy if policy is not None else DynamicConfidence()).fit(val)
+    if not hasattr(dc, "curve_"):
+        dc.curve_ = dc.curve(val)
+        dc.point_ = int((dc.curve_.thresholds[:-1] > dc.threshold_).sum())
+    return dc
+
+
+def evaluate_policies(val: Trace, test: Trace, dc: DynamicConfidence | None = None) -> tuple[dict, dict]:
+    """Fit Dynamic Confidence on ``val`` (or take the fitted ``dc``); evaluate fixed T, DC and
+    the oracle on ``test``."""
+    dc = fit_policy(val) if dc is None else dc
     results = {"fixed": FixedT().evaluate(test), "dynamic_confidence": dc.evaluate(test),
                "oracle": Oracle().evaluate(test)}
     results["dynamic_confidence"]["val_acc"] = float(dc.curve_.accuracy[dc.point_])
@@ -159,27 +180,14 @@ def evaluate_policies(val: Trace, test: Trace) -> tuple[dict, dict]:
     return results, extras
 
 
-def run(config: RunConfig, log=print) -> dict:
-    """The main job. Writes ``results.json``, ``report.md``, the traces and the figures to ``config.out``."""
-    from snnexit.report import write_report
-
-    config.validate()
-    out = check_writable(config.out)
-    started = time.perf_counter()
-    data = load_dataset(config.dataset, config.seed, root=config.data_dir)
-    model = trained_ann(config, data, log)
-    cal = calibrate(model, data, config.device)
-    log(f"ANN test accuracy {cal['test_acc']:.4f}; temperature {cal['temperature']:.3f}, "
-        f"test ECE {cal['ece_test_before']:.4f} -> {cal['ece_test_after']:.4f}")
-    val, test = trace_splits(model, data, config, cal["temperature"])
-    val.save(out / "trace_val.safetensors")
-    test.save(out / "trace_test.safetensors")
-    policies, extras = evaluate_policies(val, test)
+def assemble_results(config: RunConfig, data_sizes: dict, cal: dict, val: Trace, test: Trace, policies: dict,
+                     extras: dict, seconds: float | None = None) -> dict:
+    """The ``results.json`` of a run (``snnexit run`` and ``snnexit evaluate`` both build it here)."""
     T = config.T
     oracle_saving = T - policies["oracle"]["mean_steps"]
-    results = {
+    return {
         "config": asdict(config),
-        "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "data": dict(data_sizes),
         "ann": {"test_acc": cal["test_acc"], "val_acc": cal["val_acc"]},
         "calibration": cal,
         "snn": {"T": T, "converter": config.converter,
@@ -191,8 +199,34 @@ def run(config: RunConfig, log=print) -> dict:
         "oracle_capture": ((T - policies["dynamic_confidence"]["mean_steps"]) / oracle_saving
                            if oracle_saving > 0 else None),
         "curves": extras,
-        "seconds": None,
+        "seconds": seconds,
     }
+
+
+def run(config: RunConfig, log=print, settings=None) -> dict:
+    """The main job. Writes ``results.json``, ``report.md``, the traces and the figures to ``config.out``.
+
+    ``settings`` (a :class:`snnexit.config.Settings`) supplies the stage settings of a config
+    file (trace batch size, Dynamic Confidence's fitting); its ``run`` part is ignored here.
+    """
+    from snnexit.report import write_report
+
+    config.validate()
+    out = check_writable(config.out)
+    started = time.perf_counter()
+    data = load_dataset(config.dataset, config.seed, root=config.data_dir)
+    model = trained_ann(config, data, log)
+    cal = calibrate(model, data, config.device)
+    log(f"ANN test accuracy {cal['test_acc']:.4f}; temperature {cal['temperature']:.3f}, "
+        f"test ECE {cal['ece_test_before']:.4f} -> {cal['ece_test_after']:.4f}")
+    trace_batch = settings.trace.batch_size if settings is not None else 250
+    val, test = trace_splits(model, data, config, cal["temperature"], batch_size=trace_batch)
+    val.save(out / "trace_val.safetensors")
+    test.save(out / "trace_test.safetensors")
+    dc = fit_policy(val, DynamicConfidence(**asdict(settings.fit)) if settings is not None else None)
+    policies, extras = evaluate_policies(val, test, dc)
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    results = assemble_results(config, sizes, cal, val, test, policies, extras)
     results["seconds"] = time.perf_counter() - started
     write_report(out, results, val, test)
     return results

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from snnexit.cli.common import add_device, non_negative_int, positive_int
-from snnexit.pipeline import RunConfig, run
+from snnexit.config import add_config_arguments, save_config, settings_from_args
+from snnexit.pipeline import RunConfig, check_writable, run
 from snnexit.report import TABLE1_HEADER, table1_rows
 
 
@@ -29,16 +30,15 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="local folder of a real data set (cifar10, cifar100, imagefolder)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     add_device(p)
+    add_config_arguments(p, stages=("trace", "fit"))  # --config FILE; flags given override it
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
-    config = RunConfig(dataset=args.dataset, model=args.model, T=args.T, epochs=args.epochs, seed=args.seed,
-                       out=args.out, levels=args.levels, converter=args.converter, width=args.width, lr=args.lr,
-                       batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
-                       data_dir=args.data_dir,
-                       progress=args.progress and sys.stderr.isatty())
-    results = run(config, log=lambda msg: print(msg, file=sys.stderr))
+    settings = settings_from_args(args)  # defaults < --config FILE < flags on the command line
+    config = settings.run
+    save_config(check_writable(config.out) / "config.run.json", settings, "run")
+    results = run(config, log=lambda msg: print(msg, file=sys.stderr), settings=settings)
     print(TABLE1_HEADER)
     print("\n".join(table1_rows(config.dataset, config.model, config.converter, results)))
     capture = results["oracle_capture"]
