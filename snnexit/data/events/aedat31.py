@@ -41,7 +41,7 @@ def parse_aedat31(source) -> np.ndarray:
     if not data.startswith(b"#!AER-DAT3"):
         raise SnnexitError(f"{name}: not an AEDAT 3.1 file (it must start with '#!AER-DAT3.1')")
     pos = split_aedat_header(data, name, b"3")
-    parts = []
+    words, stamps = [], []  # per polarity packet: data words, full timestamps
     while pos < len(data):
         if len(data) - pos < PACKET_HEADER.itemsize:
             raise SnnexitError(f"{name}: {len(data) - pos} bytes at offset {pos} are too few for a 28-byte packet header: truncated file")
@@ -60,17 +60,18 @@ def parse_aedat31(source) -> np.ndarray:
             if size < 8 or ts_off + 4 > size or ts_off < 4:
                 raise SnnexitError(f"{name}: polarity packet at offset {pos} has eventSize {size} and "
                                    f"eventTSOffset {ts_off} (expected 8 and 4): corrupt file")
-            ev = np.frombuffer(data, dtype=np.uint8, count=num * size, offset=body).reshape(num, size)  # (num, size)
-            word = np.ascontiguousarray(ev[:, 0:4]).view("<u4")[:, 0]
-            ts = np.ascontiguousarray(ev[:, ts_off : ts_off + 4]).view("<u4")[:, 0].astype(np.int64)
-            t = (np.int64(int(h["ts_overflow"])) << np.int64(31)) | ts
-            ok = (word & 1) == 1  # valid mark
-            w = word[ok]
-            parts.append(make_events((w >> 17) & 0x7FFF, (w >> 2) & 0x7FFF, t[ok], (w >> 1) & 1))
+            layout = np.dtype({"names": ["word", "ts"], "formats": ["<u4", "<u4"], "offsets": [0, ts_off],
+                               "itemsize": size})
+            ev = np.frombuffer(data, dtype=layout, count=num, offset=body)  # (num,) views, no copy
+            words.append(ev["word"])
+            stamps.append(ev["ts"].astype(np.int64) | (int(h["ts_overflow"]) << 31))
         pos = body + nbytes
-    if not parts:
+    if not words:
         return np.empty(0, dtype=EVENT_DTYPE)
-    return np.concatenate(parts)
+    word, t = np.concatenate(words), np.concatenate(stamps)
+    ok = (word & 1) == 1  # valid mark
+    word, t = word[ok], t[ok]
+    return make_events((word >> 17) & 0x7FFF, (word >> 2) & 0x7FFF, t, (word >> 1) & 1)
 
 
 def parse_gesture_labels(source) -> np.ndarray:
