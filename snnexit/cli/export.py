@@ -1,0 +1,120 @@
+"""``snnexit export --format nir``: write a converted SNN as a NIR graph.
+
+``--in`` is a run folder written by ``snnexit run`` (its ``results.json`` names the settings; the
+trained ANN comes from the cache), or an ANN checkpoint (``ann-*.safetensors`` from the cache)
+together with ``--dataset``/``--model``/``--L``/``--width`` describing its architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from snnexit.cli.common import positive_int
+from snnexit.errors import SnnexitError
+
+FORMATS = ("nir",)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a converted SNN (NIR)",
+                       description="Convert the trained ANN of a run (or an ANN checkpoint) to an SNN and export it. "
+                                   "NIR's IF neuron resets hard and starts from 0; the exact QCFS semantics (soft reset, "
+                                   "v(0) = theta/2, fire on >=) are kept in node metadata that snnexit's importer reads.")
+    p.add_argument("--format", default="nir", choices=FORMATS, help="export format (default nir)")
+    p.add_argument("--in", dest="source", required=True, metavar="RUN_OR_MODEL",
+                   help="a run folder (with results.json) or an ANN checkpoint (.safetensors)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (e.g. model.nir)")
+    p.add_argument("--dataset", default=None, help="with a checkpoint: its data set (gives the input shape)")
+    p.add_argument("--model", default=None, help="with a checkpoint: its model name")
+    p.add_argument("--L", dest="levels", type=positive_int, default=None, help="with a checkpoint: QCFS levels")
+    p.add_argument("--width", type=positive_int, default=None, help="with a checkpoint: model width")
+    p.add_argument("--data-dir", default=None, help="with a checkpoint: local folder of a real data set")
+    p.add_argument("--cache-dir", default=None, help="ANN cache (default: the run's own, else ~/.cache/snnexit)")
+    p.set_defaults(func=main)
+
+
+def _run_config(source: Path, args):
+    from snnexit.pipeline import RunConfig
+
+    known = {f.name for f in fields(RunConfig)}
+    if source.is_dir():
+        results_file = source / "results.json"
+        if not results_file.is_file():
+            raise SnnexitError(f"{source}: not a run folder (no results.json); pass a run folder or an ANN checkpoint")
+        try:
+            results = json.loads(results_file.read_text())
+            saved = results["config"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise SnnexitError(f"{results_file}: corrupt results (no 'config')") from None
+        config = RunConfig(**{k: v for k, v in saved.items() if k in known})
+        temperature = (results.get("calibration") or {}).get("temperature")
+    else:
+        if args.dataset is None or args.model is None:
+            raise SnnexitError("exporting a checkpoint needs --dataset and --model (and --L/--width if not the defaults)")
+        config = RunConfig(dataset=args.dataset, model=args.model, width=args.width, data_dir=args.data_dir)
+        if args.levels is not None:
+            config.levels = args.levels
+        temperature = None
+    if args.cache_dir is not None:
+        config.cache_dir = args.cache_dir
+    config.device = "cpu"
+    return config, temperature
+
+
+def load_snn(source: str | Path, args):
+    """The converted SNN of a run folder or ANN checkpoint, with ``meta['input_shape']`` set."""
+    from snnexit.convert import convert
+    from snnexit.data import load_dataset
+    from snnexit.io import load_tensors
+    from snnexit.pipeline import ANN_FORMAT, ANN_VERSION, build_ann, default_cache_dir
+
+    source = Path(source)
+    if not source.exists():
+        raise SnnexitError(f"{source}: no such run folder or checkpoint")
+    config, temperature = _run_config(source, args)
+    config.validate()
+    data = load_dataset(config.dataset, config.seed, root=config.data_dir)
+    if source.is_dir():
+        cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        weights = cache / f"ann-{config.dataset}-{config.model}-{config.train_key()}.safetensors"
+        if not weights.is_file():
+            raise SnnexitError(f"the trained ANN of run {source} is not in the cache ({weights}); rerun "
+                               f"`snnexit run` with the same settings, or pass --cache-dir")
+    else:
+        weights = source
+    tensors, _ = load_tensors(weights, fmt=ANN_FORMAT, version=ANN_VERSION)
+    model = build_ann(config, data)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise SnnexitError(f"{weights}: checkpoint does not fit model {config.model!r}: {str(exc)[:200]}") from None
+    snn = convert(model.eval(), config.converter)
+    snn.meta["input_shape"] = list(data.train.x.shape[1:])
+    snn.meta["dataset"] = config.dataset
+    if temperature is not None:
+        snn.meta["temperature"] = temperature
+    return snn
+
+
+def main(args) -> int:
+    from snnexit.export import export_nir
+
+    snn = load_snn(args.source, args)
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SnnexitError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
+    try:
+        graph = export_nir(snn, out)
+    except PermissionError as exc:
+        raise SnnexitError(f"cannot write {out}: {exc.strerror or exc}") from None
+    spiking = sum(1 for n in graph.nodes.values() if type(n).__name__ == "IF")
+    print(f"Wrote {out}: NIR graph with {len(graph.nodes)} nodes ({spiking} IF layers), input shape "
+          f"{tuple(snn.meta['input_shape'])}.", file=sys.stdout)
+    print("Note: NIR's IF resets hard and starts from v = 0; snnexit's exact semantics (soft reset, v(0) = theta/2, "
+          "fire on >=) are in each IF node's metadata (snnexit.export.import_nir reads them).", file=sys.stdout)
+    return 0
