@@ -16,6 +16,7 @@ For N inputs simulated for T steps a trace holds
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,11 @@ from snnexit.io import load_tensors, save_tensors
 
 TRACE_FORMAT = "trace"
 TRACE_VERSION = 1
+
+
+def _is_number(x) -> bool:
+    """A finite real number (not a bool): what numeric trace meta must be."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass
@@ -72,11 +78,18 @@ class Trace:
             raise SnnexitError(f"trace labels must lie in [0, {C}), got range [{int(y.min())}, {int(y.max())}]")
         if self.spikes is not None:
             s = self.spikes
+            if not isinstance(s, torch.Tensor):
+                raise SnnexitError(f"trace spikes must be a tensor (T, N, L) or None, got {type(s).__name__}")
             if s.dim() != 3 or s.shape[:2] != (T, N):
                 raise SnnexitError(f"trace spikes must have shape (T, N, L) with (T, N) = {(T, N)}, got {tuple(s.shape)}")
+        if not isinstance(self.meta, dict):
+            raise SnnexitError(f"trace meta must be a dict, got {type(self.meta).__name__}")
         alpha = self.meta.get("alpha", "t")
-        if alpha != "t" and not (isinstance(alpha, (int, float)) and alpha > 0):
+        if alpha != "t" and not (_is_number(alpha) and alpha > 0):
             raise SnnexitError(f"trace meta 'alpha' must be 't' or a positive number, got {alpha!r}")
+        temperature = self.meta.get("temperature", 1.0)
+        if not (_is_number(temperature) and temperature > 0):
+            raise SnnexitError(f"trace meta 'temperature' must be a positive number, got {temperature!r}")
 
     # ---- derived views (pure) ----------------------------------------------------
     def predictions(self) -> torch.Tensor:

@@ -7,6 +7,7 @@ resumed ends with the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from dataclasses import asdict, dataclass
@@ -20,7 +21,9 @@ from snnexit.data.splits import Split
 from snnexit.errors import SnnexitError
 from snnexit.io import atomic_write
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_FORMAT = "snnexit-train"
+CHECKPOINT_VERSION = 2  # 2: the state carries a SHA-256 of its contents
+_CHECKPOINT_KEYS = {"epoch": int, "config": dict, "model": dict, "optimizer": dict, "scheduler": dict}
 
 
 @dataclass
@@ -41,7 +44,36 @@ def _param_groups(model: nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def state_digest(obj) -> str:
+    """SHA-256 of a nested state (dicts, lists, tensors, numbers, strings): torch's zip format
+    keeps no checksum of tensor bytes, so a flipped bit would otherwise load silently."""
+    h = hashlib.sha256()
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            t = x.detach().to("cpu").contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(x.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            h.update(f"D{len(x)}".encode())
+            for k in sorted(x, key=repr):
+                h.update(repr(k).encode())
+                walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(f"L{len(x)}".encode())
+            for v in x:
+                walk(v)
+        else:
+            h.update(f"S{x!r}".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
 def save_checkpoint(path, state: dict) -> None:
+    """Write ``state`` atomically with a checksum of its contents (``sha256``)."""
+    state = {k: v for k, v in state.items() if k != "sha256"}
+    state["sha256"] = state_digest(state)
     buf = io.BytesIO()
     torch.save(state, buf)
     with atomic_write(path) as f:
@@ -49,13 +81,24 @@ def save_checkpoint(path, state: dict) -> None:
 
 
 def load_checkpoint(path) -> dict:
-    """Load a training checkpoint without unpickling code (``weights_only=True``)."""
+    """Load a training checkpoint without unpickling code (``weights_only=True``); refuse a
+    foreign, corrupt (checksum), truncated or other-version file with a clear error."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated, foreign, or a pickle with a payload
-        raise SnnexitError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != "snnexit-train" or state.get("version") != CHECKPOINT_VERSION:
-        raise SnnexitError(f"{path}: not a snnexit training checkpoint (version {CHECKPOINT_VERSION})")
+        text = (str(exc).splitlines() or [""])[0][:200]
+        raise SnnexitError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {text})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise SnnexitError(f"{path}: not a snnexit training checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise SnnexitError(f"{path}: training checkpoint version {state.get('version')!r} is not supported "
+                           f"(expected {CHECKPOINT_VERSION}); delete it to train from scratch")
+    body = {k: v for k, v in state.items() if k != "sha256"}
+    if state.get("sha256") != state_digest(body):
+        raise SnnexitError(f"{path}: checksum mismatch, the checkpoint is corrupt; delete it to train from scratch")
+    for key, kind in _CHECKPOINT_KEYS.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise SnnexitError(f"{path}: training checkpoint lacks a valid {key!r}")
     return state
 
 
@@ -80,9 +123,15 @@ def train(model: nn.Module, train_split: Split, config: TrainConfig, *, device: 
         state = load_checkpoint(checkpoint)
         if state["config"] != asdict(config):
             raise SnnexitError(f"{checkpoint}: checkpoint was written with other settings {state['config']}")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        if not 0 <= state["epoch"] <= config.epochs:
+            raise SnnexitError(f"{checkpoint}: checkpoint epoch {state['epoch']} is outside 0..{config.epochs}")
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise SnnexitError(f"{checkpoint}: checkpoint does not fit this model or optimizer "
+                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
         start = state["epoch"]
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, config.epochs):
@@ -110,7 +159,7 @@ def train(model: nn.Module, train_split: Split, config: TrainConfig, *, device: 
             bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
         if checkpoint is not None:
             save_checkpoint(checkpoint, {
-                "format": "snnexit-train", "version": CHECKPOINT_VERSION, "epoch": epoch + 1,
+                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch + 1,
                 "config": asdict(config), "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             })
