@@ -9,6 +9,11 @@ from snnexit.exit.conformal import Conformal  # noqa: I001  (registration order 
 from snnexit.exit.risk import binomial_pvalues, ltt_select, zero_disagreement_bound
 
 
+def online_policy_names() -> list[str]:
+    """Registered policies with an online rule (all but ``oracle_stable``, which needs future steps)."""
+    return [name for name in POLICIES.names() if POLICIES.get(name).online]
+
+
 def create_policy(name: str, **kwargs) -> ExitPolicy:
     """``create_policy("topk", k=3)``; an unknown name lists the known ones."""
     return POLICIES.get(name)(**kwargs)
@@ -17,5 +22,5 @@ def create_policy(name: str, **kwargs) -> ExitPolicy:
 __all__ = ["POLICIES", "TARGETS", "Conformal", "DynamicConfidence", "Entropy", "ExitCurve", "ExitPolicy", "FixedT",
            "MaxSoftmax", "NotFittedError", "Oracle", "OracleStable", "ThresholdPolicy", "TopK", "TopKPerStep",
            "agreement_with_fixed_t", "alpha_at", "binomial_pvalues", "check_trace", "create_policy", "exact_curve",
-           "exit_steps_from_scores", "fixed_t_accuracy", "ltt_select", "predictions_at", "register_policy",
+           "exit_steps_from_scores", "fixed_t_accuracy", "ltt_select", "online_policy_names", "predictions_at", "register_policy",
            "summarize_curve", "zero_disagreement_bound"]
