@@ -1,0 +1,71 @@
+"""``snnexit compare``: every exit policy on the same validation/test traces."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from snnexit.errors import SnnexitError
+
+
+def _fraction(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="fit every exit policy on a validation trace, compare them on a test trace",
+                       description="Fit every exit policy on the validation trace and evaluate it on the test trace; "
+                                   "write compare.md (table), compare.json and compare.png (all accuracy-vs-steps "
+                                   "curves with the oracle points).")
+    p.add_argument("--run", help="a folder written by `snnexit run` (reads trace_val/trace_test.safetensors)")
+    p.add_argument("--val", help="validation trace (.safetensors)")
+    p.add_argument("--test", help="test trace (.safetensors)")
+    p.add_argument("--out", help="output folder (default: RUN/compare)")
+    p.add_argument("--policies", help="comma-separated policy names (default: all registered)")
+    p.add_argument("--target", default="no_loss", help="fitting target: no_loss, max_drop, max_steps, risk (default no_loss)")
+    p.add_argument("--eps", type=float, default=None, help="accuracy drop allowed (max_drop, risk), e.g. 0.01")
+    p.add_argument("--max-steps", type=float, default=None, help="mean-steps budget (max_steps)")
+    p.add_argument("--delta", type=float, default=None, help="failure probability (risk)")
+    p.add_argument("--risk", nargs=2, type=_fraction, metavar=("EPS", "DELTA"), default=None,
+                   help="also fit each thresholded policy with the risk-controlled target at EPS, DELTA")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from snnexit.exit.compare import compare_policies, comparison_markdown, plot_comparison
+    from snnexit.io import write_json, write_text
+    from snnexit.pipeline import check_writable
+    from snnexit.simulate.trace import Trace
+
+    if args.run:
+        if args.val or args.test:
+            raise SnnexitError("give either --run or --val and --test, not both")
+        val_path, test_path = Path(args.run) / "trace_val.safetensors", Path(args.run) / "trace_test.safetensors"
+        out = Path(args.out) if args.out else Path(args.run) / "compare"
+    else:
+        if not (args.val and args.test):
+            raise SnnexitError("give --run DIR, or both --val TRACE and --test TRACE")
+        if not args.out:
+            raise SnnexitError("--out is required with --val/--test")
+        val_path, test_path, out = Path(args.val), Path(args.test), Path(args.out)
+    val, test = Trace.load(val_path), Trace.load(test_path)
+    names = [n.strip() for n in args.policies.split(",") if n.strip()] if args.policies else None
+    out = check_writable(out)
+    result = compare_policies(val, test, names, target=args.target, eps=args.eps, max_steps=args.max_steps,
+                              delta=args.delta, risk=tuple(args.risk) if args.risk else None)
+    result["val_trace"], result["test_trace"] = str(val_path), str(test_path)
+    plot_comparison(result, out / "compare.png")
+    text = comparison_markdown(result) + "\n![accuracy vs mean steps](compare.png)\n"
+    write_text(out / "compare.md", text)
+    write_json(out / "compare.json", result)
+    print(comparison_markdown(result))
+    print(f"Wrote {out}/compare.md, compare.json and compare.png.", file=sys.stderr)
+    return 0
