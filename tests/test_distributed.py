@@ -61,7 +61,7 @@ def test_shard_covers_every_index_once():
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-def test_one_process_context_is_the_plain_functions(make_trace):
+def test_one_process_context_is_the_plain_functions():
     data, config = small_setup()
     snn = convert(build_ann(config, data).eval(), "qcfs")
     a = record_trace_distributed(snn, data.test, T=3, batch_size=100, ctx=DistContext())
