@@ -378,5 +378,5 @@ def register(sub) -> None:
     for stage in STAGES:
         p = sub.add_parser(stage, help=_HELP[stage], description=f"{_HELP[stage]}. Reads the previous stage's "
                            "files from the run folder (--out); settings from --config FILE, overridden by flags.")
-        add_config_arguments(p, stages=(stage,))
+        add_config_arguments(p, stages=("trace", "fit"))  # every stage takes every flag: one command line fits all
         p.set_defaults(func=_main(stage))

@@ -1,0 +1,159 @@
+"""The CLI stages one at a time give what ``snnexit run`` gives; stale or missing inputs are clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from snnexit.cli import main
+from snnexit.cli.stages import POLICY_FILE, SNN_FILE, STAGES, load_converted, load_policy
+from snnexit.exit import DynamicConfidence
+from snnexit.io import load_tensors
+from snnexit.pipeline import fit_policy
+from snnexit.simulate import Trace, record_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """
+dataset = "digits"
+epochs = 2
+T = 8
+width = 8
+progress = false
+[trace]
+batch_size = 128
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The stages one by one into ``chain/``, then ``snnexit run`` with the same config into ``run/``."""
+    tmp = tmp_path_factory.mktemp("stages")
+    config = tmp / "config.toml"
+    config.write_text(f'cache_dir = "{tmp / "cache"}"\n' + CONFIG)
+    chain, run = tmp / "chain", tmp / "run"
+    for stage in STAGES:
+        assert main([stage, "--config", str(config), "--out", str(chain)]) == 0, stage
+    assert main(["run", "--config", str(config), "--out", str(run)]) == 0
+    return {"chain": chain, "run": run, "config": config, "tmp": tmp}
+
+
+def test_stage_by_stage_equals_run(runs):
+    a = json.loads((runs["chain"] / "results.json").read_text())
+    b = json.loads((runs["run"] / "results.json").read_text())
+    assert a.keys() == b.keys()
+    for key in a:
+        if key == "config":
+            assert {k: v for k, v in a[key].items() if k != "out"} == {k: v for k, v in b[key].items() if k != "out"}
+        elif key != "seconds":
+            assert a[key] == b[key], key
+    assert a["snn"]["T"] == 8 and a["config"]["width"] == 8
+    for name in ("trace_val.safetensors", "trace_test.safetensors"):
+        ta, tb = Trace.load(runs["chain"] / name), Trace.load(runs["run"] / name)
+        assert torch.equal(ta.outputs, tb.outputs) and torch.equal(ta.spikes, tb.spikes)
+    for f in ("report.md", "fig1_accuracy_vs_steps.png", "fig3_pareto.png"):
+        assert (runs["chain"] / f).stat().st_size > 0
+
+
+def test_every_stage_saves_its_resolved_config(runs):
+    for stage in STAGES:
+        saved = json.loads((runs["chain"] / f"config.{stage}.json").read_text())
+        assert saved["stage"] == stage and saved["T"] == 8 and saved["out"] == str(runs["chain"])
+        assert saved["trace"]["batch_size"] == 128
+    assert json.loads((runs["run"] / "config.run.json").read_text())["stage"] == "run"
+
+
+def test_converted_file_rebuilds_the_same_snn(runs):
+    snn, meta = load_converted(runs["chain"] / SNN_FILE)
+    assert meta["converter"] == "qcfs" and meta["thresholds"]
+    tensors, _ = load_tensors(runs["chain"] / SNN_FILE, fmt="snn", version=1)
+    assert any(k.startswith("ann.") for k in tensors) and any(k.startswith("snn.") for k in tensors)
+    stored = Trace.load(runs["chain"] / "trace_test.safetensors")
+    from snnexit.data import load_dataset
+
+    test = load_dataset("digits", seed=0).test
+    again = record_trace(snn, [(test.x[:50], test.y[:50])], T=8)
+    assert torch.equal(again.outputs, stored.outputs[:, :50])
+
+
+def test_policy_file_gives_the_fitted_decisions(runs):
+    val = Trace.load(runs["chain"] / "trace_val.safetensors")
+    test = Trace.load(runs["chain"] / "trace_test.safetensors")
+    fitted = DynamicConfidence().fit(val)
+    policy = load_policy(runs["chain"] / POLICY_FILE)
+    assert policy.threshold_ == fitted.threshold_
+    assert torch.equal(policy.exit_steps(test), fitted.exit_steps(test))
+
+
+def test_a_fixed_threshold_sits_on_the_validation_curve(runs):
+    val = Trace.load(runs["chain"] / "trace_val.safetensors")
+    curve = DynamicConfidence().curve(val)
+    for tau in (float(curve.thresholds[len(curve.thresholds) // 2]), 0.5, 0.97, 1.5, -1.0):
+        dc = fit_policy(val, DynamicConfidence(threshold=tau))
+        direct = dc.evaluate(val)
+        assert dc.curve_.mean_steps[dc.point_] == pytest.approx(direct["mean_steps"])
+        assert dc.curve_.accuracy[dc.point_] == pytest.approx(direct["test_acc"])
+
+
+def test_fit_with_a_fixed_threshold_from_the_command_line(runs, tmp_path):
+    chain = runs["chain"]
+    assert main(["fit", "--config", str(runs["config"]), "--out", str(chain), "--threshold", "0.9"]) == 0
+    assert json.loads((chain / POLICY_FILE).read_text())["threshold_"] == 0.9
+    assert main(["evaluate", "--config", str(runs["config"]), "--out", str(chain), "--threshold", "0.9"]) == 0
+    results = json.loads((chain / "results.json").read_text())
+    test = Trace.load(chain / "trace_test.safetensors")
+    steps = DynamicConfidence(threshold=0.9).fit(test).exit_steps(test)
+    assert results["policies"]["dynamic_confidence"]["threshold"] == 0.9
+    assert results["policies"]["dynamic_confidence"]["mean_steps"] == pytest.approx(steps.double().mean().item())
+    # back to the fitted threshold for the other tests
+    assert main(["fit", "--config", str(runs["config"]), "--out", str(chain)]) == 0
+
+
+@pytest.mark.parametrize("stage,override,message", [
+    ("convert", ["--model", "resnet20"], "was made with other training settings (model='vgg_small' there, "
+                                         "'resnet20' now)"),
+    ("trace", ["--epochs", "3"], "run `snnexit convert` again"),
+    ("fit", ["--T", "6"], "run `snnexit trace` again"),
+    ("evaluate", ["--T", "6"], "run `snnexit trace` again"),
+])
+def test_stale_inputs_are_refused(runs, stage, override, message, capsys):
+    code = main([stage, "--config", str(runs["config"]), "--out", str(runs["chain"]), *override])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_inputs_name_the_stage_to_run(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    needs = {"convert": "train", "trace": "convert", "fit": "trace", "evaluate": "trace", "report": "evaluate"}
+    for stage, before in needs.items():
+        assert main([stage, "--dataset", "digits", "--out", str(empty)]) == 2
+        err = capsys.readouterr().err
+        assert "no such file" in err and f"`snnexit {before}`" in err, (stage, err)
+
+
+def test_policy_fitted_on_another_trace_is_refused(runs, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["chain"], copy)
+    val = Trace.load(copy / "trace_val.safetensors")
+    val.subset(torch.arange(val.N - 1)).save(copy / "trace_val.safetensors")
+    assert main(["evaluate", "--config", str(runs["config"]), "--out", str(copy)]) == 2
+    assert "fitted on another trace_val.safetensors; run `snnexit fit` again" in capsys.readouterr().err
+
+
+def test_byo_model_example_runs():
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "byo_model.py")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("fixed T = 16: test accuracy") and lines[1].startswith("Dynamic Confidence:")
+    fixed_acc, dc_acc = (float(line.split("accuracy ")[1].split(",")[0]) for line in lines)
+    dc_steps = float(lines[1].split("mean steps ")[1])
+    assert fixed_acc > 0.5  # it learned something (10 classes: chance is 0.1)
+    assert 1 <= dc_steps < 16 and dc_acc > 0.5
