@@ -105,7 +105,7 @@ class TrainableIF(SpikingNeuron):
         if not (math.isfinite(threshold) and threshold > 0):
             raise SnnexitError(f"neuron threshold must be a finite number > 0, got {threshold}")
         if reset not in RESETS:
-            raise SnnexitError(f"Unknown reset {reset!r}. Known: {', '.join(RESETS)}")
+            raise SnnexitError(f"Unknown reset {reset!r}. Known: {', '.join(sorted(RESETS))}")
         self.register_buffer("threshold", torch.tensor(threshold))
         self.v_init = float(v_init)
         self.reset_mode = reset

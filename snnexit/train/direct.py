@@ -44,7 +44,8 @@ class DirectConfig:
     T: int = 8  # steps per input during training
     epochs: int = 5
     batch_size: int = 64
-    lr: float = 2e-3  # Adam, cosine decay to 0 over the run
+    # Adam, cosine decay to 0. 1e-2: with 2e-3 a LIF vgg_small reached 45% on digits after 10 epochs, 1e-2 93%
+    lr: float = 1e-2
     weight_decay: float = 0.0
     loss: str = "tet"  # "mean" (CE of the mean output) or "tet"
     tet_lam: float = 0.0  # TET's MSE weight (0: plain TET)
@@ -114,6 +115,8 @@ def trainable_layers(snn: SpikingNetwork) -> list[TrainableIF]:
 
 def run_steps(snn: SpikingNetwork, x: torch.Tensor, T: int, temporal: bool = False) -> torch.Tensor:
     """Per-step outputs ``(T, N, C)`` from a fresh state, with autograd (for training)."""
+    if not temporal and x.dim() == 5:
+        raise SnnexitError(f"input of shape {tuple(x.shape)} looks like a sequence (N, T, C, H, W): pass temporal=True")
     if temporal and x.shape[1] < T:
         raise SnnexitError(f"temporal input has {x.shape[1]} steps, fewer than T = {T}")
     snn.reset()
