@@ -50,7 +50,7 @@ def run_cli(*args):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--dataset", "cifar11"], "Unknown dataset 'cifar11'. Known: digits, mnist5k"),
+    (["--dataset", "cifar11"], "Unknown dataset 'cifar11'. Known: cifar10, cifar100"),
     (["--model", "alexnet"], "Unknown model 'alexnet'. Known: resnet18, resnet20, vgg16, vgg_small"),
     (["--converter", "magic"], "Unknown converter 'magic'"),
     (["--T", "0"], "must be >= 1"),

@@ -61,9 +61,24 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     """A copy of ``module`` with every BatchNorm that directly follows a conv/linear in an
     ``nn.Sequential`` folded into it (replaced by Identity). Any other BatchNorm is an error.
 
-    (A private fold: ``snnexit.convert.bn_fold`` did not exist when this was written.)
+    Uses :func:`snnexit.convert.bn_fold.fold_batchnorm` where that module exists (it folds in
+    float64), else the small fold here.
     """
-    module = copy.deepcopy(module)
+    try:
+        from snnexit.convert.bn_fold import fold_batchnorm as shared_fold
+    except ImportError:
+        module = _fold_sequential_pairs(module)
+    else:
+        module = shared_fold(module)
+    for path, m in module.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            raise SnnexitError(f"cannot export BatchNorm at '{path}': it does not directly follow a conv or "
+                               f"linear layer in a Sequential, so it cannot be folded (NIR has no BatchNorm)")
+    return module
+
+
+def _fold_sequential_pairs(module: nn.Module) -> nn.Module:
+    module = copy.deepcopy(module).eval()
     for parent in module.modules():
         if not isinstance(parent, nn.Sequential):
             continue
@@ -73,10 +88,6 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
                 _fold_pair(prev, child)
                 setattr(parent, name, nn.Identity())
             prev = child
-    for path, m in module.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            raise SnnexitError(f"cannot export BatchNorm at '{path}': it does not directly follow a conv or "
-                               f"linear layer in a Sequential, so it cannot be folded (NIR has no BatchNorm)")
     return module
 
 
