@@ -171,6 +171,28 @@ def test_every_policy_works_on_a_direct_trace_online_as_offline(trained, digits,
     assert torch.equal(online.predictions, policy.predict(test))
 
 
+@pytest.mark.parametrize("temporal", [False, True])
+def test_multi_step_equals_step_by_step_in_eval_mode(digits, temporal):
+    snn = tiny_snn("lif", "hard").eval()
+    with torch.no_grad():  # give BatchNorm non-trivial statistics
+        for m in snn.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.2, 0.5)
+    x = digits.test.x[:32]
+    if temporal:
+        x = torch.stack([x, x.flip(-1), x * 0.5, x.flip(-2)], 1)  # (N, 4, C, H, W): frames differ
+    from snnexit.train.direct import run_steps
+
+    with torch.no_grad():
+        many = run_steps(snn, x, 4, temporal)
+        one = run_steps(snn, x, 4, temporal, multi_step=False)
+        trace = record_trace(snn, [(x, digits.test.y[:32])], T=4, temporal=temporal)
+    assert many.abs().sum() > 0
+    torch.testing.assert_close(many, one, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(many.cumsum(0), trace.outputs, rtol=1e-5, atol=1e-5)
+
+
 def test_temporal_inputs_and_hard_reset_if(digits):
     x = digits.train.x[:64].unsqueeze(1).repeat(1, 3, 1, 1, 1)  # (N, T, C, H, W)
     snn = tiny_snn("if", "hard")

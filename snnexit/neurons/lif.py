@@ -19,7 +19,8 @@ stretches the given surrogate by theta, so that ``width=1`` means "one threshold
 
 The modules subclass :class:`~snnexit.neurons.modules.SpikingNeuron` (``reset``, ``select``, spike
 counting), and output ``s * theta`` like the converted ``IFNeuron`` (theta = 1 for directly
-trained networks: binary spikes). With ``record_history = True`` a module also keeps, for the
+trained networks: binary spikes). With ``multi_step = T`` a module takes all T steps of a batch at
+once, time-major ``(T * N, ...)`` (training). With ``record_history = True`` a module also keeps, for the
 cutoff regulariser, every step's spikes ``s_t`` and post-reset membrane ``v_t`` (with their
 graphs) until the next ``reset()``.
 """
@@ -115,6 +116,7 @@ class TrainableIF(SpikingNeuron):
         self.record_history = False
         self.history: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._params: NeuronParams | None = None
+        self.multi_step: int | None = None  # T: forward takes (T * N, ...) at once (training)
 
     def params(self) -> NeuronParams:
         theta = float(self.threshold)
@@ -126,6 +128,11 @@ class TrainableIF(SpikingNeuron):
         self.history = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.multi_step is not None:
+            return self._forward_sequence(x, self.multi_step)
+        return self._forward_step(x)
+
+    def _forward_step(self, x: torch.Tensor) -> torch.Tensor:
         if self.state is None:
             self.state = initial_state(x, self.threshold, self.v_init)
             self._params = self.params()  # one .item() per sequence, not per step
@@ -134,6 +141,16 @@ class TrainableIF(SpikingNeuron):
         if self.record_history:
             self.history.append((s, self.state.v))
         return s * self.threshold
+
+    def _forward_sequence(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        """Multi-step mode: ``x`` is ``(T * N, ...)``, time-major; the neuron steps through the T
+        slices and returns its outputs in the same layout. The layers between neurons then see all
+        T steps as one batch (faster, and BatchNorm normalises over time and batch together, so
+        its running statistics are the ones step-by-step inference uses)."""
+        if x.shape[0] % T:
+            raise SnnexitError(f"multi-step input of {x.shape[0]} rows is not a multiple of T = {T}")
+        xs = x.reshape(T, x.shape[0] // T, *x.shape[1:])  # (T, N, ...)
+        return torch.cat([self._forward_step(xt) for xt in xs]).reshape(x.shape)
 
     def stacked_history(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(s, v)`` of every step since the last reset, each ``(T, N, ...)``."""
