@@ -111,3 +111,10 @@ def test_bad_polarity_and_not_events():
         to_frames(ev, 2, 8)
     with pytest.raises(SnnexitError, match="structured"):
         to_frames(np.zeros((5, 4)), 2, 8)
+
+
+def test_huge_timestamps_do_not_overflow():
+    t = np.array([0, 2**62, 2**63 - 2], dtype=np.int64)
+    ev = make_events([0, 1, 2], [0, 0, 0], t, [1, 0, 1])
+    f = to_frames(ev, 16, (1, 3))
+    assert f.sum() == 3 and f[0, 1, 0, 0] == 1 and f[8, 0, 0, 1] == 1  # 16 * 2**62 // (2**63 - 1) = 8 and f[15, 1, 0, 2] == 1

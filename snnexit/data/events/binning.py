@@ -40,7 +40,10 @@ def frame_index_by_time(t: np.ndarray, T: int, t_start: int, duration: int) -> n
     idx = np.full(rel.shape, -1, dtype=np.int64)
     inside = (rel >= 0) & (rel < duration)
     # (rel * T) // duration in integers: exact, no float rounding at window borders
-    idx[inside] = (rel[inside] * T) // duration
+    if int(duration) <= (2**62) // T:
+        idx[inside] = (rel[inside] * T) // duration
+    else:  # rel * T could overflow int64 (timestamps near 2**63): exact Python integers
+        idx[inside] = (rel[inside].astype(object) * T) // int(duration)
     return idx
 
 
