@@ -1,0 +1,5 @@
+"""``python -m snnexit``: the same as the ``snnexit`` console script."""
+
+from snnexit.cli import main_exit
+
+main_exit()
