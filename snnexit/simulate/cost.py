@@ -1,0 +1,236 @@
+"""What an inference costs up to its exit step: time steps, spikes, synaptic operations.
+
+Counts per input ``n`` that exits after ``k_n`` steps (fixed T: ``k_n = T``):
+
+* **time steps** ``k_n``;
+* **spikes** ``S[n, l] = sum_{t <= k_n} spikes[t, n, l]`` per spiking layer ``l`` (negative
+  QFFS spikes count too: ``|s|``);
+* **spikes per neuron per inference** ``sum_l S[n, l] / sum_l neurons_l`` (the paper's Table 3);
+* **synaptic operations** ``SynOps[n] = sum_l S[n, l] * fan_out_l``: every spike is delivered
+  to ``fan_out_l`` downstream neurons, each delivery one accumulate.
+
+``fan_out_l`` is the mean number of neurons (of any later spiking layer or of the output layer)
+that one neuron of layer ``l`` connects to: the non-zero entries of the Jacobian of the linear
+map from layer ``l``'s spikes to the inputs of the layers they feed, averaged over layer
+``l``'s neurons. :func:`fan_out` computes it from the modules that consume each layer's output
+(conv, linear, pooling, batch norm, flatten, residual additions) in one forward pass of an
+"indicator" copy of the network: every weight becomes ``[w != 0]``, average pooling becomes sum
+pooling, batch norm and biases vanish, and layer ``l`` emits ones while every other spiking
+layer is silent. It is exact for the network's structure; ``spikes x mean fan-out`` is exact
+when the spikes of a layer are spread like its fan-out (border neurons of a padded conv reach
+fewer neurons than interior ones) and an estimate otherwise.
+
+Everything here is a pure function of spike counts, so the online runtime (which accumulates
+spikes up to each input's exit) and a recorded :class:`~snnexit.simulate.trace.Trace` give the
+same numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from snnexit.errors import SnnexitError
+from snnexit.simulate.trace import Trace
+
+
+@dataclass
+class Cost:
+    """Per-input cost of a set of inferences.
+
+    ``spikes`` ``(N, L)`` spikes per input and spiking layer up to each input's exit step,
+    ``steps`` ``(N,)`` exit steps; ``fan_out`` ``(L,)`` per layer (None: SynOps unknown).
+    """
+
+    steps: torch.Tensor  # (N,) int64
+    spikes: torch.Tensor  # (N, L) float64
+    neurons_per_layer: list[int]
+    fan_out: list[float] | None = None
+
+    def __post_init__(self):
+        if self.spikes.dim() != 2 or self.steps.shape != (self.spikes.shape[0],):
+            raise SnnexitError(f"cost needs spikes (N, L) and steps (N,), got {tuple(self.spikes.shape)} "
+                               f"and {tuple(self.steps.shape)}")
+        L = self.spikes.shape[1]
+        if len(self.neurons_per_layer) != L:
+            raise SnnexitError(f"neurons_per_layer has {len(self.neurons_per_layer)} entries for {L} spiking layers")
+        if self.fan_out is not None and len(self.fan_out) != L:
+            raise SnnexitError(f"fan_out has {len(self.fan_out)} entries for {L} spiking layers")
+
+    @property
+    def N(self) -> int:
+        return self.spikes.shape[0]
+
+    @property
+    def neurons(self) -> int:
+        return int(sum(self.neurons_per_layer))
+
+    def spikes_per_input(self) -> torch.Tensor:
+        """(N,) all spikes of each inference."""
+        return self.spikes.sum(1)
+
+    def spikes_per_neuron(self) -> torch.Tensor:
+        """(N,) spikes per neuron of each inference (the paper's Table 3 averages this)."""
+        if self.neurons == 0:
+            raise SnnexitError("the number of neurons is unknown (neurons_per_layer is empty or zero)")
+        return self.spikes_per_input() / self.neurons
+
+    def synops(self) -> torch.Tensor:
+        """(N,) synaptic operations (spike deliveries) of each inference."""
+        if self.fan_out is None:
+            raise SnnexitError("synaptic fan-out per layer is unknown: pass fan_out (see snnexit.simulate.cost.fan_out)")
+        return self.spikes @ torch.tensor(self.fan_out, dtype=self.spikes.dtype)
+
+    def summary(self) -> dict:
+        """Means over the inputs, JSON-able."""
+        out = {
+            "inputs": self.N,
+            "mean_steps": self.steps.double().mean().item(),
+            "spikes_per_inference": self.spikes_per_input().mean().item(),
+            "spikes_per_neuron": self.spikes_per_neuron().mean().item() if self.neurons else None,
+            "spikes_per_layer": self.spikes.mean(0).tolist(),
+            "neurons": self.neurons,
+        }
+        out["synops_per_inference"] = self.synops().mean().item() if self.fan_out is not None else None
+        return out
+
+
+def spikes_until(spikes: torch.Tensor, exit_steps: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, L)`` spikes of each input summed over its steps ``1..exit_steps[n]``.
+
+    ``spikes`` is ``(T, N, L)`` per step (a trace's ``spikes``); ``exit_steps`` ``(N,)`` is
+    1-based, None means every input runs all T steps.
+    """
+    if spikes.dim() != 3:
+        raise SnnexitError(f"spikes must have shape (T, N, L), got {tuple(spikes.shape)}")
+    T, N, L = spikes.shape
+    s = spikes.double().abs()
+    if exit_steps is None:
+        return s.sum(0)
+    exit_steps = torch.as_tensor(exit_steps).long().cpu()
+    if exit_steps.shape != (N,):
+        raise SnnexitError(f"exit_steps must have shape (N,) = ({N},), got {tuple(exit_steps.shape)}")
+    if N and (exit_steps.min() < 1 or exit_steps.max() > T):
+        raise SnnexitError(f"exit steps must lie in [1, {T}], got [{int(exit_steps.min())}, {int(exit_steps.max())}]")
+    alive = torch.arange(1, T + 1).view(T, 1) <= exit_steps.view(1, N)  # (T, N)
+    return (s * alive.unsqueeze(2).to(s.device)).sum(0)
+
+
+def cost_from_trace(trace: Trace, exit_steps: torch.Tensor | None = None,
+                    fan_out: list[float] | None = None) -> Cost:
+    """The cost of the inferences of ``trace`` stopped at ``exit_steps`` (None: fixed T).
+
+    Neurons per layer come from ``trace.meta["neurons_per_layer"]``; the fan-out from
+    ``fan_out`` or ``trace.meta["fan_out_per_layer"]`` (without either, SynOps are unknown).
+    """
+    if trace.spikes is None:
+        raise SnnexitError("the trace has no spike counts: record it with record_trace")
+    neurons = trace.meta.get("neurons_per_layer")
+    if neurons is None:
+        raise SnnexitError("trace meta lacks 'neurons_per_layer'")
+    fan = fan_out if fan_out is not None else trace.meta.get("fan_out_per_layer")
+    steps = (torch.full((trace.N,), trace.T, dtype=torch.long) if exit_steps is None
+             else torch.as_tensor(exit_steps).long().cpu())
+    return Cost(steps, spikes_until(trace.spikes, exit_steps), list(neurons), None if fan is None else list(fan))
+
+
+def compare_costs(trace: Trace, exit_steps: torch.Tensor, fan_out: list[float] | None = None) -> dict:
+    """Fixed T against early exit on the same trace (the paper's Table 3, plus SynOps and steps)."""
+    fixed = cost_from_trace(trace, None, fan_out).summary()
+    early = cost_from_trace(trace, exit_steps, fan_out).summary()
+    ratio = lambda k: (early[k] / fixed[k]) if fixed.get(k) else None  # noqa: E731
+    return {"fixed": fixed, "early_exit": early,
+            "ratios": {k: ratio(k) for k in ("mean_steps", "spikes_per_neuron", "synops_per_inference")}}
+
+
+# ---- fan-out from the network's structure -----------------------------------------------------
+
+class _Probe(nn.Module):
+    """Stands in for a spiking layer: sums what arrives, emits ones only for its own batch row."""
+
+    def __init__(self, index: int):
+        super().__init__()
+        self.index = index
+        self.arrived: torch.Tensor | None = None  # (B,) connections arriving per source row
+        self.neurons = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.arrived = x.flatten(1).sum(1)
+        self.neurons = x[0].numel()
+        out = torch.zeros_like(x)
+        out[self.index] = 1
+        return out
+
+
+def _indicator_copy(body: nn.Module, is_spiking) -> tuple[nn.Module, list[_Probe]]:
+    model = copy.deepcopy(body).eval()
+    for m in model.modules():  # the user's hooks must not see this structural pass
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    probes: list[_Probe] = []
+
+    def swap(parent: nn.Module, prefix: str):
+        for name, child in list(parent.named_children()):
+            path = f"{prefix}.{name}" if prefix else name
+            new = None
+            if is_spiking(child):
+                new = _Probe(len(probes))
+                probes.append(new)
+            elif isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+                new = copy.deepcopy(child)
+                with torch.no_grad():
+                    new.weight.copy_((child.weight != 0).to(new.weight.dtype))
+                    if new.bias is not None:
+                        new.bias.zero_()
+            elif isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Dropout, nn.Identity)):
+                new = nn.Identity()
+            elif isinstance(child, nn.AvgPool2d):
+                new = nn.AvgPool2d(child.kernel_size, child.stride, child.padding, child.ceil_mode,
+                                   count_include_pad=child.count_include_pad, divisor_override=1)
+            elif isinstance(child, nn.AdaptiveAvgPool2d):
+                new = _SumAdaptivePool(child.output_size)
+            elif any(True for _ in child.children()):
+                swap(child, path)
+            elif any(True for _ in child.parameters()) or any(True for _ in child.buffers()):
+                raise SnnexitError(f"cannot compute the fan-out through module {type(child).__name__} at '{path}'")
+            if new is not None:
+                setattr(parent, name, new)
+
+    swap(model, "")
+    return model, probes
+
+
+class _SumAdaptivePool(nn.Module):
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        out = nn.functional.adaptive_avg_pool2d(x, self.output_size)
+        h, w = x.shape[-2:]
+        oh, ow = out.shape[-2:]
+        if h % oh or w % ow:
+            raise SnnexitError(f"fan-out through adaptive pooling {h}x{w} -> {oh}x{ow} needs divisible sizes")
+        return out * (h // oh) * (w // ow)
+
+
+@torch.no_grad()
+def fan_out(snn, example: torch.Tensor) -> list[float]:
+    """Mean synaptic fan-out of every spiking layer of ``snn`` (a ``SpikingNetwork``), in the order
+    of ``snn.spiking_layers()``. ``example`` is one input ``(1, ...)`` or a batch (its first row
+    is used) that fixes the shapes."""
+    from snnexit.neurons.modules import SpikingNeuron
+
+    layers = snn.spiking_layers()
+    L = len(layers)
+    if L == 0:
+        return []
+    model, probes = _indicator_copy(snn.body, lambda m: isinstance(m, SpikingNeuron))
+    model = model.to(device="cpu", dtype=torch.float64)
+    x = torch.zeros((L,) + tuple(example.shape[1:]), dtype=torch.float64)
+    out = model(x)  # row l: only layer l emits (ones); everything else is silent and bias-free
+    arrived = out.flatten(1).sum(1) + sum(p.arrived for p in probes)  # (L,)
+    return [float(arrived[i]) / probes[i].neurons for i in range(L)]
