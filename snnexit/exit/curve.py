@@ -98,7 +98,10 @@ def exit_steps_from_scores(scores: torch.Tensor, threshold: float) -> torch.Tens
 def _as_numpy(x: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    return np.asarray(x).astype(dtype, copy=False)
+    x = np.asarray(x)
+    if dtype is bool and x.dtype != bool:
+        return x != 0
+    return np.ascontiguousarray(x.astype(dtype, copy=False))
 
 
 def exact_curve(scores, correct, agree=None) -> ExitCurve:
@@ -120,28 +123,35 @@ def exact_curve(scores, correct, agree=None) -> ExitCurve:
         raise SnnexitError(f"need at least one step and one input, got (T, N) = {(T, N)}")
     if not np.isfinite(s).all():
         raise SnnexitError("exit scores contain NaN or infinite values")
-    indicators = [_as_numpy(correct, np.int64)] + ([] if agree is None else [_as_numpy(agree, np.int64)])
-    running = np.maximum.accumulate(s, axis=0)  # (T, N)
-    record = np.ones_like(running, dtype=bool)
-    record[1:] = running[1:] > running[:-1]
-    # next record step after t (or T-1 when none): reverse cumulative minimum
-    step_if_record = np.where(record, np.arange(T)[:, None], T - 1)
-    next_record = np.full((T, N), T - 1, dtype=np.int64)
-    next_record[:-1] = np.minimum.accumulate(step_if_record[::-1], axis=0)[::-1][1:]
-    t_idx, n_idx = np.nonzero(record)
-    nxt = next_record[t_idx, n_idx]
-    values = running[t_idx, n_idx]
-    order = np.argsort(-values)  # equal values are merged below, so the sort need not be stable
+    indicators = [_as_numpy(correct, bool)] + ([] if agree is None else [_as_numpy(agree, bool)])
+    # work input-major, (N, T): each input's records are then consecutive events
+    running = np.maximum.accumulate(np.ascontiguousarray(s.T), axis=1)  # (N, T)
+    record = np.empty((N, T), dtype=bool)  # the running max strictly rises (step 0 always)
+    record[:, 0] = True
+    np.greater(running[:, 1:], running[:, :-1], out=record[:, 1:])
+    flat = np.flatnonzero(record)  # n * T + t, sorted by input then step
+    t_idx = flat % T
+    nxt = np.empty_like(flat)  # the input's next record (exit there instead), else its step T
+    nxt[:-1] = flat[1:]
+    last_of_input = np.append(flat[1:] // T != flat[:-1] // T, True)
+    nxt[last_of_input] = flat[last_of_input] - t_idx[last_of_input] + T - 1
+    # per event: change in steps and in each indicator, before sorting (small integer types)
+    d_steps = (t_idx - nxt % T).astype(np.int32)
+    deltas = []
+    for ind in indicators:
+        ind8 = np.ascontiguousarray(ind.T).reshape(-1).view(np.int8)  # (N * T,) input-major
+        deltas.append(ind8[flat] - ind8[nxt])
+    values = running.reshape(-1)[flat]
+    order = np.argsort(values)[::-1]  # descending; equal values are merged below, so no stable sort
     values = values[order]
-    t_idx, n_idx, nxt = t_idx[order], n_idx[order], nxt[order]
     last_of_group = np.append(values[1:] != values[:-1], True)
     g_values = values[last_of_group]
-    total_steps = N * T + np.cumsum(t_idx - nxt)
+    total_steps = N * T + np.cumsum(d_steps[order], dtype=np.int64)
     steps = np.concatenate([[N * T], total_steps[last_of_group]]) / N
     totals = []
-    for ind in indicators:  # correct, then agree
+    for ind, delta in zip(indicators, deltas):  # correct, then agree
         start = int(ind[T - 1].sum())
-        cum = start + np.cumsum(ind[t_idx, n_idx] - ind[nxt, n_idx])
+        cum = start + np.cumsum(delta[order], dtype=np.int64)
         totals.append(np.concatenate([[start], cum[last_of_group]]).astype(np.int64))
     # after all events >= v_g fire, any tau in [v_{g+1}, v_g) realises the point
     # below the smallest value any tau works: keep a margin that survives a cast to float32
