@@ -254,3 +254,51 @@ def test_converted_network_keeps_thresholds_and_outputs_then_finetunes(digits):
     assert isinstance(next(m for _, m in snn.spiking_layers()), IFNeuron)  # the original is untouched
     with pytest.raises(SnnexitError, match="no IFNeuron"):
         trainable_from_converted(trainable)
+
+
+# ---- command line ------------------------------------------------------------------------------
+def test_cli_cutoff_train_single_run_and_table(tmp_path, capsys):
+    import json
+
+    from snnexit.cli import main
+
+    common = ["--dataset", "digits", "--neuron", "if", "--T", "3", "--no-progress"]
+    assert main(["cutoff-train", *common, "--epochs", "1", "--reg-weight", "0.1", "--out", str(tmp_path / "a")]) == 0
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert sorted(results["policies"]) == POLICIES.names() and results["settings"]["reg_weight"] == 0.1
+    from snnexit.simulate import Trace
+
+    trace = Trace.load(tmp_path / "a" / "trace_test.safetensors")
+    assert trace.T == 3 and trace.meta["converter"] == "direct" and trace.meta["temperature"] > 0
+
+    assert main(["cutoff-train", *common, "--table", "--epochs", "1", "--finetune-epochs", "1",
+                 "--reg-weight", "0.5", "--out", str(tmp_path / "b")]) == 0
+    table = json.loads((tmp_path / "b" / "table.json").read_text())
+    assert [r["reg_weight"] for r in table["rows"]] == [0.0, 0.5]
+    assert all(1 <= r["topk_mean_steps"] <= 3 and 1 <= r["oracle_mean_steps"] <= 3 for r in table["rows"])
+    assert "| rcs a=0.5 | 0.5 |" in (tmp_path / "b" / "table.md").read_text()
+    capsys.readouterr()
+
+    assert main(["cutoff-train", *common, "--neuron", "izh", "--out", str(tmp_path / "c")]) == 2
+    assert "Unknown neuron 'izh'" in capsys.readouterr().err
+    assert main(["cutoff-train", *common, "--reg-weight", "0.1,0.2", "--out", str(tmp_path / "c")]) == 2
+    assert "one number without --table" in capsys.readouterr().err
+    assert main(["cutoff-train", "--dataset", "digits", "--init", "converted", "--dataset", "event_mnist",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "static data set" in capsys.readouterr().err
+
+
+def test_cli_finetunes_a_converted_network(tmp_path):
+    import json
+
+    from snnexit.cli import main
+
+    assert main(["cutoff-train", "--dataset", "digits", "--init", "converted", "--ann-epochs", "2",
+                 "--finetune-epochs", "1", "--T", "4", "--reg-weight", "0.1", "--loss", "mean", "--no-progress",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["settings"]["init"] == "converted"
+    from snnexit.simulate import Trace
+
+    trace = Trace.load(tmp_path / "run" / "trace_val.safetensors")
+    assert trace.meta["converter"] == "qcfs" and trace.meta["finetuned"] is True
