@@ -181,7 +181,8 @@ def _build(cls, values: dict, prefix: str = ""):
     kwargs = {}
     for key, value in values.items():
         if not isinstance(key, str) or key not in hints:
-            raise SnnexitError(f"unknown config key {prefix + str(key)!r}. Known: {', '.join(prefix + n for n in names)}")
+            known = ", ".join(prefix + n for n in names)
+            raise SnnexitError(f"unknown config key {prefix + str(key)!r}. Known: {known}")
         kwargs[key] = _coerce(prefix + key, value, hints[key])
     return cls(**kwargs)
 

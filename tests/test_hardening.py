@@ -29,7 +29,7 @@ from snnexit.errors import SnnexitError
 from snnexit.exit import DynamicConfidence
 from snnexit.io import atomic_write, load_tensors, save_tensors
 from snnexit.simulate.trace import TRACE_FORMAT, TRACE_VERSION, Trace
-from snnexit.train import TrainConfig, load_checkpoint
+from snnexit.train import load_checkpoint
 from snnexit.train.loop import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def uninterrupted(tmp_path_factory):
     return _weights(tmp / "out")
 
 
-@pytest.mark.parametrize("where", ["mid-epoch", "mid-write"])
+@pytest.mark.parametrize("where", ["mid-epoch", pytest.param("mid-write", marks=pytest.mark.slow)])
 def test_sigkill_during_training_resumes_to_the_same_result(tmp_path, uninterrupted, where):
     out, cache, marker = tmp_path / "out", tmp_path / "cache", tmp_path / "marker"
     script = tmp_path / "child.py"
@@ -186,7 +186,8 @@ def non_atomic_writes(source: str, filename: str) -> list[str]:
             call = _dotted(node.func)
             where = (node.lineno, f"{filename}:{node.lineno} in {name}: {call}")
             if call == "open":
-                mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+                mode = node.args[1] if len(node.args) > 1 else \
+                    next((k.value for k in node.keywords if k.arg == "mode"), None)
                 if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+"):
                     found.append(where)
             elif call.endswith((".write_text", ".write_bytes")) or call.startswith("shutil.") and \
@@ -338,6 +339,7 @@ class _Payload:
         return (Path.write_text, (Path(self.target), "pwned"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_pickle_with_a_code_payload_is_refused_and_never_run(tmp_path):
     target = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"

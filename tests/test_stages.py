@@ -147,6 +147,7 @@ def test_policy_fitted_on_another_trace_is_refused(runs, tmp_path, capsys):
     assert "fitted on another trace_val.safetensors; run `snnexit fit` again" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_byo_model_example_runs():
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "byo_model.py")], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)

@@ -65,7 +65,8 @@ def _differences(stored: dict, current: dict) -> str:
 
 def _check_train_key(path: Path, meta: dict, settings: Settings, stage: str) -> None:
     if meta.get("train_key") != settings.run.train_key():
-        raise SnnexitError(f"{path} was made with other training settings ({_differences(meta.get('config', {}), asdict(settings.run))}); "
+        diff = _differences(meta.get("config", {}), asdict(settings.run))
+        raise SnnexitError(f"{path} was made with other training settings ({diff}); "
                            f"run `snnexit {stage}` again with these settings")
 
 
@@ -308,17 +309,20 @@ def stage_evaluate(settings: Settings, log=print) -> Path:
     test = _load_trace(out, TRACE_FILES[1], settings)
     policy_path = _need(out / POLICY_FILE, "fit")
     record = _read_json(policy_path, "fit", POLICY_FORMAT, POLICY_VERSION)
-    if record.get("fitted_on", {}).get("sha256") != _sha256(out / TRACE_FILES[0]):
+    fitted_on = record.get("fitted_on")
+    if not isinstance(fitted_on, dict) or fitted_on.get("sha256") != _sha256(out / TRACE_FILES[0]):
         raise SnnexitError(f"{policy_path} was fitted on another {TRACE_FILES[0]}; run `snnexit fit` again")
     dc = load_policy(policy_path, val)
     snn_path = _need(out / SNN_FILE, "convert")
     _, meta = load_tensors(snn_path, fmt=SNN_FORMAT, version=SNN_VERSION)
     _check_train_key(snn_path, meta, settings, "convert")
     save_config(out / "config.evaluate.json", settings, "evaluate")
+    if not isinstance(meta.get("data"), dict) or not isinstance(meta.get("calibration"), dict):
+        raise SnnexitError(f"{snn_path} lacks the calibration or data sizes; run `snnexit convert` again")
     policies, extras = evaluate_policies(val, test, dc)
     results = assemble_results(config, meta["data"], meta["calibration"], val, test, policies, extras)
     _record_time(out, "evaluate", time.perf_counter() - started)
-    timings = _read_json(out / TIMINGS_FILE, "train")
+    timings = json.loads((out / TIMINGS_FILE).read_text())  # the stages' seconds, summed as `run` reports its total
     results["seconds"] = float(sum(v for k, v in timings.items() if k in STAGES and isinstance(v, (int, float))))
     write_json(out / RESULTS_FILE, results)
     return out / RESULTS_FILE
@@ -336,7 +340,8 @@ def stage_report(settings: Settings, log=print) -> Path:
         raise SnnexitError(f"{out / RESULTS_FILE} lacks {', '.join(missing)}; run `snnexit evaluate` again")
     val = _load_trace(out, TRACE_FILES[0], settings)
     test = _load_trace(out, TRACE_FILES[1], settings)
-    if not isinstance(results["snn"], dict) or results["snn"].get("test_acc_per_step") != test.accuracy_per_step().tolist():
+    snn = results["snn"]
+    if not isinstance(snn, dict) or snn.get("test_acc_per_step") != test.accuracy_per_step().tolist():
         raise SnnexitError(f"{out / RESULTS_FILE} does not belong to {out / TRACE_FILES[1]}; "
                            "run `snnexit evaluate` again")
     save_config(out / "config.report.json", settings, "report")
