@@ -270,3 +270,51 @@ def test_import_refuses_mismatches_and_code(tmp_path):
     torch.save({"x": Payload()}, bad)
     with pytest.raises(SnnexitError, match="cannot load checkpoint"):
         load_qcfs_checkpoint(small, bad)
+
+
+# ---- pipeline and CLI --------------------------------------------------------------------
+
+@pytest.mark.parametrize("quantizer,converter,alpha", [("lsq", "qffs", 3), ("relu", "max", "t"), ("lsq", "qcfs", "t")])
+def test_run_with_quantizer_and_converter(tmp_path, quantizer, converter, alpha):
+    from snnexit.cli import main
+
+    out = tmp_path / "out"
+    args = ["run", "--dataset", "digits", "--epochs", "2", "--T", "8", "--width", "4", "--no-progress",
+            "--quantizer", quantizer, "--bits", "2", "--converter", converter, "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    import json
+
+    r = json.loads((out / "results.json").read_text())
+    assert r["snn"]["converter"] == converter and r["config"]["quantizer"] == quantizer
+    from snnexit.simulate import Trace
+
+    assert Trace.load(out / "trace_test.safetensors").meta["alpha"] == alpha
+
+
+def test_run_config_rejects_unknown_quantizer_and_keys_the_cache():
+    from snnexit.pipeline import RunConfig
+
+    with pytest.raises(SnnexitError, match="Unknown quantizer 'lsqq'. Known: qcfs, lsq, relu, clip"):
+        RunConfig(dataset="digits", quantizer="lsqq").validate()
+    with pytest.raises(SnnexitError, match="bits"):
+        RunConfig(dataset="digits", quantizer="lsq", bits=0).validate()
+    keys = {RunConfig(quantizer=q, bits=b).train_key() for q, b in [("qcfs", 2), ("qcfs", 3), ("lsq", 2), ("lsq", 3)]}
+    assert len(keys) == 3  # bits matter for LSQ only
+
+
+def test_table_command_writes_markdown_and_json(tmp_path, capsys):
+    import json
+
+    from snnexit.cli import main
+
+    out = tmp_path / "table"
+    assert main(["table", "--datasets", "digits", "--models", "vgg_small", "--epochs", "2", "--width", "4",
+                 "--T-qcfs", "8", "--T-qffs", "6", "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    md = (out / "table.md").read_text()
+    assert "| digits | vgg_small | qffs | 2 | 6 | Dynamic Confidence |" in md
+    assert "| digits | vgg_small | qcfs | 2 | 8 | oracle (upper bound) |" in md
+    data = json.loads((out / "table.json").read_text())
+    assert [c["converter"] for c in data["cells"]] == ["qcfs", "qffs"]
+    assert len(data["verdicts"]) == 2 and all("digits / vgg_small" in v for v in data["verdicts"])
+    assert main(["table", "--converters", "max", "--out", str(out)]) == 2  # a clear error, exit code 2

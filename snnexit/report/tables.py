@@ -17,3 +17,43 @@ def table1_rows(dataset: str, model: str, converter: str, results: dict) -> list
         rows.append(f"| {dataset} | {model} | {converter} | {label} | {ann:.2f} | {100 * p['test_acc']:.2f} | "
                     f"{p['mean_steps']:.2f} | {100 * p['saving']:.1f}% |")
     return rows
+
+
+GRID_HEADER = ("| Dataset | Model | Converter | Epochs | T | Method | Acc ANN (%) | Acc SNN (%) | Mean steps | Saving |\n"
+               "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def grid_rows(cell: dict) -> list[str]:
+    """The rows of one cell of ``snnexit table`` (fixed T, Dynamic Confidence, oracle), with the
+    training epochs and T stated in every row. ``cell`` holds dataset, model, converter, epochs
+    and the ``results`` dict of one run (``ann`` and ``policies`` as in ``results.json``)."""
+    res = cell["results"]
+    T = res["snn"]["T"]
+    prefix = f"| {cell['dataset']} | {cell['model']} | {cell['converter']} | {cell['epochs']} | {T} |"
+    return [row.replace(f"| {cell['dataset']} | {cell['model']} | {cell['converter']} |", prefix, 1)
+            for row in table1_rows(cell["dataset"], cell["model"], cell["converter"], res)]
+
+
+def grid_verdict(cell: dict, target_saving: float = 0.40) -> str:
+    """Did Dynamic Confidence save >= ``target_saving`` of the steps at no test-accuracy loss
+    against fixed T? If not, say which part failed and the likely reason."""
+    pol = cell["results"]["policies"]
+    dc, fixed, oracle = pol["dynamic_confidence"], pol["fixed"], pol["oracle"]
+    loss = fixed["test_acc"] - dc["test_acc"]
+    n_val = dc.get("val_size")
+    problems = []
+    if loss > 1e-12:
+        problems.append(f"loses {100 * loss:.2f} points on test: the threshold that lost nothing on {n_val} "
+                        f"validation inputs does not transfer exactly (a validation set this small cannot "
+                        f"certify no loss)")
+    if dc["saving"] < target_saving:
+        if oracle["saving"] < target_saving:
+            why = f"even the oracle saves only {100 * oracle['saving']:.1f}%: the SNN needs most of its T steps"
+        else:
+            why = (f"the oracle would save {100 * oracle['saving']:.1f}%, but confidence stays below the "
+                   f"no-loss threshold for the inputs that would need it on validation")
+        problems.append(f"saves {100 * dc['saving']:.1f}% < {100 * target_saving:.0f}% ({why})")
+    label = f"{cell['dataset']} / {cell['model']} / {cell['converter']}"
+    if not problems:
+        return f"{label}: target met ({100 * dc['saving']:.1f}% saved, test accuracy change {-100 * loss:+.2f} points)"
+    return f"{label}: target missed: " + "; ".join(problems)
