@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snnexit.neurons.functional import IFState, if_initial_state, if_soft_reset_step
+from snnexit.neurons.functional import IFState, if_initial_state, if_soft_reset_step, if_soft_reset_step_
 
 
 class SpikingNeuron(nn.Module):
@@ -55,9 +55,16 @@ class IFNeuron(SpikingNeuron):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.state is None:
             self.state = if_initial_state(x, self.threshold, self.v_init)
-        s, self.state = if_soft_reset_step(x, self.state, self.threshold)
-        self._record(s)
-        return s * self.threshold
+        v = self.state.v
+        if (torch.is_grad_enabled() and (x.requires_grad or self.threshold.requires_grad)) or v.dtype != x.dtype:
+            s, self.state = if_soft_reset_step(x, self.state, self.threshold)
+            self._record(s)
+            return s * self.threshold
+        # inference: the same arithmetic, updating v in place with fewer passes over memory
+        theta = self.threshold if self.threshold.dtype == x.dtype else self.threshold.to(x.dtype)
+        self.neurons_per_input = x[0].numel() if x.shape[0] else 0
+        out, self.last_spike_count = if_soft_reset_step_(x, self.state, theta)
+        return out
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold.item():.4g}, v_init={self.v_init}"

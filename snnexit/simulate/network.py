@@ -34,9 +34,20 @@ class SpikingNetwork(nn.Module):
             m.select(index)
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
+        if self._channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.body(x)
 
     forward = step
+
+    _channels_last = False
+
+    def optimize(self, channels_last: bool = True) -> "SpikingNetwork":
+        """Faster inference with bit-identical outputs (checked in benchmarks/speed_race.py):
+        convolutions and pooling in NHWC layout, oneDNN's native one on CPU. Returns ``self``."""
+        self._channels_last = bool(channels_last)
+        self.body.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        return self
 
     def spike_counts(self) -> torch.Tensor:
         """(N, L) spikes emitted by each input in each spiking layer in the last step."""
