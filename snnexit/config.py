@@ -197,7 +197,10 @@ def settings_from_dict(values: dict, source: str = "config") -> Settings:
     if not isinstance(values, dict):
         raise SnnexitError(f"{where}a config must be a table of keys, got {_describe(values)}")
     if values.get("format") == CONFIG_FORMAT:  # a config saved beside results: drop its header
-        values = {k: v for k, v in values.items() if k not in ("format", "stage")}
+        if values.get("version") != CONFIG_VERSION:
+            raise SnnexitError(f"{where}saved config version {values.get('version')!r} is not supported "
+                               f"(expected {CONFIG_VERSION})")
+        values = {k: v for k, v in values.items() if k not in ("format", "version", "stage")}
     known = run_fields() + list(SECTIONS)
     run_values, sections = {}, {}
     for key, value in values.items():
@@ -260,7 +263,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None, v
 
 def save_config(path: str | Path, settings: Settings, stage: str) -> None:
     """Write the resolved config atomically as JSON (loadable again with ``--config``)."""
-    write_json(path, {"format": CONFIG_FORMAT, "stage": stage, **settings.to_dict()})
+    write_json(path, {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "stage": stage, **settings.to_dict()})
 
 
 # ---- command-line flags -----------------------------------------------------------------
@@ -282,6 +285,8 @@ _FLAGS = {
     "data_dir": (["--data-dir"], "local folder of a real data set"),
     "device": (["--device"], "torch device: cpu, cuda, cuda:1, ..."),
     "init_threshold": (["--init-threshold"], "QCFS threshold lam at initialisation"),
+    "quantizer": (["--quantizer"], "the ANN's activation: qcfs, lsq, relu or clip"),
+    "bits": (["--bits"], "LSQ bit width b"),
 }
 _STAGE_FLAGS = {
     # option, section, key, type, help
