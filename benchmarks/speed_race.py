@@ -1,0 +1,237 @@
+"""Speed race: the same converted network, the same inputs, snnexit against SpikingJelly 2.0.
+
+The network is the default MNIST-5k QCFS model of the built-in pipeline (trained once and
+cached), converted to soft-reset IF neurons. SpikingJelly runs an exact copy of it: every
+snnexit ``IFNeuron`` becomes ``IFNode(v_threshold=theta, v_reset=None)`` followed by a
+multiplication by theta (a QCFS spike carries theta), with ``v`` set to theta/2 after every
+reset; every other module is the same object. Three simulators run T steps on the same batch:
+
+* ``snnexit``: ``SpikingNetwork.step`` one step at a time (what the early-exit runtime uses);
+* ``sj_single``: SpikingJelly single-step mode, one step at a time;
+* ``sj_multi``: SpikingJelly multi-step mode (``SeqToANNContainer`` around every stateless
+  module, ``step_mode='m'`` neurons): all T steps layer by layer in one call.
+
+Before timing, the outputs are compared: the accumulated outputs ``Y[t]`` for every t and the
+spike counts per layer must be identical (bit for bit) for the race to count. Timing: medians of
+interleaved repeats (the simulators take turns, in a rotating order), reported as ratios
+``time(SpikingJelly) / time(snnexit)`` (> 1: snnexit is faster), per batch size.
+
+Usage: python benchmarks/speed_race.py [--batch-sizes 1 256] [--T 32] [--repeats 7]
+       [--threads 1] [--device cpu] [--out benchmarks/results/speed_race.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from snnexit.neurons.modules import IFNeuron, SpikingNeuron  # noqa: E402
+from snnexit.simulate.network import SpikingNetwork  # noqa: E402
+
+
+def default_network(device: str = "cpu", log=print):
+    """The cached default model of ``snnexit run``: (snn, data, temperature)."""
+    from snnexit.pipeline import RunConfig, calibrate, convert, load_dataset, trained_ann
+
+    config = RunConfig(device=device, progress=False)
+    data = load_dataset(config.dataset, config.seed)
+    model = trained_ann(config, data, log=log)
+    temperature = calibrate(model, data, device)["temperature"]
+    snn = convert(model, config.converter)
+    snn.meta["temperature"] = temperature
+    return snn.to(device).eval(), data, temperature
+
+
+class Scale(nn.Module):
+    """A QCFS spike carries amplitude theta: ``s * theta``, the same multiplication as snnexit."""
+
+    def __init__(self, theta: torch.Tensor):
+        super().__init__()
+        self.register_buffer("theta", theta.detach().clone())
+
+    def forward(self, s):
+        return s * self.theta
+
+
+class SJNetwork:
+    """A SpikingJelly copy of a snnexit network (single- or multi-step mode)."""
+
+    def __init__(self, snn: SpikingNetwork, step_mode: str):
+        from spikingjelly.activation_based import layer, neuron
+
+        self.step_mode = step_mode
+        body = copy.deepcopy(snn.body)
+        self.nodes: list[tuple[nn.Module, float]] = []
+
+        def swap(parent: nn.Module):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, IFNeuron):
+                    theta = float(child.threshold)
+                    node = neuron.IFNode(v_threshold=theta, v_reset=None, step_mode=step_mode)
+                    self.nodes.append((node, theta))
+                    setattr(parent, name, nn.Sequential(node, Scale(child.threshold)))
+                elif isinstance(child, SpikingNeuron):
+                    raise SystemExit(f"the race supports IF networks only, found {type(child).__name__}")
+                elif any(True for _ in child.children()):
+                    swap(child)
+                elif step_mode == "m":
+                    setattr(parent, name, layer.SeqToANNContainer(child))
+
+        swap(body)
+        self.body = body.eval()
+
+    def reset(self):
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(self.body)
+        for node, theta in self.nodes:
+            node.v = 0.5 * theta  # QCFS: v(0) = theta / 2 (SpikingJelly starts soft-reset IF at 0)
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        """Accumulated outputs (T, N, C)."""
+        self.reset()
+        if self.step_mode == "m":
+            y = self.body(x.unsqueeze(0).expand(T, *x.shape))  # (T, N, C)
+            acc, outs = y[0].clone(), [y[0].clone()]
+            for t in range(1, T):  # accumulate in the same order as the step-by-step runs
+                acc = acc + y[t]
+                outs.append(acc)
+            return torch.stack(outs)
+        acc, outs = None, []
+        for _ in range(T):
+            y = self.body(x)
+            acc = y.clone() if acc is None else acc + y
+            outs.append(acc)
+        return torch.stack(outs)
+
+
+@torch.no_grad()
+def run_snnexit(snn: SpikingNetwork, x: torch.Tensor, T: int) -> torch.Tensor:
+    """Accumulated outputs (T, N, C) from snnexit's step-by-step simulation."""
+    snn.reset()
+    acc, outs = None, []
+    for _ in range(T):
+        y = snn.step(x)
+        acc = y.clone() if acc is None else acc + y
+        outs.append(acc)
+    snn.reset()
+    return torch.stack(outs)
+
+
+def spike_totals_sj(net: SJNetwork, x: torch.Tensor, T: int) -> list[float]:
+    """Spikes per layer over T steps, counted with hooks on SpikingJelly's nodes."""
+    totals = [0.0] * len(net.nodes)
+    handles = [node.register_forward_hook(lambda m, i, o, k=k: totals.__setitem__(k, totals[k] + float(o.sum())))
+               for k, (node, _) in enumerate(net.nodes)]
+    try:
+        net.run(x, T)
+    finally:
+        for h in handles:
+            h.remove()
+    return totals
+
+
+def spike_totals_snnexit(snn: SpikingNetwork, x: torch.Tensor, T: int) -> list[float]:
+    from snnexit.simulate import simulate_batch
+
+    _, S = simulate_batch(snn, x, T)
+    return S.sum((0, 1)).tolist()
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def race(snn, x: torch.Tensor, T: int, repeats: int, device: str) -> dict:
+    sj_single, sj_multi = SJNetwork(snn, "s"), SJNetwork(snn, "m")  # from the plain network
+    snn = copy.deepcopy(snn).optimize()  # snnexit as a user runs it for speed (channels-last)
+    sims = {"snnexit": lambda: run_snnexit(snn, x, T)}
+    sj_single.body.to(device), sj_multi.body.to(device)
+    sims["sj_single"] = lambda: sj_single.run(x, T)
+    sims["sj_multi"] = lambda: sj_multi.run(x, T)
+
+    ours = run_snnexit(snn, x, T)
+    check = {}
+    ref_spikes = spike_totals_snnexit(snn, x, T)
+    for name, net in (("sj_single", sj_single), ("sj_multi", sj_multi)):
+        theirs = sims[name]()
+        check[name] = {
+            "outputs_identical": bool(torch.equal(ours, theirs)),
+            "max_abs_diff": float((ours - theirs).abs().max()),
+            "predictions_identical": bool(torch.equal(ours.argmax(-1), theirs.argmax(-1))),
+            "spikes_identical": spike_totals_sj(net, x, T) == ref_spikes,
+        }
+    for fn in sims.values():  # warm-up
+        fn()
+    times = {name: [] for name in sims}
+    names = list(sims)
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+        for name in order:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[name].append(timed(lambda: (sims[name](), torch.cuda.synchronize() if device.startswith("cuda")
+                                               else None)))
+    med = {name: statistics.median(v) for name, v in times.items()}
+    n = x.shape[0]
+    return {
+        "batch_size": n,
+        "T": T,
+        "identical": check,
+        "median_seconds": med,
+        "all_seconds": times,
+        "steps_per_second": {name: n * T / s for name, s in med.items()},
+        "speedup_vs": {name: med[name] / med["snnexit"] for name in med if name != "snnexit"},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256])
+    ap.add_argument("--T", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: leave torch's choice)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed_race.json"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    snn, data, _ = default_network(args.device, log=lambda m: print(m, file=sys.stderr))
+    results = []
+    for bs in args.batch_sizes:
+        x = data.test.x[:bs].to(args.device)
+        r = race(snn, x, args.T, args.repeats, args.device)
+        results.append(r)
+        ok = all(c["outputs_identical"] and c["spikes_identical"] for c in r["identical"].values())
+        print(f"batch {bs:4d}: snnexit {1e3 * r['median_seconds']['snnexit']:.1f} ms for T={args.T}; "
+              f"vs SJ single-step {r['speedup_vs']['sj_single']:.2f}x, multi-step {r['speedup_vs']['sj_multi']:.2f}x "
+              f"faster; identical outputs: {ok} {r['identical']}")
+    from snnexit.io import write_json
+
+    write_json(args.out, {
+        "benchmark": "speed_race",
+        "command": "python benchmarks/speed_race.py " + " ".join(sys.argv[1:]),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "device": args.device,
+                    "cpu_count": __import__("os").cpu_count()},
+        "results": results,
+    })
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

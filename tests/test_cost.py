@@ -1,0 +1,137 @@
+"""Cost accounting against brute force: spikes up to each exit step, spikes per neuron, fan-out, SynOps."""
+
+import pytest
+import torch
+from torch import nn
+
+from snnexit.errors import SnnexitError
+from snnexit.neurons import IFNeuron
+from snnexit.simulate import SpikingNetwork, record_trace
+from snnexit.simulate.cost import Cost, compare_costs, cost_from_trace, fan_out, spikes_until
+
+
+def test_spikes_until_exit_by_brute_force(make_trace):
+    trace = make_trace(T=7, N=30)
+    steps = torch.randint(1, 8, (30,))
+    got = spikes_until(trace.spikes, steps)
+    for n in range(30):
+        for layer in range(trace.spikes.shape[2]):
+            expected = sum(float(trace.spikes[t, n, layer]) for t in range(int(steps[n])))
+            assert got[n, layer].item() == expected
+
+
+def test_fixed_t_counts_everything_and_negative_spikes_cost_too(make_trace):
+    trace = make_trace(T=5, N=10)
+    trace.spikes[2, 3, 1] = -4.0  # a QFFS negative spike costs like a positive one
+    got = spikes_until(trace.spikes)
+    assert got[3, 1].item() == trace.spikes[:, 3, 1].abs().sum().item()
+    assert torch.equal(spikes_until(trace.spikes, torch.full((10,), 5)), got)
+
+
+def test_cost_from_trace_per_neuron_and_synops(make_trace):
+    trace = make_trace(T=6, N=12)
+    trace.meta.update(neurons_per_layer=[100, 50, 10], fan_out_per_layer=[9.0, 4.5, 3.0])
+    steps = torch.randint(1, 7, (12,))
+    cost = cost_from_trace(trace, steps)
+    for n in range(12):
+        s = [sum(float(trace.spikes[t, n, k]) for t in range(int(steps[n]))) for k in range(3)]
+        assert cost.spikes_per_neuron()[n].item() == pytest.approx(sum(s) / 160)
+        assert cost.synops()[n].item() == pytest.approx(9.0 * s[0] + 4.5 * s[1] + 3.0 * s[2])
+    summary = compare_costs(trace, steps)
+    assert summary["early_exit"]["mean_steps"] == pytest.approx(steps.double().mean().item())
+    assert summary["fixed"]["mean_steps"] == 6
+    assert summary["ratios"]["spikes_per_neuron"] <= 1.0
+
+
+def test_bad_inputs_are_refused(make_trace):
+    trace = make_trace(T=4, N=5)
+    with pytest.raises(SnnexitError, match="neurons_per_layer"):
+        cost_from_trace(trace)
+    trace.meta["neurons_per_layer"] = [1, 2, 3]
+    with pytest.raises(SnnexitError, match="exit steps"):
+        cost_from_trace(trace, torch.tensor([0, 1, 2, 3, 4]))
+    with pytest.raises(SnnexitError, match="fan-out"):
+        cost_from_trace(trace).synops()
+    with pytest.raises(SnnexitError, match="fan_out has"):
+        Cost(torch.ones(2, dtype=torch.long), torch.ones(2, 3), [1, 1, 1], [1.0])
+
+
+def brute_force_fan_out(snn: SpikingNetwork, x: torch.Tensor) -> list[float]:
+    """For each neuron of each spiking layer: make it alone emit one unit spike (every other
+    spiking layer silent, zero input, zero biases, positive weights) and count the neurons whose
+    input becomes non-zero (later spiking layers and the output); average over the layer."""
+    layers = [m for _, m in snn.spiking_layers()]
+    arrived, emit = {}, {}
+
+    class Inject(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, z):
+            arrived[self.k] = z
+            return emit.get(self.k, torch.zeros_like(z))
+
+    swapped = []
+    for module in list(snn.body.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, IFNeuron):
+                swapped.append((module, name, child))
+                setattr(module, name, Inject(layers.index(child)))
+    try:
+        with torch.no_grad():
+            snn.body(x)
+            shapes = {k: z.shape for k, z in arrived.items()}
+            result = []
+            for k in range(len(layers)):
+                total = 0
+                for j in range(shapes[k][1:].numel()):
+                    one_hot = torch.zeros(shapes[k])
+                    one_hot.view(-1)[j] = 1.0
+                    emit.clear()
+                    emit[k] = one_hot
+                    out = snn.body(torch.zeros_like(x))
+                    total += int((out != 0).sum()) + sum(int((z != 0).sum()) for i, z in arrived.items() if i != k)
+                result.append(total / shapes[k][1:].numel())
+        return result
+    finally:
+        for module, name, child in swapped:
+            setattr(module, name, child)
+
+
+def small_network(seed=0):
+    torch.manual_seed(seed)
+    body = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), IFNeuron(1.0), nn.AvgPool2d(2),
+        nn.Conv2d(3, 4, 3, padding=1), IFNeuron(1.0), nn.Flatten(), nn.Linear(4 * 3 * 3, 7), IFNeuron(1.0),
+        nn.Linear(7, 5))
+    for m in body.modules():  # generic weights are never exactly zero; biases off for the brute force
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.uniform_(m.weight, 0.1, 1.0)
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+            nn.init.zeros_(m.bias)
+            m.running_mean.zero_()
+    return SpikingNetwork(body).eval()
+
+
+def test_fan_out_equals_brute_force():
+    snn = small_network()
+    x = torch.zeros(1, 1, 6, 6)
+    got = fan_out(snn, x)
+    assert got == pytest.approx(brute_force_fan_out(snn, x))
+    # the first layer feeds a 3x3 conv (padding 1) on the 3x3 map after 2x2 pooling: a pooled
+    # corner reaches 4 positions per output channel, an edge 6, the centre 9; 4 channels
+    assert got[0] == pytest.approx(4 * (4 * 4 + 4 * 6 + 9) / 9)
+    assert got[2] == 5  # the last hidden layer feeds all 5 outputs
+
+
+def test_trace_synops_use_the_network_fan_out():
+    snn = small_network(1)
+    x = torch.rand(20, 1, 6, 6) * 3
+    trace = record_trace(snn, [(x, torch.zeros(20, dtype=torch.long))], T=5)
+    fo = fan_out(snn, x)
+    cost = cost_from_trace(trace, fan_out=fo)
+    brute = sum(trace.spikes[:, :, k].sum(0) * fo[k] for k in range(3))
+    assert torch.allclose(cost.synops(), brute.double())
