@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             dc = results["policies"]["dynamic_confidence"]
             print(f"{ctx.world_size} processes: fixed-T accuracy {results['policies']['fixed']['test_acc']:.4f}, "
                   f"Dynamic Confidence {dc['test_acc']:.4f} at {dc['mean_steps']:.2f} mean steps; wrote {config.out}")
+        if ctx.active:  # no process tears gloo down while another is still writing or sending
+            dist.barrier()
     except SnnexitError as exc:
         print(f"snnexit distributed: error: {exc}", file=sys.stderr)
         return 2

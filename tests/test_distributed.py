@@ -49,6 +49,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         if ctx.is_main:
             trace.save(Path(out) / "trace.safetensors")
             save_tensors(Path(out) / "ann.safetensors", ann.state_dict(), fmt="ann", version=1)
+        torch.distributed.barrier()  # tearing gloo down while the other process still runs aborts it
     finally:
         torch.distributed.destroy_process_group()
 
