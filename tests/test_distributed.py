@@ -74,10 +74,14 @@ def test_one_process_context_is_the_plain_functions():
 def test_two_processes_equal_one(tmp_path):
     mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     data, config = small_setup()
-    torch.set_num_threads(1)
-    ann = build_ann(config, data)
-    subset = data.train.__class__(data.train.x[:300], data.train.y[:300])
-    train(ann, subset, TrainConfig(epochs=1, batch_size=64, seed=0), progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers; restored so later tests see the usual count
+    try:
+        ann = build_ann(config, data)
+        subset = data.train.__class__(data.train.x[:300], data.train.y[:300])
+        train(ann, subset, TrainConfig(epochs=1, batch_size=64, seed=0), progress=False)
+    finally:
+        torch.set_num_threads(threads)
     ddp_state, _ = load_tensors(tmp_path / "ann.safetensors", fmt="ann", version=1)
     one = ann.state_dict()
     assert ddp_state.keys() == one.keys()

@@ -41,12 +41,16 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 # The child runs `snnexit train` with a hook that stops it at a chosen point (mid-epoch, or
 # half-way through writing a checkpoint) and tells the parent, which then kills it with SIGKILL.
 CHILD = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from pathlib import Path
+    import torch
     from snnexit.train import loop
     from snnexit.cli import main
 
     marker, where = Path(sys.argv[1]), sys.argv[2]
+    # The parent's thread count: a different count sums in another order, and the rounding noise
+    # in a conv bias before BatchNorm (exact gradient 0) is what Adam amplifies.
+    torch.set_num_threads(int(os.environ["SNNEXIT_TEST_THREADS"]))
 
     def hang(note):
         marker.write_text(note)
@@ -109,7 +113,7 @@ def test_sigkill_during_training_resumes_to_the_same_result(tmp_path, uninterrup
     out, cache, marker = tmp_path / "out", tmp_path / "cache", tmp_path / "marker"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SNNEXIT_TEST_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, str(script), str(marker), where, *_train_args(out, cache)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
