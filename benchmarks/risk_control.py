@@ -58,8 +58,8 @@ def main() -> None:
                     pol = create_policy(name, target="risk", eps=eps, delta=delta).fit(sample)
                     pop_curve = exact_curve(pol.scores(pool), pool.correct(), agreement_with_fixed_t(pool))
                     k = pop_curve.at(pol.threshold_)
-                    pop_violations += pop_curve.disagreement[k] > eps
-                    pop_acc_violations += (pop_curve.correct[0] - pop_curve.correct[k]) / pool.N > eps
+                    pop_violations += int(pop_curve.disagreement[k] > eps)
+                    pop_acc_violations += int((pop_curve.correct[0] - pop_curve.correct[k]) / pool.N > eps)
                     savings.append(1 - pop_curve.mean_steps[k] / pool.T)
                     # disjoint split: fit on one half, measure on the other
                     perm = torch.from_numpy(rng.permutation(pool.N))
@@ -67,8 +67,8 @@ def main() -> None:
                     pol = create_policy(name, target="risk", eps=eps, delta=delta).fit(fit)
                     res = pol.evaluate(held)
                     fixed_acc = held.correct()[-1].double().mean().item()
-                    split_violations += res["disagreement"] > eps
-                    split_acc_violations += fixed_acc - res["test_acc"] > eps
+                    split_violations += int(res["disagreement"] > eps)
+                    split_acc_violations += int(fixed_acc - res["test_acc"] > eps)
                     split_savings.append(res["saving"])
                 d = args.draws
                 rows.append({
@@ -76,7 +76,7 @@ def main() -> None:
                     "population_violation_rate": pop_violations / d,
                     "population_accuracy_loss_violation_rate": pop_acc_violations / d,
                     "slack_3se": 3 * math.sqrt(delta * (1 - delta) / d),
-                    "holds": pop_violations / d <= delta + 3 * math.sqrt(delta * (1 - delta) / d),
+                    "holds": bool(pop_violations / d <= delta + 3 * math.sqrt(delta * (1 - delta) / d)),
                     "mean_population_saving": float(np.mean(savings)),
                     "split_fit_size": pool.N // 2,
                     "split_disagreement_violation_rate": split_violations / d,

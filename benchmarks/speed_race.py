@@ -133,7 +133,8 @@ def run_snnexit(snn: SpikingNetwork, x: torch.Tensor, T: int) -> torch.Tensor:
 def spike_totals_sj(net: SJNetwork, x: torch.Tensor, T: int) -> list[float]:
     """Spikes per layer over T steps, counted with hooks on SpikingJelly's nodes."""
     totals = [0.0] * len(net.nodes)
-    handles = [node.register_forward_hook(lambda m, i, o, k=k: totals.__setitem__(k, totals[k] + float(o.sum())))
+    # float64 sums: a layer's total over 256 inputs x 32 steps passes 2**24, where float32 stops counting exactly
+    handles = [node.register_forward_hook(lambda m, i, o, k=k: totals.__setitem__(k, totals[k] + float(o.double().sum())))
                for k, (node, _) in enumerate(net.nodes)]
     try:
         net.run(x, T)
@@ -147,7 +148,7 @@ def spike_totals_snnexit(snn: SpikingNetwork, x: torch.Tensor, T: int) -> list[f
     from snnexit.simulate import simulate_batch
 
     _, S = simulate_batch(snn, x, T)
-    return S.sum((0, 1)).tolist()
+    return S.double().sum((0, 1)).tolist()
 
 
 def timed(fn) -> float:

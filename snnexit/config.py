@@ -343,7 +343,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, stages: tuple[str, ...
             continue
         parse = _parse_as(hints[f.name])
         if parse is not None:
-            parser.add_argument(*names, dest=f.name, type=parse, help=f"{text} (default {default})")
+            shown = text if "default" in text else f"{text} (default {default})"
+            parser.add_argument(*names, dest=f.name, type=parse, help=shown)
     for stage in stages:
         for option, section, key, tp, text in _STAGE_FLAGS.get(stage, []):
             parser.add_argument(option, dest=f"{section}.{key}", metavar=key.upper(), type=_parse_as(tp), help=text)

@@ -33,7 +33,6 @@ gradients through the all-reduce), as in one process. What still differs from on
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import types
@@ -175,7 +174,7 @@ def _global_batchnorm_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Te
 def train_distributed(model: nn.Module, train_split, config, ctx: DistContext | None = None, *,
                       checkpoint: str | Path | None = None, augment=None, progress: bool = False) -> nn.Module:
     """:func:`snnexit.train.train` in ``ctx.world_size`` processes (see the module docstring)."""
-    from snnexit.train.loop import CHECKPOINT_VERSION, _param_groups, load_checkpoint, save_checkpoint
+    from snnexit.train.loop import CHECKPOINT_VERSION, optimizer_and_schedule, resume, save_checkpoint
 
     ctx = ctx or DistContext()
     if not ctx.active:
@@ -195,19 +194,8 @@ def train_distributed(model: nn.Module, train_split, config, ctx: DistContext | 
     for bn in bns:
         bn.forward = types.MethodType(_global_batchnorm_forward, bn)
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
-    opt = torch.optim.Adam(_param_groups(model, config.weight_decay), lr=config.lr)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / max(1, config.epochs * steps_per_epoch), 1.0))))
-    start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        if state["config"] != asdict(config):
-            raise SnnexitError(f"{checkpoint}: checkpoint was written with other settings {state['config']}")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start = state["epoch"]
+    opt, sched = optimizer_and_schedule(model, config, n)
+    start = resume(checkpoint, config, model, opt, sched)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     try:
         for epoch in range(start, config.epochs):
@@ -248,21 +236,17 @@ def run_distributed(config, ctx: DistContext, log=print) -> dict | None:
     process 0 writes the traces and ``results.json`` (Dynamic Confidence fitted on validation)."""
     from snnexit.convert import convert
     from snnexit.data import load_dataset
-    from snnexit.io import load_tensors, save_tensors, write_json
-    from snnexit.pipeline import (ANN_FORMAT, ANN_VERSION, build_ann, calibrate, check_writable, default_cache_dir,
-                                  evaluate_policies)
+    from snnexit.io import save_tensors, write_json
+    from snnexit.pipeline import (ANN_FORMAT, ANN_VERSION, ann_cache_paths, build_ann, calibrate, check_writable,
+                                  converter_inputs, evaluate_policies, load_cached_ann)
     from snnexit.train import TrainConfig
 
     config.validate()
     out = check_writable(config.out) if ctx.is_main else Path(config.out)
     data = load_dataset(config.dataset, config.seed, root=config.data_dir)
     model = build_ann(config, data)
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    key = config.train_key()
-    weights = cache / f"ann-{config.dataset}-{config.model}-{key}.safetensors"
-    if weights.exists():
-        tensors, _ = load_tensors(weights, fmt=ANN_FORMAT, version=ANN_VERSION)
-        model.load_state_dict(tensors)
+    cache, key, weights = ann_cache_paths(config)
+    if load_cached_ann(model, weights, config):
         log(f"reusing trained ANN {weights}")
     else:
         log(f"training {config.model} on {config.dataset} for {config.epochs} epochs in {ctx.world_size} processes")
@@ -274,7 +258,7 @@ def run_distributed(config, ctx: DistContext, log=print) -> dict | None:
                          meta={"key": key, "processes": ctx.world_size})
     model = model.to(ctx.device).eval()
     cal = calibrate(model, data, ctx.device)
-    snn = convert(model, config.converter)
+    snn = convert(model, config.converter, **converter_inputs(config.converter, data))
     snn.meta["temperature"] = cal["temperature"]
     val = record_trace_distributed(snn, data.val, config.T, ctx=ctx)
     test = record_trace_distributed(snn, data.test, config.T, ctx=ctx)

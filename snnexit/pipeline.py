@@ -115,11 +115,14 @@ def activation_factory(config: RunConfig):
     return lambda: QCFS(config.levels, config.init_threshold)
 
 
-def converter_inputs(config: RunConfig, data: DataSplits) -> dict:
-    """Extra arguments of the converter: training inputs for those that calibrate on data."""
-    if getattr(CONVERTERS.get(config.converter), "needs_calibration", False):
-        return {"calibration_data": data.train.x}
-    return {}
+def needs_calibration_data(converter: str) -> bool:
+    """Converters that set thresholds from data (max, robust normalisation) need inputs to run."""
+    return bool(getattr(CONVERTERS.get(converter), "needs_calibration", False))
+
+
+def converter_inputs(converter: str, data: DataSplits) -> dict:
+    """Extra arguments of ``converter``: the training inputs for those that calibrate on data."""
+    return {"calibration_data": data.train.x} if needs_calibration_data(converter) else {}
 
 
 def build_ann(config: RunConfig, data: DataSplits) -> nn.Module:
@@ -129,18 +132,30 @@ def build_ann(config: RunConfig, data: DataSplits) -> nn.Module:
                         input_size=data.input_size, activation=activation_factory(config), **kwargs)
 
 
+def ann_cache_paths(config: RunConfig) -> tuple[Path, str, Path]:
+    """(cache folder, training key, path of the cached weights) of the ANN ``config`` trains."""
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    key = config.train_key()
+    return cache, key, cache / f"ann-{config.dataset}-{config.model}-{key}.safetensors"
+
+
+def load_cached_ann(model: nn.Module, weights: Path, config: RunConfig) -> bool:
+    """Load ``weights`` into ``model`` when the file exists (False when it does not)."""
+    if not weights.exists():
+        return False
+    tensors, _ = load_tensors(weights, fmt=ANN_FORMAT, version=ANN_VERSION)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise SnnexitError(f"{weights}: checkpoint does not fit model {config.model!r}: {str(exc)[:200]}") from None
+    return True
+
+
 def trained_ann(config: RunConfig, data: DataSplits, log=print) -> nn.Module:
     """Train the QCFS ANN, or load it from the cache when the same settings were trained before."""
     model = build_ann(config, data)
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    key = config.train_key()
-    weights = cache / f"ann-{config.dataset}-{config.model}-{key}.safetensors"
-    if weights.exists():
-        tensors, meta = load_tensors(weights, fmt=ANN_FORMAT, version=ANN_VERSION)
-        try:
-            model.load_state_dict(tensors)
-        except RuntimeError as exc:
-            raise SnnexitError(f"{weights}: checkpoint does not fit model {config.model!r}: {str(exc)[:200]}") from None
+    cache, key, weights = ann_cache_paths(config)
+    if load_cached_ann(model, weights, config):
         log(f"reusing trained ANN {weights}")
         return model.to(config.device).eval()
     log(f"training {config.model} on {config.dataset} for {config.epochs} epochs")
@@ -170,7 +185,7 @@ def calibrate(model: nn.Module, data: DataSplits, device: str) -> dict:
 
 def trace_splits(model: nn.Module, data: DataSplits, config: RunConfig, temperature: float,
                  batch_size: int = 250) -> tuple[Trace, Trace]:
-    snn = convert(model, config.converter, **converter_inputs(config, data))
+    snn = convert(model, config.converter, **converter_inputs(config.converter, data))
     snn.meta["temperature"] = temperature
     return trace_snn(snn, data, config, batch_size)
 

@@ -109,17 +109,6 @@ def _run_config(stored: dict):
 
 
 # ---- converted SNN files ----------------------------------------------------------------
-def needs_calibration_data(converter: str) -> bool:
-    """Converters that set thresholds from data (max, robust normalisation) need inputs to run."""
-    from snnexit.convert import CONVERTERS
-
-    return bool(getattr(CONVERTERS.get(converter), "needs_calibration", False))
-
-
-def _converter_kwargs(converter: str, data) -> dict:
-    return {"calibration_data": data.train.x} if needs_calibration_data(converter) else {}
-
-
 def _thresholds(snn) -> dict:
     return {name: float(m.threshold) for name, m in snn.spiking_layers() if hasattr(m, "threshold")}
 
@@ -142,7 +131,7 @@ def load_converted(path, device: str = "cpu", data=None):
     :class:`DataSplits` whose training inputs a data-calibrating converter needs), then the saved
     SNN parameters and buffers are loaded over it, and the thresholds are checked."""
     from snnexit.convert import convert
-    from snnexit.pipeline import build_ann
+    from snnexit.pipeline import build_ann, converter_inputs, needs_calibration_data
 
     path = Path(path)
     tensors, meta = load_tensors(path, fmt=SNN_FORMAT, version=SNN_VERSION)
@@ -159,7 +148,7 @@ def load_converted(path, device: str = "cpu", data=None):
     model = build_ann(config, dims)
     try:
         model.load_state_dict(ann_state)
-        snn = convert(model.eval(), converter, **(_converter_kwargs(converter, data) if data is not None else {}))
+        snn = convert(model.eval(), converter, **(converter_inputs(converter, data) if data is not None else {}))
         snn.load_state_dict(snn_state)
     except RuntimeError as exc:
         raise SnnexitError(f"{path}: weights do not fit model {config.model!r} converted with {converter!r}: "
@@ -193,7 +182,7 @@ def stage_train(settings: Settings, log=print) -> Path:
 def stage_convert(settings: Settings, log=print) -> Path:
     """Calibrate the trained ANN (temperature) and convert it; write ``snn.safetensors``."""
     from snnexit.convert import convert
-    from snnexit.pipeline import ANN_FORMAT, ANN_VERSION, build_ann, calibrate
+    from snnexit.pipeline import ANN_FORMAT, ANN_VERSION, build_ann, calibrate, converter_inputs
 
     started = time.perf_counter()
     config = settings.run
@@ -211,7 +200,7 @@ def stage_convert(settings: Settings, log=print) -> Path:
     model = model.to(config.device).eval()
     cal = calibrate(model, data, config.device)
     log(f"ANN test accuracy {cal['test_acc']:.4f}; temperature {cal['temperature']:.3f}")
-    snn = convert(model, config.converter, **_converter_kwargs(config.converter, data))
+    snn = convert(model, config.converter, **converter_inputs(config.converter, data))
     snn.meta["temperature"] = cal["temperature"]
     dims = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}

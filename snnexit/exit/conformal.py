@@ -21,15 +21,14 @@ import math
 
 import torch
 
-from snnexit.errors import SnnexitError
 from snnexit.exit.base import ThresholdPolicy, register_policy
-from snnexit.exit.scores import scaled_logits, second_probability
+from snnexit.exit.scores import ScaledOutputSettings, second_probability
 from snnexit.exit.steptable import StepTablePolicy
 from snnexit.simulate.trace import Trace
 
 
 @register_policy("conformal")
-class Conformal(StepTablePolicy):
+class Conformal(ScaledOutputSettings, StepTablePolicy):
     """Exit when the per-step split-conformal prediction set has at most one class.
 
     Args:
@@ -43,24 +42,13 @@ class Conformal(StepTablePolicy):
 
     targets = ThresholdPolicy.targets + ("coverage",)
 
-    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, temperature: float | None = None,
-                 use_alpha: bool = True, eps: float | None = None, max_steps: float | None = None,
-                 delta: float | None = None):
-        super().__init__(target=target, threshold=threshold, eps=eps, max_steps=max_steps, delta=delta)
-        self.temperature = temperature
-        self.use_alpha = use_alpha
-
-    def _check_params(self):
-        if self.temperature is not None and not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise SnnexitError(f"temperature must be a positive number or None, got {self.temperature!r}")
-
     def raw_step(self, accumulated, t, meta):
-        return 1.0 - second_probability(scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha))
+        return 1.0 - second_probability(self.scaled(accumulated, t, meta))
 
     def _tables(self, raw, trace: Trace):
         T, N = raw.shape
-        probs = torch.stack([torch.softmax(scaled_logits(trace.outputs[t], t + 1, trace.meta, self.temperature,
-                                                          self.use_alpha), -1) for t in range(T)])  # (T, N, C)
+        probs = torch.stack([torch.softmax(self.scaled(trace.outputs[t], t + 1, trace.meta), -1)
+                             for t in range(T)])  # (T, N, C)
         labels = trace.labels.long().to(probs.device).view(1, N, 1).expand(T, N, 1)
         nonconformity = (1.0 - probs.gather(2, labels)[..., 0]).cpu()  # (T, N)
         table = torch.arange(N + 1, dtype=torch.float64).expand(T, N + 1) / (N + 1)

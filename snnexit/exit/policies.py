@@ -6,7 +6,7 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import ExitPolicy, ThresholdPolicy, check_trace, register_policy
-from snnexit.exit.scores import alpha_at, max_softmax, one_minus_normalised_entropy, scaled_logits
+from snnexit.exit.scores import ScaledOutputSettings, alpha_at, max_softmax, one_minus_normalised_entropy
 from snnexit.simulate.trace import Trace
 
 __all__ = ["DynamicConfidence", "Entropy", "FixedT", "MaxSoftmax", "Oracle", "OracleStable", "alpha_at"]
@@ -25,7 +25,7 @@ class FixedT(ExitPolicy):
 
 
 @register_policy("dynamic_confidence")
-class DynamicConfidence(ThresholdPolicy):
+class DynamicConfidence(ScaledOutputSettings, ThresholdPolicy):
     """Li, Jones & Furber (ICCV 2023): ``c_t = max softmax(Y[t] / alpha_t / T_cal)``.
 
     Args:
@@ -35,19 +35,8 @@ class DynamicConfidence(ThresholdPolicy):
         target, threshold, eps, max_steps, delta: see :class:`ThresholdPolicy`.
     """
 
-    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, temperature: float | None = None,
-                 use_alpha: bool = True, eps: float | None = None, max_steps: float | None = None,
-                 delta: float | None = None):
-        super().__init__(target=target, threshold=threshold, eps=eps, max_steps=max_steps, delta=delta)
-        self.temperature = temperature
-        self.use_alpha = use_alpha
-
-    def _check_params(self):
-        if self.temperature is not None and not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise SnnexitError(f"temperature must be a positive number or None, got {self.temperature!r}")
-
     def score_step(self, accumulated, t, meta):
-        return max_softmax(scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha))
+        return max_softmax(self.scaled(accumulated, t, meta))
 
 
 @register_policy("max_softmax")
@@ -74,7 +63,7 @@ class Entropy(DynamicConfidence):
     (alpha = t is the mean output of a QCFS trace), so "score > tau" means "entropy < 1 - tau"."""
 
     def score_step(self, accumulated, t, meta):
-        return one_minus_normalised_entropy(scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha))
+        return one_minus_normalised_entropy(self.scaled(accumulated, t, meta))
 
 
 @register_policy("oracle")

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from snnexit.errors import SnnexitError
+
 
 def alpha_at(t: int, meta: dict) -> float:
     """Dynamic Confidence's alpha: ``t`` for QCFS (the mean output), ``2**b - 1`` for QFFS."""
@@ -48,3 +50,25 @@ def topk_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 def second_probability(logits: torch.Tensor) -> torch.Tensor:
     """(N,) the runner-up's softmax probability (for conformal set sizes)."""
     return torch.softmax(logits, dim=-1).topk(2, dim=-1).values[..., 1]
+
+
+class ScaledOutputSettings:
+    """Constructor and checks shared by the policies that score softmax(Y[t] / alpha_t / T_cal).
+
+    A mixin placed before the policy base: its ``__init__`` stores ``temperature`` and
+    ``use_alpha`` and passes the fitting settings on to the base.
+    """
+
+    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, temperature: float | None = None,
+                 use_alpha: bool = True, eps: float | None = None, max_steps: float | None = None,
+                 delta: float | None = None):
+        super().__init__(target=target, threshold=threshold, eps=eps, max_steps=max_steps, delta=delta)
+        self.temperature = temperature
+        self.use_alpha = use_alpha
+
+    def _check_params(self):
+        if self.temperature is not None and not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise SnnexitError(f"temperature must be a positive number or None, got {self.temperature!r}")
+
+    def scaled(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
+        return scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha)

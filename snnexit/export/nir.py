@@ -24,7 +24,6 @@ presented at every step unchanged (direct encoding).
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import operator
@@ -35,6 +34,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from snnexit.convert.bn_fold import fold_batchnorm as shared_fold
 from snnexit.errors import SnnexitError
 from snnexit.io import atomic_write
 from snnexit.neurons.functional import IFState, if_initial_state, if_soft_reset_step
@@ -47,47 +47,15 @@ _ADD = {operator.add, torch.add, operator.iadd}
 
 
 # ---- BatchNorm folding ------------------------------------------------------------------
-def _fold_pair(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
-    """Fold ``bn`` (eval mode: running statistics) into the conv/linear ``layer`` before it."""
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
-    shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
-    w = layer.weight.detach()
-    b = layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-    layer.weight = nn.Parameter(w * scale.reshape(-1, *([1] * (w.dim() - 1))))
-    layer.bias = nn.Parameter((b - bn.running_mean) * scale + shift)
-
-
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """A copy of ``module`` with every BatchNorm that directly follows a conv/linear in an
-    ``nn.Sequential`` folded into it (replaced by Identity). Any other BatchNorm is an error.
-
-    Uses :func:`snnexit.convert.bn_fold.fold_batchnorm` where that module exists (it folds in
-    float64), else the small fold here.
-    """
-    try:
-        from snnexit.convert.bn_fold import fold_batchnorm as shared_fold
-    except ImportError:
-        module = _fold_sequential_pairs(module)
-    else:
-        module = shared_fold(module)
+    ``nn.Sequential`` folded into it (:func:`snnexit.convert.bn_fold.fold_batchnorm`, in float64).
+    Any BatchNorm left over is an error: NIR has no BatchNorm node."""
+    module = shared_fold(module)
     for path, m in module.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             raise SnnexitError(f"cannot export BatchNorm at '{path}': it does not directly follow a conv or "
                                f"linear layer in a Sequential, so it cannot be folded (NIR has no BatchNorm)")
-    return module
-
-
-def _fold_sequential_pairs(module: nn.Module) -> nn.Module:
-    module = copy.deepcopy(module).eval()
-    for parent in module.modules():
-        if not isinstance(parent, nn.Sequential):
-            continue
-        prev = None
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.modules.batchnorm._BatchNorm) and isinstance(prev, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-                _fold_pair(prev, child)
-                setattr(parent, name, nn.Identity())
-            prev = child
     return module
 
 

@@ -33,7 +33,7 @@ from snnexit.models import create_model
 from snnexit.neurons.lif import TrainableIF, TrainableLIF
 from snnexit.neurons.modules import IFNeuron
 from snnexit.simulate.network import SpikingNetwork
-from snnexit.train.loop import CHECKPOINT_VERSION, _param_groups, load_checkpoint, save_checkpoint
+from snnexit.train.loop import CHECKPOINT_VERSION, optimizer_and_schedule, resume, save_checkpoint
 from snnexit.train.losses import TASK_LOSSES, rcs_regularizer, task_loss
 
 NEURONS = {"if": TrainableIF, "lif": TrainableLIF}
@@ -192,23 +192,8 @@ def train_snn(snn: SpikingNetwork, train_split: Split, config: DirectConfig, *, 
     """
     config.validate()
     snn.to(device)
-    opt = torch.optim.Adam(_param_groups(snn, config.weight_decay), lr=config.lr)
-    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
-    total_steps = max(1, config.epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0))))
-    start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        if state.get("kind") != "direct-snn" or state["config"] != asdict(config):
-            raise SnnexitError(f"{checkpoint}: checkpoint was written with other settings {state['config']}")
-        try:
-            snn.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            raise SnnexitError(f"{checkpoint}: checkpoint does not fit this network: {str(exc)[:200]}") from None
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start = state["epoch"]
+    opt, sched = optimizer_and_schedule(snn, config, len(train_split))
+    start = resume(checkpoint, config, snn, opt, sched, kind="direct-snn")
     for epoch in range(start, config.epochs):
         _set_train_mode(snn, config.freeze_bn)
         gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)

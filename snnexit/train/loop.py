@@ -108,31 +108,44 @@ def evaluate_logits(model: nn.Module, split: Split, device: str = "cpu", batch_s
     return torch.cat([model(x.to(device)).float().cpu() for x, _ in split.batches(batch_size)])
 
 
+def optimizer_and_schedule(model: nn.Module, config, n_train: int):
+    """Adam over ``model``'s parameter groups and a per-step cosine decay to 0 over all epochs."""
+    opt = torch.optim.Adam(_param_groups(model, config.weight_decay), lr=config.lr)
+    total_steps = max(1, config.epochs * math.ceil(n_train / config.batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0))))
+    return opt, sched
+
+
+def resume(checkpoint: str | Path | None, config, model: nn.Module, opt, sched, kind: str | None = None) -> int:
+    """Load ``checkpoint`` (when it exists) into model, optimizer and schedule; return the epoch
+    to start from (0 without a checkpoint). Refuses one written with other settings (or, given
+    ``kind``, by another kind of training)."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return 0
+    state = load_checkpoint(checkpoint)
+    if state["config"] != asdict(config) or (kind is not None and state.get("kind") != kind):
+        raise SnnexitError(f"{checkpoint}: checkpoint was written with other settings {state['config']}")
+    if not 0 <= state["epoch"] <= config.epochs:
+        raise SnnexitError(f"{checkpoint}: checkpoint epoch {state['epoch']} is outside 0..{config.epochs}")
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise SnnexitError(f"{checkpoint}: checkpoint does not fit this model or optimizer "
+                           f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    return state["epoch"]
+
+
 def train(model: nn.Module, train_split: Split, config: TrainConfig, *, device: str = "cpu",
           checkpoint: str | Path | None = None, progress: bool = True, augment=None) -> nn.Module:
     """Train ``model`` in place; with ``checkpoint``, save every epoch and resume from it."""
     if config.epochs < 0:
         raise SnnexitError(f"epochs must be >= 0, got {config.epochs}")
     model.to(device)
-    opt = torch.optim.Adam(_param_groups(model, config.weight_decay), lr=config.lr)
-    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / max(1, config.epochs * steps_per_epoch), 1.0))))
-    start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        if state["config"] != asdict(config):
-            raise SnnexitError(f"{checkpoint}: checkpoint was written with other settings {state['config']}")
-        if not 0 <= state["epoch"] <= config.epochs:
-            raise SnnexitError(f"{checkpoint}: checkpoint epoch {state['epoch']} is outside 0..{config.epochs}")
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise SnnexitError(f"{checkpoint}: checkpoint does not fit this model or optimizer "
-                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
-        start = state["epoch"]
+    opt, sched = optimizer_and_schedule(model, config, len(train_split))
+    start = resume(checkpoint, config, model, opt, sched)
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, config.epochs):
         model.train()
