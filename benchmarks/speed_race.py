@@ -11,7 +11,9 @@ reset; every other module is the same object. Three simulators run T steps on th
 * ``sj_multi``: SpikingJelly multi-step mode (``SeqToANNContainer`` around every stateless
   module, ``step_mode='m'`` neurons): all T steps layer by layer in one call.
 
-Before timing, the outputs are compared: the accumulated outputs ``Y[t]`` for every t and the
+Each race runs in one memory layout shared by all three (channels-last, as
+``SpikingNetwork.optimize()`` sets it, and PyTorch's default contiguous one), since the layout
+changes a convolution's summation order. Before timing, the outputs are compared: the accumulated outputs ``Y[t]`` for every t and the
 spike counts per layer must be identical (bit for bit) for the race to count. Timing: medians of
 interleaved repeats (the simulators take turns, in a rotating order), reported as ratios
 ``time(SpikingJelly) / time(snnexit)`` (> 1: snnexit is faster), per batch size.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import platform
 import statistics
 import sys
@@ -157,13 +160,18 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def race(snn, x: torch.Tensor, T: int, repeats: int, device: str) -> dict:
-    sj_single, sj_multi = SJNetwork(snn, "s"), SJNetwork(snn, "m")  # from the plain network
-    snn = copy.deepcopy(snn).optimize()  # snnexit as a user runs it for speed (channels-last)
-    sims = {"snnexit": lambda: run_snnexit(snn, x, T)}
+def race(snn, x: torch.Tensor, T: int, repeats: int, device: str, channels_last: bool) -> dict:
+    """One race in one memory layout, the same for all three: channels-last changes the order
+    in which a convolution sums, and a neuron whose potential sits within rounding of its
+    threshold then fires one step earlier or later, so outputs compare bit for bit only
+    within one layout."""
+    snn = copy.deepcopy(snn).optimize(channels_last)
+    sj_single, sj_multi = SJNetwork(snn, "s"), SJNetwork(snn, "m")
     sj_single.body.to(device), sj_multi.body.to(device)
-    sims["sj_single"] = lambda: sj_single.run(x, T)
-    sims["sj_multi"] = lambda: sj_multi.run(x, T)
+    x_sj = x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+    sims = {"snnexit": lambda: run_snnexit(snn, x, T)}
+    sims["sj_single"] = lambda: sj_single.run(x_sj, T)
+    sims["sj_multi"] = lambda: sj_multi.run(x_sj, T)
 
     ours = run_snnexit(snn, x, T)
     check = {}
@@ -174,7 +182,7 @@ def race(snn, x: torch.Tensor, T: int, repeats: int, device: str) -> dict:
             "outputs_identical": bool(torch.equal(ours, theirs)),
             "max_abs_diff": float((ours - theirs).abs().max()),
             "predictions_identical": bool(torch.equal(ours.argmax(-1), theirs.argmax(-1))),
-            "spikes_identical": spike_totals_sj(net, x, T) == ref_spikes,
+            "spikes_identical": spike_totals_sj(net, x_sj, T) == ref_spikes,
         }
     for fn in sims.values():  # warm-up
         fn()
@@ -192,6 +200,7 @@ def race(snn, x: torch.Tensor, T: int, repeats: int, device: str) -> dict:
     return {
         "batch_size": n,
         "T": T,
+        "layout": "channels_last" if channels_last else "contiguous",
         "identical": check,
         "median_seconds": med,
         "all_seconds": times,
@@ -207,18 +216,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: leave torch's choice)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--layouts", nargs="+", choices=["channels_last", "contiguous"],
+                    default=["channels_last", "contiguous"], help="memory layouts to race in (all three use the same)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed_race.json"))
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     snn, data, _ = default_network(args.device, log=lambda m: print(m, file=sys.stderr))
     results = []
-    for bs in args.batch_sizes:
+    for bs, channels_last in itertools.product(args.batch_sizes, args.layouts):
         x = data.test.x[:bs].to(args.device)
-        r = race(snn, x, args.T, args.repeats, args.device)
+        r = race(snn, x, args.T, args.repeats, args.device, channels_last == "channels_last")
         results.append(r)
         ok = all(c["outputs_identical"] and c["spikes_identical"] for c in r["identical"].values())
-        print(f"batch {bs:4d}: snnexit {1e3 * r['median_seconds']['snnexit']:.1f} ms for T={args.T}; "
+        print(f"batch {bs:4d} {r['layout']:13s}: snnexit {1e3 * r['median_seconds']['snnexit']:.1f} ms for T={args.T}; "
               f"vs SJ single-step {r['speedup_vs']['sj_single']:.2f}x, multi-step {r['speedup_vs']['sj_multi']:.2f}x "
               f"faster; identical outputs: {ok} {r['identical']}")
     from snnexit.io import write_json

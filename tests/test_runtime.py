@@ -270,3 +270,18 @@ def test_cost_of_the_run_matches_the_trace(setup):
     assert torch.equal(r.cost.spikes, offline.spikes)
     assert torch.equal(r.cost.steps, offline.steps)
     assert torch.allclose(r.cost.synops(), offline.synops())
+
+
+def test_channels_last_layout_computes_the_same_network(setup):
+    """``optimize()`` only changes the memory layout; with exact (dyadic) sums the outputs and
+    spikes must be bit-identical to the default layout's, batch for batch."""
+    import copy
+
+    snn, _, _, x_test, y_test = setup
+    fast = copy.deepcopy(snn).optimize()
+    plain_trace = record_trace(snn, [(x_test, y_test)], T=T)
+    fast_trace = record_trace(fast, [(x_test, y_test)], T=T)
+    assert torch.equal(plain_trace.outputs, fast_trace.outputs)
+    assert torch.equal(plain_trace.spikes, fast_trace.spikes)
+    assert fast.optimize(channels_last=False) is fast
+    assert torch.equal(record_trace(fast, [(x_test, y_test)], T=T).outputs, plain_trace.outputs)

@@ -43,8 +43,10 @@ class SpikingNetwork(nn.Module):
     _channels_last = False
 
     def optimize(self, channels_last: bool = True) -> "SpikingNetwork":
-        """Faster inference with bit-identical outputs (checked in benchmarks/speed_race.py):
-        convolutions and pooling in NHWC layout, oneDNN's native one on CPU. Returns ``self``."""
+        """Faster inference: convolutions and pooling in NHWC layout, oneDNN's native one on CPU.
+        The same arithmetic summed in another order, so an output can differ from the default
+        layout's where a neuron's potential lies within rounding of its threshold (in
+        benchmarks/speed_race.py: one spike among 256 inputs x 32 steps). Returns ``self``."""
         self._channels_last = bool(channels_last)
         self.body.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         return self
