@@ -55,6 +55,22 @@ def test_bn_folding_computes_the_same_function(name):
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
 
 
+def test_qcfs_conversion_with_folded_batchnorm_simulates_the_same_network():
+    from snnexit.simulate import simulate_batch
+
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("vgg_small", num_classes=10, in_channels=1, input_size=8, width=4,
+                                      activation=lambda: QCFS(levels=4))).double().eval()
+    plain, folded = convert(model, "qcfs"), convert(model, "qcfs", fold_bn=True)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(16, 1, 8, 8, dtype=torch.float64)
+    (y_plain, s_plain), (y_folded, s_folded) = simulate_batch(plain, x, 8), simulate_batch(folded, x, 8)
+    assert s_plain.sum() > 0
+    assert torch.equal(s_plain, s_folded)  # float64: no potential lies within rounding of its threshold here
+    assert torch.allclose(y_plain, y_folded, atol=1e-9)
+
+
 def test_bn_folding_linear_and_batchnorm1d():
     torch.manual_seed(0)
     model = randomize_bn(nn.Sequential(nn.Linear(5, 7, bias=False), nn.BatchNorm1d(7), nn.ReLU())).double().eval()
