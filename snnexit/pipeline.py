@@ -25,6 +25,7 @@ from snnexit.io import load_tensors, save_tensors
 from snnexit.models import MODELS, create_model
 from snnexit.quant import LSQ, QCFS
 from snnexit.simulate import Trace, record_trace
+from snnexit.simulate.cost import cost_from_trace, fan_out
 from snnexit.train import TrainConfig, evaluate_logits, train
 
 ANN_FORMAT, ANN_VERSION = "ann", 1
@@ -195,6 +196,12 @@ def trace_snn(snn, data: DataSplits, config: RunConfig, batch_size: int = 250) -
     kw = dict(T=config.T, device=config.device, progress=config.progress)
     val = record_trace(snn, data.val.batches(batch_size), desc="trace val", **kw)
     test = record_trace(snn, data.test.batches(batch_size), desc="trace test", **kw)
+    try:  # synaptic fan-out per spiking layer, for SynOps in the cost table
+        fan = fan_out(snn, data.test.x[:1])
+    except (SnnexitError, RuntimeError):
+        fan = None  # a layer the probe cannot follow: spikes are still counted, SynOps are not
+    if fan is not None:
+        val.meta["fan_out_per_layer"] = test.meta["fan_out_per_layer"] = fan
     return val, test
 
 
@@ -216,8 +223,11 @@ def evaluate_policies(val: Trace, test: Trace, dc: DynamicConfidence | None = No
     """Fit Dynamic Confidence on ``val`` (or take the fitted ``dc``); evaluate fixed T, DC and
     the oracle on ``test``."""
     dc = fit_policy(val) if dc is None else dc
-    results = {"fixed": FixedT().evaluate(test), "dynamic_confidence": dc.evaluate(test),
-               "oracle": Oracle().evaluate(test)}
+    chosen = {"fixed": FixedT(), "dynamic_confidence": dc, "oracle": Oracle()}
+    results = {name: policy.evaluate(test) for name, policy in chosen.items()}
+    if test.spikes is not None and test.meta.get("neurons_per_layer"):
+        for name, policy in chosen.items():  # the paper's Table 3: spikes up to each input's exit step
+            results[name]["cost"] = cost_from_trace(test, policy.exit_steps(test)).summary()
     results["dynamic_confidence"]["val_acc"] = float(dc.curve_.accuracy[dc.point_])
     results["dynamic_confidence"]["val_mean_steps"] = float(dc.curve_.mean_steps[dc.point_])
     results["dynamic_confidence"]["val_size"] = val.N

@@ -37,6 +37,25 @@ def test_run_on_digits_writes_everything(tmp_path, cache, capsys):
               "fig4_exit_histogram.png", "trace_val.safetensors", "trace_test.safetensors"):
         assert (out / f).stat().st_size > 0, f
     assert (out / "fig1_accuracy_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
+    # the cost table, checked against the saved test trace by brute force: each input's spikes up to its exit step
+    import torch
+
+    from snnexit.exit import Oracle
+    from snnexit.simulate import Trace
+
+    test = Trace.load(out / "trace_test.safetensors")
+    neurons = sum(test.meta["neurons_per_layer"])
+    steps = Oracle().exit_steps(test)
+    by_hand = [test.spikes[: int(steps[n]), n].abs().sum().item() for n in range(test.N)]
+    oracle_cost = r["policies"]["oracle"]["cost"]
+    assert oracle_cost["spikes_per_inference"] == pytest.approx(sum(by_hand) / test.N)
+    assert oracle_cost["spikes_per_neuron"] == pytest.approx(sum(by_hand) / test.N / neurons)
+    assert r["policies"]["fixed"]["cost"]["spikes_per_inference"] == pytest.approx(
+        test.spikes.abs().sum().item() / test.N)
+    fan = torch.tensor(test.meta["fan_out_per_layer"], dtype=torch.float64)
+    assert r["policies"]["fixed"]["cost"]["synops_per_inference"] == pytest.approx(
+        (test.spikes.double().abs().sum(0) @ fan).mean().item())
+    assert "## Cost per inference" in (out / "report.md").read_text()
     # a second run reuses the cached ANN and gives the same numbers
     out2 = tmp_path / "out2"
     assert main(["run", *FAST, "--out", str(out2), "--cache-dir", cache]) == 0

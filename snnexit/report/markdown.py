@@ -51,6 +51,7 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
         "A validation set this small cannot certify \"no accuracy loss\" on new data: the change above is measured "
         "on held-out test inputs.",
         "",
+        *cost_section(pol),
         "## Calibration (ANN, temperature scaling on the validation split)",
         "",
         f"Temperature {cal['temperature']:.4f}. Expected calibration error (15 bins): validation "
@@ -65,3 +66,33 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
         "",
     ]
     write_text(out / "report.md", "\n".join(lines))
+
+
+COST_NAMES = {"fixed": "fixed T", "dynamic_confidence": "Dynamic Confidence", "oracle": "oracle (upper bound)"}
+
+
+def cost_section(policies: dict) -> list[str]:
+    """The paper's Table 3 (spikes per neuron per inference), with SynOps and steps, on test:
+    every input's spikes counted up to its own exit step."""
+    rows = [(name, policies[name]["cost"]) for name in COST_NAMES if "cost" in policies.get(name, {})]
+    if not rows:
+        return []
+    fixed = dict(rows).get("fixed")
+
+    def rel(cost, key):
+        if fixed is None or cost.get(key) is None or not fixed.get(key):
+            return ""
+        return f" ({100 * cost[key] / fixed[key]:.1f}%)"
+
+    def synops(cost):
+        return "n/a" if cost.get("synops_per_inference") is None else f"{cost['synops_per_inference']:.4g}"
+
+    lines = ["## Cost per inference (test; spikes counted up to each input's exit step)", "",
+             "| Method | Mean steps | Spikes per neuron | Spikes per inference | SynOps per inference |",
+             "|---|---|---|---|---|"]
+    for name, cost in rows:
+        spn = "n/a" if cost.get("spikes_per_neuron") is None else f"{cost['spikes_per_neuron']:.4f}"
+        lines.append(f"| {COST_NAMES[name]} | {cost['mean_steps']:.2f}{rel(cost, 'mean_steps')} | "
+                     f"{spn}{rel(cost, 'spikes_per_neuron')} | {cost['spikes_per_inference']:.4g}"
+                     f"{rel(cost, 'spikes_per_inference')} | {synops(cost)}{rel(cost, 'synops_per_inference')} |")
+    return [*lines, ""]
