@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=0, help="shared epochs without the regulariser (0: arms from scratch)")
     p.add_argument("--finetune-epochs", type=int, default=4, help="epochs per arm")
     p.add_argument("--weights", default="0.1,1", help="regulariser weights a (comma-separated)")
+    p.add_argument("--init", default="scratch", choices=["scratch", "converted"],
+                   help="direct training from scratch, or fine-tuning a QCFS-converted SNN")
+    p.add_argument("--T", type=int, default=None, help="time steps (default: all frames of event data, 8 for static)")
     p.add_argument("--neuron", default="lif")
     p.add_argument("--loss", default="tet")
     p.add_argument("--width", type=int, default=8)
@@ -57,7 +60,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "regulariser.json"))
     args = p.parse_args(argv)
     weights = [float(w) for w in args.weights.split(",")]
-    settings = CutoffSettings(dataset=args.dataset, width=args.width, neuron=args.neuron, loss=args.loss,
+    settings = CutoffSettings(dataset=args.dataset, width=args.width, init=args.init, T=args.T,
+                              neuron=args.neuron, loss=args.loss,
                               epochs=args.epochs, finetune_epochs=args.finetune_epochs,
                               table_reg_weights=weights, seed=args.seed)
     started = time.perf_counter()
@@ -93,6 +97,7 @@ def main(argv=None) -> int:
         "answer": ("yes" if any(c["target_met"] for c in comparisons) else "no") + " (Top-K, test curves, accuracy = "
                   "the lowest fixed-T accuracy of the arms)",
         "target_reduction": TARGET,
+        "command": "python benchmarks/regulariser.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": table["settings"], "T": table["T"], "dataset": table["dataset"], "data": table["data"],
         "common_accuracy": common, "rows": table["rows"], "comparisons": comparisons,
         "timings": table["timings"], "seconds": time.perf_counter() - started,
