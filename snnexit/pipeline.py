@@ -35,6 +35,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SNNEXIT_CACHE", Path.home() / ".cache" / "snnexit"))
 
 
+# Bump when a change to training, the models, the quantizers or the data splits changes what the
+# same settings train: every cached ANN then trains afresh instead of being reused.
+TRAINING_CODE_VERSION = 2
+
+
 @dataclass
 class RunConfig:
     dataset: str = "mnist5k"
@@ -78,9 +83,11 @@ class RunConfig:
             raise SnnexitError(f"device {self.device!r} requested but CUDA is not available")
 
     def train_key(self) -> str:
-        """Hash of everything that determines the trained ANN (the cache key)."""
+        """Hash of everything that determines the trained ANN (the cache key), the version of the
+        training code included: a cache written by older code is not silently reused."""
         keys = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "batch_size", "lr", "width")
         settings = {k: getattr(self, k) for k in keys}
+        settings["training_code"] = TRAINING_CODE_VERSION
         if self.quantizer != "qcfs":  # absent for QCFS: old cache keys stay valid
             settings.update(quantizer=self.quantizer, bits=self.bits)
         if self.data_dir is not None:  # another local copy may hold other images (absent: old keys stay valid)

@@ -319,6 +319,14 @@ def test_run_config_rejects_unknown_quantizer_and_keys_the_cache():
     assert len(keys) == 3  # bits matter for LSQ only
 
 
+def test_cache_key_changes_with_the_training_code_version(monkeypatch):
+    from snnexit import pipeline
+
+    before = pipeline.RunConfig().train_key()
+    monkeypatch.setattr(pipeline, "TRAINING_CODE_VERSION", pipeline.TRAINING_CODE_VERSION + 1)
+    assert pipeline.RunConfig().train_key() != before
+
+
 def test_table_command_writes_markdown_and_json(tmp_path, capsys):
     import json
 
