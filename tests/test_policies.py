@@ -364,3 +364,48 @@ def test_ltt_select_requires_agreement_counts(make_trace):
     curve = exact_curve(DynamicConfidence().scores(tr), tr.correct())
     with pytest.raises(SnnexitError, match="agreement"):
         ltt_select(curve, 0.1, 0.1)
+
+
+# ---------------------------------------------------------------------------------------
+# step-calibrated confidence
+# ---------------------------------------------------------------------------------------
+def _overconfident_first_step_trace(N=400, C=5, T=6, seed=0):
+    """Step 1 answers class 0 for 60% of the inputs with large logits (confidently wrong for
+    most of them); later steps drift towards the label: the pattern seen in converted SNNs."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, C, (N,), generator=g)
+    per_step = torch.randn(T, N, C, generator=g) * 0.5
+    per_step[:, torch.arange(N), labels] += 1.5
+    biased = torch.rand(N, generator=g) < 0.6
+    per_step[0, biased, 0] += 8.0
+    return Trace(per_step.cumsum(0), labels, None, {"alpha": "t", "temperature": 1.0})
+
+
+def test_step_temperatures_minimise_each_steps_nll_as_scipy_does():
+    from scipy.optimize import minimize_scalar
+
+    trace = _overconfident_first_step_trace()
+    policy = create_policy("step_calibrated_confidence").fit(trace)
+    assert policy.step_temperatures_.shape == (trace.T,)
+    for t in range(trace.T):
+        mean = trace.outputs[t].double() / (t + 1)  # alpha = t
+
+        def nll(temp):
+            return torch.nn.functional.cross_entropy(mean / temp, trace.labels).item()
+
+        ref = minimize_scalar(nll, bounds=(0.01, 100), method="bounded", options={"xatol": 1e-8}).x
+        assert abs(policy.step_temperatures_[t].item() - ref) < 1e-3 * max(1.0, ref)
+    # the confidently wrong first step gets the hottest temperature
+    assert policy.step_temperatures_[0] > 2 * policy.step_temperatures_[1:].max()
+
+
+def test_step_calibration_stops_trusting_an_overconfident_first_step():
+    val, test = _overconfident_first_step_trace(seed=1), _overconfident_first_step_trace(seed=2)
+    plain = create_policy("dynamic_confidence").fit(val)
+    calibrated = create_policy("step_calibrated_confidence").fit(val)
+    # both keep validation accuracy at fixed T's; the calibrated scores allow a lower threshold
+    for policy in (plain, calibrated):
+        assert policy.curve_.correct[policy.point_] >= policy.curve_.correct[0]
+    assert calibrated.evaluate(val)["mean_steps"] < plain.evaluate(val)["mean_steps"]
+    with pytest.raises(SnnexitError, match="fitted on 6 steps"):
+        calibrated.decide(test.outputs[0], 7, test.meta)

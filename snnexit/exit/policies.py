@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import ExitPolicy, ThresholdPolicy, check_trace, register_policy
-from snnexit.exit.scores import ScaledOutputSettings, alpha_at, max_softmax, one_minus_normalised_entropy
+from snnexit.exit.base import ExitPolicy, NotFittedError, ThresholdPolicy, check_trace, register_policy
+from snnexit.exit.scores import (ScaledOutputSettings, alpha_at, max_softmax, one_minus_normalised_entropy,
+                                 scaled_logits)
 from snnexit.simulate.trace import Trace
 
-__all__ = ["DynamicConfidence", "Entropy", "FixedT", "MaxSoftmax", "Oracle", "OracleStable", "alpha_at"]
+__all__ = ["DynamicConfidence", "Entropy", "FixedT", "MaxSoftmax", "Oracle", "OracleStable", "StepCalibratedConfidence",
+           "alpha_at"]
 
 
 @register_policy("fixed")
@@ -54,6 +58,45 @@ class MaxSoftmax(DynamicConfidence):
         params = super().get_params()
         params.pop("use_alpha", None)
         return params
+
+
+@register_policy("step_calibrated_confidence")
+class StepCalibratedConfidence(DynamicConfidence):
+    """Dynamic Confidence with one temperature per time step, fitted on the validation trace
+    (snnexit's extension; the paper calibrates the ANN once).
+
+    After t steps a converted SNN is a coarser network than the ANN (after one step every
+    neuron has fired at most once), and its confidence means something different at every t:
+    one model's first step can be confidently wrong on most inputs. Temperature scaling of
+    ``Y[t] / alpha_t`` at every step (``step_temperatures_``, by NLL, like the ANN's T_cal)
+    puts the scores of all steps on one scale, so one threshold suits every step. The
+    threshold is then chosen from the exact curve as for Dynamic Confidence.
+    """
+
+    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, use_alpha: bool = True,
+                 eps: float | None = None, max_steps: float | None = None, delta: float | None = None):
+        super().__init__(target=target, threshold=threshold, temperature=None, use_alpha=use_alpha, eps=eps,
+                         max_steps=max_steps, delta=delta)
+
+    def _fit_scores(self, trace: Trace) -> None:
+        from snnexit.calibrate import fit_temperature
+
+        temps = []
+        for t in range(trace.T):
+            logits = scaled_logits(trace.outputs[t], t + 1, trace.meta, 1.0, self.use_alpha)
+            temp = fit_temperature(logits, trace.labels)
+            # constant logits leave the NLL flat (any temperature) or minimal at infinity (uniform)
+            temps.append(min(max(temp, 1e-3), 1e6) if math.isfinite(temp) else 1e6)
+        self.step_temperatures_ = torch.tensor(temps, dtype=torch.float64)
+
+    def score_step(self, accumulated, t, meta):
+        if not hasattr(self, "step_temperatures_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted: its temperatures come from fit(trace)")
+        if not 1 <= t <= self.step_temperatures_.shape[0]:
+            raise SnnexitError(f"{type(self).__name__} was fitted on {self.step_temperatures_.shape[0]} steps; "
+                               f"it cannot score step {t}")
+        logits = scaled_logits(accumulated, t, meta, 1.0, self.use_alpha)
+        return max_softmax(logits / float(self.step_temperatures_[t - 1]))
 
 
 @register_policy("entropy")
