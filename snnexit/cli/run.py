@@ -43,5 +43,8 @@ def main(args) -> int:
     print("\n".join(table1_rows(config.dataset, config.model, config.converter, results)))
     capture = results["oracle_capture"]
     print(f"\nDynamic Confidence captures {100 * capture:.1f}% of the oracle's saving." if capture is not None else "")
+    if capture is not None and capture < 0.5:
+        print(f"Its no-loss threshold leaves most of the oracle's saving unused; `snnexit compare --run {config.out}` "
+              f"evaluates every exit policy on these traces (step-calibrated confidence, Top-K, risk control).")
     print(f"Wrote {config.out}/results.json, report.md and figures.")
     return 0
