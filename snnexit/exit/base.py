@@ -47,6 +47,15 @@ class NotFittedError(SnnexitError):
     pass
 
 
+def check_step_fitted(policy, per_step: torch.Tensor | None, t: int, what: str) -> None:
+    """Refuse scoring step ``t`` with a per-step table (``per_step``, one row per fitted step)
+    that ``fit`` has not learnt yet, or that has no row for ``t``."""
+    if per_step is None:
+        raise NotFittedError(f"{type(policy).__name__} is not fitted: its {what} come from fit(trace)")
+    if not 1 <= t <= per_step.shape[0]:
+        raise SnnexitError(f"{type(policy).__name__} was fitted on {per_step.shape[0]} steps; it cannot score step {t}")
+
+
 def check_trace(trace) -> Trace:
     if not isinstance(trace, Trace):
         raise SnnexitError(f"expected a Trace, got {type(trace).__name__}")

@@ -7,7 +7,7 @@ import math
 import torch
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import ExitPolicy, NotFittedError, ThresholdPolicy, check_trace, register_policy
+from snnexit.exit.base import ExitPolicy, ThresholdPolicy, check_step_fitted, check_trace, register_policy
 from snnexit.exit.scores import (ScaledOutputSettings, alpha_at, max_softmax, one_minus_normalised_entropy,
                                  scaled_logits)
 from snnexit.simulate.trace import Trace
@@ -90,11 +90,7 @@ class StepCalibratedConfidence(DynamicConfidence):
         self.step_temperatures_ = torch.tensor(temps, dtype=torch.float64)
 
     def score_step(self, accumulated, t, meta):
-        if not hasattr(self, "step_temperatures_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted: its temperatures come from fit(trace)")
-        if not 1 <= t <= self.step_temperatures_.shape[0]:
-            raise SnnexitError(f"{type(self).__name__} was fitted on {self.step_temperatures_.shape[0]} steps; "
-                               f"it cannot score step {t}")
+        check_step_fitted(self, getattr(self, "step_temperatures_", None), t, "temperatures")
         logits = scaled_logits(accumulated, t, meta, 1.0, self.use_alpha)
         return max_softmax(logits / float(self.step_temperatures_[t - 1]))
 

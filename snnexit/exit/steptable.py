@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from snnexit.errors import SnnexitError
-from snnexit.exit.base import NotFittedError, ThresholdPolicy
+from snnexit.exit.base import ThresholdPolicy, check_step_fitted
 from snnexit.simulate.trace import Trace
 
 
@@ -38,11 +37,7 @@ class StepTablePolicy(ThresholdPolicy):
         self._device_tables = {}
 
     def score_step(self, accumulated, t, meta):
-        if not hasattr(self, "score_table_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted: its score tables come from fit(trace)")
-        if not 1 <= t <= self.score_table_.shape[0]:
-            raise SnnexitError(f"{type(self).__name__} was fitted on {self.score_table_.shape[0]} steps; "
-                               f"it cannot score step {t}")
+        check_step_fitted(self, getattr(self, "score_table_", None), t, "score tables")
         device = accumulated.device
         if device not in self._device_tables:  # one copy per device, made once
             self._device_tables[device] = (self.sorted_values_.to(device), self.score_table_.to(device))
