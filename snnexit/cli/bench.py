@@ -51,10 +51,6 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def _median(values):
-    return statistics.median(values)
-
-
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
@@ -120,7 +116,7 @@ def time_throughput(snn, policy, x, T: int, batch_size: int, device: str, repeat
 
 
 def _summary(totals: dict, steps: torch.Tensor, T: int, n: int) -> dict:
-    med = {name: _median(v) for name, v in totals.items()}
+    med = {name: statistics.median(v) for name, v in totals.items()}
     step_saving = 1.0 - steps.double().mean().item() / T
     out = {"inputs": n, "repeats": len(next(iter(totals.values()))), "mean_steps": steps.double().mean().item(),
            "step_saving": step_saving, "seconds_per_inference": med, "all_seconds_per_inference": totals}
@@ -148,9 +144,8 @@ def table2(rows: list[dict]) -> str:
 
 def bench(args, log=print) -> dict:
     from snnexit.exit import POLICIES, predictions_at
-    from snnexit.pipeline import RunConfig, calibrate, load_dataset, trained_ann
+    from snnexit.pipeline import RunConfig, calibrate, load_dataset, trace_snn, trained_ann
     from snnexit.convert import convert
-    from snnexit.simulate import record_trace
     from snnexit.simulate.runtime import EarlyExitEngine
 
     if args.threads:
@@ -168,8 +163,7 @@ def bench(args, log=print) -> dict:
     cal = calibrate(model, data, config.device)
     snn = convert(model, config.converter)
     snn.meta["temperature"] = cal["temperature"]
-    val = record_trace(snn, data.val.batches(250), T=args.T, device=config.device)
-    test = record_trace(snn, data.test.batches(250), T=args.T, device=config.device)
+    val, test = trace_snn(snn, data, config)
     policy = POLICIES.create(args.policy).fit(val)
     if not getattr(policy, "online", True):
         raise SnnexitError(f"policy {args.policy!r} has no online rule")
