@@ -81,3 +81,26 @@ def test_module_state_select_and_records_abs_spikes():
     assert n.state is None
     with pytest.raises(ValueError):
         QFFSNeuron(threshold=0.0, cap=3)
+
+
+@pytest.mark.parametrize("converter", ["qffs", "qcfs"])
+def test_thresholds_keep_the_networks_dtype(converter):
+    """A float64 network thresholds in float64, exactly at s * (2**b - 1) (QFFS) or lam (QCFS)."""
+    from snnexit.convert import convert
+    from snnexit.models import create_model
+    from snnexit.quant import LSQ
+
+    torch.manual_seed(0)
+    model = create_model("vgg_small", num_classes=10, in_channels=1, input_size=8,
+                         activation=lambda: LSQ(2, init_step=1 / 3)).double()
+    acts = [m for m in model.modules() if isinstance(m, LSQ)]
+    with torch.no_grad():
+        for i, m in enumerate(acts):
+            m.step.fill_(0.1 + 0.0123456789 * i)  # values float32 cannot hold exactly
+    snn = convert(model.eval(), converter)
+    thresholds = [m.threshold for m in snn.modules() if hasattr(m, "threshold") and isinstance(m.threshold, torch.Tensor)
+                  and m is not snn and not isinstance(m, LSQ)]
+    assert len(thresholds) == len(acts)
+    for theta, m in zip(thresholds, acts):
+        assert theta.dtype == torch.float64
+        assert theta.item() == (m.step.detach() * 3).item()

@@ -104,11 +104,11 @@ def convert_qffs(model: nn.Module, v_init: float = 0.5) -> QFFSNetwork:
 
     def swap(path, module):
         if isinstance(module, QCFS):
-            lam = float(module.threshold.detach().item())
-            if not lam > 0:
-                raise SnnexitError(f"activation threshold at {path!r} is {lam}: a spiking threshold must be > 0")
-            step = lam / module.levels
-            return QFFSNeuron(threshold=step * window, cap=module.levels, v_init=v_init)
+            lam = module.threshold.detach()  # in the ANN's dtype: a float64 ANN gives float64 thresholds
+            if not lam.item() > 0:
+                raise SnnexitError(f"activation threshold at {path!r} is {lam.item()}: a spiking threshold must be > 0")
+            # theta = s * window; window / levels is exactly 1 when they match, so theta = lam = s * (2**b - 1)
+            return QFFSNeuron(threshold=lam * (window / module.levels), cap=module.levels, v_init=v_init)
         if isinstance(module, PASS_THROUGH) and _has_constant(module):
             return WindowedBias(module)
         return None

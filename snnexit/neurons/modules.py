@@ -14,6 +14,14 @@ from torch import nn
 from snnexit.neurons.functional import IFState, if_initial_state, if_soft_reset_step, if_soft_reset_step_
 
 
+def threshold_buffer(threshold: float | torch.Tensor) -> torch.Tensor:
+    """A scalar threshold buffer: a tensor keeps its dtype (so a float64 network's thresholds are
+    not rounded through float32), a number gets the default dtype."""
+    if isinstance(threshold, torch.Tensor):
+        return threshold.detach().clone().reshape(())
+    return torch.tensor(float(threshold))
+
+
 class SpikingNeuron(nn.Module):
     """Base class: state handling shared by every spiking neuron module."""
 
@@ -43,13 +51,14 @@ class IFNeuron(SpikingNeuron):
     """Soft-reset IF neuron of QCFS conversion; outputs ``s * threshold``.
 
     Args:
-        threshold: theta (QCFS: the trained ``lam`` of the layer it replaces).
+        threshold: theta (QCFS: the trained ``lam`` of the layer it replaces). A tensor keeps its
+            dtype (a float64 network then thresholds in float64); a number gets the default dtype.
         v_init: initial potential as a fraction of theta (1/2 in QCFS).
     """
 
-    def __init__(self, threshold: float, v_init: float = 0.5):
+    def __init__(self, threshold: float | torch.Tensor, v_init: float = 0.5):
         super().__init__()
-        self.register_buffer("threshold", torch.tensor(float(threshold)))
+        self.register_buffer("threshold", threshold_buffer(threshold))
         self.v_init = float(v_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

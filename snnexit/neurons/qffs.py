@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import torch
 
-from snnexit.neurons.modules import SpikingNeuron
+from snnexit.neurons.modules import SpikingNeuron, threshold_buffer
 
 
 class QFFSState(NamedTuple):
@@ -60,13 +60,13 @@ class QFFSNeuron(SpikingNeuron):
 
     state: QFFSState | None
 
-    def __init__(self, threshold: float, cap: int, v_init: float = 0.5):
+    def __init__(self, threshold: float | torch.Tensor, cap: int, v_init: float = 0.5):
         super().__init__()
         if not threshold > 0:
             raise ValueError(f"QFFS threshold must be > 0, got {threshold}")
         if cap < 1:
             raise ValueError(f"QFFS spike cap must be >= 1, got {cap}")
-        self.register_buffer("threshold", torch.tensor(float(threshold)))
+        self.register_buffer("threshold", threshold_buffer(threshold))  # a tensor keeps its dtype
         self.cap = int(cap)
         self.v_init = float(v_init)
 
