@@ -15,6 +15,10 @@ per-stage settings in tables::
     target = "no_loss"    # how Dynamic Confidence picks its threshold
     # threshold = 0.99    # or a fixed threshold (no fitting)
 
+    [certify]
+    delta = 0.05          # the certified exit: disagreement with fixed T <= eps with prob. >= 1 - delta
+    # eps = 0.01          # default: the smallest the calibration pool can certify
+
 Precedence: command-line overrides > config file > defaults. An unknown key, a value of the
 wrong type or a bad value is a :class:`SnnexitError` naming the key (and, for unknown keys,
 listing the known ones). The resolved config is saved as JSON beside every result
@@ -35,7 +39,7 @@ from pathlib import Path
 
 from snnexit.errors import SnnexitError
 from snnexit.io import write_json
-from snnexit.pipeline import RunConfig
+from snnexit.pipeline import CertifySettings, RunConfig
 
 CONFIG_FORMAT, CONFIG_VERSION = "snnexit-config", 1
 
@@ -57,7 +61,7 @@ class FitSettings:
     delta: float | None = None  # failure probability of the risk guarantee (risk)
 
 
-SECTIONS: dict[str, type] = {"trace": TraceSettings, "fit": FitSettings}
+SECTIONS: dict[str, type] = {"trace": TraceSettings, "fit": FitSettings, "certify": CertifySettings}
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Settings:
     run: RunConfig = field(default_factory=RunConfig)
     trace: TraceSettings = field(default_factory=TraceSettings)
     fit: FitSettings = field(default_factory=FitSettings)
+    certify: CertifySettings = field(default_factory=CertifySettings)
 
     def to_dict(self) -> dict:
         """JSON-able, in the file layout (run fields on top, a table per stage)."""
@@ -89,6 +94,10 @@ class Settings:
             DynamicConfidence(**asdict(self.fit)).check_settings()
         except SnnexitError as exc:
             raise SnnexitError(f"config table [fit]: {exc}") from None
+        try:
+            self.certify.validate()
+        except SnnexitError as exc:
+            raise SnnexitError(f"config table [certify]: {exc}") from None
 
 
 def _check_run_values(config: RunConfig) -> None:
@@ -297,6 +306,13 @@ _STAGE_FLAGS = {
             ("--eps", "fit", "eps", float, "allowed accuracy drop (target max_drop) or risk (target risk)"),
             ("--max-steps", "fit", "max_steps", float, "mean-steps budget (target max_steps)"),
             ("--delta", "fit", "delta", float, "failure probability of the risk guarantee (target risk)")],
+    "certify": [("--certify-eps", "certify", "eps", float,
+                 "disagreement rate with fixed T to certify (default: the smallest the calibration pool can)"),
+                ("--certify-delta", "certify", "delta", float, "failure probability of the certificate (default 0.05)"),
+                ("--certify-policies", "certify", "policies", str, "candidate policies, comma-separated, or 'all'"),
+                ("--calibration-inputs", "certify", "calibration_inputs", str,
+                 "a .npy of unlabelled inputs (N, ...) drawn like deployment inputs (never training inputs); "
+                 "they join the certifying half of the validation split")],
 }
 
 
@@ -373,5 +389,5 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return settings
 
 
-__all__ = ["FitSettings", "SECTIONS", "Settings", "TraceSettings", "add_config_arguments", "load_config",
+__all__ = ["CertifySettings", "FitSettings", "SECTIONS", "Settings", "TraceSettings", "add_config_arguments", "load_config",
            "overrides_from_args", "read_config_file", "save_config", "settings_from_args", "settings_from_dict"]

@@ -21,10 +21,13 @@ from snnexit.convert import CONVERTERS, convert
 from snnexit.data import DATASETS, DataSplits, load_dataset
 from snnexit.errors import SnnexitError
 from snnexit.exit import DynamicConfidence, FixedT, Oracle, summarize_curve
+from snnexit.exit.base import learn_certify_indices, split_learn_certify
+from snnexit.exit.certify import CERTIFY_CANDIDATES, certify_exit
 from snnexit.io import load_tensors, save_tensors
 from snnexit.models import MODELS, create_model
 from snnexit.quant import LSQ, QCFS
 from snnexit.simulate import Trace, record_trace
+from snnexit.simulate.trace import concat
 from snnexit.simulate.cost import cost_from_trace, fan_out
 from snnexit.train import TrainConfig, evaluate_logits, train
 
@@ -94,6 +97,69 @@ class RunConfig:
             settings["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
         blob = json.dumps(settings, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CertifySettings:
+    """The certified exit of a run (:mod:`snnexit.exit.certify`): with probability >= 1 - delta,
+    its answers differ from the fixed-T answers on at most a share eps of new inputs."""
+
+    eps: float | None = None  # the disagreement rate to certify; None: the smallest the calibration pool can
+    delta: float = 0.05  # the probability allowed for the guarantee to fail
+    policies: str = "all"  # candidate policies, comma-separated, or "all" (every certifiable one)
+    # a .npy file of unlabelled inputs (N, ...) shaped like the data set's, drawn like the deployment
+    # inputs (never training inputs): they join the certifying half of the validation split
+    calibration_inputs: str | None = None
+
+    def candidates(self) -> tuple[str, ...]:
+        if self.policies.strip() == "all":
+            return CERTIFY_CANDIDATES
+        return tuple(name.strip() for name in self.policies.split(",") if name.strip())
+
+    def validate(self) -> None:
+        if self.eps is not None and not (isinstance(self.eps, (int, float)) and 0 < self.eps < 1):
+            raise SnnexitError(f"certify eps must lie in (0, 1), got {self.eps!r}")
+        if not (isinstance(self.delta, (int, float)) and 0 < self.delta < 1):
+            raise SnnexitError(f"certify delta must lie in (0, 1), got {self.delta!r}")
+        names = self.candidates()
+        if not names:
+            raise SnnexitError("certify policies is empty; give names or 'all'")
+        for name in names:
+            if name not in CERTIFY_CANDIDATES:
+                raise SnnexitError(f"policy {name!r} cannot be certified. Certifiable: {', '.join(CERTIFY_CANDIDATES)}")
+        if self.calibration_inputs is not None and not Path(self.calibration_inputs).is_file():
+            raise SnnexitError(f"calibration inputs {self.calibration_inputs}: no such file (expected a .npy array)")
+
+    def options(self) -> dict:
+        """Keyword arguments of :func:`certified_exit`."""
+        return {"eps": self.eps, "delta": self.delta, "candidates": self.candidates()}
+
+
+def load_calibration_inputs(path: str | Path, data: DataSplits) -> torch.Tensor:
+    """Unlabelled inputs ``(N, ...)`` from a ``.npy`` file, checked against the data set's input shape."""
+    import numpy as np  # only runs that bring their own calibration inputs need it
+
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SnnexitError(f"calibration inputs {path}: not a readable .npy array ({exc})") from None
+    expected = tuple(data.val.x.shape[1:])
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected or x.shape[0] < 1:
+        raise SnnexitError(f"calibration inputs {path}: shape {x.shape}, expected (N, {', '.join(map(str, expected))}) "
+                           f"like the {data.name} inputs")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise SnnexitError(f"calibration inputs {path}: dtype {x.dtype} is not real-valued")
+    x = torch.from_numpy(np.ascontiguousarray(x)).to(data.val.x.dtype)
+    if not torch.isfinite(x).all():
+        raise SnnexitError(f"calibration inputs {path}: contain NaN or infinite values")
+    return x
+
+
+def trace_unlabelled(snn, x: torch.Tensor, config: RunConfig, batch_size: int = 250) -> Trace:
+    """The trace of unlabelled inputs ``x`` (no labels: enough to certify an exit)."""
+    batches = [(x[i:i + batch_size], None) for i in range(0, x.shape[0], batch_size)]
+    return record_trace(snn, batches, T=config.T, device=config.device, progress=config.progress,
+                        desc="trace calibration")
 
 
 def check_writable(out: str | Path) -> Path:
@@ -175,13 +241,20 @@ def trained_ann(config: RunConfig, data: DataSplits, log=print) -> nn.Module:
 
 
 def calibrate(model: nn.Module, data: DataSplits, device: str) -> dict:
-    """Temperature scaling on the validation split; ECE before and after (validation and test)."""
+    """Temperature scaling on the learning half of the validation split; ECE before and after
+    (validation and test).
+
+    Only the learning half (:func:`snnexit.exit.base.learn_certify_indices`): the other half
+    certifies the exit, and a certificate holds only on inputs that shaped no part of the
+    score, Dynamic Confidence's temperature included."""
     val_logits = evaluate_logits(model, data.val, device)
     test_logits = evaluate_logits(model, data.test, device)
-    temperature = fit_temperature(val_logits, data.val.y)
+    learn, _ = learn_certify_indices(val_logits.shape[0])
+    temperature = fit_temperature(val_logits[learn], data.val.y[learn])
     ece = lambda logits, y, t: expected_calibration_error(torch.softmax(logits.double() / t, -1), y)  # noqa: E731
     return {
         "temperature": temperature,
+        "temperature_fit_size": int(learn.numel()),
         "val_acc": (val_logits.argmax(1) == data.val.y).double().mean().item(),
         "test_acc": (test_logits.argmax(1) == data.test.y).double().mean().item(),
         "ece_val_before": ece(val_logits, data.val.y, 1.0),
@@ -191,11 +264,16 @@ def calibrate(model: nn.Module, data: DataSplits, device: str) -> dict:
     }
 
 
-def trace_splits(model: nn.Module, data: DataSplits, config: RunConfig, temperature: float,
-                 batch_size: int = 250) -> tuple[Trace, Trace]:
+def converted_snn(model: nn.Module, data: DataSplits, config: RunConfig, temperature: float):
+    """The SNN of ``model`` under ``config.converter``, carrying the ANN's temperature."""
     snn = convert(model, config.converter, **converter_inputs(config.converter, data))
     snn.meta["temperature"] = temperature
-    return trace_snn(snn, data, config, batch_size)
+    return snn
+
+
+def trace_splits(model: nn.Module, data: DataSplits, config: RunConfig, temperature: float,
+                 batch_size: int = 250) -> tuple[Trace, Trace]:
+    return trace_snn(converted_snn(model, data, config, temperature), data, config, batch_size)
 
 
 def trace_snn(snn, data: DataSplits, config: RunConfig, batch_size: int = 250) -> tuple[Trace, Trace]:
@@ -226,12 +304,26 @@ def fit_policy(val: Trace, policy: DynamicConfidence | None = None) -> DynamicCo
     return dc
 
 
-def evaluate_policies(val: Trace, test: Trace, dc: DynamicConfidence | None = None) -> tuple[dict, dict]:
-    """Fit Dynamic Confidence on ``val`` (or take the fitted ``dc``); evaluate fixed T, DC and
-    the oracle on ``test``."""
+def certified_exit(val: Trace, calibration: Trace | None = None, *, eps: float | None = None, delta: float = 0.05,
+                   candidates=CERTIFY_CANDIDATES):
+    """The certified exit of a run: its learning half of ``val`` learns the scores and picks the
+    policy; the other half, plus the unlabelled ``calibration`` inputs if any, certifies it."""
+    learn, certify = split_learn_certify(val)
+    pool = certify if calibration is None else concat([certify, calibration])
+    return certify_exit(learn, pool, eps=eps, delta=delta, candidates=candidates)
+
+
+def evaluate_policies(val: Trace, test: Trace, dc: DynamicConfidence | None = None, *, certify: dict | None = None,
+                      calibration: Trace | None = None) -> tuple[dict, dict]:
+    """Fit Dynamic Confidence on ``val`` (or take the fitted ``dc``); certify an exit
+    (:func:`certified_exit` with the settings ``certify``: eps, delta, candidates, and the
+    unlabelled ``calibration`` trace); evaluate fixed T, DC, the certified exit and the oracle
+    on ``test``."""
     dc = fit_policy(val) if dc is None else dc
-    chosen = {"fixed": FixedT(), "dynamic_confidence": dc, "oracle": Oracle()}
+    certified = certified_exit(val, calibration, **(certify or {}))
+    chosen = {"fixed": FixedT(), "dynamic_confidence": dc, "certified": certified.policy, "oracle": Oracle()}
     results = {name: policy.evaluate(test) for name, policy in chosen.items()}
+    results["certified"] = certified.evaluate(test)
     if test.spikes is not None and test.meta.get("neurons_per_layer"):
         for name, policy in chosen.items():  # the paper's Table 3: spikes up to each input's exit step
             results[name]["cost"] = cost_from_trace(test, policy.exit_steps(test)).summary()
@@ -239,7 +331,7 @@ def evaluate_policies(val: Trace, test: Trace, dc: DynamicConfidence | None = No
     results["dynamic_confidence"]["val_mean_steps"] = float(dc.curve_.mean_steps[dc.point_])
     results["dynamic_confidence"]["val_size"] = val.N
     extras = {"dc_val_curve": summarize_curve(dc.curve_), "dc_test_curve": summarize_curve(dc.curve(test)),
-              "dc_val_point": dc.point_}
+              "dc_val_point": dc.point_, "certified_test_curve": summarize_curve(certified.policy.curve(test))}
     return results, extras
 
 
@@ -248,6 +340,7 @@ def assemble_results(config: RunConfig, data_sizes: dict, cal: dict, val: Trace,
     """The ``results.json`` of a run (``snnexit run`` and ``snnexit evaluate`` both build it here)."""
     T = config.T
     oracle_saving = T - policies["oracle"]["mean_steps"]
+    capture = (lambda name: (T - policies[name]["mean_steps"]) / oracle_saving if oracle_saving > 0 else None)
     return {
         "config": asdict(config),
         "data": dict(data_sizes),
@@ -259,8 +352,8 @@ def assemble_results(config: RunConfig, data_sizes: dict, cal: dict, val: Trace,
                 "spikes_per_input_per_step": test.spikes.sum(2).mean(1).tolist(),
                 "neurons": int(sum(test.meta["neurons_per_layer"]))},
         "policies": policies,
-        "oracle_capture": ((T - policies["dynamic_confidence"]["mean_steps"]) / oracle_saving
-                           if oracle_saving > 0 else None),
+        "oracle_capture": capture("dynamic_confidence"),
+        "certified_oracle_capture": capture("certified") if "certified" in policies else None,
         "curves": extras,
         "seconds": seconds,
     }
@@ -275,19 +368,27 @@ def run(config: RunConfig, log=print, settings=None) -> dict:
     from snnexit.report import write_report
 
     config.validate()
+    certify = settings.certify if settings is not None else CertifySettings()
+    certify.validate()
     out = check_writable(config.out)
     started = time.perf_counter()
     data = load_dataset(config.dataset, config.seed, root=config.data_dir)
+    extra = None if certify.calibration_inputs is None else load_calibration_inputs(certify.calibration_inputs, data)
     model = trained_ann(config, data, log)
     cal = calibrate(model, data, config.device)
     log(f"ANN test accuracy {cal['test_acc']:.4f}; temperature {cal['temperature']:.3f}, "
         f"test ECE {cal['ece_test_before']:.4f} -> {cal['ece_test_after']:.4f}")
     trace_batch = settings.trace.batch_size if settings is not None else 250
-    val, test = trace_splits(model, data, config, cal["temperature"], batch_size=trace_batch)
+    snn = converted_snn(model, data, config, cal["temperature"])
+    val, test = trace_snn(snn, data, config, batch_size=trace_batch)
     val.save(out / "trace_val.safetensors")
     test.save(out / "trace_test.safetensors")
+    calibration = None
+    if extra is not None:
+        calibration = trace_unlabelled(snn, extra, config, batch_size=trace_batch)
+        calibration.save(out / "trace_calibration.safetensors")
     dc = fit_policy(val, DynamicConfidence(**asdict(settings.fit)) if settings is not None else None)
-    policies, extras = evaluate_policies(val, test, dc)
+    policies, extras = evaluate_policies(val, test, dc, certify=certify.options(), calibration=calibration)
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
     results = assemble_results(config, sizes, cal, val, test, policies, extras)
     results["seconds"] = time.perf_counter() - started

@@ -13,7 +13,7 @@ def random_trace(T=6, N=40, C=4, seed=0, meta=None) -> Trace:
     per_step[:, torch.arange(N), labels] += torch.rand(N, generator=g) * 1.5
     outputs = per_step.cumsum(0)
     spikes = torch.randint(0, 50, (T, N, 3), generator=g).float()
-    return Trace(outputs, labels, spikes, dict(meta or {"alpha": "t"}))
+    return Trace(outputs, labels, spikes, dict(meta or {"alpha": "T"}))
 
 
 @pytest.fixture

@@ -99,3 +99,57 @@ def test_corrupt_cached_checkpoint_exits_2(tmp_path, cache):
             open(p, "wb").write(data[: len(data) // 3])
     proc = run_cli("run", *FAST, "--epochs", "1", "--out", str(out), "--cache-dir", cache)
     assert proc.returncode == 2 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_reports_a_certified_exit_that_unlabelled_calibration_inputs_join(tmp_path, cache, capsys):
+    import numpy as np
+    import torch
+
+    from snnexit.data import load_dataset
+    from snnexit.exit.base import split_learn_certify
+    from snnexit.exit.certify import certify_exit
+    from snnexit.simulate import Trace
+
+    extra = load_dataset("digits", 0).test.x[:60].numpy()  # unlabelled inputs of the same distribution
+    np.save(tmp_path / "cal.npy", extra)
+    out = tmp_path / "out"
+    argv = ["run", *FAST, "--out", str(out), "--cache-dir", cache, "--calibration-inputs", str(tmp_path / "cal.npy"),
+            "--certify-delta", "0.1"]
+    assert main(argv) == 0
+    assert "Certified exit" in capsys.readouterr().out
+    r = json.loads((out / "results.json").read_text())
+    cert = r["policies"]["certified"]
+    val, test = Trace.load(out / "trace_val.safetensors"), Trace.load(out / "trace_test.safetensors")
+    calibration = Trace.load(out / "trace_calibration.safetensors")
+    assert calibration.labels is None and calibration.N == 60
+    learn, held = split_learn_certify(val)
+    assert cert["calibration_size"] == held.N + 60 and cert["learn_size"] == learn.N
+    assert cert["delta"] == 0.1 and cert["eps"] == pytest.approx(1 - 0.1 ** (1 / (held.N + 60)), rel=1e-6)
+    # the same certificate, recomputed from the saved traces
+    from snnexit.simulate.trace import concat
+
+    again = certify_exit(learn, concat([held, calibration]), delta=0.1)
+    assert again.name == cert["policy"] and again.policy.threshold_ == cert["threshold"]
+    assert cert["test_disagreement"] == pytest.approx(again.evaluate(test)["test_disagreement"])
+    # every softmax-based entry records its alpha (T for QCFS) and temperature
+    dc = r["policies"]["dynamic_confidence"]
+    assert dc["alpha"] == {"rule": "T", "value": 12.0} and dc["temperature"] == r["calibration"]["temperature"]
+    assert r["calibration"]["temperature_fit_size"] == learn.N
+    assert "## Certified exit" in (out / "report.md").read_text()
+    assert torch.is_tensor(val.outputs)
+
+
+@pytest.mark.parametrize("content,message", [(None, "no such file"), (b"not numpy", "readable .npy"),
+                                             ("shape", "expected (N, 1, 8, 8)")])
+def test_bad_calibration_inputs_fail_before_training(tmp_path, cache, content, message):
+    import numpy as np
+
+    path = tmp_path / "cal.npy"
+    if content == "shape":
+        np.save(path, np.zeros((5, 3, 8, 8), dtype=np.float32))
+    elif content is not None:
+        path.write_bytes(content)
+    proc = subprocess.run([sys.executable, "-m", "snnexit", "run", *FAST, "--out", str(tmp_path / "o"), "--cache-dir",
+                           cache, "--calibration-inputs", str(path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("ann-*"))

@@ -147,4 +147,4 @@ def test_overrides_of_none_are_ignored_and_tables_merge(tmp_path):
 
 def test_settings_round_trip_through_dicts():
     s = Settings()
-    assert asdict(s.run) == {k: v for k, v in s.to_dict().items() if k not in ("trace", "fit")}
+    assert asdict(s.run) == {k: v for k, v in s.to_dict().items() if k not in ("trace", "fit", "certify")}

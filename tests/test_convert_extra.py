@@ -166,7 +166,7 @@ def test_data_based_scales_are_max_and_percentile(digits, relu_ann):
     snn = convert(relu_ann, "robust", calibration_data=x)
     thresholds = [m.threshold.item() for m in snn.body.modules() if isinstance(m, IFNeuron)]
     assert thresholds == pytest.approx([robust[p] for p in outs])
-    assert snn.meta["alpha"] == "t"
+    assert snn.meta["alpha"] == "T"
 
 
 def test_calibration_data_forms(relu_ann, digits):
@@ -290,7 +290,7 @@ def test_import_refuses_mismatches_and_code(tmp_path):
 
 # ---- pipeline and CLI --------------------------------------------------------------------
 
-@pytest.mark.parametrize("quantizer,converter,alpha", [("lsq", "qffs", 3), ("relu", "max", "t"), ("lsq", "qcfs", "t")])
+@pytest.mark.parametrize("quantizer,converter,alpha", [("lsq", "qffs", 3), ("relu", "max", "T"), ("lsq", "qcfs", "T")])
 def test_run_with_quantizer_and_converter(tmp_path, quantizer, converter, alpha):
     from snnexit.cli import main
 

@@ -149,7 +149,7 @@ def trained(digits):
 def test_direct_training_learns_and_gives_a_valid_trace(trained, digits):
     snn, val, test = trained
     assert test.outputs.shape == (4, len(digits.test), 10) and test.spikes.shape[2] == 5
-    assert test.meta["converter"] == "direct" and test.meta["alpha"] == "t"
+    assert test.meta["converter"] == "direct" and test.meta["alpha"] == "T"
     assert test.accuracy_per_step()[-1] > 0.6  # chance is 0.1
     assert test.spikes.sum() > 0
     test.validate()

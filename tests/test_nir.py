@@ -65,7 +65,7 @@ def test_reimport_with_metadata_reproduces_the_snn_exactly(tmp_path):
     ours, theirs = traced(snn, x), traced(back, x)
     assert torch.equal(ours.outputs, theirs.outputs)
     assert torch.equal(ours.spikes, theirs.spikes)
-    assert ours.spikes.sum() > 0 and theirs.meta["alpha"] == "t" and theirs.meta["converter"] == "qcfs"
+    assert ours.spikes.sum() > 0 and theirs.meta["alpha"] == "T" and theirs.meta["converter"] == "qcfs"
     assert back.neurons_per_layer() == snn.neurons_per_layer()
 
 

@@ -36,7 +36,7 @@ def dyadic_network(seed: int = 0) -> SpikingNetwork:
     with torch.no_grad():
         for p in body.parameters():
             p.copy_(dyadic(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.5))
-    return SpikingNetwork(body, meta={"converter": "test", "alpha": "t", "temperature": 1.0}).eval()
+    return SpikingNetwork(body, meta={"converter": "test", "alpha": "T", "temperature": 1.0}).eval()
 
 
 def dyadic_inputs(n: int, seed: int) -> torch.Tensor:
@@ -184,7 +184,8 @@ def test_temporal_input_matches_its_trace():
     seq = dyadic(torch.rand(40, T, 1, 8, 8, generator=g, dtype=torch.float64), lo=0.0)
     y = torch.randint(0, C, (40,), generator=g)
     trace = record_trace(snn, [(seq, y)], T=T, temporal=True)
-    policy = DynamicConfidence(threshold=0.6).fit(trace)
+    mid = DynamicConfidence(threshold=0.0).fit(trace).scores(trace)[T // 2].median()  # half exit by mid-run
+    policy = DynamicConfidence(threshold=float(mid)).fit(trace)
     r = EarlyExitEngine(snn, policy, T).run(seq, temporal=True)
     assert torch.equal(r.exit_steps, policy.exit_steps(trace))
     assert torch.equal(r.predictions, policy.predict(trace))

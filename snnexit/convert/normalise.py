@@ -12,7 +12,8 @@ amplitude ``theta``. That is Diehl's weight normalisation ``W_l * lambda_{l-1} /
 threshold 1, written with the scales in the thresholds so the weights stay untouched. The
 membrane starts at ``theta / 2`` (``v_init``; rounding instead of flooring, as in QCFS: it halves
 the expected quantization error; pass ``v_init=0`` for the original papers' reset state). The
-output layer stays non-spiking and accumulates, so Dynamic Confidence uses ``alpha = t``.
+output layer stays non-spiking and accumulates; like QCFS the network is rate-coded (``Y[T] / T``
+approximates the ANN's logits), so Dynamic Confidence uses QCFS's ``alpha = T``.
 
 Both converters need calibration data: ``convert(model, "max", calibration_data=x)`` with a
 tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` batches. Activations must be
@@ -121,7 +122,7 @@ def _convert_normalised(model: nn.Module, name: str, calibration_data, percentil
         return None
 
     body = replace_modules(folded, swap).eval()
-    return SpikingNetwork(body, meta={"converter": name, "alpha": "t", "percentile": percentile,
+    return SpikingNetwork(body, meta={"converter": name, "alpha": "T", "percentile": percentile,
                                       "scales": [scales[p] for p in scales]})
 
 

@@ -2,7 +2,10 @@
 
 theta = the layer's trained ``lam``; v(0) = theta / 2; fire on ``>=``; each spike carries
 theta. The output layer stays non-spiking and its per-step outputs are accumulated, so
-``Y[t] / t`` estimates the ANN's logits and Dynamic Confidence uses alpha = t.
+``Y[T] / T`` estimates the ANN's logits. Dynamic Confidence divides by alpha = T, the
+simulation length of the run (a constant, the paper's rule for QCFS, Sec. 5.2), so its
+confidence rises with t and meets the ANN's at t = T; ``mean_output_confidence`` keeps
+alpha = t.
 
 BatchNorm stays as it is by default: the SNN then applies each layer's affine map in the same
 order as the ANN, which keeps the QCFS exactness (T = L steps reproduce the quantized
@@ -32,12 +35,12 @@ def convert_qcfs(model: nn.Module, fold_bn: bool = False) -> SpikingNetwork:
     def swap(path, module):
         if isinstance(module, QCFS):
             levels.add(module.levels)
-            theta = module.threshold.detach().item()
-            if not theta > 0:
-                raise SnnexitError(f"QCFS threshold at {path!r} is {theta}: a spiking threshold must be > 0")
+            theta = module.threshold.detach()  # in the ANN's dtype: a float64 ANN gives float64 thresholds
+            if not theta.item() > 0:
+                raise SnnexitError(f"QCFS threshold at {path!r} is {theta.item()}: a spiking threshold must be > 0")
             return IFNeuron(threshold=theta, v_init=0.5)
         return None
 
     body = replace_modules(model, swap).eval()
-    return SpikingNetwork(body, meta={"converter": "qcfs", "alpha": "t",
+    return SpikingNetwork(body, meta={"converter": "qcfs", "alpha": "T",
                                       "levels": sorted(levels)[0] if len(levels) == 1 else sorted(levels)})

@@ -3,7 +3,7 @@
 from snnexit.exit.base import (POLICIES, TARGETS, ExitPolicy, NotFittedError, ThresholdPolicy, agreement_with_fixed_t,
                                check_trace, fixed_t_accuracy, predictions_at, register_policy, summarize_curve)
 from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
-from snnexit.exit.policies import (DynamicConfidence, Entropy, FixedT, MaxSoftmax, Oracle, OracleStable,
+from snnexit.exit.policies import (DynamicConfidence, Entropy, FixedT, MaxSoftmax, MeanOutputConfidence, Oracle, OracleStable,
                                    StepCalibratedConfidence, alpha_at)
 from snnexit.exit.topk import TopK, TopKPerStep
 from snnexit.exit.conformal import Conformal  # noqa: I001  (registration order does not matter)
@@ -21,7 +21,7 @@ def create_policy(name: str, **kwargs) -> ExitPolicy:
 
 
 __all__ = ["POLICIES", "TARGETS", "Conformal", "DynamicConfidence", "Entropy", "ExitCurve", "ExitPolicy", "FixedT",
-           "MaxSoftmax", "NotFittedError", "Oracle", "OracleStable", "StepCalibratedConfidence", "ThresholdPolicy", "TopK", "TopKPerStep",
+           "MaxSoftmax", "MeanOutputConfidence", "NotFittedError", "Oracle", "OracleStable", "StepCalibratedConfidence", "ThresholdPolicy", "TopK", "TopKPerStep",
            "agreement_with_fixed_t", "alpha_at", "binomial_pvalues", "check_trace", "create_policy", "exact_curve",
            "exit_steps_from_scores", "fixed_t_accuracy", "ltt_select", "online_policy_names", "predictions_at", "register_policy",
            "summarize_curve", "zero_disagreement_bound"]

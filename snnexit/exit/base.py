@@ -19,9 +19,17 @@ fitting targets:
 ``max_drop``    fewest mean steps losing at most ``eps`` accuracy against fixed T (fitting trace)
 ``max_steps``   the most accurate point with mean steps <= ``max_steps``
 ``risk``        fewest mean steps such that, with probability >= 1 - ``delta`` over the fitting
-                data, the accuracy lost against fixed T on new data is <= ``eps`` (Learn then
-                Test on the label-free disagreement rate, :mod:`snnexit.exit.risk`)
+                data, the rate at which the exit answer differs from the fixed-T answer on new
+                data (an upper bound on the accuracy lost against fixed T) is <= ``eps`` (Learn
+                then Test on the label-free disagreement rate, :mod:`snnexit.exit.risk`)
 ==============  ==============================================================================
+
+Risk control is valid only if the inputs that certify the threshold played no part in shaping
+the score. Policies whose score is itself learned from data (``learns_score``: per-step tables,
+per-step temperatures, conformal scores) therefore learn it on one half of the fitting trace
+and certify on the other (a fixed random split, :func:`split_learn_certify`), unless
+``fit(trace, calibration=other)`` gives a separate certification trace; that trace needs no
+labels.
 """
 
 from __future__ import annotations
@@ -67,6 +75,25 @@ def predictions_at(trace: Trace, exit_steps: torch.Tensor) -> torch.Tensor:
     """(N,) the argmax of the accumulated output at each input's exit step."""
     idx = (exit_steps.long() - 1).view(1, -1, 1).expand(1, -1, trace.C).to(trace.outputs.device)
     return trace.outputs.gather(0, idx)[0].argmax(-1)
+
+
+CERTIFY_SPLIT_SEED = 0
+
+
+def learn_certify_indices(n: int, learn_fraction: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the learning and the certifying part of ``n`` inputs: a fixed random permutation
+    (independent of the data, so both parts stay exchangeable with new inputs)."""
+    if n < 2:
+        raise SnnexitError(f"need at least 2 inputs to split into learning and certification parts, got {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(CERTIFY_SPLIT_SEED))
+    k = min(max(int(round(learn_fraction * n)), 1), n - 1)
+    return perm[:k], perm[k:]
+
+
+def split_learn_certify(trace: Trace, learn_fraction: float = 0.5) -> tuple[Trace, Trace]:
+    """``trace`` split into a part that learns and a part that certifies (:func:`learn_certify_indices`)."""
+    learn, certify = learn_certify_indices(trace.N, learn_fraction)
+    return trace.subset(learn), trace.subset(certify)
 
 
 def agreement_with_fixed_t(trace: Trace) -> torch.Tensor:
@@ -120,15 +147,22 @@ class ExitPolicy:
         trace (a runtime stops at T regardless). ``labels`` only for oracles."""
         raise NotImplementedError(f"{type(self).__name__} has no online decision rule")
 
+    def output_scaling(self, meta: dict) -> dict | None:
+        """The alpha and temperature the score divides the accumulated output by (None: no softmax)."""
+        return None
+
     def evaluate(self, trace: Trace) -> dict:
-        """Accuracy, mean steps, saving and disagreement with fixed T on ``trace``."""
+        """Accuracy, mean steps, saving and disagreement with fixed T on ``trace`` (plus the
+        alpha and temperature a softmax score used)."""
         check_trace(trace)
         steps = self.exit_steps(trace)
         pred = predictions_at(trace, steps)
         mean_steps = steps.double().mean().item()
+        scaling = self.output_scaling(trace.meta) or {"alpha": None, "temperature": None}
         return {
             "threshold": self.threshold(),
-            "test_acc": (pred == trace.labels).double().mean().item(),
+            **scaling,
+            "test_acc": (pred == trace.labels).double().mean().item() if trace.labelled else None,
             "mean_steps": mean_steps,
             "saving": 1.0 - mean_steps / trace.T,
             "disagreement": (pred != trace.predictions()[-1]).double().mean().item(),
@@ -160,11 +194,14 @@ class ThresholdPolicy(ExitPolicy):
         delta: the probability allowed for the risk guarantee to fail.
 
     Fitted attributes: ``T_``, ``threshold_``, and (unless ``threshold`` was given) the
-    fitting trace's ``curve_`` and the chosen ``point_``; for ``risk`` also ``pvalues_``.
+    fitting trace's ``curve_`` and the chosen ``point_``; for ``risk`` also ``pvalues_``,
+    ``eps_``, ``certification_size_`` and ``learn_size_`` (``curve_`` is then the curve of the
+    certifying inputs, label-free when they are unlabelled).
     """
 
     needs_fit = True
     targets = TARGETS
+    learns_score = False  # True: fit learns the score itself (tables, temperatures) from labelled data
 
     def __init__(self, target: str = "no_loss", threshold: float | None = None, *, eps: float | None = None,
                  max_steps: float | None = None, delta: float | None = None):
@@ -215,14 +252,35 @@ class ThresholdPolicy(ExitPolicy):
     def curve(self, trace: Trace) -> ExitCurve:
         """The exact curve of this score on ``trace``, with agreement counts for risk control."""
         check_trace(trace)
-        return exact_curve(self.scores(trace), trace.correct(), agreement_with_fixed_t(trace))
+        return exact_curve(self.scores(trace), trace.correct() if trace.labelled else None,
+                           agreement_with_fixed_t(trace))
 
-    def fit(self, trace: Trace) -> "ThresholdPolicy":
+    def fit(self, trace: Trace, calibration: Trace | None = None) -> "ThresholdPolicy":
+        """Learn the score (if it is learned) and the threshold from ``trace``.
+
+        ``calibration``: for target ``"risk"`` only, inputs (labelled or not) that certify the
+        threshold while ``trace`` learns everything else. Without it, a policy whose score is
+        learned splits ``trace`` into a learning and a certifying half.
+        """
         self.check_settings()
         check_trace(trace)
-        for name in ("threshold_", "curve_", "point_", "pvalues_"):
+        if calibration is not None:
+            if self.target != "risk" or self.threshold_init is not None:
+                raise SnnexitError("a separate calibration trace certifies a threshold: it needs target='risk' "
+                                   "and no fixed threshold")
+            check_trace(calibration)
+            if (calibration.T, calibration.C) != (trace.T, trace.C):
+                raise SnnexitError(f"calibration trace (T, C) = {(calibration.T, calibration.C)} differs from the "
+                                   f"fitting trace's {(trace.T, trace.C)}")
+        for name in ("threshold_", "curve_", "point_", "pvalues_", "eps_", "certification_size_", "learn_size_"):
             self.__dict__.pop(name, None)
         self.T_ = trace.T
+        if self.target == "risk" and self.threshold_init is None:
+            learn, certify = trace, calibration
+            if certify is None:
+                learn, certify = split_learn_certify(trace) if self.learns_score else (trace, trace)
+            self._fit_scores(learn)
+            return self._certify(certify, learn_size=learn.N if self.learns_score else 0)
         self._fit_scores(trace)
         if self.threshold_init is not None:
             self.threshold_ = float(self.threshold_init)
@@ -234,6 +292,16 @@ class ThresholdPolicy(ExitPolicy):
         self.curve_ = self.curve(trace)
         self.point_ = self._select(self.curve_)
         self.threshold_ = float(self.curve_.thresholds[self.point_])
+        return self
+
+    def _certify(self, certify: Trace, learn_size: int) -> "ThresholdPolicy":
+        """Learn then Test on ``certify`` (which learned nothing), labelled or not."""
+        from snnexit.exit.risk import ltt_select  # risk imports scipy: only when certifying
+
+        self.curve_ = self.curve(certify)
+        self.point_, self.pvalues_ = ltt_select(self.curve_, self.eps, self.delta)
+        self.threshold_ = float(self.curve_.thresholds[self.point_])
+        self.eps_, self.certification_size_, self.learn_size_ = float(self.eps), certify.N, learn_size
         return self
 
     def _direct_threshold(self) -> float | None:
@@ -248,11 +316,6 @@ class ThresholdPolicy(ExitPolicy):
             return curve.select(min_correct=int(math.ceil(fixed_correct - self.eps * curve.n - 1e-9)))
         if self.target == "max_steps":
             return curve.select_max_steps(float(self.max_steps))
-        if self.target == "risk":
-            from snnexit.exit.risk import ltt_select
-
-            point, self.pvalues_ = ltt_select(curve, self.eps, self.delta)
-            return point
         raise SnnexitError(f"target {self.target!r} is not handled by {type(self).__name__}")
 
     def threshold(self):

@@ -61,8 +61,8 @@ class Conformal(ScaledOutputSettings, StepTablePolicy):
             return (k - 0.5) / (n + 1)
         return None
 
-    def fit(self, trace: Trace) -> "Conformal":
-        super().fit(trace)
+    def fit(self, trace: Trace, calibration: Trace | None = None) -> "Conformal":
+        super().fit(trace, calibration)
         n = self.sorted_values_.shape[1]
         k = min(max(math.floor(self.threshold_ * (n + 1)) + 1, 0), n + 1)  # least count that exits
         self.miscoverage_ = 1.0 - k / (n + 1)

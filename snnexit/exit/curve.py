@@ -35,13 +35,15 @@ class ExitCurve:
 
     thresholds: np.ndarray  # (K,) float64, strictly decreasing
     mean_steps: np.ndarray  # (K,) float64, non-increasing
-    correct: np.ndarray  # (K,) int64 correct answers
+    correct: np.ndarray | None  # (K,) int64 correct answers; None for unlabelled inputs
     n: int
     T: int
     agree: np.ndarray | None = None  # (K,) int64 exit predictions equal to the fixed-T prediction
 
     @property
     def accuracy(self) -> np.ndarray:
+        if self.correct is None:
+            raise SnnexitError("this curve was computed on unlabelled inputs: it has no accuracy")
         return self.correct / self.n
 
     @property
@@ -109,12 +111,16 @@ def exact_curve(scores, correct, agree=None) -> ExitCurve:
 
     Args:
         scores: ``(T, N)`` exit score after every step (torch or numpy).
-        correct: ``(T, N)`` bool, is the prediction after every step right?
+        correct: ``(T, N)`` bool, is the prediction after every step right? None for
+            unlabelled inputs (then ``agree`` is required: the curve of a certification set).
         agree: optional ``(T, N)`` bool, does the prediction after every step equal the
             prediction at T? Fills ``ExitCurve.agree`` (for risk control).
     """
-    if tuple(scores.shape) != tuple(correct.shape) or len(scores.shape) != 2:
-        raise SnnexitError(f"scores and correct must both be (T, N), got {tuple(scores.shape)} and {tuple(correct.shape)}")
+    if correct is None and agree is None:
+        raise SnnexitError("exact_curve needs correct (labels), agree (fixed-T predictions) or both")
+    if len(scores.shape) != 2 or (correct is not None and tuple(scores.shape) != tuple(correct.shape)):
+        raise SnnexitError(f"scores and correct must both be (T, N), got {tuple(scores.shape)} and "
+                           f"{None if correct is None else tuple(correct.shape)}")
     if agree is not None and tuple(agree.shape) != tuple(scores.shape):
         raise SnnexitError(f"agree must be (T, N) like scores, got {tuple(agree.shape)}")
     s = _as_numpy(scores, np.float64)
@@ -123,7 +129,7 @@ def exact_curve(scores, correct, agree=None) -> ExitCurve:
         raise SnnexitError(f"need at least one step and one input, got (T, N) = {(T, N)}")
     if not np.isfinite(s).all():
         raise SnnexitError("exit scores contain NaN or infinite values")
-    indicators = [_as_numpy(correct, bool)] + ([] if agree is None else [_as_numpy(agree, bool)])
+    indicators = [_as_numpy(x, bool) for x in (correct, agree) if x is not None]
     # work input-major, (N, T): each input's records are then consecutive events
     running = np.maximum.accumulate(np.ascontiguousarray(s.T), axis=1)  # (N, T)
     record = np.empty((N, T), dtype=bool)  # the running max strictly rises (step 0 always)
@@ -157,5 +163,5 @@ def exact_curve(scores, correct, agree=None) -> ExitCurve:
     # below the smallest value any tau works: keep a margin that survives a cast to float32
     below_all = g_values[-1] - max(1e-6, 1e-6 * abs(g_values[-1]))
     thresholds = np.concatenate([[g_values[0]], g_values[1:], [below_all]])
-    return ExitCurve(thresholds, steps.astype(np.float64), totals[0], N, T,
-                     totals[1] if agree is not None else None)
+    totals_correct = totals.pop(0) if correct is not None else None
+    return ExitCurve(thresholds, steps.astype(np.float64), totals_correct, N, T, totals[0] if agree is not None else None)

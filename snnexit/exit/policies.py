@@ -12,8 +12,8 @@ from snnexit.exit.scores import (ScaledOutputSettings, alpha_at, max_softmax, on
                                  scaled_logits)
 from snnexit.simulate.trace import Trace
 
-__all__ = ["DynamicConfidence", "Entropy", "FixedT", "MaxSoftmax", "Oracle", "OracleStable", "StepCalibratedConfidence",
-           "alpha_at"]
+__all__ = ["DynamicConfidence", "Entropy", "FixedT", "MaxSoftmax", "MeanOutputConfidence", "Oracle", "OracleStable",
+           "StepCalibratedConfidence", "alpha_at"]
 
 
 @register_policy("fixed")
@@ -30,7 +30,12 @@ class FixedT(ExitPolicy):
 
 @register_policy("dynamic_confidence")
 class DynamicConfidence(ScaledOutputSettings, ThresholdPolicy):
-    """Li, Jones & Furber (ICCV 2023): ``c_t = max softmax(Y[t] / alpha_t / T_cal)``.
+    """Li, Jones & Furber (ICCV 2023): ``c_t = max softmax(Y[t] / alpha / T_cal)``.
+
+    alpha is the network's own (``meta["alpha"]``): the simulation length T of the run for
+    QCFS (the paper's Sec. 5.2; a constant, so the confidence rises with t and meets the ANN's
+    at t = T), the same for the other rate-coded networks (data-normalised conversion, direct
+    training), and ``2**b - 1`` for QFFS. The online runtime passes its own T.
 
     Args:
         temperature: T_cal from temperature scaling of the ANN; None reads
@@ -41,6 +46,15 @@ class DynamicConfidence(ScaledOutputSettings, ThresholdPolicy):
 
     def score_step(self, accumulated, t, meta):
         return max_softmax(self.scaled(accumulated, t, meta))
+
+
+@register_policy("mean_output_confidence")
+class MeanOutputConfidence(DynamicConfidence):
+    """Dynamic Confidence with alpha = t: ``max softmax(Y[t] / t / T_cal)``, the softmax of the
+    mean output. Not the paper's rule (it divides by the run length T); kept because on some
+    networks it exits sooner (on digits it did), and as the contrast to the published alpha."""
+
+    alpha_rule = "t"
 
 
 @register_policy("max_softmax")
@@ -73,6 +87,8 @@ class StepCalibratedConfidence(DynamicConfidence):
     threshold is then chosen from the exact curve as for Dynamic Confidence.
     """
 
+    learns_score = True
+
     def __init__(self, target: str = "no_loss", threshold: float | None = None, *, use_alpha: bool = True,
                  eps: float | None = None, max_steps: float | None = None, delta: float | None = None):
         super().__init__(target=target, threshold=threshold, temperature=None, use_alpha=use_alpha, eps=eps,
@@ -97,9 +113,9 @@ class StepCalibratedConfidence(DynamicConfidence):
 
 @register_policy("entropy")
 class Entropy(DynamicConfidence):
-    """DT-SNN (Li et al., DAC 2023): exit when the normalised entropy of the softmax of the
-    mean output is low. Score ``1 - H(p) / log C`` with ``p = softmax(Y[t] / alpha_t / T_cal)``
-    (alpha = t is the mean output of a QCFS trace), so "score > tau" means "entropy < 1 - tau"."""
+    """DT-SNN (Li et al., DAC 2023): exit when the normalised entropy of the output's softmax is
+    low. Score ``1 - H(p) / log C`` with ``p = softmax(Y[t] / alpha / T_cal)`` scaled as Dynamic
+    Confidence scales it (the network's alpha), so "score > tau" means "entropy < 1 - tau"."""
 
     def score_step(self, accumulated, t, meta):
         return one_minus_normalised_entropy(self.scaled(accumulated, t, meta))

@@ -15,17 +15,46 @@ import torch
 from snnexit.errors import SnnexitError
 
 
-def alpha_at(t: int, meta: dict) -> float:
-    """Dynamic Confidence's alpha: ``t`` for QCFS (the mean output), ``2**b - 1`` for QFFS."""
-    alpha = meta.get("alpha", "t")
-    return float(t) if alpha == "t" else float(alpha)
+ALPHA_RULES = ("T", "t")
+
+
+def alpha_at(t: int, meta: dict, rule=None) -> float:
+    """Dynamic Confidence's alpha after step ``t`` of a run of ``meta["T"]`` steps.
+
+    ``rule`` (default: the network's own, ``meta["alpha"]``, itself ``"T"`` when absent):
+
+    * ``"T"``: the simulation length of the run, a constant (the paper's rule for QCFS, Sec. 5.2,
+      and snnexit's for every rate-coded network: ``Y[T] / T`` is the output the network was
+      trained or calibrated to give, so the confidence rises with t and meets the ANN's at T);
+    * ``"t"``: the current step (the mean output ``Y[t] / t``; policy ``mean_output_confidence``);
+    * a positive number: a constant (QFFS: ``2**b - 1``).
+    """
+    alpha = meta.get("alpha", "T") if rule is None else rule
+    if alpha == "t":
+        return float(t)
+    if alpha == "T":
+        if "T" not in meta:
+            raise SnnexitError("alpha = T needs the run length: meta['T'] is missing")
+        return float(meta["T"])
+    return float(alpha)
+
+
+def describe_alpha(meta: dict, rule=None) -> dict:
+    """JSON-able record of the alpha a policy used on a run: its rule and, when constant, its value."""
+    alpha = meta.get("alpha", "T") if rule is None else rule
+    if alpha == "t":
+        return {"rule": "t", "value": None}
+    if alpha == "T":
+        return {"rule": "T", "value": float(meta["T"]) if "T" in meta else None}
+    return {"rule": "constant", "value": float(alpha)}
 
 
 def scaled_logits(accumulated: torch.Tensor, t: int, meta: dict, temperature: float | None,
-                  use_alpha: bool) -> torch.Tensor:
-    """``Y[t] / alpha_t / T_cal`` in float64; ``temperature=None`` reads ``meta['temperature']``."""
+                  use_alpha: bool, alpha_rule=None) -> torch.Tensor:
+    """``Y[t] / alpha_t / T_cal`` in float64; ``temperature=None`` reads ``meta['temperature']``;
+    ``alpha_rule`` as in :func:`alpha_at` (None: the network's)."""
     temp = float(meta.get("temperature", 1.0)) if temperature is None else float(temperature)
-    alpha = alpha_at(t, meta) if use_alpha else 1.0
+    alpha = alpha_at(t, meta, alpha_rule) if use_alpha else 1.0
     return accumulated.double() / (alpha * temp)
 
 
@@ -56,8 +85,11 @@ class ScaledOutputSettings:
     """Constructor and checks shared by the policies that score softmax(Y[t] / alpha_t / T_cal).
 
     A mixin placed before the policy base: its ``__init__`` stores ``temperature`` and
-    ``use_alpha`` and passes the fitting settings on to the base.
+    ``use_alpha`` and passes the fitting settings on to the base. ``alpha_rule`` (a class
+    attribute) says which alpha: None, the network's own (``meta["alpha"]``); ``"t"``, the step.
     """
+
+    alpha_rule = None
 
     def __init__(self, target: str = "no_loss", threshold: float | None = None, *, temperature: float | None = None,
                  use_alpha: bool = True, eps: float | None = None, max_steps: float | None = None,
@@ -71,4 +103,10 @@ class ScaledOutputSettings:
             raise SnnexitError(f"temperature must be a positive number or None, got {self.temperature!r}")
 
     def scaled(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
-        return scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha)
+        return scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha, self.alpha_rule)
+
+    def output_scaling(self, meta: dict) -> dict:
+        """The alpha and temperature this policy divides the accumulated output by on a run."""
+        temp = float(meta.get("temperature", 1.0)) if self.temperature is None else float(self.temperature)
+        alpha = describe_alpha(meta, self.alpha_rule) if self.use_alpha else {"rule": "none", "value": 1.0}
+        return {"alpha": alpha, "temperature": temp}

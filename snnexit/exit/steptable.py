@@ -19,6 +19,8 @@ from snnexit.simulate.trace import Trace
 class StepTablePolicy(ThresholdPolicy):
     """Subclasses implement ``raw_step`` and ``_tables(raw (T, N), trace) -> (sorted, table)``."""
 
+    learns_score = True
+
     def raw_step(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
         raise NotImplementedError
 

@@ -104,8 +104,8 @@ class TopKPerStep(StepTablePolicy):
             return float(np.nextafter(1.0 - self.eps, -np.inf))  # score >= 1 - eps
         return None
 
-    def fit(self, trace: Trace) -> "TopKPerStep":
-        super().fit(trace)
+    def fit(self, trace: Trace, calibration: Trace | None = None) -> "TopKPerStep":
+        super().fit(trace, calibration)
         # tau_t: exit iff gap > tau_t. The table is non-decreasing in the gap's rank.
         above = (self.score_table_ > self.threshold_)  # (T, N + 1)
         first = torch.where(above.any(1), above.int().argmax(1), torch.full((self.T_,), self.sorted_values_.shape[1] + 1))

@@ -24,9 +24,12 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
     plot_confidence(test, out / FIGURES["fig2"])
     curves = results["curves"]
     plot_pareto(curves["dc_val_curve"], curves["dc_val_point"], val.accuracy_per_step()[-1].item(), T,
-                pol["oracle"], out / FIGURES["fig3"])
-    plot_exit_histogram({"Dynamic Confidence": pol["dynamic_confidence"]["exit_step_counts"],
-                         "oracle": pol["oracle"]["exit_step_counts"]}, T, out / FIGURES["fig4"])
+                pol["oracle"], out / FIGURES["fig3"], certified=pol.get("certified"))
+    histograms = {"Dynamic Confidence": pol["dynamic_confidence"]["exit_step_counts"]}
+    if "certified" in pol:
+        histograms[f"certified ({pol['certified']['policy']})"] = pol["certified"]["exit_step_counts"]
+    histograms["oracle"] = pol["oracle"]["exit_step_counts"]
+    plot_exit_histogram(histograms, T, out / FIGURES["fig4"])
     results["figures"] = dict(FIGURES)
     write_json(out / "results.json", results)
     cal, dc = results["calibration"], pol["dynamic_confidence"]
@@ -51,10 +54,14 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
         "A validation set this small cannot certify \"no accuracy loss\" on new data: the change above is measured "
         "on held-out test inputs.",
         "",
+        *certified_section(pol.get("certified"), pol["fixed"]),
+        *scaling_section(pol),
         *cost_section(pol),
-        "## Calibration (ANN, temperature scaling on the validation split)",
+        "## Calibration (ANN, temperature scaling on the learning half of the validation split)",
         "",
-        f"Temperature {cal['temperature']:.4f}. Expected calibration error (15 bins): validation "
+        f"Temperature {cal['temperature']:.4f}"
+        + (f", fitted on {cal['temperature_fit_size']} validation inputs." if "temperature_fit_size" in cal else ".")
+        + f" Expected calibration error (15 bins): validation "
         f"{cal['ece_val_before']:.4f} -> {cal['ece_val_after']:.4f}, test {cal['ece_test_before']:.4f} -> "
         f"{cal['ece_test_after']:.4f}.",
         "",
@@ -68,7 +75,51 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
     write_text(out / "report.md", "\n".join(lines))
 
 
-COST_NAMES = {"fixed": "fixed T", "dynamic_confidence": "Dynamic Confidence", "oracle": "oracle (upper bound)"}
+def certified_section(cert: dict | None, fixed: dict) -> list[str]:
+    """The certified exit: what it promises, on which inputs, and what it did on test."""
+    if cert is None:
+        return []
+    cand = ", ".join(f"{name} {steps:.2f}" for name, steps in sorted(cert["candidates"].items(), key=lambda kv: kv[1])
+                     if steps is not None)
+    acc = "" if cert.get("test_acc") is None else (
+        f" Test accuracy {100 * cert['test_acc']:.2f}% ({100 * (cert['test_acc'] - fixed['test_acc']):+.2f} points "
+        f"against fixed T).")
+    return [
+        "## Certified exit",
+        "",
+        f"Policy `{cert['policy']}`, threshold {cert['threshold']:.6g}. **Guarantee**: with probability at least "
+        f"{1 - cert['delta']:.3g} over the {cert['calibration_size']} calibration inputs, its answer differs from the "
+        f"fixed-T answer on at most {100 * cert['eps']:.3g}% of new inputs from the same distribution (so it loses at "
+        f"most that much accuracy against fixed T). Its score and the choice of policy were learned on "
+        f"{cert['learn_size']} other validation inputs; the calibration inputs shaped nothing but the threshold.",
+        "",
+        f"On {cert['n']} test inputs: {100 * cert['test_disagreement']:.2f}% answers differ from fixed T "
+        f"({'within' if cert['holds_on_test'] else 'above'} eps), {cert['mean_steps']:.2f} mean steps "
+        f"({100 * cert['saving']:.1f}% saved).{acc}",
+        "",
+        f"Candidates (mean steps their certified threshold was estimated to need, cross-fitted on the learning "
+        f"inputs): {cand or cert['policy']}.",
+        "",
+    ]
+
+
+def scaling_section(policies: dict) -> list[str]:
+    """Which alpha and temperature each softmax-based policy divided the accumulated output by."""
+    rows = [(name, p) for name, p in policies.items() if p.get("alpha")]
+    if not rows:
+        return []
+    lines = ["| Policy | alpha | T_cal |", "|---|---|---|"]
+    for name, p in rows:
+        a = p["alpha"]
+        alpha = {"T": f"T = {a['value']:g} (run length)", "t": "t (mean output)",
+                 "constant": f"{a['value']:g}", "none": "none"}.get(a["rule"], str(a))
+        label = f"{name} ({p['policy']})" if "policy" in p else name
+        lines.append(f"| {label} | {alpha} | {p['temperature']:.4g} |")
+    return ["Output scaling of the softmax-based exits:", "", *lines, ""]
+
+
+COST_NAMES = {"fixed": "fixed T", "dynamic_confidence": "Dynamic Confidence", "certified": "certified exit",
+              "oracle": "oracle (upper bound)"}
 
 
 def cost_section(policies: dict) -> list[str]:

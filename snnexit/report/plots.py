@@ -40,21 +40,32 @@ def plot_accuracy_vs_steps(trace: Trace, ann_acc: float, path: Path) -> None:
 
 
 def plot_confidence(trace: Trace, path: Path) -> None:
-    """Fig. 2: mean confidence per step with and without the alpha scaling."""
+    """Fig. 2 as the paper draws it: the mean correctness (accuracy) after each step beside the
+    mean confidence, (a) without alpha (max softmax(Y[t]): saturates early) and (b) with the
+    network's alpha and T_cal (Dynamic Confidence: softened, tracks the accuracy)."""
     t = np.arange(1, trace.T + 1)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for use_alpha, label in ((False, "max softmax(Y[t])"), (True, "max softmax(Y[t] / alpha / T_cal)")):
+    accuracy = trace.accuracy_per_step().numpy()
+    alpha = DynamicConfidence().output_scaling(trace.meta)
+    a = alpha["alpha"]
+    alpha_text = {"T": f"alpha = T = {a['value']:g}", "t": "alpha = t"}.get(a["rule"], f"alpha = {a['value']:g}")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    panels = ((False, "(a) without alpha", "max softmax(Y[t])"),
+              (True, f"(b) with {alpha_text}, T_cal = {alpha['temperature']:.3g}", "max softmax(Y[t] / alpha / T_cal)"))
+    for ax, (use_alpha, title, label) in zip(axes, panels):
         policy = DynamicConfidence(use_alpha=use_alpha, temperature=None if use_alpha else 1.0)
-        ax.plot(t, policy.scores(trace).mean(1).numpy(), marker=".", label=label)
-    ax.set(xlabel="time step t", ylabel="mean confidence", title="Confidence vs time step", ylim=(0, 1.02))
-    ax.legend()
-    ax.grid(alpha=0.3)
+        ax.plot(t, accuracy, marker=".", label="accuracy (mean correctness)")
+        ax.plot(t, policy.scores(trace).mean(1).numpy(), marker=".", label=f"mean confidence: {label}")
+        ax.set(xlabel="time step t", title=title, ylim=(0, 1.02))
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean over test inputs")
     _save(fig, path)
 
 
 def plot_pareto(curve: dict, chosen: int, fixed_acc: float, T: int, oracle: dict, path: Path,
-                title: str = "Accuracy vs mean steps (validation)") -> None:
-    """Fig. 3: every threshold's (mean steps, accuracy), its Pareto front and the chosen point."""
+                title: str = "Accuracy vs mean steps (validation)", certified: dict | None = None) -> None:
+    """Fig. 3: every threshold's (mean steps, accuracy), its Pareto front and the chosen point
+    (plus the certified exit's test point, when given)."""
     steps, acc = np.array(curve["mean_steps"]), 100 * np.array(curve["accuracy"])
     front = np.array(curve["pareto_front"], dtype=int)
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -64,6 +75,9 @@ def plot_pareto(curve: dict, chosen: int, fixed_acc: float, T: int, oracle: dict
             label=f"chosen tau = {curve['thresholds'][chosen]:.6g}")
     ax.plot([T], [100 * fixed_acc], "s", color="k", label=f"fixed T = {T}")
     ax.plot([oracle["mean_steps"]], [100 * oracle["test_acc"]], "^", color="C2", label="oracle (test)")
+    if certified is not None and certified.get("test_acc") is not None:
+        ax.plot([certified["mean_steps"]], [100 * certified["test_acc"]], "D", color="C1", mec="k",
+                label=f"certified exit, {certified['policy']} (test)")
     ax.set(xlabel="mean time steps", ylabel="accuracy (%)", title=title)
     lo = min(acc[front].min(), 100 * fixed_acc) - 1
     ax.set_ylim(max(lo, 0), 100.5)

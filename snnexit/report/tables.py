@@ -7,12 +7,19 @@ TABLE1_HEADER = ("| Dataset | Model | Converter | Method | Acc ANN (%) | Acc SNN
 
 
 def table1_rows(dataset: str, model: str, converter: str, results: dict) -> list[str]:
-    """One row per policy: fixed T, Dynamic Confidence, and the oracle bound."""
+    """One row per policy: fixed T, Dynamic Confidence (as published: no-loss threshold on
+    validation), the certified exit (when the run has one) and the oracle bound."""
     ann = 100 * results["ann"]["test_acc"]
     labels = {"fixed": f"fixed T={results['snn']['T']}", "dynamic_confidence": "Dynamic Confidence",
-              "oracle": "oracle (upper bound)"}
+              "certified": "certified exit", "oracle": "oracle (upper bound)"}
+    cert = results["policies"].get("certified")
+    if cert is not None:
+        labels["certified"] = (f"certified exit ({cert['policy']}, disagreement <= {100 * cert['eps']:.2g}% "
+                               f"w.p. {1 - cert['delta']:.2g})")
     rows = []
     for name, label in labels.items():
+        if name not in results["policies"]:
+            continue
         p = results["policies"][name]
         rows.append(f"| {dataset} | {model} | {converter} | {label} | {ann:.2f} | {100 * p['test_acc']:.2f} | "
                     f"{p['mean_steps']:.2f} | {100 * p['saving']:.1f}% |")

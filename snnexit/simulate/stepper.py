@@ -38,7 +38,10 @@ def simulate_batch(snn: SpikingNetwork, x: torch.Tensor, T: int, temporal: bool 
 def record_trace(snn: SpikingNetwork, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], T: int,
                  device: str | torch.device = "cpu", temporal: bool = False, progress: bool = False,
                  desc: str = "trace") -> Trace:
-    """Simulate every batch for T steps and gather one trace (outputs and spikes on CPU)."""
+    """Simulate every batch for T steps and gather one trace (outputs and spikes on CPU).
+
+    ``batches`` yields ``(x, y)``; ``y = None`` for unlabelled inputs (the trace then has no labels).
+    """
     if T < 1:
         raise SnnexitError(f"T must be >= 1, got {T}")
     snn = snn.to(device).eval()
@@ -47,10 +50,11 @@ def record_trace(snn: SpikingNetwork, batches: Iterable[tuple[torch.Tensor, torc
         Y, S = simulate_batch(snn, x.to(device), T, temporal)
         outs.append(Y.float().cpu())
         spks.append(S.float().cpu())
-        labels.append(y.cpu())
+        labels.append(None if y is None else y.cpu())
     if not outs:
         raise SnnexitError("no inputs to trace")
     meta = dict(snn.meta)
     meta.update(T=T, neurons_per_layer=snn.neurons_per_layer(),
                 layer_names=[n for n, _ in snn.spiking_layers()])
-    return Trace(torch.cat(outs, 1), torch.cat(labels).long(), torch.cat(spks, 1), meta)
+    y = None if any(part is None for part in labels) else torch.cat(labels).long()
+    return Trace(torch.cat(outs, 1), y, torch.cat(spks, 1), meta)

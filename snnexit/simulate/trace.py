@@ -4,14 +4,17 @@ For N inputs simulated for T steps a trace holds
 
 * ``outputs`` ``(T, N, C)`` float: the accumulated output ``Y[t] = sum_{k<=t} y_k`` of the
   non-spiking output layer after step ``t + 1`` (index 0 is "after one step");
-* ``labels`` ``(N,)`` int64;
+* ``labels`` ``(N,)`` int64, or None for unlabelled inputs (enough to certify an exit, which
+  only compares each exit answer with the fixed-T answer; accuracy needs labels);
 * ``spikes`` ``(T, N, L)`` float: spikes emitted in step ``t + 1`` by input ``n`` in
   spiking layer ``l`` (negative spikes of QFFS count as spikes too: they cost energy);
 * ``meta``: JSON-able facts about the run (converter, ``alpha``, temperature, neurons per
   layer, synaptic fan-out per layer, ...).
 
 ``alpha`` is how the accumulated output is scaled before a softmax (Dynamic Confidence):
-``"t"`` (QCFS: the mean output) or a number (QFFS: ``2**b - 1``).
+``"T"`` (QCFS and every rate-coded network: the run length, a constant), ``"t"`` (the mean
+output) or a number (QFFS: ``2**b - 1``). ``meta["T"]`` always equals the trace's own T (set
+on construction, so a truncated or loaded trace scores with its own run length).
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ def _is_number(x) -> bool:
 @dataclass
 class Trace:
     outputs: torch.Tensor  # (T, N, C)
-    labels: torch.Tensor  # (N,)
+    labels: torch.Tensor | None  # (N,); None: unlabelled inputs
     spikes: torch.Tensor | None = None  # (T, N, L)
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.validate()
+        self.meta = {**self.meta, "T": self.T}  # the run length alpha = T refers to
 
     # ---- shape facts -------------------------------------------------------------
     @property
@@ -59,8 +63,8 @@ class Trace:
     def validate(self) -> None:
         """Raise :class:`SnnexitError` naming the problem if the trace is malformed."""
         Y, y = self.outputs, self.labels
-        if not isinstance(Y, torch.Tensor) or not isinstance(y, torch.Tensor):
-            raise SnnexitError("trace outputs and labels must be torch tensors")
+        if not isinstance(Y, torch.Tensor) or not (y is None or isinstance(y, torch.Tensor)):
+            raise SnnexitError("trace outputs and labels must be torch tensors (labels may be None)")
         if Y.dim() != 3:
             raise SnnexitError(f"trace outputs must have shape (T, N, C), got {tuple(Y.shape)}")
         T, N, C = Y.shape
@@ -70,12 +74,13 @@ class Trace:
             raise SnnexitError(f"trace outputs must be floating point, got {Y.dtype}")
         if not torch.isfinite(Y).all():
             raise SnnexitError("trace outputs contain NaN or infinite values")
-        if y.shape != (N,):
-            raise SnnexitError(f"trace labels must have shape (N,) = ({N},), got {tuple(y.shape)}")
-        if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise SnnexitError(f"trace labels must be integers, got {y.dtype}")
-        if N and (y.min() < 0 or y.max() >= C):
-            raise SnnexitError(f"trace labels must lie in [0, {C}), got range [{int(y.min())}, {int(y.max())}]")
+        if y is not None:
+            if y.shape != (N,):
+                raise SnnexitError(f"trace labels must have shape (N,) = ({N},), got {tuple(y.shape)}")
+            if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+                raise SnnexitError(f"trace labels must be integers, got {y.dtype}")
+            if N and (y.min() < 0 or y.max() >= C):
+                raise SnnexitError(f"trace labels must lie in [0, {C}), got range [{int(y.min())}, {int(y.max())}]")
         if self.spikes is not None:
             s = self.spikes
             if not isinstance(s, torch.Tensor):
@@ -84,9 +89,9 @@ class Trace:
                 raise SnnexitError(f"trace spikes must have shape (T, N, L) with (T, N) = {(T, N)}, got {tuple(s.shape)}")
         if not isinstance(self.meta, dict):
             raise SnnexitError(f"trace meta must be a dict, got {type(self.meta).__name__}")
-        alpha = self.meta.get("alpha", "t")
-        if alpha != "t" and not (_is_number(alpha) and alpha > 0):
-            raise SnnexitError(f"trace meta 'alpha' must be 't' or a positive number, got {alpha!r}")
+        alpha = self.meta.get("alpha", "T")
+        if alpha not in ("t", "T") and not (_is_number(alpha) and alpha > 0):
+            raise SnnexitError(f"trace meta 'alpha' must be 'T', 't' or a positive number, got {alpha!r}")
         temperature = self.meta.get("temperature", 1.0)
         if not (_is_number(temperature) and temperature > 0):
             raise SnnexitError(f"trace meta 'temperature' must be a positive number, got {temperature!r}")
@@ -96,8 +101,14 @@ class Trace:
         """(T, N) argmax class of the accumulated output at every step."""
         return self.outputs.argmax(dim=2)
 
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
     def correct(self) -> torch.Tensor:
-        """(T, N) bool: is the prediction after step t + 1 right?"""
+        """(T, N) bool: is the prediction after step t + 1 right? (Needs labels.)"""
+        if self.labels is None:
+            raise SnnexitError("this trace has no labels: accuracy needs labelled inputs (certifying an exit does not)")
         return self.predictions() == self.labels.long().unsqueeze(0)
 
     def accuracy_per_step(self) -> torch.Tensor:
@@ -105,16 +116,16 @@ class Trace:
         return self.correct().float().mean(dim=1)
 
     def alpha_per_step(self) -> torch.Tensor:
-        """(T,) the scale alpha_t that divides Y[t] before a softmax."""
-        alpha = self.meta.get("alpha", "t")
-        if alpha == "t":
-            return torch.arange(1, self.T + 1, dtype=self.outputs.dtype)
-        return torch.full((self.T,), float(alpha), dtype=self.outputs.dtype)
+        """(T,) the scale alpha_t that divides Y[t] before a softmax (the network's own rule)."""
+        from snnexit.exit.scores import alpha_at  # exit imports simulate: import here to avoid a cycle
+
+        return torch.tensor([alpha_at(t, self.meta) for t in range(1, self.T + 1)], dtype=self.outputs.dtype)
 
     def subset(self, index: torch.Tensor) -> "Trace":
         """The trace of the inputs selected by ``index`` (for random splits)."""
         spikes = None if self.spikes is None else self.spikes[:, index]
-        return Trace(self.outputs[:, index], self.labels[index], spikes, dict(self.meta))
+        labels = None if self.labels is None else self.labels[index]
+        return Trace(self.outputs[:, index], labels, spikes, dict(self.meta))
 
     def truncate(self, T: int) -> "Trace":
         """The same run stopped after T steps."""
@@ -125,27 +136,33 @@ class Trace:
 
     # ---- persistence -------------------------------------------------------------
     def save(self, path) -> None:
-        tensors = {"outputs": self.outputs, "labels": self.labels.long()}
+        tensors = {"outputs": self.outputs}
+        if self.labels is not None:
+            tensors["labels"] = self.labels.long()
         if self.spikes is not None:
             tensors["spikes"] = self.spikes
-        save_tensors(path, tensors, fmt=TRACE_FORMAT, version=TRACE_VERSION, meta=self.meta)
+        meta = {**self.meta, "unlabelled": True} if self.labels is None else self.meta
+        save_tensors(path, tensors, fmt=TRACE_FORMAT, version=TRACE_VERSION, meta=meta)
 
     @classmethod
     def load(cls, path) -> "Trace":
         tensors, meta = load_tensors(path, fmt=TRACE_FORMAT, version=TRACE_VERSION)
-        if "outputs" not in tensors or "labels" not in tensors:
-            raise SnnexitError(f"{path}: trace file lacks 'outputs' or 'labels'")
-        return cls(tensors["outputs"], tensors["labels"], tensors.get("spikes"), meta)
+        if "outputs" not in tensors:
+            raise SnnexitError(f"{path}: trace file lacks 'outputs'")
+        unlabelled = isinstance(meta, dict) and meta.get("unlabelled") is True
+        if unlabelled:
+            meta = {k: v for k, v in meta.items() if k != "unlabelled"}
+        if "labels" not in tensors and not unlabelled:
+            raise SnnexitError(f"{path}: trace file lacks 'labels'")
+        return cls(tensors["outputs"], tensors.get("labels"), tensors.get("spikes"), meta)
 
 
 def concat(traces: list[Trace]) -> Trace:
-    """Join traces of the same run over disjoint inputs (batches, shards)."""
+    """Join traces of the same run over disjoint inputs (batches, shards). The labels are
+    kept when every part has them (an unlabelled part makes the whole unlabelled)."""
     if not traces:
         raise SnnexitError("nothing to concatenate")
     spikes = None if any(t.spikes is None for t in traces) else torch.cat([t.spikes for t in traces], 1)
-    return Trace(
-        torch.cat([t.outputs for t in traces], 1),
-        torch.cat([t.labels for t in traces], 0),
-        spikes,
-        dict(traces[0].meta),
-    )
+    labels = None if any(t.labels is None for t in traces) else torch.cat([t.labels for t in traces], 0)
+    meta = {k: v for k, v in traces[0].meta.items() if k != "unlabelled"}
+    return Trace(torch.cat([t.outputs for t in traces], 1), labels, spikes, meta)

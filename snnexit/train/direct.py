@@ -82,7 +82,7 @@ def build_direct_snn(model: str, *, num_classes: int, in_channels: int, input_si
     torch.manual_seed(seed)
     body = create_model(model, num_classes=num_classes, in_channels=in_channels, input_size=input_size,
                         activation=lambda: NEURONS[neuron](**kw), **model_kwargs)
-    meta = {"converter": "direct", "alpha": "t", "neuron": neuron, "reset": reset, "surrogate": surrogate,
+    meta = {"converter": "direct", "alpha": "T", "neuron": neuron, "reset": reset, "surrogate": surrogate,
             "threshold": threshold}
     if neuron == "lif":
         meta["tau"] = tau

@@ -1,0 +1,169 @@
+"""A certified exit: pick an exit policy and certify its threshold on inputs it never learned from.
+
+The promise. With probability at least ``1 - delta`` over the calibration inputs, the rate at
+which the exit answer differs from the fixed-T answer on new inputs from the same distribution
+is at most ``eps``; the accuracy lost against fixed T is at most that rate (an input can only
+turn wrong by changing its answer). No labels are needed to certify.
+
+Why it holds for every policy and for the pick among them. Everything data-dependent besides the
+threshold (per-step tables, per-step temperatures, conformal scores, the choice of policy) is
+learned on the *learning* trace; the threshold is then certified by Learn then Test
+(:mod:`snnexit.exit.risk`) on the *calibration* trace, which played no part in any of it. Given
+the learning trace, the chosen score is a fixed function, and the calibration inputs are i.i.d.
+draws exchangeable with new inputs, which is all the binomial test needs. Calibration inputs
+must therefore be exchangeable with deployment inputs: the validation split, or unlabelled
+inputs from the deployment stream; never the training inputs (the network fits them, so it
+agrees with itself on them more than on new inputs: measured in ``benchmarks/seeds.py``). The
+ANN's temperature, which Dynamic Confidence's score divides by, must not have been fitted on
+the calibration inputs either (``snnexit run`` fits it on the learning half of validation).
+
+How the pick is made. Each candidate is cross-fitted on two halves of the learning trace (fit
+on one half, score the other) and judged by the mean steps of the point that certification
+would accept if the calibration inputs looked like the held-out half: the cheapest threshold,
+walking down from fixed T, before the held-out disagreement rate first exceeds the rate that a
+calibration pool of this size can certify at ``eps``. The pick is a heuristic; the guarantee
+does not depend on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import binom
+
+from snnexit.errors import SnnexitError
+from snnexit.exit.base import (POLICIES, ThresholdPolicy, agreement_with_fixed_t, check_trace, predictions_at,
+                               split_learn_certify)
+from snnexit.exit.curve import exact_curve
+from snnexit.exit.risk import zero_disagreement_bound
+from snnexit.simulate.trace import Trace
+
+# every deployable thresholded policy: the ones with an online rule that need no labels at test
+CERTIFY_CANDIDATES = ("dynamic_confidence", "mean_output_confidence", "max_softmax", "entropy", "topk",
+                      "topk_per_step", "conformal", "step_calibrated_confidence")
+
+
+def smallest_certifiable_eps(n: int, delta: float) -> float:
+    """The smallest eps that ``n`` calibration inputs can certify (with zero disagreements):
+    ``1 - delta**(1/n)``, nudged up by 1e-9 relative so that the binomial test accepts it."""
+    return zero_disagreement_bound(n, delta) * (1 + 1e-9)
+
+
+def certifiable_disagreement_rate(n: int, eps: float, delta: float) -> float:
+    """The largest empirical disagreement rate k/n on ``n`` calibration inputs that Learn then
+    Test still certifies at ``eps`` (``P(Binomial(n, eps) <= k) <= delta``); raises when not even
+    zero disagreements can (eps below :func:`smallest_certifiable_eps`)."""
+    k = np.arange(n + 1)
+    ok = np.flatnonzero(binom.cdf(k, n, eps) <= delta)
+    if ok.size == 0:
+        raise SnnexitError(f"eps = {eps:.4g} cannot be certified with {n} calibration inputs at delta = {delta:g}: "
+                           f"the smallest certifiable is {smallest_certifiable_eps(n, delta):.4g} (more inputs "
+                           f"certify smaller eps)")
+    return float(ok[-1] / n)
+
+
+def _create(name: str, kwargs: dict, **settings) -> ThresholdPolicy:
+    cls = POLICIES.get(name)
+    if not issubclass(cls, ThresholdPolicy) or cls.uses_labels_at_test or not cls.online:
+        raise SnnexitError(f"policy {name!r} has no certifiable threshold; certifiable: {', '.join(CERTIFY_CANDIDATES)}")
+    return cls(**settings, **kwargs)
+
+
+def cross_fitted_steps(name: str, learn: Trace, rate: float, kwargs: dict | None = None) -> float:
+    """Mean steps the certified threshold of policy ``name`` would have, estimated on ``learn``
+    alone: fit on one half, walk the other half's curve down from fixed T while its disagreement
+    rate stays <= ``rate``; the average over both halves."""
+    halves = split_learn_certify(learn)
+    steps = []
+    for fit_part, held in (halves, halves[::-1]):
+        policy = _create(name, kwargs or {}, target="no_loss").fit(fit_part)
+        curve = exact_curve(policy.scores(held), None, agreement_with_fixed_t(held))
+        within = (curve.n - curve.agree) <= rate * curve.n + 1e-9
+        within[0] = True
+        steps.append(float(curve.mean_steps[np.logical_and.accumulate(within)].min()))
+    return float(np.mean(steps))
+
+
+@dataclass
+class CertifiedExit:
+    """A policy whose score was learned on ``learn_size`` labelled inputs and whose threshold was
+    certified on ``calibration_size`` other inputs: with probability >= 1 - ``delta``, its answers
+    differ from the fixed-T answers on at most a share ``eps`` of new inputs."""
+
+    name: str
+    policy: ThresholdPolicy
+    eps: float
+    delta: float
+    calibration_size: int
+    learn_size: int
+    candidates: dict = field(default_factory=dict)  # name -> cross-fitted mean steps on the learning trace
+
+    def evaluate(self, test: Trace) -> dict:
+        """The certified row of ``results.json`` on held-out ``test`` inputs."""
+        res = self.policy.evaluate(test)
+        curve, point = self.policy.curve_, self.policy.point_
+        row = {
+            "policy": self.name, "eps": self.eps, "delta": self.delta,
+            "calibration_size": self.calibration_size, "learn_size": self.learn_size,
+            "threshold": res["threshold"], "alpha": res["alpha"], "temperature": res["temperature"],
+            "test_acc": res["test_acc"], "test_disagreement": res["disagreement"],
+            "disagreement": res["disagreement"], "mean_steps": res["mean_steps"], "saving": res["saving"],
+            "n": res["n"], "exit_step_counts": res["exit_step_counts"],
+            "calibration_disagreement": float(curve.disagreement[point]),
+            "calibration_mean_steps": float(curve.mean_steps[point]),
+            "pvalue": float(self.policy.pvalues_[point]),
+            "candidates": dict(self.candidates),
+            "holds_on_test": bool(res["disagreement"] <= self.eps),
+        }
+        if test.labelled:
+            row["acc_change"] = res["test_acc"] - float(test.correct()[-1].double().mean())
+        return row
+
+    def exit_steps(self, trace: Trace):
+        return self.policy.exit_steps(trace)
+
+    def predict(self, trace: Trace):
+        return predictions_at(trace, self.exit_steps(trace))
+
+
+def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, delta: float = 0.05,
+                 candidates: tuple[str, ...] | list[str] = CERTIFY_CANDIDATES,
+                 policy_kwargs: dict | None = None) -> CertifiedExit:
+    """Pick the candidate that should certify the fewest steps (judged on ``learn`` alone), learn
+    its score on ``learn`` and certify its threshold on ``calibration``.
+
+    Args:
+        learn: labelled trace that learns the scores and the pick (e.g. half the validation split).
+        calibration: trace of other inputs, labelled or not, exchangeable with deployment inputs.
+        eps: the disagreement rate to certify; None: the smallest ``calibration`` can certify.
+        delta: the probability allowed for the guarantee to fail.
+        candidates: registered policy names to choose from (one name: no choice).
+        policy_kwargs: extra settings per policy name.
+    """
+    check_trace(learn)
+    check_trace(calibration)
+    if not learn.labelled:
+        raise SnnexitError("the learning trace needs labels (policies learn their scores from them)")
+    if (learn.T, learn.C) != (calibration.T, calibration.C):
+        raise SnnexitError(f"learning and calibration traces differ: (T, C) = {(learn.T, learn.C)} vs "
+                           f"{(calibration.T, calibration.C)}")
+    if not candidates:
+        raise SnnexitError("no candidate policies to certify")
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < 1:
+        raise SnnexitError(f"delta must lie in (0, 1), got {delta!r}")
+    n = calibration.N
+    eps = smallest_certifiable_eps(n, delta) if eps is None else eps
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise SnnexitError(f"eps must lie in (0, 1), got {eps!r}")
+    rate = certifiable_disagreement_rate(n, eps, delta)
+    kwargs = policy_kwargs or {}
+    names = list(dict.fromkeys(candidates))
+    if len(names) == 1:
+        _create(names[0], kwargs.get(names[0], {}), target="risk", eps=eps, delta=delta)  # refuse early
+        scores = {names[0]: None}
+    else:
+        scores = {name: cross_fitted_steps(name, learn, rate, kwargs.get(name)) for name in names}
+    best = min(names, key=lambda k: (scores[k] or 0.0, names.index(k)))  # ties: the earlier candidate
+    policy = _create(best, kwargs.get(best, {}), target="risk", eps=eps, delta=delta).fit(learn, calibration)
+    return CertifiedExit(best, policy, float(eps), float(delta), n, learn.N, scores)
