@@ -115,7 +115,7 @@ def test_risk_target_keeps_its_promise_on_a_known_population(pool, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CERTIFIABLE)
 def test_risk_target_keeps_its_promise_on_a_known_population_long(pool, name):
-    _risk_population_check(name, pool, draws=400)
+    _risk_population_check(name, pool, draws=300)
 
 
 def _certify_population_check(pool, draws, labelled):
@@ -136,7 +136,7 @@ def test_certified_exit_with_its_pick_of_policy_keeps_its_promise(pool):
 
 @pytest.mark.slow
 def test_certified_exit_with_its_pick_of_policy_keeps_its_promise_long(pool):
-    _certify_population_check(pool, draws=250, labelled=True)
+    _certify_population_check(pool, draws=200, labelled=True)
 
 
 # ---- the certificate's mechanics -----------------------------------------------------------

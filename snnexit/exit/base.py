@@ -195,7 +195,7 @@ class ThresholdPolicy(ExitPolicy):
 
     Fitted attributes: ``T_``, ``threshold_``, and (unless ``threshold`` was given) the
     fitting trace's ``curve_`` and the chosen ``point_``; for ``risk`` also ``pvalues_``,
-    ``eps_``, ``certification_size_`` and ``learn_size_`` (``curve_`` is then the curve of the
+    ``certification_size_`` and ``learn_size_`` (``curve_`` is then the curve of the
     certifying inputs, label-free when they are unlabelled).
     """
 
@@ -272,7 +272,7 @@ class ThresholdPolicy(ExitPolicy):
             if (calibration.T, calibration.C) != (trace.T, trace.C):
                 raise SnnexitError(f"calibration trace (T, C) = {(calibration.T, calibration.C)} differs from the "
                                    f"fitting trace's {(trace.T, trace.C)}")
-        for name in ("threshold_", "curve_", "point_", "pvalues_", "eps_", "certification_size_", "learn_size_"):
+        for name in ("threshold_", "curve_", "point_", "pvalues_", "certification_size_", "learn_size_"):
             self.__dict__.pop(name, None)
         self.T_ = trace.T
         if self.target == "risk" and self.threshold_init is None:
@@ -301,7 +301,7 @@ class ThresholdPolicy(ExitPolicy):
         self.curve_ = self.curve(certify)
         self.point_, self.pvalues_ = ltt_select(self.curve_, self.eps, self.delta)
         self.threshold_ = float(self.curve_.thresholds[self.point_])
-        self.eps_, self.certification_size_, self.learn_size_ = float(self.eps), certify.N, learn_size
+        self.certification_size_, self.learn_size_ = certify.N, learn_size
         return self
 
     def _direct_threshold(self) -> float | None:
