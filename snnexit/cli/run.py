@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 
-from snnexit.cli.common import add_device, non_negative_int, positive_int
+from snnexit.cli.common import add_device, non_negative_int, positive_int, progress_log
 from snnexit.config import add_config_arguments, save_config, settings_from_args
 from snnexit.pipeline import RunConfig, check_writable, run
 from snnexit.report import TABLE1_HEADER, table1_rows
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="train (or reuse), convert, trace, fit Dynamic Confidence, report",
+    p = sub.add_parser("run", help="train (or reuse), convert, trace, fit Dynamic Confidence, report (images or event frames)",
                        description="Train a QCFS ANN (or reuse a cached one), convert it to an SNN, trace validation "
                                    "and test sets, fit Dynamic Confidence on validation, report on test.")
     d = RunConfig()
@@ -37,8 +36,10 @@ def register(sub) -> None:
 def main(args) -> int:
     settings = settings_from_args(args)  # defaults < --config FILE < flags on the command line
     config = settings.run
+    log = progress_log(args)
+    config.progress = config.progress and not log.quiet
     save_config(check_writable(config.out) / "config.run.json", settings, "run")
-    results = run(config, log=lambda msg: print(msg, file=sys.stderr), settings=settings)
+    results = run(config, log=log, settings=settings)
     print(TABLE1_HEADER)
     print("\n".join(table1_rows(config.dataset, config.model, config.converter, results)))
     capture = results["oracle_capture"]
