@@ -24,16 +24,16 @@ def digits_snn(tmp_path_factory):
     from snnexit.data import load_dataset
     from snnexit.pipeline import RunConfig, trained_ann
 
-    config = RunConfig(dataset="digits", epochs=6, width=8, progress=False,
-                       cache_dir=str(tmp_path_factory.mktemp("cache")))
+    cache = tmp_path_factory.mktemp("cache")
+    config = RunConfig(dataset="digits", epochs=6, width=8, progress=False, cache_dir=str(cache))
     data = load_dataset("digits", 0)
     snn = convert(trained_ann(config, data, log=lambda m: None), "qcfs")
     snn.meta["input_shape"] = [1, 8, 8]
-    return snn, data
+    return snn, data, cache
 
 
 def test_spikingjelly_runs_the_hard_reset_export_as_we_do(digits_snn, tmp_path):
-    snn, data = digits_snn
+    snn, data, _ = digits_snn
     from snnexit.export import export_nir
 
     export_nir(snn, tmp_path / "hr.nir", variant="hard_reset", threshold_scale=0.7)
@@ -72,13 +72,13 @@ def test_hard_reset_neuron_by_hand():
 
 
 def test_exact_export_is_refused_by_spikingjelly_with_a_reason(digits_snn):
-    snn, data = digits_snn
+    snn, data, _ = digits_snn
     with pytest.raises(SnnexitError, match="Scale"):
         spikingjelly_trace(to_nir(snn), data.test.batches(200), 2)
 
 
 def test_folding_scales_keeps_the_exact_network(digits_snn):
-    snn, data = digits_snn
+    snn, data, _ = digits_snn
     exact = to_nir(snn)
     folded = fold_scales(exact)
     assert sum(isinstance(n, nir.Scale) for n in folded.nodes.values()) == 0
@@ -89,7 +89,7 @@ def test_folding_scales_keeps_the_exact_network(digits_snn):
 
 
 def test_calibrated_threshold_scale_is_the_validation_argmax(digits_snn):
-    snn, data = digits_snn
+    snn, data, _ = digits_snn
     k, scores = calibrate_threshold_scale(snn, data.val.batches(200), T, scales=(1.0, 0.7, 0.5))
     assert set(scores) == {1.0, 0.7, 0.5} and scores[k] == max(scores.values())
     by_hand = record_trace(import_nir(to_nir(snn, None, "hard_reset", 0.7)), data.val.batches(200), T=T)
@@ -99,7 +99,7 @@ def test_calibrated_threshold_scale_is_the_validation_argmax(digits_snn):
 def test_accuracy_per_step_of_both_readers_against_ours(digits_snn):
     """The measurement the benchmark makes, on digits: SpikingJelly's accuracy per step on the
     hard_reset export equals our reading of it; against the exact network it is measured, not assumed."""
-    snn, data = digits_snn
+    snn, data, _ = digits_snn
     k, _ = calibrate_threshold_scale(snn, data.val.batches(200), T)
     graph = to_nir(snn, None, "hard_reset", k)
     theirs = spikingjelly_trace(graph, data.test.batches(200), T)
@@ -108,3 +108,22 @@ def test_accuracy_per_step_of_both_readers_against_ours(digits_snn):
     assert torch.allclose(theirs.accuracy_per_step(), ours_hr.accuracy_per_step())
     assert exact.accuracy_per_step()[-1] > 0.8  # a trained network, so the comparison means something
     assert theirs.accuracy_per_step()[-1] > 0.5
+
+
+def test_cli_exports_the_hard_reset_variant(digits_snn, tmp_path, capsys):
+    from snnexit.cli import main
+
+    snn, data, cache = digits_snn
+    (weights,) = cache.glob("ann-digits-*.safetensors")
+    out = tmp_path / "hr.nir"
+    assert main(["export", "--in", str(weights), "--dataset", "digits", "--model", "vgg_small", "--width", "8",
+                 "--variant", "hard-reset", "--T", "6", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen on the validation split" in printed
+    k = float(printed.split("thresholds ")[1].split(" ")[0])
+    graph = nir.read(out)
+    ifs = [n for n in graph.nodes.values() if isinstance(n, nir.IF)]
+    thetas = [float(m.threshold) for _, m in snn.spiking_layers()]
+    fired_at = sorted(float(np.unique(n.v_threshold)[0]) for n in ifs)  # the file keeps no layer order
+    assert fired_at == pytest.approx(sorted(k * t for t in thetas), rel=1e-6)
+    assert all(np.all(np.asarray(n.v_reset) == 0) for n in ifs)
