@@ -1,7 +1,8 @@
 """Does another library run our NIR files, and what does it cost? SpikingJelly's reader against ours.
 
 Trains (or reuses from the cache) the default model of ``snnexit run`` (MNIST-5k, vgg_small,
-QCFS L = 4, 30 epochs, seed 0), converts it and simulates the test split for T steps:
+QCFS L = 4, 30 epochs, seed 0; ``--dataset`` / ``--epochs`` change it), converts it and
+simulates the test split for T steps:
 
 * ``snnexit``: our SNN as converted (soft reset, v(0) = theta/2, fire on >=);
 * ``spikingjelly_exact``: SpikingJelly's ``import_from_nir`` on the exact export (it has no
@@ -13,7 +14,7 @@ QCFS L = 4, 30 epochs, seed 0), converts it and simulates the test split for T s
 
 Writes ``benchmarks/results/nir_readers.json``.
 
-    .venv/bin/python benchmarks/nir_readers.py [--T 32] [--cache-dir DIR]
+    .venv/bin/python benchmarks/nir_readers.py [--T 32] [--dataset mnist5k] [--epochs 30] [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ from snnexit.simulate import record_trace  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=32)
+    parser.add_argument("--dataset", default="mnist5k")
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default="benchmarks/results/nir_readers.json")
     args = parser.parse_args()
 
-    config = RunConfig(cache_dir=args.cache_dir, progress=False)
+    config = RunConfig(dataset=args.dataset, epochs=args.epochs, cache_dir=args.cache_dir, progress=False)
     data = load_dataset(config.dataset, config.seed)
     snn = convert(trained_ann(config, data, log=print), config.converter)
     shape = tuple(data.train.x.shape[1:])

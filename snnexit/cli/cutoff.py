@@ -309,7 +309,9 @@ def _float_list(text: str) -> list[float]:
 def register(sub) -> None:
     d = CutoffSettings()
     p = sub.add_parser("cutoff-train", help="direct SNN training / converted fine-tuning with the cutoff regulariser",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0] + " Event data (event_mnist, cifar10_dvs with "
+                       "--data-dir, ...) is trained and run one frame per step; --init converted needs static "
+                       "images (for converting on event frames use `snnexit run`).")
     p.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
     p.add_argument("--model", default=d.model)
     p.add_argument("--width", type=positive_int, default=d.width)
