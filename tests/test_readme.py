@@ -90,6 +90,7 @@ FAST = {
               "--batch-size", "32", "--out", "bench.json"],
     "cutoff-train": ["--dataset", "digits", "--epochs", "1", "--width", "4", "--T", "2"],
     "export": ["--threshold-scale", "0.8"],
+    "compare": ["--run", "runs/default"],  # prose names it bare: "`snnexit compare` shows every policy"
 }
 MY_TOML = 'dataset = "digits"\nepochs = 1\nT = 4\nwidth = 4\n'
 
