@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ns = argparse.Namespace(dataset=None, model=None, levels=None, width=None, data_dir=None, cache_dir=None)
-    snn = load_snn(args.run, ns)
+    snn, _ = load_snn(args.run, ns)
     saved = json.loads((Path(args.run) / "results.json").read_text())["config"]
     data = load_dataset(saved["dataset"], saved["seed"], root=saved.get("data_dir"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,7 +9,15 @@ Every offline decision is a pure function of a :class:`~snnexit.simulate.trace.T
 """
 
 from snnexit.errors import SnnexitError
-from snnexit.simulate.trace import Trace
 
 __version__ = "0.1.0"
 __all__ = ["SnnexitError", "Trace", "__version__"]
+
+
+def __getattr__(name: str):
+    # Trace imports torch (seconds): load it on first use, so `snnexit --version` stays fast
+    if name == "Trace":
+        from snnexit.simulate.trace import Trace
+
+        return Trace
+    raise AttributeError(f"module 'snnexit' has no attribute {name!r}")

@@ -18,7 +18,7 @@ from torch import nn
 
 from snnexit.calibrate import expected_calibration_error, fit_temperature
 from snnexit.convert import CONVERTERS, convert
-from snnexit.data import DATASETS, DataSplits, load_dataset
+from snnexit.data import DATASETS, DataSplits, Split, load_dataset
 from snnexit.errors import SnnexitError
 from snnexit.exit import DynamicConfidence, FixedT, Oracle, summarize_curve
 from snnexit.exit.base import learn_certify_indices, split_learn_certify
@@ -155,11 +155,12 @@ def load_calibration_inputs(path: str | Path, data: DataSplits) -> torch.Tensor:
     return x
 
 
-def trace_unlabelled(snn, x: torch.Tensor, config: RunConfig, batch_size: int = 250) -> Trace:
-    """The trace of unlabelled inputs ``x`` (no labels: enough to certify an exit)."""
+def trace_unlabelled(snn, x: torch.Tensor, config: RunConfig, batch_size: int = 250, temporal: bool = False) -> Trace:
+    """The trace of unlabelled inputs ``x`` (no labels: enough to certify an exit; ``temporal``:
+    event frames ``(N, T, 2, H, W)``, frame t at step t)."""
     batches = [(x[i:i + batch_size], None) for i in range(0, x.shape[0], batch_size)]
     return record_trace(snn, batches, T=config.T, device=config.device, progress=config.progress,
-                        desc="trace calibration")
+                        desc="trace calibration", temporal=temporal)
 
 
 def check_writable(out: str | Path) -> Path:
@@ -196,7 +197,32 @@ def needs_calibration_data(converter: str) -> bool:
 
 def converter_inputs(converter: str, data: DataSplits) -> dict:
     """Extra arguments of ``converter``: the training inputs for those that calibrate on data."""
-    return {"calibration_data": data.train.x} if needs_calibration_data(converter) else {}
+    return {"calibration_data": ann_view(data).train.x} if needs_calibration_data(converter) else {}
+
+
+def ann_view(data: DataSplits) -> DataSplits:
+    """What the ANN sees: the data itself, or for event data ``(N, T, 2, H, W)`` the mean frame
+    ``(N, 2, H, W)`` of each recording.
+
+    The converted SNN is then fed one frame per step. Its first layer is affine, so over T steps
+    it integrates ``T * layer(mean of the frames seen)``: the rate code of the ANN on the mean
+    frame, which is what conversion needs. (Direct training on the frames is ``cutoff-train``.)
+    """
+    if not data.temporal:
+        return data
+    mean = lambda split: Split(split.x.mean(1), split.y)  # noqa: E731  (N, T, C, H, W) -> (N, C, H, W)
+    view = DataSplits(data.name, mean(data.train), mean(data.val), mean(data.test), data.num_classes)
+    if getattr(data, "augment", None) is not None:
+        view.augment = data.augment
+    return view
+
+
+def event_steps(config: RunConfig, data: DataSplits) -> None:
+    """Refuse a T longer than the recordings of event data: the SNN sees one frame per step."""
+    if data.temporal and config.T > data.train.x.shape[1]:
+        frames = data.train.x.shape[1]
+        raise SnnexitError(f"T = {config.T} exceeds the {frames} frames of {data.name}: the converted SNN sees one "
+                           f"frame per step; pass --T {frames} or fewer")
 
 
 def build_ann(config: RunConfig, data: DataSplits) -> nn.Module:
@@ -226,7 +252,9 @@ def load_cached_ann(model: nn.Module, weights: Path, config: RunConfig) -> bool:
 
 
 def trained_ann(config: RunConfig, data: DataSplits, log=print) -> nn.Module:
-    """Train the QCFS ANN, or load it from the cache when the same settings were trained before."""
+    """Train the QCFS ANN, or load it from the cache when the same settings were trained before
+    (event data: on the mean frame of each recording, see :func:`ann_view`)."""
+    data = ann_view(data)
     model = build_ann(config, data)
     cache, key, weights = ann_cache_paths(config)
     if load_cached_ann(model, weights, config):
@@ -234,9 +262,11 @@ def trained_ann(config: RunConfig, data: DataSplits, log=print) -> nn.Module:
         return model.to(config.device).eval()
     log(f"training {config.model} on {config.dataset} for {config.epochs} epochs")
     tc = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed)
-    train(model, data.train, tc, device=config.device, checkpoint=cache / f"train-{key}.pt", progress=config.progress,
-          augment=getattr(data, "augment", None))
+    checkpoint = cache / f"train-{key}.pt"
+    train(model, data.train, tc, device=config.device, checkpoint=checkpoint, progress=config.progress,
+          augment=getattr(data, "augment", None), log=log)
     save_tensors(weights, model.state_dict(), fmt=ANN_FORMAT, version=ANN_VERSION, meta={"key": key})
+    checkpoint.unlink(missing_ok=True)  # the cached weights replace it: a finished run leaves no checkpoint
     return model.eval()
 
 
@@ -247,6 +277,7 @@ def calibrate(model: nn.Module, data: DataSplits, device: str) -> dict:
     Only the learning half (:func:`snnexit.exit.base.learn_certify_indices`): the other half
     certifies the exit, and a certificate holds only on inputs that shaped no part of the
     score, Dynamic Confidence's temperature included."""
+    data = ann_view(data)
     val_logits = evaluate_logits(model, data.val, device)
     test_logits = evaluate_logits(model, data.test, device)
     learn, _ = learn_certify_indices(val_logits.shape[0])
@@ -278,11 +309,13 @@ def trace_splits(model: nn.Module, data: DataSplits, config: RunConfig, temperat
 
 def trace_snn(snn, data: DataSplits, config: RunConfig, batch_size: int = 250) -> tuple[Trace, Trace]:
     """Record the validation and test traces of a converted SNN (``batch_size`` inputs at once)."""
-    kw = dict(T=config.T, device=config.device, progress=config.progress)
+    event_steps(config, data)
+    # event data (N, T, 2, H, W): frame t at step t; static data: the same input at every step
+    kw = dict(T=config.T, device=config.device, progress=config.progress, temporal=data.temporal)
     val = record_trace(snn, data.val.batches(batch_size), desc="trace val", **kw)
     test = record_trace(snn, data.test.batches(batch_size), desc="trace test", **kw)
     try:  # synaptic fan-out per spiking layer, for SynOps in the cost table
-        fan = fan_out(snn, data.test.x[:1])
+        fan = fan_out(snn, data.test.x[:1, 0] if data.temporal else data.test.x[:1])
     except (SnnexitError, RuntimeError):
         fan = None  # a layer the probe cannot follow: spikes are still counted, SynOps are not
     if fan is not None:
@@ -372,25 +405,32 @@ def run(config: RunConfig, log=print, settings=None) -> dict:
     certify.validate()
     out = check_writable(config.out)
     started = time.perf_counter()
-    data = load_dataset(config.dataset, config.seed, root=config.data_dir)
+    data = load_dataset(config.dataset, config.seed, root=config.data_dir, cache_dir=config.cache_dir)
+    event_steps(config, data)
+    log(f"loaded {config.dataset}: {len(data.train)} train, {len(data.val)} val, {len(data.test)} test inputs")
     extra = None if certify.calibration_inputs is None else load_calibration_inputs(certify.calibration_inputs, data)
     model = trained_ann(config, data, log)
     cal = calibrate(model, data, config.device)
     log(f"ANN test accuracy {cal['test_acc']:.4f}; temperature {cal['temperature']:.3f}, "
         f"test ECE {cal['ece_test_before']:.4f} -> {cal['ece_test_after']:.4f}")
     trace_batch = settings.trace.batch_size if settings is not None else 250
+    log(f"tracing validation and test ({len(data.val)} + {len(data.test)} inputs, T = {config.T})")
     snn = converted_snn(model, data, config, cal["temperature"])
     val, test = trace_snn(snn, data, config, batch_size=trace_batch)
     val.save(out / "trace_val.safetensors")
     test.save(out / "trace_test.safetensors")
+    log(f"traced: SNN test accuracy {float(test.accuracy_per_step()[-1]):.4f} at T = {config.T}")
     calibration = None
     if extra is not None:
-        calibration = trace_unlabelled(snn, extra, config, batch_size=trace_batch)
+        calibration = trace_unlabelled(snn, extra, config, batch_size=trace_batch, temporal=data.temporal)
         calibration.save(out / "trace_calibration.safetensors")
     dc = fit_policy(val, DynamicConfidence(**asdict(settings.fit)) if settings is not None else None)
     policies, extras = evaluate_policies(val, test, dc, certify=certify.options(), calibration=calibration)
+    log(f"fitted Dynamic Confidence on validation: {policies['dynamic_confidence']['mean_steps']:.2f} mean test steps; "
+        f"certified exit ({policies['certified']['policy']}): {policies['certified']['mean_steps']:.2f}")
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
     results = assemble_results(config, sizes, cal, val, test, policies, extras)
     results["seconds"] = time.perf_counter() - started
     write_report(out, results, val, test)
+    log(f"wrote the report to {out}")
     return results

@@ -27,3 +27,11 @@ def non_negative_int(text: str) -> int:
 
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default cpu)")
+
+
+def progress_log(args: argparse.Namespace):
+    """The command's log: one line per epoch and stage with the elapsed time on stderr, or
+    nothing with ``--quiet``."""
+    from snnexit.progress import ProgressLog
+
+    return ProgressLog(quiet=bool(getattr(args, "quiet", False)))

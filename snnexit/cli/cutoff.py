@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from snnexit.calibrate import fit_temperature
-from snnexit.cli.common import add_device, non_negative_int, positive_int
+from snnexit.cli.common import add_device, non_negative_int, positive_int, progress_log
 from snnexit.data import DATASETS, DataSplits, load_dataset
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
@@ -66,6 +66,7 @@ class CutoffSettings:
     seed: int = 0
     device: str = "cpu"
     cache_dir: str | None = None
+    data_dir: str | None = None  # local folder of a real data set (cifar10_dvs, dvs_gesture, ncaltech101, ...)
     progress: bool = False
 
     def validate(self) -> None:
@@ -132,7 +133,7 @@ def train_arm(snn: SpikingNetwork, data: DataSplits, config: DirectConfig, setti
             f"RCS {stats['reg']:.4f}), train acc {stats['train_acc']:.4f}")
 
     return train_snn(snn, data.train, config, temporal=data.temporal, device=settings.device, checkpoint=checkpoint,
-                     progress=settings.progress, log=epoch_log)
+                     progress=settings.progress, log=epoch_log, note=log)
 
 
 def record_traces(snn: SpikingNetwork, data: DataSplits, T: int, device: str) -> tuple[Trace, Trace]:
@@ -207,7 +208,7 @@ def cutoff_table(settings: CutoffSettings, out: Path | None = None, log=print) -
     ``[0] + table_reg_weights``; see the module docstring."""
     settings.validate()
     started = time.perf_counter()
-    data = load_dataset(settings.dataset, settings.seed)
+    data = load_dataset(settings.dataset, settings.seed, root=settings.data_dir, cache_dir=settings.cache_dir)
     T = steps_for(settings, data)
     base = initial_network(settings, data, log)
     timings = {}
@@ -252,6 +253,8 @@ def cutoff_table(settings: CutoffSettings, out: Path | None = None, log=print) -
     if out:
         write_json(out / "table.json", result)
         write_text(out / "table.md", _table_report(result))
+        for checkpoint in out.glob(f"*-{settings_key(settings)}.pt"):  # done: nothing left to resume
+            checkpoint.unlink(missing_ok=True)
     return result
 
 
@@ -271,7 +274,7 @@ def _table_report(result: dict) -> str:
 def single_run(settings: CutoffSettings, out: Path, log=print) -> dict:
     settings.validate()
     started = time.perf_counter()
-    data = load_dataset(settings.dataset, settings.seed)
+    data = load_dataset(settings.dataset, settings.seed, root=settings.data_dir, cache_dir=settings.cache_dir)
     T = steps_for(settings, data)
     snn = initial_network(settings, data, log)
     converted = settings.init == "converted"
@@ -290,6 +293,7 @@ def single_run(settings: CutoffSettings, out: Path, log=print) -> dict:
               "seconds": time.perf_counter() - started}
     write_json(out / "results.json", result)
     write_text(out / "report.md", f"# cutoff-train on {data.name}\n\n{markdown_table([row])}\n")
+    (out / f"train-{settings_key(settings)}.pt").unlink(missing_ok=True)  # done: nothing left to resume
     return result
 
 
@@ -305,7 +309,9 @@ def _float_list(text: str) -> list[float]:
 def register(sub) -> None:
     d = CutoffSettings()
     p = sub.add_parser("cutoff-train", help="direct SNN training / converted fine-tuning with the cutoff regulariser",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0] + " Event data (event_mnist, cifar10_dvs with "
+                       "--data-dir, ...) is trained and run one frame per step; --init converted needs static "
+                       "images (for converting on event frames use `snnexit run`).")
     p.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
     p.add_argument("--model", default=d.model)
     p.add_argument("--width", type=positive_int, default=d.width)
@@ -330,7 +336,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--table", action="store_true", help="the with/without-regulariser table")
     p.add_argument("--out", default="runs/cutoff", help="output folder (default runs/cutoff)")
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--cache-dir", default=None, help="where trained ANNs and event frames are cached")
+    p.add_argument("--data-dir", default=None, help="local folder of a real data set (cifar10_dvs, dvs_gesture, "
+                   "ncaltech101, cifar10, ...)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     add_device(p)
     p.set_defaults(func=main)
@@ -347,7 +355,8 @@ def main(args) -> int:
         reset=args.reset, tau=args.tau, surrogate=args.surrogate, T=args.T, epochs=args.epochs,
         finetune_epochs=args.finetune_epochs, loss=args.loss, lr=args.lr, finetune_lr=args.finetune_lr,
         batch_size=args.batch_size, ann_epochs=args.ann_epochs, seed=args.seed, device=args.device,
-        cache_dir=args.cache_dir, progress=args.progress and sys.stderr.isatty())
+        cache_dir=args.cache_dir, data_dir=args.data_dir,
+        progress=args.progress and sys.stderr.isatty() and not getattr(args, "quiet", False))
     if args.table:
         settings = replace(settings, table_reg_weights=[w for w in (weights or [0.1]) if w > 0] or [0.1])
     else:
@@ -356,7 +365,7 @@ def main(args) -> int:
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise SnnexitError(f"device {settings.device!r} requested but CUDA is not available")
     out = check_writable(args.out)
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    log = progress_log(args)
     if args.table:
         result = cutoff_table(settings, out, log)
         print(markdown_table(result["rows"]))

@@ -33,6 +33,14 @@ def register(sub) -> None:
     p.add_argument("--width", type=positive_int, default=None, help="with a checkpoint: model width")
     p.add_argument("--data-dir", default=None, help="with a checkpoint: local folder of a real data set")
     p.add_argument("--cache-dir", default=None, help="ANN cache (default: the run's own, else ~/.cache/snnexit)")
+    p.add_argument("--variant", choices=("exact", "hard-reset"), default="exact",
+                   help="exact (default): IF + Scale with the QCFS semantics in metadata, read exactly by snnexit; "
+                        "hard-reset: hard reset, v(0) = 0, binary spikes, thresholds scaled for hard reset: what "
+                        "other NIR readers (SpikingJelly) run as written, at some cost in accuracy")
+    p.add_argument("--threshold-scale", default="auto", metavar="K",
+                   help="hard-reset: firing threshold = K * theta; auto (default) picks K on the validation split")
+    p.add_argument("--T", type=positive_int, default=None,
+                   help="hard-reset with --threshold-scale auto: steps to calibrate over (default: the run's T)")
     p.set_defaults(func=main)
 
 
@@ -76,7 +84,7 @@ def load_snn(source: str | Path, args):
         raise SnnexitError(f"{source}: no such run folder or checkpoint")
     config, temperature = _run_config(source, args)
     config.validate()
-    data = load_dataset(config.dataset, config.seed, root=config.data_dir)
+    data = load_dataset(config.dataset, config.seed, root=config.data_dir, cache_dir=config.cache_dir)
     if source.is_dir():
         cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         weights = cache / f"ann-{config.dataset}-{config.model}-{config.train_key()}.safetensors"
@@ -92,29 +100,54 @@ def load_snn(source: str | Path, args):
     except RuntimeError as exc:
         raise SnnexitError(f"{weights}: checkpoint does not fit model {config.model!r}: {str(exc)[:200]}") from None
     snn = convert(model.eval(), config.converter)
-    snn.meta["input_shape"] = list(data.train.x.shape[1:])
+    snn.meta["input_shape"] = list(data.train.x.shape[2:] if data.temporal else data.train.x.shape[1:])  # one frame
+    snn.meta["T"] = config.T
     snn.meta["dataset"] = config.dataset
     if temperature is not None:
         snn.meta["temperature"] = temperature
-    return snn
+    return snn, data
+
+
+def _threshold_scale(args, snn, data) -> tuple[float, dict | None]:
+    """``--threshold-scale``: a number, or ``auto``: the best on the validation split."""
+    if args.threshold_scale != "auto":
+        try:
+            return float(args.threshold_scale), None
+        except ValueError:
+            raise SnnexitError(f"--threshold-scale must be a number or auto, got {args.threshold_scale!r}") from None
+    from snnexit.export.standard import calibrate_threshold_scale
+
+    T = args.T or int(snn.meta.get("T") or 32)
+    if data.temporal:
+        T = min(T, data.val.x.shape[1])
+    return calibrate_threshold_scale(snn, data.val.batches(250), T, temporal=data.temporal)
 
 
 def main(args) -> int:
     from snnexit.export import export_nir
 
-    snn = load_snn(args.source, args)
+    snn, data = load_snn(args.source, args)
     out = Path(args.out)
+    variant = args.variant.replace("-", "_")
+    k, scores = _threshold_scale(args, snn, data) if variant == "hard_reset" else (1.0, None)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SnnexitError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
     try:
-        graph = export_nir(snn, out)
+        graph = export_nir(snn, out, variant=variant, threshold_scale=k)
     except PermissionError as exc:
         raise SnnexitError(f"cannot write {out}: {exc.strerror or exc}") from None
     spiking = sum(1 for n in graph.nodes.values() if type(n).__name__ == "IF")
     print(f"Wrote {out}: NIR graph with {len(graph.nodes)} nodes ({spiking} IF layers), input shape "
           f"{tuple(snn.meta['input_shape'])}.", file=sys.stdout)
-    print("Note: NIR's IF resets hard and starts from v = 0; snnexit's exact semantics (soft reset, v(0) = theta/2, "
-          "fire on >=) are in each IF node's metadata (snnexit.export.import_nir reads them).", file=sys.stdout)
+    if variant == "hard_reset":
+        chosen = (f"chosen on the validation split (mean accuracy over steps: "
+                  + ", ".join(f"{s:g}: {v:.4f}" for s, v in scores.items()) + ")") if scores else "given"
+        print(f"Variant hard-reset: hard reset to 0, v(0) = 0, fire on >=, binary spikes; thresholds {k:g} * theta, "
+              f"{chosen}. Other NIR readers (SpikingJelly's import_from_nir) run it as written.", file=sys.stdout)
+    else:
+        print("Note: NIR's IF resets hard and starts from v = 0; snnexit's exact semantics (soft reset, v(0) = theta/2, "
+              "fire on >=) are in each IF node's metadata (snnexit.export.import_nir reads them). Other readers "
+              "(SpikingJelly) cannot run it as meant: export --variant hard-reset for them.", file=sys.stdout)
     return 0

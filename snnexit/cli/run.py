@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import sys
 
-from snnexit.cli.common import add_device, non_negative_int, positive_int
+from snnexit.cli.common import add_device, non_negative_int, positive_int, progress_log
 from snnexit.config import add_config_arguments, save_config, settings_from_args
 from snnexit.pipeline import RunConfig, check_writable, run
 from snnexit.report import TABLE1_HEADER, table1_rows
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="train (or reuse), convert, trace, fit Dynamic Confidence and a certified exit, report",
+    p = sub.add_parser("run",
+                       help="train (or reuse), convert, trace, fit Dynamic Confidence and a certified exit, report (images or event frames)",
                        description="Train a QCFS ANN (or reuse a cached one), convert it to an SNN, trace validation "
-                                   "and test sets, fit Dynamic Confidence on validation (as the paper does) and a "
-                                   "certified exit (half the validation split learns, the other half plus any "
-                                   "--calibration-inputs certifies), report on test.")
+                                   "and test sets, fit Dynamic Confidence on validation (as the paper does) and a certified exit (half the "
+                                   "validation split learns, the other half plus any --calibration-inputs certifies), "
+                                   "report on test. Event data "
+                                   "(event_mnist, cifar10_dvs, dvs_gesture, ncaltech101: (T, 2, H, W) frames): the ANN "
+                                   "learns the mean frame, the converted SNN sees one frame per step, T defaults to "
+                                   "(and may not exceed) the number of frames; to train an SNN directly on the "
+                                   "frames use `snnexit cutoff-train`. Piped, one progress line per epoch and stage "
+                                   "goes to stderr (--quiet: none).")
     d = RunConfig()
     p.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
     p.add_argument("--model", default=d.model, help=f"model (default {d.model})")
-    p.add_argument("--T", type=positive_int, default=d.T, help=f"simulation time steps (default {d.T})")
+    p.add_argument("--T", type=positive_int, default=d.T,
+                   help=f"simulation time steps (default {d.T}; event data: its number of frames)")
     p.add_argument("--epochs", type=non_negative_int, default=d.epochs, help=f"training epochs (default {d.epochs})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed for split, init and training")
     p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
@@ -28,8 +34,10 @@ def register(sub) -> None:
     p.add_argument("--width", type=positive_int, default=None, help="model width (default: the model's own)")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    p.add_argument("--cache-dir", default=None, help="where trained ANNs are cached (default ~/.cache/snnexit or $SNNEXIT_CACHE)")
-    p.add_argument("--data-dir", default=None, help="local folder of a real data set (cifar10, cifar100, imagefolder)")
+    p.add_argument("--cache-dir", default=None,
+                   help="where trained ANNs and event frames are cached (default ~/.cache/snnexit or $SNNEXIT_CACHE)")
+    p.add_argument("--data-dir", default=None, help="local folder of a real data set (cifar10, cifar100, imagefolder, cifar10_dvs, "
+                   "dvs_gesture, ncaltech101)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     add_device(p)
     add_config_arguments(p, stages=("trace", "fit", "certify"))  # --config FILE; flags given override it
@@ -39,8 +47,10 @@ def register(sub) -> None:
 def main(args) -> int:
     settings = settings_from_args(args)  # defaults < --config FILE < flags on the command line
     config = settings.run
+    log = progress_log(args)
+    config.progress = config.progress and not log.quiet
     save_config(check_writable(config.out) / "config.run.json", settings, "run")
-    results = run(config, log=lambda msg: print(msg, file=sys.stderr), settings=settings)
+    results = run(config, log=log, settings=settings)
     print(TABLE1_HEADER)
     print("\n".join(table1_rows(config.dataset, config.model, config.converter, results)))
     capture = results["oracle_capture"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -98,7 +97,8 @@ def _read_json(path: Path, stage: str, fmt: str | None = None, version: int | No
 def _load_data(config):
     from snnexit.data import load_dataset
 
-    return load_dataset(config.dataset, config.seed, root=getattr(config, "data_dir", None))
+    return load_dataset(config.dataset, config.seed, root=getattr(config, "data_dir", None),
+                        cache_dir=getattr(config, "cache_dir", None))
 
 
 def _run_config(stored: dict):
@@ -355,13 +355,19 @@ def _main(stage: str):
     def main(args) -> int:
         from snnexit.report import TABLE1_HEADER, table1_rows
 
+        from snnexit.cli.common import progress_log
+
         settings = settings_from_args(args)
-        written = STAGE_FUNCTIONS[stage](settings, log=lambda msg: print(msg, file=sys.stderr))
+        log = progress_log(args)
+        settings.run.progress = settings.run.progress and not log.quiet
+        log(f"{stage}: started")
+        written = STAGE_FUNCTIONS[stage](settings, log=log)
         if stage == "evaluate":
             results = json.loads(Path(written).read_text())
             print(TABLE1_HEADER)
             print("\n".join(table1_rows(settings.run.dataset, settings.run.model, settings.run.converter, results)))
         names = ", ".join(str(p) for p in written) if isinstance(written, tuple) else str(written)
+        log(f"{stage}: done")
         print(f"Wrote {names}")
         return 0
 

@@ -11,14 +11,13 @@ every row: the defaults are a CI-scale budget (minutes), not the paper's 300 epo
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from snnexit.cli.common import add_device, positive_int
+from snnexit.cli.common import add_device, positive_int, progress_log
 from snnexit.errors import SnnexitError
 from snnexit.io import write_json, write_text
 from snnexit.pipeline import RunConfig, calibrate, check_writable, evaluate_policies, trace_splits, trained_ann
@@ -115,7 +114,7 @@ def main(args) -> int:
     started = time.perf_counter()
     cells = run_grid(args.datasets, args.models, args.converters, bits=args.bits, epochs=epochs,
                      T={"qcfs": args.T_qcfs, "qffs": args.T_qffs}, width=args.width, seed=args.seed,
-                     device=args.device, cache_dir=args.cache_dir, log=lambda m: print(m, file=sys.stderr))
+                     device=args.device, cache_dir=args.cache_dir, log=progress_log(args))
     text = grid_markdown(cells, args.bits)
     write_text(Path(out) / "table.md", text)
     write_json(Path(out) / "table.json", {"cells": cells, "bits": args.bits, "seconds": time.perf_counter() - started,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from snnexit.data.splits import DataSplits, make_splits
@@ -30,7 +32,23 @@ def digits(seed: int = 0, root: str | None = None) -> DataSplits:
     return make_splits("digits", x, d.target.astype(np.int64), 10, seed)
 
 
-def load_dataset(name: str, seed: int = 0, root: str | None = None) -> DataSplits:
+def load_dataset(name: str, seed: int = 0, root: str | None = None, cache_dir=None) -> DataSplits:
     """Every factory takes ``seed`` and ``root`` (the local folder of a real data set; the
-    built-in ones ignore it)."""
-    return DATASETS.get(name)(seed=seed, root=root)
+    built-in ones ignore it); those that cache what they build (event frames) also take
+    ``cache_dir`` (None: ``$SNNEXIT_CACHE`` or ``~/.cache/snnexit``)."""
+    factory = DATASETS.get(name)
+    kwargs = {"cache_dir": cache_dir} if _takes(factory, "cache_dir") else {}
+    return factory(seed=seed, root=root, **kwargs)
+
+
+def _takes(factory, name: str) -> bool:
+    return name in inspect.signature(factory).parameters
+
+
+def default_frames(name: str) -> int | None:
+    """The number of frames ``T`` an event data set is binned into by default (None: static data)."""
+    factory = DATASETS.get(name)
+    if not _takes(factory, "T"):
+        return None
+    default = inspect.signature(factory).parameters["T"].default
+    return default if isinstance(default, int) else None

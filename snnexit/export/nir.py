@@ -77,7 +77,11 @@ def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
-def _module_to_nir(nir, m: nn.Module, path: str, in_shape: tuple, out_shape: tuple) -> list:
+VARIANTS = ("exact", "hard_reset")
+
+
+def _module_to_nir(nir, m: nn.Module, path: str, in_shape: tuple, out_shape: tuple, variant: str = "exact",
+                   threshold_scale: float = 1.0) -> list:
     """The NIR node(s) of one leaf module: a list of (suffix, node), chained in order."""
     if isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros":
@@ -110,19 +114,37 @@ def _module_to_nir(nir, m: nn.Module, path: str, in_shape: tuple, out_shape: tup
         return [("", nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=start - 1, end_dim=end - 1))]
     if isinstance(m, IFNeuron):
         theta = float(m.threshold)
-        meta = {"snnexit_reset": "subtract", "snnexit_v_init": float(m.v_init), "snnexit_fire": ">=",
-                "snnexit_threshold": theta}
         ones = np.ones(in_shape, np.float32)
-        return [("", nir.IF(r=ones, v_threshold=ones * np.float32(theta), v_reset=np.zeros_like(ones), metadata=meta)),
+        if variant == "hard_reset":  # what a standard reader runs: the metadata says so too
+            fire_at = float(np.float32(theta * threshold_scale))
+            meta = {"snnexit_reset": "zero", "snnexit_v_init": 0.0, "snnexit_fire": ">=", "snnexit_threshold": fire_at}
+        else:
+            fire_at = theta
+            meta = {"snnexit_reset": "subtract", "snnexit_v_init": float(m.v_init), "snnexit_fire": ">=",
+                    "snnexit_threshold": theta}
+        return [("", nir.IF(r=ones, v_threshold=ones * np.float32(fire_at), v_reset=np.zeros_like(ones),
+                            metadata=meta)),
                 ("_amp", nir.Scale(scale=ones * np.float32(theta)))]
     raise SnnexitError(f"cannot export module {type(m).__name__} at '{path}' to NIR: unsupported layer")
 
 
-def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...] | None = None):
+def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...] | None = None, variant: str = "exact",
+           threshold_scale: float = 1.0):
     """The :class:`nir.NIRGraph` of ``snn`` (BatchNorm folded). ``input_shape`` is one input
-    without the batch dimension, e.g. ``(1, 28, 28)``; default ``snn.meta["input_shape"]``."""
+    without the batch dimension, e.g. ``(1, 28, 28)``; default ``snn.meta["input_shape"]``.
+
+    ``variant="exact"``: ``IF`` + ``Scale`` per spiking layer, the QCFS semantics in metadata
+    (module doc). ``variant="hard_reset"``: a network that other NIR readers run as written
+    (:mod:`snnexit.export.standard`): hard reset to 0, ``v(0) = 0``, firing threshold
+    ``threshold_scale * theta``, each spike's amplitude theta folded into the next layer's weights.
+    """
     import nir
     from torch.fx.passes.shape_prop import ShapeProp
+
+    if variant not in VARIANTS:
+        raise SnnexitError(f"Unknown NIR variant {variant!r}. Known: {', '.join(VARIANTS)}")
+    if not (np.isfinite(threshold_scale) and threshold_scale > 0):
+        raise SnnexitError(f"threshold scale must be a positive number, got {threshold_scale}")
 
     input_shape = input_shape or snn.meta.get("input_shape")
     if not input_shape:
@@ -164,7 +186,8 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...] | None = None):
             if isinstance(m, _BYPASS) or (isinstance(m, nn.Sequential) and len(m) == 0):
                 sources[node] = inputs
                 continue
-            chain = _module_to_nir(nir, m, node.target, _shape_of(node.args[0]), _shape_of(node))
+            chain = _module_to_nir(nir, m, node.target, _shape_of(node.args[0]), _shape_of(node), variant,
+                                   threshold_scale)
             prev = None
             for suffix, nir_node in chain:
                 name = node.name + suffix
@@ -179,8 +202,14 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...] | None = None):
     meta = {"snnexit_format": FORMAT, "snnexit_version": VERSION,
             "snnexit_meta": json.dumps({k: v for k, v in snn.meta.items() if _jsonable(v)}),
             "snnexit_input_shape": json.dumps(list(input_shape)),
-            "snnexit_output": "per-step output of the last layer; accumulate over steps for Y[t]"}
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+            "snnexit_output": "per-step output of the last layer; accumulate over steps for Y[t]",
+            "snnexit_variant": variant}
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    if variant == "hard_reset":
+        from snnexit.export.standard import fold_scales
+
+        graph = fold_scales(graph)
+    return graph
 
 
 def _jsonable(v) -> bool:
@@ -191,11 +220,13 @@ def _jsonable(v) -> bool:
         return False
 
 
-def export_nir(snn: SpikingNetwork, path, input_shape: tuple[int, ...] | None = None):
-    """Write ``snn`` as a NIR file (HDF5, written atomically); returns the graph."""
+def export_nir(snn: SpikingNetwork, path, input_shape: tuple[int, ...] | None = None, variant: str = "exact",
+               threshold_scale: float = 1.0):
+    """Write ``snn`` as a NIR file (HDF5, written atomically); returns the graph (``variant``:
+    see :func:`to_nir`)."""
     import nir
 
-    graph = to_nir(snn, input_shape)
+    graph = to_nir(snn, input_shape, variant, threshold_scale)
     path = Path(path)
     buf = io.BytesIO()
     nir.write(buf, graph)
@@ -224,15 +255,17 @@ class NIRIFNeuron(SpikingNeuron):
     ``semantics="nir"``: ``v(0) = 0``; ``v <- v + r x``; ``s = [v > v_threshold]``;
     ``v <- v_reset`` where ``s``. ``semantics="snnexit"``: the QCFS neuron from the node's
     snnexit metadata (soft reset, ``v(0) = v_init * theta``, fire on ``>=``), computed with the
-    same step functions as :class:`snnexit.neurons.IFNeuron`.
+    same step functions as :class:`snnexit.neurons.IFNeuron`; for the ``hard_reset`` export
+    (metadata ``snnexit_reset = "zero"``): ``v(0) = 0``, fire on ``>=``, ``v <- v_reset``
+    where ``s``, as SpikingJelly's ``IFNode`` computes it.
     """
 
-    def __init__(self, r, v_threshold, v_reset, semantics: str, v_init: float = 0.0):
+    def __init__(self, r, v_threshold, v_reset, semantics: str, v_init: float = 0.0, fire_ge: bool = False):
         super().__init__()
         self.register_buffer("r", torch.as_tensor(np.asarray(r, np.float32)))
         self.register_buffer("threshold", torch.as_tensor(np.asarray(v_threshold, np.float32)))
         self.register_buffer("v_reset", torch.as_tensor(np.asarray(v_reset, np.float32)))
-        self.semantics, self.v_init = semantics, float(v_init)
+        self.semantics, self.v_init, self.fire_ge = semantics, float(v_init), bool(fire_ge)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.r
@@ -242,7 +275,7 @@ class NIRIFNeuron(SpikingNeuron):
             s, self.state = if_soft_reset_step(x, self.state, self.threshold)
         else:
             v = (torch.zeros_like(x) if self.state is None else self.state.v) + x
-            s = (v > self.threshold).to(x.dtype)
+            s = (v >= self.threshold if self.fire_ge else v > self.threshold).to(x.dtype)
             self.state = IFState(torch.where(s.bool(), self.v_reset.expand_as(v), v))
         self._record(s)
         return s
@@ -303,6 +336,8 @@ def _node_to_torch(nir, name: str, node, semantics: str) -> nn.Module:
         if semantics == "nir":
             return NIRIFNeuron(node.r, node.v_threshold, node.v_reset, "nir")
         meta = node.metadata or {}
+        if _meta_value(meta, "snnexit_reset") == "zero" and _meta_value(meta, "snnexit_fire") == ">=":
+            return NIRIFNeuron(node.r, node.v_threshold, node.v_reset, "nir", fire_ge=True)  # hard_reset export
         if _meta_value(meta, "snnexit_reset") != "subtract" or _meta_value(meta, "snnexit_fire") != ">=":
             raise SnnexitError(f"NIR node '{name}' lacks snnexit metadata (soft reset, fire on >=): it was not "
                                f"exported by snnexit; import it with semantics='nir'")

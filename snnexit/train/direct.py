@@ -184,16 +184,19 @@ def _set_train_mode(snn: SpikingNetwork, freeze_bn: bool) -> None:
 
 def train_snn(snn: SpikingNetwork, train_split: Split, config: DirectConfig, *, temporal: bool = False,
               device: str = "cpu", checkpoint: str | Path | None = None, progress: bool = True,
-              log=None) -> SpikingNetwork:
+              log=None, note=None) -> SpikingNetwork:
     """Train ``snn`` in place by BPTT; with ``checkpoint``, save every epoch and resume from it.
 
     ``log(epoch, stats)`` (optional) receives each epoch's mean loss, task loss, regulariser and
-    training accuracy of the mean output.
+    training accuracy of the mean output; ``note(message)`` (optional) hears where a resumed
+    run starts.
     """
     config.validate()
     snn.to(device)
     opt, sched = optimizer_and_schedule(snn, config, len(train_split))
     start = resume(checkpoint, config, snn, opt, sched, kind="direct-snn")
+    if start > 0 and note is not None:
+        note(f"resuming from epoch {start} of {config.epochs} ({checkpoint})")
     for epoch in range(start, config.epochs):
         _set_train_mode(snn, config.freeze_bn)
         gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)

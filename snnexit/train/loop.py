@@ -139,13 +139,18 @@ def resume(checkpoint: str | Path | None, config, model: nn.Module, opt, sched, 
 
 
 def train(model: nn.Module, train_split: Split, config: TrainConfig, *, device: str = "cpu",
-          checkpoint: str | Path | None = None, progress: bool = True, augment=None) -> nn.Module:
-    """Train ``model`` in place; with ``checkpoint``, save every epoch and resume from it."""
+          checkpoint: str | Path | None = None, progress: bool = True, augment=None, log=None) -> nn.Module:
+    """Train ``model`` in place; with ``checkpoint``, save every epoch and resume from it.
+
+    ``log(message)`` (optional) gets one line per epoch (loss, training accuracy) and, when a
+    checkpoint is resumed, the epoch it resumes from."""
     if config.epochs < 0:
         raise SnnexitError(f"epochs must be >= 0, got {config.epochs}")
     model.to(device)
     opt, sched = optimizer_and_schedule(model, config, len(train_split))
     start = resume(checkpoint, config, model, opt, sched)
+    if start > 0 and log is not None:
+        log(f"resuming from epoch {start} of {config.epochs} ({checkpoint})")
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, config.epochs):
         model.train()
@@ -170,6 +175,8 @@ def train(model: nn.Module, train_split: Split, config: TrainConfig, *, device: 
             correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if log is not None and seen:
+            log(f"epoch {epoch + 1}/{config.epochs}: loss {total / seen:.4f}, train acc {correct / seen:.4f}")
         if checkpoint is not None:
             save_checkpoint(checkpoint, {
                 "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch + 1,
