@@ -21,12 +21,15 @@ def python_blocks() -> list[str]:
 
 
 def test_the_python_snippet_runs_as_written(tmp_path):
-    (block,) = python_blocks()
+    block = "\n".join(python_blocks())  # later snippets continue the first one
     proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=tmp_path, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "SNNEXIT_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     accuracy = float(re.search(r"test accuracy ([0-9.]+)", proc.stdout).group(1))
     assert accuracy > 0.8, proc.stdout
+    eps, disagreement = map(float, re.search(r"<= ([0-9.]+)% of new inputs \(95%\); on test ([0-9.]+)%",
+                                             proc.stdout).groups())
+    assert 0 < eps < 5 and 0 <= disagreement <= 100, proc.stdout
 
 
 def readme_commands() -> list[str]:
