@@ -51,6 +51,8 @@ def register(sub) -> None:
     p.add_argument("--policy", default="dynamic_confidence", help="exit policy fitted on the validation trace")
     p.add_argument("--latency-inputs", type=positive_int, default=200, help="test inputs timed at batch size 1")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size of the throughput run")
+    p.add_argument("--throughput-inputs", type=positive_int, default=None,
+                   help="test inputs of the throughput run (default: the whole test split)")
     p.add_argument("--repeats", type=positive_int, default=5, help="interleaved repeats (medians are reported)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads of the step engine (default: torch's choice; the chunked engine "
@@ -282,7 +284,7 @@ def bench(args, log=print) -> dict:
             log(f"[{device}] {name} runtime vs offline: {a['exit_steps_equal']}/{a['n']} exit steps and "
                 f"{a['predictions_equal']}/{a['n']} answers equal")
         row = {"setting": setting, "device": device, "runtime_vs_offline": agree}
-        cases = [("", data.test.x[:args.latency_inputs], data.test.x, False)]
+        cases = [("", data.test.x[:args.latency_inputs], data.test.x[:args.throughput_inputs], False)]
         if args.busy and device == "cpu":
             n_busy = args.busy_inputs
             cases.append(("busy_", data.test.x[:n_busy], data.test.x[:max(n_busy, args.batch_size)], True))
