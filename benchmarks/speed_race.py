@@ -6,7 +6,10 @@ snnexit ``IFNeuron`` becomes ``IFNode(v_threshold=theta, v_reset=None)`` followe
 multiplication by theta (a QCFS spike carries theta), with ``v`` set to theta/2 after every
 reset; every other module is the same object. Three simulators run T steps on the same batch:
 
-* ``snnexit``: ``SpikingNetwork.step`` one step at a time (what the early-exit runtime uses);
+* ``snnexit``: ``SpikingNetwork.step`` one step at a time (what the step engine uses);
+* ``snnexit_chunked``: ``SpikingNetwork.step_chunk`` over the chunk plan and with the thread count
+  that ``ChunkedEngine`` chooses for fixed T at this batch size (chunks of k steps layer by layer,
+  capped by its memory budget; one thread where that is measured faster or the machine is busy);
 * ``sj_single``: SpikingJelly single-step mode, one step at a time;
 * ``sj_multi``: SpikingJelly multi-step mode (``SeqToANNContainer`` around every stateless
   module, ``step_mode='m'`` neurons): all T steps layer by layer in one call.
@@ -18,8 +21,12 @@ spike counts per layer must be identical (bit for bit) for the race to count. Ti
 interleaved repeats (the simulators take turns, in a rotating order), reported as ratios
 ``time(SpikingJelly) / time(snnexit)`` (> 1: snnexit is faster), per batch size.
 
+``--busy`` runs every race with a competing process spinning on one core (an edge device running
+other work). SpikingJelly and ``snnexit`` keep torch's thread setting; ``snnexit_chunked`` picks
+its own, which is part of what is measured.
+
 Usage: python benchmarks/speed_race.py [--batch-sizes 1 256] [--T 32] [--repeats 7]
-       [--threads 1] [--device cpu] [--out benchmarks/results/speed_race.json]
+       [--threads 1] [--device cpu] [--busy] [--out benchmarks/results/speed_race.json]
 """
 
 from __future__ import annotations
@@ -133,6 +140,33 @@ def run_snnexit(snn: SpikingNetwork, x: torch.Tensor, T: int) -> torch.Tensor:
     return torch.stack(outs)
 
 
+@torch.no_grad()
+def run_chunked(snn: SpikingNetwork, x: torch.Tensor, T: int, plan: tuple[int, ...]) -> torch.Tensor:
+    """Accumulated outputs (T, N, C) from snnexit's chunked simulation with chunk lengths ``plan``."""
+    snn.reset()
+    acc, outs, done = None, [], 0
+    for k in plan:
+        k = min(k, T - done)
+        y = snn.step_chunk(x.unsqueeze(0).expand(k, *x.shape))  # (k, N, C)
+        for j in range(k):
+            acc = y[j].clone() if acc is None else acc + y[j]
+            outs.append(acc)
+        done += k
+        if done >= T:
+            break
+    snn.reset()
+    return torch.stack(outs)
+
+
+def chunk_plan(snn: SpikingNetwork, x: torch.Tensor, T: int) -> tuple[tuple[int, ...], int]:
+    """The chunk plan and thread count ``ChunkedEngine`` picks for a fixed-T run of ``x``."""
+    from snnexit.exit import FixedT
+    from snnexit.simulate.chunked import ChunkedEngine
+
+    result = ChunkedEngine(snn, FixedT(), T, x.device, exit_steps=torch.full((1,), T), count_spikes=False).run(x)
+    return result.schedule, result.threads
+
+
 def spike_totals_sj(net: SJNetwork, x: torch.Tensor, T: int) -> list[float]:
     """Spikes per layer over T steps, counted with hooks on SpikingJelly's nodes."""
     totals = [0.0] * len(net.nodes)
@@ -145,6 +179,22 @@ def spike_totals_sj(net: SJNetwork, x: torch.Tensor, T: int) -> list[float]:
         for h in handles:
             h.remove()
     return totals
+
+
+@torch.no_grad()
+def chunk_spike_totals(snn: SpikingNetwork, x: torch.Tensor, T: int, plan: tuple[int, ...]) -> list[float]:
+    snn.reset()
+    totals, done = None, 0
+    for k in plan:
+        k = min(k, T - done)
+        snn.step_chunk(x.unsqueeze(0).expand(k, *x.shape))
+        s = snn.chunk_spike_counts().double().sum((0, 1))
+        totals = s if totals is None else totals + s
+        done += k
+        if done >= T:
+            break
+    snn.reset()
+    return totals.tolist()
 
 
 def spike_totals_snnexit(snn: SpikingNetwork, x: torch.Tensor, T: int) -> list[float]:
@@ -169,13 +219,25 @@ def race(snn, x: torch.Tensor, T: int, repeats: int, device: str, channels_last:
     sj_single, sj_multi = SJNetwork(snn, "s"), SJNetwork(snn, "m")
     sj_single.body.to(device), sj_multi.body.to(device)
     x_sj = x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
-    sims = {"snnexit": lambda: run_snnexit(snn, x, T)}
+    plan, threads = chunk_plan(snn, x, T)
+    from snnexit.simulate.threads import num_threads
+
+    def chunked():
+        with num_threads(threads):
+            return run_chunked(snn, x, T, plan)
+
+    sims = {"snnexit": lambda: run_snnexit(snn, x, T), "snnexit_chunked": chunked}
     sims["sj_single"] = lambda: sj_single.run(x_sj, T)
     sims["sj_multi"] = lambda: sj_multi.run(x_sj, T)
 
     ours = run_snnexit(snn, x, T)
     check = {}
     ref_spikes = spike_totals_snnexit(snn, x, T)
+    mine = chunked()
+    check["snnexit_chunked"] = {"outputs_identical": bool(torch.equal(ours, mine)),
+                                "max_abs_diff": float((ours - mine).abs().max()),
+                                "predictions_identical": bool(torch.equal(ours.argmax(-1), mine.argmax(-1))),
+                                "spikes_identical": True}  # set below
     for name, net in (("sj_single", sj_single), ("sj_multi", sj_multi)):
         theirs = sims[name]()
         check[name] = {
@@ -197,8 +259,12 @@ def race(snn, x: torch.Tensor, T: int, repeats: int, device: str, channels_last:
                                                else None)))
     med = {name: statistics.median(v) for name, v in times.items()}
     n = x.shape[0]
+    check["snnexit_chunked"]["spikes_identical"] = chunk_spike_totals(snn, x, T, plan) == ref_spikes
     return {
         "batch_size": n,
+        "chunk_plan": list(plan),
+        "chunked_threads": threads,
+        "torch_threads": torch.get_num_threads(),
         "T": T,
         "layout": "channels_last" if channels_last else "contiguous",
         "identical": check,
@@ -206,6 +272,7 @@ def race(snn, x: torch.Tensor, T: int, repeats: int, device: str, channels_last:
         "all_seconds": times,
         "steps_per_second": {name: n * T / s for name, s in med.items()},
         "speedup_vs": {name: med[name] / med["snnexit"] for name in med if name != "snnexit"},
+        "chunked_speedup_vs": {name: med[name] / med["snnexit_chunked"] for name in med if name != "snnexit_chunked"},
     }
 
 
@@ -218,25 +285,41 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--layouts", nargs="+", choices=["channels_last", "contiguous"],
                     default=["channels_last", "contiguous"], help="memory layouts to race in (all three use the same)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed_race.json"))
+    ap.add_argument("--busy", action="store_true", help="a competing process spins on one core during every race")
+    ap.add_argument("--out", default=None, help="JSON output (default benchmarks/results/speed_race[_busy].json)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = str(ROOT / "benchmarks" / "results" / f"speed_race{'_busy' if args.busy else ''}.json")
     if args.threads:
         torch.set_num_threads(args.threads)
     snn, data, _ = default_network(args.device, log=lambda m: print(m, file=sys.stderr))
+    from snnexit.cli.bench import competing_process
+    from snnexit.simulate.threads import LoadMeter
+
+    load_before = LoadMeter(probe_s=1.0).other_busy()  # cores other processes kept busy (not ours)
+    print(f"other processes keep {load_before:.2f} cores busy", file=sys.stderr)
+
     results = []
-    for bs, channels_last in itertools.product(args.batch_sizes, args.layouts):
-        x = data.test.x[:bs].to(args.device)
-        r = race(snn, x, args.T, args.repeats, args.device, channels_last == "channels_last")
-        results.append(r)
-        ok = all(c["outputs_identical"] and c["spikes_identical"] for c in r["identical"].values())
-        print(f"batch {bs:4d} {r['layout']:13s}: snnexit {1e3 * r['median_seconds']['snnexit']:.1f} ms for T={args.T}; "
-              f"vs SJ single-step {r['speedup_vs']['sj_single']:.2f}x, multi-step {r['speedup_vs']['sj_multi']:.2f}x "
-              f"faster; identical outputs: {ok} {r['identical']}")
+    with competing_process(args.busy):
+        for bs, channels_last in itertools.product(args.batch_sizes, args.layouts):
+            x = data.test.x[:bs].to(args.device)
+            r = race(snn, x, args.T, args.repeats, args.device, channels_last == "channels_last")
+            r["busy"] = args.busy
+            results.append(r)
+            ok = {name: c["outputs_identical"] and c["spikes_identical"] for name, c in r["identical"].items()}
+            c = r["chunked_speedup_vs"]
+            print(f"batch {bs:4d} {r['layout']:13s}{' busy' if args.busy else ''}: step {1e3 * r['median_seconds']['snnexit']:.1f} ms, "
+                  f"chunked {1e3 * r['median_seconds']['snnexit_chunked']:.1f} ms for T={args.T} (plan {r['chunk_plan']}, "
+                  f"{r['chunked_threads']} threads); chunked vs SJ single-step {c['sj_single']:.2f}x, multi-step "
+                  f"{c['sj_multi']:.2f}x; step vs SJ single {r['speedup_vs']['sj_single']:.2f}x, multi "
+                  f"{r['speedup_vs']['sj_multi']:.2f}x; identical: {ok}")
     from snnexit.io import write_json
 
     write_json(args.out, {
         "benchmark": "speed_race",
         "command": "python benchmarks/speed_race.py " + " ".join(sys.argv[1:]),
+        "busy": args.busy,
+        "other_processes_busy_cores": load_before,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "device": args.device,
                     "cpu_count": __import__("os").cpu_count()},

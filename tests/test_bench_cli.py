@@ -10,22 +10,37 @@ from snnexit.cli import main
 def test_bench_writes_table2_json_and_agrees_with_the_offline_policy(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["bench", "--dataset", "digits", "--epochs", "1", "--T", "6", "--latency-inputs", "3",
-            "--batch-size", "64", "--repeats", "1", "--devices", "cpu", "--out", str(out),
+            "--batch-size", "64", "--repeats", "1", "--busy-inputs", "2", "--devices", "cpu", "--out", str(out),
             "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
     results = json.loads(out.read_text())
     (row,) = results["rows"]
-    agree = row["runtime_vs_offline"]
-    # the runtime stops every input where the offline policy on the recorded trace does
-    assert agree["exit_steps_equal"] == agree["n"] == agree["predictions_equal"]
+    # both runtimes stop every input where the offline policy on the recorded trace does
+    for agree in row["runtime_vs_offline"].values():
+        assert agree["exit_steps_equal"] == agree["n"] == agree["predictions_equal"]
     lat, thr = row["latency"], row["throughput"]
-    assert lat["inputs"] == 3 and thr["batch_size"] == 64
-    assert set(thr["seconds_per_inference"]) == {"fixed", "early_exit", "early_exit_masked"}
-    assert 1 <= thr["mean_steps"] <= 6
+    assert lat["inputs"] == 3 and thr["batch_size"] == 64 and lat["agrees_with_offline"] == 3
+    assert set(thr["seconds_per_inference"]) == {"fixed", "early_exit", "fixed_step", "early_exit_step",
+                                                 "early_exit_masked"}
+    assert 1 <= thr["mean_steps"] <= thr["mean_steps_computed"] <= 6
     assert thr["step_saving"] == pytest.approx(1 - thr["mean_steps"] / 6)
     assert all(s > 0 for s in thr["seconds_per_inference"].values())
+    assert sum(thr["schedule"]) >= 6
+    # energy: early exit never costs more than fixed T; both engines count the same spikes
+    e = thr["energy"]
+    assert 0 < e["early_exit"]["energy_pj_per_inference"] <= e["fixed"]["energy_pj_per_inference"]
+    assert e["early_exit"]["energy_pj_per_inference"] == pytest.approx(e["early_exit_step"]["energy_pj_per_inference"])
+    assert results["energy_model"]["mac_pj"] == pytest.approx(4.6)
+    busy = row["busy_latency"]
+    assert busy["inputs"] == 2 and "busy_throughput" in row
     printed = capsys.readouterr().out
-    assert "| Setting | Device | Batch |" in printed and "digits" in printed
+    assert "| Setting | Device | Machine | Batch |" in printed and "digits" in printed and "busy" in printed
+
+
+def test_bench_refuses_a_bad_energy_preset(tmp_path, capsys):
+    args = ["bench", "--dataset", "digits", "--energy", "fp64", "--out", str(tmp_path / "b.json")]
+    assert main(args) == 2
+    assert "fp64" in capsys.readouterr().err
 
 
 def test_bench_refuses_a_policy_that_needs_labels(tmp_path, capsys):

@@ -135,3 +135,69 @@ def test_trace_synops_use_the_network_fan_out():
     cost = cost_from_trace(trace, fan_out=fo)
     brute = sum(trace.spikes[:, :, k].sum(0) * fo[k] for k in range(3))
     assert torch.allclose(cost.synops(), brute.double())
+
+
+# ---- energy ---------------------------------------------------------------------------------
+
+def tiny_network():
+    """Conv(1->2, 3x3, pad 1) on 4x4 -> IF -> Linear(32 -> 3): hand-countable."""
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), IFNeuron(0.5), nn.Flatten(), nn.Linear(32, 3))
+    with torch.no_grad():
+        body[0].weight.uniform_(0.1, 0.5)
+        body[3].weight.uniform_(0.1, 1.0)  # no zero weight: every spike reaches all 3 outputs
+    return SpikingNetwork(body).eval()
+
+
+def test_input_macs_by_hand():
+    from snnexit.simulate.cost import input_macs
+
+    assert input_macs(tiny_network(), torch.zeros(1, 1, 4, 4)) == 2 * 4 * 4 * (1 * 3 * 3)  # outputs x taps
+    # only the layers before the first spiking layer read the analog input; batch norm is not counted
+    assert input_macs(small_network(), torch.zeros(1, 1, 6, 6)) == 3 * 6 * 6 * 9
+    grouped = SpikingNetwork(nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Linear(2, 5), IFNeuron(1.0)))
+    assert input_macs(grouped, torch.zeros(1, 4, 5, 4)) == 8 * 3 * 2 * (2 * 9) + 8 * 3 * 5 * 2
+
+
+def test_energy_against_a_hand_count():
+    snn = tiny_network()
+    x = torch.rand(6, 1, 4, 4)
+    trace = record_trace(snn, [(x, torch.zeros(6, dtype=torch.long))], T=5)
+    trace.meta["fan_out_per_layer"] = fan_out(snn, x[:1])
+    assert trace.meta["fan_out_per_layer"] == [3.0]
+    assert trace.meta["input_macs_per_step"] == 288
+    steps = torch.tensor([1, 2, 3, 4, 5, 5])
+    spikes = [sum(float(trace.spikes[t, n, 0]) for t in range(int(steps[n]))) for n in range(6)]
+    assert sum(spikes) > 0
+    for preset, (mac, ac) in {"fp32": (4.6, 0.9), "fp16": (1.5, 0.4), "int8": (0.23, 0.03), "2.0,0.5": (2.0, 0.5),
+                              (3.0, 0.1): (3.0, 0.1)}.items():
+        hand = [288 * int(steps[n]) * mac + 3 * spikes[n] * ac for n in range(6)]
+        cost = cost_from_trace(trace, steps, energy=preset)
+        assert cost.energy_pj()["total_pj"].tolist() == pytest.approx(hand)
+        s = cost.summary()
+        assert s["energy_pj_per_inference"] == pytest.approx(sum(hand) / 6)
+        assert s["energy_mac_pj_per_inference"] == pytest.approx(288 * float(steps.double().mean()) * mac)
+        assert s["energy_ac_pj_per_inference"] == pytest.approx(3 * sum(spikes) / 6 * ac)
+        assert s["macs_per_inference"] + 0 == pytest.approx(288 * float(steps.double().mean()))
+        assert s["acs_per_inference"] == pytest.approx(s["synops_per_inference"])
+    by_preset = cost_from_trace(trace, steps).summary()["energy_pj_per_inference_by_preset"]
+    assert by_preset["int8"] == pytest.approx(sum(288 * int(steps[n]) * 0.23 + 3 * spikes[n] * 0.03
+                                                  for n in range(6)) / 6)
+    ratios = compare_costs(trace, steps)["ratios"]
+    assert 0 < ratios["energy_pj_per_inference"] < 1
+
+
+def test_energy_presets_and_bad_pairs():
+    from snnexit.simulate.cost import ENERGY_PRESETS, energy_model
+
+    assert (energy_model("fp32").mac_pj, energy_model("fp32").ac_pj) == pytest.approx((4.6, 0.9))
+    assert set(ENERGY_PRESETS) == {"fp32", "fp16", "int8"}
+    with pytest.raises(SnnexitError, match="Known: fp32, fp16, int8"):
+        energy_model("fp64")
+    for bad in ("1,2,3", "a,b", (1.0, -1.0), (1.0,)):
+        with pytest.raises(SnnexitError, match="two numbers"):
+            energy_model(bad)
+    cost = Cost(torch.ones(2, dtype=torch.long), torch.ones(2, 1), [1], [1.0])
+    assert cost.summary()["energy_pj_per_inference"] is None  # MACs of the input layer unknown
+    with pytest.raises(SnnexitError, match="input layer's MACs"):
+        cost.energy_pj()

@@ -267,7 +267,7 @@ class NIRIFNeuron(SpikingNeuron):
         self.register_buffer("v_reset", torch.as_tensor(np.asarray(v_reset, np.float32)))
         self.semantics, self.v_init, self.fire_ge = semantics, float(v_init), bool(fire_ge)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_step(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.r
         if self.semantics == "snnexit":
             if self.state is None:

@@ -128,8 +128,13 @@ class TrainableIF(SpikingNeuron):
         self.history = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.chunk is not None:
+            return self.forward_chunk(x, self.chunk)
         if self.multi_step is not None:
             return self._forward_sequence(x, self.multi_step)
+        return self._forward_step(x)
+
+    def forward_step(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward_step(x)
 
     def _forward_step(self, x: torch.Tensor) -> torch.Tensor:

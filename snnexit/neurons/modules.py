@@ -4,6 +4,12 @@ A module keeps its membrane state between ``forward`` calls until ``reset()``; `
 keeps only some inputs of the batch (the early-exit runtime drops finished inputs).
 ``last_spike_count`` is the number of spikes (|s| summed over the neurons) that each input
 emitted in the most recent step, for cost accounting.
+
+**Chunk mode** (the time-chunked runtime): while ``chunk = k`` is set, ``forward`` takes the input
+of k consecutive steps at once, ``(k * N, ...)`` time-major, steps through them and returns the
+k steps' outputs in the same layout, so the stateless layers between neurons (convolutions,
+pooling) see k x N inputs in one call; ``chunk_spike_counts`` ``(k, N)`` holds each step's
+spikes. The numbers are those of k single steps.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from snnexit.errors import SnnexitError
 from snnexit.neurons.functional import IFState, if_initial_state, if_soft_reset_step, if_soft_reset_step_
 
 
@@ -26,16 +33,39 @@ class SpikingNeuron(nn.Module):
     """Base class: state handling shared by every spiking neuron module."""
 
     state: IFState | None
+    chunk: int | None = None  # k: forward takes k steps at once (set by SpikingNetwork.step_chunk)
 
     def __init__(self):
         super().__init__()
         self.state = None
         self.last_spike_count: torch.Tensor | None = None
+        self.chunk_spike_counts: torch.Tensor | None = None  # (k, N) after a chunk
         self.neurons_per_input: int = 0
 
     def reset(self) -> None:
         self.state = None
         self.last_spike_count = None
+        self.chunk_spike_counts = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.chunk is not None:
+            return self.forward_chunk(x, self.chunk)
+        return self.forward_step(x)
+
+    def forward_step(self, x: torch.Tensor) -> torch.Tensor:
+        """One time step (subclasses implement it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward_step")
+
+    def forward_chunk(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """``k`` steps at once: ``x`` is ``(k * N, ...)`` time-major. This generic version calls
+        :meth:`forward_step` on each step's slice; neurons may override it with a faster one."""
+        xs = _split_steps(x, k)  # (k, N, ...)
+        outs, counts = [], []
+        for xt in xs:
+            outs.append(self.forward_step(xt))
+            counts.append(self.last_spike_count)
+        self.chunk_spike_counts = torch.stack(counts)  # (k, N)
+        return torch.stack(outs).reshape(x.shape)
 
     def select(self, index: torch.Tensor) -> None:
         """Keep the state of the inputs at ``index`` (along the batch dimension) only."""
@@ -61,7 +91,7 @@ class IFNeuron(SpikingNeuron):
         self.register_buffer("threshold", threshold_buffer(threshold))
         self.v_init = float(v_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_step(self, x: torch.Tensor) -> torch.Tensor:
         if self.state is None:
             self.state = if_initial_state(x, self.threshold, self.v_init)
         v = self.state.v
@@ -75,5 +105,36 @@ class IFNeuron(SpikingNeuron):
         out, self.last_spike_count = if_soft_reset_step_(x, self.state, theta)
         return out
 
+    def forward_chunk(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """k steps with three passes over memory per step (add, compare, subtract) instead of
+        six: the comparison writes the float spike straight into the chunk's output buffer, and
+        scaling by theta and counting run once for the whole chunk. The same operations on the
+        same numbers as :meth:`forward_step`: ``v - 1 * theta`` and ``v - 0 * theta`` round like
+        ``v - theta`` and ``v``, so spikes and potentials are bit-identical."""
+        xs = _split_steps(x, k)  # (k, N, ...)
+        if self.state is None:
+            self.state = if_initial_state(xs[0], self.threshold, self.v_init)
+        v = self.state.v
+        if torch.is_grad_enabled() or v.dtype != x.dtype or xs.shape[1] == 0:
+            return super().forward_chunk(x, k)
+        theta = self.threshold if self.threshold.dtype == x.dtype else self.threshold.to(x.dtype)
+        minus_theta = -float(theta)  # exact: a float32 theta is a double without rounding
+        s = torch.empty_like(xs)  # (k, N, ...) float spikes, in x's memory layout
+        for t in range(k):
+            v.add_(xs[t])
+            torch.ge(v, theta, out=s[t])
+            v.add_(s[t], alpha=minus_theta)
+        self.neurons_per_input = xs[0, 0].numel()
+        self.chunk_spike_counts = s.reshape(k, xs.shape[1], -1).sum(2)  # (k, N), exact sums of 0s and 1s
+        self.last_spike_count = self.chunk_spike_counts[-1]
+        return s.mul_(theta).reshape(x.shape)
+
     def extra_repr(self) -> str:
         return f"threshold={self.threshold.item():.4g}, v_init={self.v_init}"
+
+
+def _split_steps(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``(k * N, ...)`` time-major -> ``(k, N, ...)`` (a view)."""
+    if k < 1 or x.shape[0] % k:
+        raise SnnexitError(f"a chunk of {k} steps needs a multiple of {k} rows, got {x.shape[0]}")
+    return x.view(k, x.shape[0] // k, *x.shape[1:])

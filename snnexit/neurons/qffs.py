@@ -70,7 +70,7 @@ class QFFSNeuron(SpikingNeuron):
         self.cap = int(cap)
         self.v_init = float(v_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_step(self, x: torch.Tensor) -> torch.Tensor:
         if self.state is None:
             self.state = qffs_initial_state(x, self.threshold, self.v_init)
         s, self.state = qffs_step(x, self.state, self.threshold, self.cap)

@@ -138,12 +138,25 @@ def cost_section(policies: dict) -> list[str]:
     def synops(cost):
         return "n/a" if cost.get("synops_per_inference") is None else f"{cost['synops_per_inference']:.4g}"
 
+    def energy(cost):
+        if cost.get("energy_pj_per_inference") is None:
+            return "n/a"
+        return (f"{cost['energy_pj_per_inference'] / 1e6:.4g}{rel(cost, 'energy_pj_per_inference')} "
+                f"(MAC {cost['energy_mac_pj_per_inference'] / 1e6:.3g} + AC {cost['energy_ac_pj_per_inference'] / 1e6:.3g})")
+
+    model = next((c["energy_model"]["name"] for _, c in rows if c.get("energy_model")), None)
     lines = ["## Cost per inference (test; spikes counted up to each input's exit step)", "",
-             "| Method | Mean steps | Spikes per neuron | Spikes per inference | SynOps per inference |",
-             "|---|---|---|---|---|"]
+             "| Method | Mean steps | Spikes per neuron | Spikes per inference | SynOps per inference | "
+             f"Energy per inference, uJ{f' ({model})' if model else ''} |",
+             "|---|---|---|---|---|---|"]
     for name, cost in rows:
         spn = "n/a" if cost.get("spikes_per_neuron") is None else f"{cost['spikes_per_neuron']:.4f}"
         lines.append(f"| {COST_NAMES[name]} | {cost['mean_steps']:.2f}{rel(cost, 'mean_steps')} | "
                      f"{spn}{rel(cost, 'spikes_per_neuron')} | {cost['spikes_per_inference']:.4g}"
-                     f"{rel(cost, 'spikes_per_inference')} | {synops(cost)}{rel(cost, 'synops_per_inference')} |")
+                     f"{rel(cost, 'spikes_per_inference')} | {synops(cost)}{rel(cost, 'synops_per_inference')} | "
+                     f"{energy(cost)} |")
+    if model:
+        lines += ["", "Energy: the first layer's multiply-accumulates on the analog input (MAC) plus one "
+                      "accumulate per delivered spike (AC), at Horowitz's (ISSCC 2014) 45 nm energies per "
+                      "operation; results.json also gives FP16 and INT8."]
     return [*lines, ""]

@@ -40,6 +40,29 @@ class SpikingNetwork(nn.Module):
 
     forward = step
 
+    def step_chunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Advance ``k`` steps at once, layer by layer: ``x`` ``(k, N, ...)`` holds each step's
+        input; returns each step's output ``(k, N, C)``. Every stateless layer runs once on
+        ``k * N`` inputs and every neuron steps through the chunk (``SpikingNeuron.chunk``), so
+        the result is that of ``k`` calls of :meth:`step` wherever the layers compute each
+        input independently of the batch it sits in (exactly so with exact sums; in floating
+        point a kernel may sum in another order for another batch size)."""
+        k, n = x.shape[0], x.shape[1]
+        flat = x.reshape(k * n, *x.shape[2:])  # (k * N, ...), time-major
+        layers = [m for _, m in self.spiking_layers()]
+        for m in layers:
+            m.chunk = k
+        try:
+            y = self.step(flat)
+        finally:
+            for m in layers:
+                m.chunk = None
+        return y.reshape(k, n, *y.shape[1:])
+
+    def chunk_spike_counts(self) -> torch.Tensor:
+        """(k, N, L) spikes emitted by each input in each spiking layer at each step of the last chunk."""
+        return torch.stack([m.chunk_spike_counts for _, m in self.spiking_layers()], dim=2)
+
     _channels_last = False
 
     def optimize(self, channels_last: bool = True) -> "SpikingNetwork":

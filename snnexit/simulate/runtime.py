@@ -183,8 +183,9 @@ class StreamSession:
             raise SnnexitError(f"{self.active.numel()} inputs are still running after {self.t} steps")
         spikes = self._spikes if self._spikes is not None else torch.zeros(self.n, 0, dtype=torch.float64)
         neurons = self.engine.snn.neurons_per_layer() if self._spikes is not None else []
-        cost = Cost(self._exit_steps.clone(), spikes, list(self._meta.get("neurons_per_layer", neurons))
-                    if self._spikes is not None else [], self.engine.fan_out if self._spikes is not None else None)
+        counted = self._spikes is not None
+        cost = Cost(self._exit_steps.clone(), spikes, list(self._meta.get("neurons_per_layer", neurons)) if counted
+                    else [], self.engine.fan_out if counted else None, self.engine.input_macs if counted else None)
         return ExitResult(self._exit_steps.clone(), self._pred.clone(), self._out, spikes, cost)
 
 
@@ -224,18 +225,19 @@ class EarlyExitEngine:
         self.compact = bool(compact)
         self.count_spikes = bool(count_spikes)
         self.fan_out = None if fan_out is None else list(fan_out)
+        self.input_macs: float | None = None  # MACs per step of the layers reading the analog input
         self._meta: dict | None = None
 
     def meta_after_first_step(self) -> dict:
         """The meta a trace of this network records (``snn.meta`` plus T and layer facts)."""
         if self._meta is None:
-            meta = dict(self.snn.meta)
-            meta.update(T=self.T, neurons_per_layer=self.snn.neurons_per_layer(),
-                        layer_names=[n for n, _ in self.snn.spiking_layers()])
-            self._meta = meta
+            # T is this engine's run length (Dynamic Confidence's alpha = T reads it from meta)
+            self._meta = {**self.snn.meta, "T": self.T, "neurons_per_layer": self.snn.neurons_per_layer(),
+                          "layer_names": [n for n, _ in self.snn.spiking_layers()]}
         return self._meta
 
     def _ensure_fan_out(self, example: torch.Tensor) -> None:
+        """Fan-out per layer (SynOps) and the input layer's MACs (energy), once."""
         if self.count_spikes and self.fan_out is None:
             from snnexit.simulate.cost import fan_out
 
@@ -243,6 +245,13 @@ class EarlyExitEngine:
                 self.fan_out = fan_out(self.snn, example[:1].cpu())
             except SnnexitError:
                 self.fan_out = None  # an exotic layer: spikes are still counted, SynOps are not
+        if self.count_spikes and self.input_macs is None:
+            from snnexit.simulate.cost import input_macs
+
+            try:
+                self.input_macs = input_macs(self.snn, example[:1])
+            except (SnnexitError, RuntimeError, TypeError):
+                self.input_macs = None  # energy stays unknown
 
     def session(self, n: int, labels: torch.Tensor | None = None) -> StreamSession:
         """Start ``n`` inputs that will be fed one step at a time."""

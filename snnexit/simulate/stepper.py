@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from snnexit.errors import SnnexitError
+from snnexit.simulate.cost import input_macs
 from snnexit.simulate.network import SpikingNetwork
 from snnexit.simulate.trace import Trace
 
@@ -46,7 +47,10 @@ def record_trace(snn: SpikingNetwork, batches: Iterable[tuple[torch.Tensor, torc
         raise SnnexitError(f"T must be >= 1, got {T}")
     snn = snn.to(device).eval()
     outs, spks, labels = [], [], []
+    first = None
     for x, y in tqdm(list(batches), desc=desc, disable=not progress, leave=False):
+        if first is None:
+            first = x[:1, 0] if temporal else x[:1]
         Y, S = simulate_batch(snn, x.to(device), T, temporal)
         outs.append(Y.float().cpu())
         spks.append(S.float().cpu())
@@ -56,5 +60,9 @@ def record_trace(snn: SpikingNetwork, batches: Iterable[tuple[torch.Tensor, torc
     meta = dict(snn.meta)
     meta.update(T=T, neurons_per_layer=snn.neurons_per_layer(),
                 layer_names=[n for n, _ in snn.spiking_layers()])
+    try:  # for energy: the MACs of the layers that read the analog input, per step
+        meta["input_macs_per_step"] = input_macs(snn, first.to(device))
+    except (SnnexitError, RuntimeError, TypeError):
+        pass  # an exotic first layer: energy stays unknown, spikes and SynOps are still counted
     y = None if any(part is None for part in labels) else torch.cat(labels).long()
     return Trace(torch.cat(outs, 1), y, torch.cat(spks, 1), meta)
