@@ -22,7 +22,7 @@ from snnexit.errors import SnnexitError
 
 # command -> (module in snnexit.cli that registers it, its one-line help)
 COMMANDS = {
-    "run": ("run", "train (or reuse), convert, trace, fit Dynamic Confidence, report (images or event frames)"),
+    "run": ("run", "train (or reuse), convert, trace, fit Dynamic Confidence and a certified exit, report (images or event frames)"),
     "train": ("stages", "train the QCFS ANN (or reuse the cached one) -> ann.safetensors"),
     "convert": ("stages", "calibrate and convert the trained ANN to an SNN -> snn.safetensors"),
     "trace": ("stages", "simulate the SNN on validation and test -> trace_val/trace_test.safetensors"),
