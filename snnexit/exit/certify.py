@@ -33,7 +33,7 @@ import numpy as np
 from scipy.stats import binom
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import (POLICIES, ThresholdPolicy, agreement_with_fixed_t, check_trace, predictions_at,
+from snnexit.exit.base import (POLICIES, ThresholdPolicy, _check_fraction, agreement_with_fixed_t, check_trace,
                                split_learn_certify)
 from snnexit.exit.curve import exact_curve
 from snnexit.exit.risk import zero_disagreement_bound
@@ -124,7 +124,7 @@ class CertifiedExit:
         return self.policy.exit_steps(trace)
 
     def predict(self, trace: Trace):
-        return predictions_at(trace, self.exit_steps(trace))
+        return self.policy.predict(trace)
 
 
 def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, delta: float = 0.05,
@@ -150,12 +150,10 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
                            f"{(calibration.T, calibration.C)}")
     if not candidates:
         raise SnnexitError("no candidate policies to certify")
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < 1:
-        raise SnnexitError(f"delta must lie in (0, 1), got {delta!r}")
+    delta = _check_fraction("delta", delta, low_open=True, high_open=True)
     n = calibration.N
-    eps = smallest_certifiable_eps(n, delta) if eps is None else eps
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-        raise SnnexitError(f"eps must lie in (0, 1), got {eps!r}")
+    eps = smallest_certifiable_eps(n, delta) if eps is None else _check_fraction("eps", eps, low_open=True,
+                                                                                 high_open=True)
     rate = certifiable_disagreement_rate(n, eps, delta)
     kwargs = policy_kwargs or {}
     names = list(dict.fromkeys(candidates))
