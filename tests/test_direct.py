@@ -9,8 +9,7 @@ from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
 from snnexit.models import create_model
-from snnexit.neurons import IFNeuron
-from snnexit.neurons.lif import NeuronParams, NeuronState, TrainableIF, TrainableLIF, if_step, lif_step
+from snnexit.neurons import IFNeuron, IFState, NeuronParams, TrainableIF, TrainableLIF, if_step, lif_step
 from snnexit.neurons.surrogate import Sigmoid
 from snnexit.quant import QCFS
 from snnexit.simulate import record_trace
@@ -31,7 +30,7 @@ def _one_thread():
 
 
 def run(step, xs, p, v0=0.0):
-    state = NeuronState(torch.full_like(xs[0], v0))
+    state = IFState(torch.full_like(xs[0], v0))
     spikes, vs = [], []
     for x in xs:
         s, state = step(x, state, p)

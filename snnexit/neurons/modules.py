@@ -10,15 +10,23 @@ of k consecutive steps at once, ``(k * N, ...)`` time-major, steps through them 
 k steps' outputs in the same layout, so the stateless layers between neurons (convolutions,
 pooling) see k x N inputs in one call; ``chunk_spike_counts`` ``(k, N)`` holds each step's
 spikes. The numbers are those of k single steps.
+
+:class:`IFNeuron` is the converted network's soft-reset IF; :class:`TrainableIF` and
+:class:`TrainableLIF` are trained by backpropagation through time (surrogate gradients, the
+step functions of ``snnexit.neurons.functional``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 from snnexit.errors import SnnexitError
-from snnexit.neurons.functional import IFState, if_initial_state, if_soft_reset_step, if_soft_reset_step_
+from snnexit.neurons.functional import (RESETS, IFState, NeuronParams, if_initial_state, if_soft_reset_step,
+                                        if_soft_reset_step_, if_step, lif_step)
+from snnexit.neurons.surrogate import Surrogate, create_surrogate
 
 
 def threshold_buffer(threshold: float | torch.Tensor) -> torch.Tensor:
@@ -132,6 +140,124 @@ class IFNeuron(SpikingNeuron):
     def extra_repr(self) -> str:
         return f"threshold={self.threshold.item():.4g}, v_init={self.v_init}"
 
+
+
+class TrainableIF(SpikingNeuron):
+    """IF neuron for BPTT training (and for fine-tuning converted networks): :func:`if_step`.
+
+    The surrogate acts on ``u = h - theta`` in absolute units: a module with threshold theta
+    stretches the given surrogate by theta, so that ``width=1`` means "one threshold". The module
+    outputs ``s * theta`` like the converted :class:`IFNeuron` (theta = 1 for directly trained
+    networks: binary spikes). With ``multi_step = T`` it takes all T steps of a batch at once,
+    time-major ``(T * N, ...)`` (training). With ``record_history = True`` it also keeps, for the
+    cutoff regulariser, every step's spikes ``s_t`` and post-reset membrane ``v_t`` (with their
+    graphs) until the next ``reset()``.
+
+    Args:
+        threshold: theta (> 0). Directly trained networks use 1; converted ones keep QCFS's ``lam``.
+        v_init: ``v(0)`` as a fraction of theta (1/2 keeps a converted QCFS network exact).
+        reset: ``"soft"`` or ``"hard"``.
+        v_reset: hard-reset potential (and the LIF rest potential).
+        surrogate: a :class:`Surrogate` or a registered name (``triangle``, ``sigmoid``, ``atan``);
+            it is stretched by theta.
+        detach_reset: no gradient through the reset.
+    """
+
+    step_fn = staticmethod(if_step)
+
+    def __init__(self, threshold: float = 1.0, v_init: float = 0.0, reset: str = "soft", v_reset: float = 0.0,
+                 surrogate: Surrogate | str = "triangle", detach_reset: bool = False):
+        super().__init__()
+        threshold = float(threshold)
+        if not (math.isfinite(threshold) and threshold > 0):
+            raise SnnexitError(f"neuron threshold must be a finite number > 0, got {threshold}")
+        if reset not in RESETS:
+            raise SnnexitError(f"Unknown reset {reset!r}. Known: {', '.join(sorted(RESETS))}")
+        self.register_buffer("threshold", torch.tensor(threshold))
+        self.v_init = float(v_init)
+        self.reset_mode = reset
+        self.v_reset = float(v_reset)
+        self.surrogate = create_surrogate(surrogate) if isinstance(surrogate, str) else surrogate
+        self.detach_reset = bool(detach_reset)
+        self.record_history = False
+        self.history: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._params: NeuronParams | None = None
+        self.multi_step: int | None = None  # T: forward takes (T * N, ...) at once (training)
+
+    def params(self) -> NeuronParams:
+        theta = float(self.threshold)
+        return NeuronParams(threshold=self.threshold, reset=self.reset_mode, v_reset=self.v_reset,
+                            surrogate=self.surrogate.rescaled(theta), detach_reset=self.detach_reset)
+
+    def reset(self) -> None:
+        super().reset()
+        self.history = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.chunk is not None:
+            return self.forward_chunk(x, self.chunk)
+        if self.multi_step is not None:
+            return self._forward_sequence(x, self.multi_step)
+        return self._forward_step(x)
+
+    def forward_step(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward_step(x)
+
+    def _forward_step(self, x: torch.Tensor) -> torch.Tensor:
+        if self.state is None:
+            self.state = if_initial_state(x, self.threshold, self.v_init)
+            self._params = self.params()  # one .item() per sequence, not per step
+        s, self.state = self.step_fn(x, self.state, self._params)
+        self._record(s.detach())
+        if self.record_history:
+            self.history.append((s, self.state.v))
+        return s * self.threshold
+
+    def _forward_sequence(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        """Multi-step mode: ``x`` is ``(T * N, ...)``, time-major; the neuron steps through the T
+        slices and returns its outputs in the same layout. The layers between neurons then see all
+        T steps as one batch (faster, and BatchNorm normalises over time and batch together, so
+        its running statistics are the ones step-by-step inference uses)."""
+        if x.shape[0] % T:
+            raise SnnexitError(f"multi-step input of {x.shape[0]} rows is not a multiple of T = {T}")
+        xs = x.reshape(T, x.shape[0] // T, *x.shape[1:])  # (T, N, ...)
+        return torch.cat([self._forward_step(xt) for xt in xs]).reshape(x.shape)
+
+    def stacked_history(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s, v)`` of every step since the last reset, each ``(T, N, ...)``."""
+        if not self.history:
+            raise SnnexitError("no recorded steps: set record_history = True and run the network first")
+        return torch.stack([s for s, _ in self.history]), torch.stack([v for _, v in self.history])
+
+    @classmethod
+    def from_if_neuron(cls, neuron: IFNeuron, surrogate: Surrogate | str = "triangle", **kwargs) -> "TrainableIF":
+        """The trainable twin of a converted soft-reset ``IFNeuron``: same theta and ``v(0)``."""
+        return cls(threshold=float(neuron.threshold), v_init=neuron.v_init, reset="soft",
+                   surrogate=surrogate, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (f"threshold={float(self.threshold):.4g}, v_init={self.v_init}, reset={self.reset_mode}, "
+                f"surrogate={self.surrogate}")
+
+
+class TrainableLIF(TrainableIF):
+    """LIF neuron for BPTT training (:func:`lif_step`); ``tau`` >= 1 in steps (``tau = 1`` forgets everything each step)."""
+
+    step_fn = staticmethod(lif_step)
+
+    def __init__(self, threshold: float = 1.0, tau: float = 2.0, decay_input: bool = True, **kwargs):
+        super().__init__(threshold=threshold, **kwargs)
+        tau = float(tau)
+        if not (math.isfinite(tau) and tau >= 1):
+            raise SnnexitError(f"LIF time constant tau must be >= 1 (steps), got {tau}")
+        self.tau = tau
+        self.decay_input = bool(decay_input)
+
+    def params(self) -> NeuronParams:
+        return super().params()._replace(tau=self.tau, decay_input=self.decay_input)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", tau={self.tau}, decay_input={self.decay_input}"
 
 def _split_steps(x: torch.Tensor, k: int) -> torch.Tensor:
     """``(k * N, ...)`` time-major -> ``(k, N, ...)`` (a view)."""

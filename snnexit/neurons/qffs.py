@@ -30,6 +30,10 @@ from snnexit.neurons.modules import SpikingNeuron, threshold_buffer
 
 
 class QFFSState(NamedTuple):
+    """:class:`~snnexit.neurons.functional.IFState` plus the net spike count: the cap (no positive
+    spike once ``count = cap``) and the negative spikes (only while ``count > 0``) depend on it, and
+    it cannot be recovered from ``v``, so it is state of its own."""
+
     v: torch.Tensor  # membrane potential
     count: torch.Tensor  # net spikes emitted so far, in [0, cap]
 

@@ -15,7 +15,7 @@ H has zero gradient almost everywhere, so backward replaces ``dH/du`` with the d
 Every surrogate exposes ``primitive(u)`` (sigma) and ``derivative(u)`` (sigma'); the tests
 check the backward pass against finite differences of ``primitive``. The width is in the
 units of ``u``: a neuron with threshold theta passes ``width * theta`` so the surrogate
-scales with the threshold (see ``snnexit.neurons.lif``).
+scales with the threshold (see ``snnexit.neurons.modules.TrainableIF``).
 """
 
 from __future__ import annotations

@@ -30,8 +30,7 @@ from tqdm.auto import tqdm
 from snnexit.data.splits import Split
 from snnexit.errors import SnnexitError
 from snnexit.models import create_model
-from snnexit.neurons.lif import TrainableIF, TrainableLIF
-from snnexit.neurons.modules import IFNeuron
+from snnexit.neurons.modules import IFNeuron, TrainableIF, TrainableLIF
 from snnexit.simulate.network import SpikingNetwork
 from snnexit.train.loop import CHECKPOINT_VERSION, optimizer_and_schedule, resume, save_checkpoint
 from snnexit.train.losses import TASK_LOSSES, rcs_regularizer, task_loss
