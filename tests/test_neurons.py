@@ -1,4 +1,5 @@
-"""The soft-reset IF neuron: a golden trajectory, SpikingJelly as reference, QCFS exactness."""
+"""The soft-reset IF neuron: a golden trajectory, SpikingJelly as reference, QCFS exactness;
+the hard-reset IF step of NIR."""
 
 import math
 
@@ -7,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snnexit.neurons import IFNeuron, IFState, if_soft_reset_step
+from snnexit.neurons import IFNeuron, IFState, if_hard_reset_step, if_soft_reset_step
 from snnexit.quant import qcfs
 
 
@@ -30,6 +31,19 @@ def test_golden_trajectory_fires_at_4_8_12():
 def test_soft_reset_keeps_the_excess():
     spikes, state = run_if(torch.tensor([[1.75]]), 1.0, 0.0)
     assert spikes.item() == 1 and state.v.item() == pytest.approx(0.75)
+
+
+def test_hard_reset_drops_the_excess_and_fires_on_gt_or_ge():
+    x = torch.tensor([[1.75], [0.25], [1.0], [0.5]], dtype=torch.float64)  # v = 1.0 exactly at step 3
+    v_reset = torch.tensor(-0.25, dtype=torch.float64)
+    for fire_ge, expected_s, expected_v in [(False, [1, 0, 0, 1], [-0.25, 0.0, 1.0, -0.25]),
+                                            (True, [1, 0, 1, 0], [-0.25, 0.0, -0.25, 0.25])]:
+        state, spikes, vs = IFState(torch.zeros_like(x[0])), [], []
+        for xt in x:
+            s, state = if_hard_reset_step(xt, state, 1.0, v_reset, fire_ge)
+            spikes.append(s.item())
+            vs.append(state.v.item())
+        assert spikes == expected_s and vs == expected_v
 
 
 def test_matches_spikingjelly_ifnode_on_random_input():

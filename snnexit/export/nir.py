@@ -37,7 +37,7 @@ from torch import nn
 from snnexit.convert.bn_fold import fold_batchnorm as shared_fold
 from snnexit.errors import SnnexitError
 from snnexit.io import atomic_write
-from snnexit.neurons.functional import IFState, if_initial_state, if_soft_reset_step
+from snnexit.neurons.functional import IFState, if_hard_reset_step, if_initial_state, if_soft_reset_step
 from snnexit.neurons.modules import IFNeuron, SpikingNeuron
 from snnexit.simulate.network import SpikingNetwork
 
@@ -257,7 +257,8 @@ class NIRIFNeuron(SpikingNeuron):
     snnexit metadata (soft reset, ``v(0) = v_init * theta``, fire on ``>=``), computed with the
     same step functions as :class:`snnexit.neurons.IFNeuron`; for the ``hard_reset`` export
     (metadata ``snnexit_reset = "zero"``): ``v(0) = 0``, fire on ``>=``, ``v <- v_reset``
-    where ``s``, as SpikingJelly's ``IFNode`` computes it.
+    where ``s``, as SpikingJelly's ``IFNode`` computes it. The hard-reset step is
+    :func:`snnexit.neurons.functional.if_hard_reset_step`.
     """
 
     def __init__(self, r, v_threshold, v_reset, semantics: str, v_init: float = 0.0, fire_ge: bool = False):
@@ -274,9 +275,9 @@ class NIRIFNeuron(SpikingNeuron):
                 self.state = if_initial_state(x, self.threshold, self.v_init)
             s, self.state = if_soft_reset_step(x, self.state, self.threshold)
         else:
-            v = (torch.zeros_like(x) if self.state is None else self.state.v) + x
-            s = (v >= self.threshold if self.fire_ge else v > self.threshold).to(x.dtype)
-            self.state = IFState(torch.where(s.bool(), self.v_reset.expand_as(v), v))
+            if self.state is None:
+                self.state = IFState(torch.zeros_like(x))
+            s, self.state = if_hard_reset_step(x, self.state, self.threshold, self.v_reset, self.fire_ge)
         self._record(s)
         return s
 

@@ -2,7 +2,7 @@
 
 No hidden counters: the caller owns the state. The modules in ``snnexit.neurons.modules``
 are thin wrappers that keep the state between calls. Every neuron of the integrate-and-fire
-family here (the converted IF, the trainable IF and LIF) carries one
+family here (the converted IF, the trainable IF and LIF, NIR's hard-reset IF) carries one
 :class:`IFState`: its membrane potential. (The QFFS neuron also counts its spikes: see
 ``snnexit.neurons.qffs``.)
 
@@ -24,6 +24,8 @@ surrogate acts on ``u = h - theta`` in absolute units (:class:`NeuronParams`).
 
 **Converted IF** (:func:`if_soft_reset_step`, and its in-place twin for inference): soft reset,
 fire on ``>=``, no autograd function in the way.
+
+**NIR's IF** (:func:`if_hard_reset_step`): hard reset, ``v(0) = 0``, fire on ``>`` (or ``>=``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ RESETS = ("soft", "hard")
 
 
 class IFState(NamedTuple):
-    """The state of an integrate-and-fire neuron (IF, LIF): its membrane potential."""
+    """The state of an integrate-and-fire neuron (IF, LIF, NIR's IF): its membrane potential."""
 
     v: torch.Tensor  # membrane potential (after the last reset), same shape as the input current
 
@@ -115,3 +117,19 @@ def if_soft_reset_step_(x: torch.Tensor, state: IFState, threshold: torch.Tensor
     v.sub_(out)
     return out, count
 
+
+# ---- NIR's IF (hard reset) ----------------------------------------------------------------------
+def if_hard_reset_step(x: torch.Tensor, state: IFState, threshold: torch.Tensor | float, v_reset: torch.Tensor,
+                       fire_ge: bool = False):
+    """Integrate-and-fire with hard reset: NIR's ``IF`` stepped with dt = 1 (start it from
+    ``IFState(torch.zeros_like(x))``: ``v(0) = 0``).
+
+        v <- v + x;   s = [v > theta]  (``fire_ge``: [v >= theta]);   v <- v_reset where s
+
+    ``fire_ge=True`` is SpikingJelly's ``IFNode`` (and the ``hard_reset`` NIR export).
+    ``v_reset`` is a tensor that broadcasts to ``v``. Returns ``(s, IFState(v))`` with binary
+    ``s`` of the input's dtype.
+    """
+    v = state.v + x
+    s = (v >= threshold if fire_ge else v > threshold).to(x.dtype)
+    return s, IFState(torch.where(s.bool(), v_reset.expand_as(v), v))
