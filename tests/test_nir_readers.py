@@ -9,7 +9,8 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.export import import_nir, to_nir
-from snnexit.export.standard import calibrate_threshold_scale, fold_scales, spikingjelly_trace
+from snnexit.export.nir import fold_scales
+from snnexit.export.standard import calibrate_threshold_scale, spikingjelly_trace
 from snnexit.simulate import record_trace
 
 pytest.importorskip("spikingjelly.activation_based.nir_exchange")

@@ -1,5 +1,9 @@
-"""Exporting converted SNNs to other tools (NIR)."""
+"""Exporting converted SNNs to other tools (NIR), and running NIR graphs.
 
-from snnexit.export.nir import export_nir, fold_batchnorm, import_nir, read_nir, to_nir
+Imports run one way: ``standard`` -> ``nir_import`` -> ``nir``.
+"""
+
+from snnexit.export.nir import export_nir, fold_batchnorm, read_nir, to_nir
+from snnexit.export.nir_import import import_nir
 
 __all__ = ["export_nir", "fold_batchnorm", "import_nir", "read_nir", "to_nir"]

@@ -8,8 +8,8 @@ of :func:`snnexit.export.to_nir` is a network whose standard reading is its mean
 
 * hard reset to 0, ``v(0) = 0``, fire on ``v >= threshold`` (SpikingJelly's ``IFNode``);
 * binary spikes: the amplitude theta of each spiking layer is folded into the weights of the
-  next conv / linear layer (:func:`fold_scales`; pooling and flattening in between are
-  linear, so they commute with the scale);
+  next conv / linear layer (:func:`snnexit.export.nir.fold_scales`; pooling and flattening in
+  between are linear, so they commute with the scale);
 * firing thresholds ``k * theta``: hard reset throws away the surplus above the threshold and
   ``v(0) = 0`` delays the first spike, so the same thresholds fire too rarely;
   :func:`calibrate_threshold_scale` picks ``k`` on validation data (the conversion "for hard
@@ -25,58 +25,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import torch
 
 from snnexit.errors import SnnexitError
+from snnexit.export.nir import read_nir, to_nir
+from snnexit.export.nir_import import import_nir
+from snnexit.simulate import Trace, record_trace
 
 DEFAULT_SCALES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
-
-
-def fold_scales(graph):
-    """A copy of ``graph`` where each ``Scale`` node with one uniform factor is folded into the
-    next ``Conv2d`` / ``Affine`` / ``Linear`` reached through ``AvgPool2d`` / ``Flatten`` nodes,
-    each with a single input and a single output. Scales that cannot be folded (a residual
-    addition in between) stay."""
-    import nir
-
-    nodes, edges = dict(graph.nodes), list(graph.edges)
-
-    def succ(n):
-        return [b for a, b in edges if a == n]
-
-    def pred(n):
-        return [a for a, b in edges if b == n]
-
-    for name in [n for n, node in nodes.items() if isinstance(node, nir.Scale)]:
-        factors = np.unique(np.asarray(nodes[name].scale))
-        if factors.size != 1 or len(pred(name)) != 1:
-            continue
-        cur, target = name, None
-        while len(succ(cur)) == 1 and len(pred(succ(cur)[0])) == 1:
-            nxt = succ(cur)[0]
-            if isinstance(nodes[nxt], (nir.AvgPool2d, nir.Flatten)):
-                cur = nxt
-                continue
-            if isinstance(nodes[nxt], (nir.Conv2d, nir.Affine, nir.Linear)):
-                target = nxt
-            break
-        if target is None:
-            continue
-        node = nodes[target]
-        weight = np.asarray(node.weight, np.float32) * np.float32(factors[0])
-        if isinstance(node, nir.Conv2d):
-            nodes[target] = nir.Conv2d(input_shape=node.input_shape, weight=weight, stride=node.stride,
-                                       padding=node.padding, dilation=node.dilation, groups=node.groups,
-                                       bias=node.bias)
-        elif isinstance(node, nir.Affine):
-            nodes[target] = nir.Affine(weight=weight, bias=node.bias)
-        else:
-            nodes[target] = nir.Linear(weight=weight)
-        (source,), after = pred(name), succ(name)
-        edges = [e for e in edges if name not in e] + [(source, b) for b in after]
-        del nodes[name]
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata or {}))
 
 
 def area_under_accuracy(trace) -> float:
@@ -88,9 +44,6 @@ def calibrate_threshold_scale(snn, batches: Iterable, T: int, input_shape=None, 
                               temporal: bool = False) -> tuple[float, dict]:
     """The threshold scale ``k`` of the ``hard_reset`` export with the highest mean accuracy over
     steps 1..T on ``batches`` (validation data: never the test split); returns ``(k, {k: score})``."""
-    from snnexit.export.nir import import_nir, to_nir
-    from snnexit.simulate import record_trace
-
     batches = list(batches)
     scores = {}
     for k in scales:
@@ -105,12 +58,10 @@ def spikingjelly_trace(path_or_graph, batches: Iterable, T: int, temporal: bool 
     """Simulate a NIR graph (or file) with SpikingJelly's own reader (``import_from_nir``, dt = 1,
     single-step mode, its state passed from step to step) and record the trace (no spike counts)."""
     try:
+        # an optional dependency, imported only here: `pip install --no-deps spikingjelly loguru`
         from spikingjelly.activation_based.nir_exchange import import_from_nir
-    except ImportError as exc:  # an optional reader: `pip install --no-deps spikingjelly loguru`
+    except ImportError as exc:
         raise SnnexitError(f"SpikingJelly's NIR reader is not installed ({exc})") from None
-    from snnexit.export.nir import read_nir
-    from snnexit.simulate import Trace
-
     graph = read_nir(path_or_graph) if isinstance(path_or_graph, (str, Path)) else path_or_graph
     try:
         net = import_from_nir(graph, dt=1.0)  # r = 1 = 1 / dt: one NIR time unit per step
