@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from snnexit.convert import CONVERTERS, convert
-from snnexit.convert.bn_fold import fold_batchnorm
+from snnexit.convert.bn_fold import fold_batchnorm_pairs
 from snnexit.convert.checkpoints import load_qcfs_checkpoint
 from snnexit.convert.normalise import activation_scales
 from snnexit.data import load_dataset
@@ -47,7 +47,7 @@ def randomize_bn(model, seed=0):
 def test_bn_folding_computes_the_same_function(name):
     torch.manual_seed(0)
     model = randomize_bn(create_model(name, num_classes=10, in_channels=1, input_size=8, width=4)).double().eval()
-    folded = fold_batchnorm(model)
+    folded = fold_batchnorm_pairs(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     x = torch.rand(16, 1, 8, 8, dtype=torch.float64)
     with torch.no_grad():
@@ -76,7 +76,7 @@ def test_bn_folding_linear_and_batchnorm1d():
     model = randomize_bn(nn.Sequential(nn.Linear(5, 7, bias=False), nn.BatchNorm1d(7), nn.ReLU())).double().eval()
     x = torch.randn(9, 5, dtype=torch.float64)
     with torch.no_grad():
-        assert torch.allclose(fold_batchnorm(model)(x), model(x), atol=1e-12)
+        assert torch.allclose(fold_batchnorm_pairs(model)(x), model(x), atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["vgg_small", "resnet20"])
@@ -147,7 +147,7 @@ def test_qffs_reaches_its_accuracy_within_a_few_steps(digits, lsq_ann):
 
 
 def test_data_based_scales_are_max_and_percentile(digits, relu_ann):
-    folded = fold_batchnorm(relu_ann)
+    folded = fold_batchnorm_pairs(relu_ann)
     x = digits.train.x[:100]  # few enough that every positive activation is kept (no subsampling)
     outs = {}
     hooks = [m.register_forward_hook(lambda m, i, o, p=p: outs.setdefault(p, o.detach()))
@@ -171,8 +171,8 @@ def test_data_based_scales_are_max_and_percentile(digits, relu_ann):
 
 def test_calibration_data_forms(relu_ann, digits):
     x = digits.train.x[:200]
-    a = activation_scales(fold_batchnorm(relu_ann), x)
-    b = activation_scales(fold_batchnorm(relu_ann), [(x[:50], None), (x[50:], None)])
+    a = activation_scales(fold_batchnorm_pairs(relu_ann), x)
+    b = activation_scales(fold_batchnorm_pairs(relu_ann), [(x[:50], None), (x[50:], None)])
     assert a == pytest.approx(b)
     with pytest.raises(SnnexitError, match="calibration data"):
         convert(relu_ann, "max")

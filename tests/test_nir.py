@@ -10,7 +10,7 @@ from torch import nn
 from snnexit.cli import main as cli_main
 from snnexit.convert import convert
 from snnexit.errors import SnnexitError
-from snnexit.export import export_nir, fold_batchnorm, import_nir, read_nir, to_nir
+from snnexit.export import export_nir, fold_all_batchnorm, import_nir, read_nir, to_nir
 from snnexit.models import create_model
 from snnexit.quant import QCFS
 from snnexit.simulate import SpikingNetwork, record_trace
@@ -74,14 +74,14 @@ def test_models_with_batchnorm_match_the_folded_snn_exactly(tmp_path, name, shap
     snn = qcfs_net(name, shape, width=4)
     export_nir(snn, tmp_path / "m.nir", shape)
     back = import_nir(tmp_path / "m.nir")
-    folded = SpikingNetwork(fold_batchnorm(snn.body), snn.meta)
+    folded = SpikingNetwork(fold_all_batchnorm(snn.body), snn.meta)
     x = torch.rand(40, *shape)
     assert torch.equal(traced(folded, x).outputs, traced(back, x).outputs)
     # folding changes float rounding only: the same network up to rare threshold ties
     assert torch.allclose(traced(snn, x).outputs, traced(back, x).outputs, atol=1e-3)
 
 
-def test_fold_batchnorm_preserves_the_function():
+def test_fold_all_batchnorm_preserves_the_function():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 4),
                         nn.BatchNorm1d(4)).eval()
@@ -90,12 +90,12 @@ def test_fold_batchnorm_preserves_the_function():
         bn.running_var.uniform_(0.2, 3)
         bn.weight.data.normal_()
         bn.bias.data.normal_()
-    folded = fold_batchnorm(net)
+    folded = fold_all_batchnorm(net)
     x = torch.randn(10, 2, 4, 4)
     assert torch.allclose(net(x), folded(x), atol=1e-5)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
     with pytest.raises(SnnexitError, match="cannot export BatchNorm at '0'"):
-        fold_batchnorm(nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 2, 1)))
+        fold_all_batchnorm(nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 2, 1)))
 
 
 def test_standard_nir_semantics_follow_the_spec_by_brute_force():
@@ -184,7 +184,7 @@ def test_cli_export(tmp_path, monkeypatch, capsys):
     assert code == 0 and "5 IF layers" in capsys.readouterr().out
     back = import_nir(tmp_path / "out" / "m.nir")
     x = data.test.x[:20]
-    snn = SpikingNetwork(fold_batchnorm(convert(ann, "qcfs").body), {})
+    snn = SpikingNetwork(fold_all_batchnorm(convert(ann, "qcfs").body), {})
     assert torch.equal(traced(snn, x).outputs, traced(back, x).outputs)
     # a run folder: results.json + the cached ANN
     run = tmp_path / "run"

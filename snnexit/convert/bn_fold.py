@@ -46,8 +46,9 @@ def fold_pair(layer: nn.Module, bn: nn.Module) -> nn.Module:
     return folded
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every (conv/linear, BatchNorm) pair folded; eval mode."""
+def fold_batchnorm_pairs(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every (conv/linear, BatchNorm) pair folded; eval mode.
+    A BatchNorm in any other position stays (``snnexit.export.nir.fold_all_batchnorm`` refuses it)."""
     model = copy.deepcopy(model).eval()
     for module in model.modules():
         if not isinstance(module, nn.Sequential):

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from snnexit.convert.base import register_converter, replace_modules
-from snnexit.convert.bn_fold import fold_batchnorm
+from snnexit.convert.bn_fold import fold_batchnorm_pairs
 from snnexit.errors import SnnexitError
 from snnexit.neurons.modules import IFNeuron
 from snnexit.simulate.network import SpikingNetwork
@@ -111,7 +111,7 @@ def activation_scales(model: nn.Module, calibration_data, percentile: float | No
 
 def _convert_normalised(model: nn.Module, name: str, calibration_data, percentile: float | None,
                         v_init: float, batch_size: int) -> SpikingNetwork:
-    folded = fold_batchnorm(model)
+    folded = fold_batchnorm_pairs(model)
     # refuse unsupported layers (named with their path) before spending time on calibration
     replace_modules(folded, lambda path, m: nn.Identity() if _is_relu_like(m) else None)
     scales = activation_scales(folded, calibration_data, percentile, batch_size)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from torch import nn
 
 from snnexit.convert.base import register_converter, replace_modules
-from snnexit.convert.bn_fold import fold_batchnorm
+from snnexit.convert.bn_fold import fold_batchnorm_pairs
 from snnexit.errors import SnnexitError
 from snnexit.neurons.modules import IFNeuron
 from snnexit.quant.qcfs import QCFS
@@ -30,7 +30,7 @@ from snnexit.simulate.network import SpikingNetwork
 def convert_qcfs(model: nn.Module, fold_bn: bool = False) -> SpikingNetwork:
     levels = set()
     if fold_bn:
-        model = fold_batchnorm(model)
+        model = fold_batchnorm_pairs(model)
 
     def swap(path, module):
         if isinstance(module, QCFS):

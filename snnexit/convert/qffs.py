@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnexit.convert.base import PASS_THROUGH, register_converter, replace_modules
-from snnexit.convert.bn_fold import fold_batchnorm
+from snnexit.convert.bn_fold import fold_batchnorm_pairs
 from snnexit.errors import SnnexitError
 from snnexit.neurons.qffs import QFFSNeuron
 from snnexit.quant.qcfs import QCFS
@@ -96,7 +96,7 @@ def _has_constant(module: nn.Module) -> bool:
 
 @register_converter("qffs")
 def convert_qffs(model: nn.Module, v_init: float = 0.5) -> QFFSNetwork:
-    folded = fold_batchnorm(model)
+    folded = fold_batchnorm_pairs(model)
     acts = [(p, m) for p, m in folded.named_modules() if isinstance(m, QCFS)]
     if not acts:
         raise SnnexitError("QFFS conversion needs an ANN with QCFS or LSQ activations; this model has none")

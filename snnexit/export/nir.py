@@ -37,7 +37,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from snnexit.convert.bn_fold import fold_batchnorm as shared_fold
+from snnexit.convert.bn_fold import fold_batchnorm_pairs
 from snnexit.errors import SnnexitError
 from snnexit.io import atomic_write
 from snnexit.neurons.modules import IFNeuron, SpikingNeuron
@@ -49,11 +49,11 @@ _ADD = {operator.add, torch.add, operator.iadd}
 
 
 # ---- BatchNorm folding ------------------------------------------------------------------
-def fold_batchnorm(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with every BatchNorm that directly follows a conv/linear in an
-    ``nn.Sequential`` folded into it (:func:`snnexit.convert.bn_fold.fold_batchnorm`, in float64).
-    Any BatchNorm left over is an error: NIR has no BatchNorm node."""
-    module = shared_fold(module)
+def fold_all_batchnorm(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` without BatchNorm: every BatchNorm that directly follows a conv/linear
+    in an ``nn.Sequential`` is folded into it (:func:`snnexit.convert.bn_fold.fold_batchnorm_pairs`,
+    in float64), and any other is an error: NIR has no BatchNorm node."""
+    module = fold_batchnorm_pairs(module)
     for path, m in module.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             raise SnnexitError(f"cannot export BatchNorm at '{path}': it does not directly follow a conv or "
@@ -150,7 +150,7 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...] | None = None, vari
     if not input_shape:
         raise SnnexitError("to_nir needs the input shape (C, H, W) of one input")
     input_shape = tuple(int(s) for s in input_shape)
-    body = fold_batchnorm(snn.body).to("cpu").eval()
+    body = fold_all_batchnorm(snn.body).to("cpu").eval()
     try:
         gm = torch.fx.GraphModule(body, _Tracer().trace(body))
     except Exception as exc:
