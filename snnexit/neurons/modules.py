@@ -27,6 +27,10 @@ from snnexit.errors import SnnexitError
 from snnexit.neurons.functional import (RESETS, IFState, NeuronParams, if_initial_state, if_soft_reset_step,
                                         if_soft_reset_step_, if_step, lif_step)
 from snnexit.neurons.surrogate import Surrogate, create_surrogate
+from snnexit.registry import Registry
+
+# the trainable neurons by name (``build_direct_snn(neuron=...)``, ``cutoff-train --neuron``)
+NEURONS: Registry = Registry("neuron")
 
 
 def threshold_buffer(threshold: float | torch.Tensor) -> torch.Tensor:
@@ -142,6 +146,7 @@ class IFNeuron(SpikingNeuron):
 
 
 
+@NEURONS.register("if")
 class TrainableIF(SpikingNeuron):
     """IF neuron for BPTT training (and for fine-tuning converted networks): :func:`if_step`.
 
@@ -240,6 +245,7 @@ class TrainableIF(SpikingNeuron):
                 f"surrogate={self.surrogate}")
 
 
+@NEURONS.register("lif")
 class TrainableLIF(TrainableIF):
     """LIF neuron for BPTT training (:func:`lif_step`); ``tau`` >= 1 in steps (``tau = 1`` forgets everything each step)."""
 

@@ -30,12 +30,10 @@ from tqdm.auto import tqdm
 from snnexit.data.splits import Split
 from snnexit.errors import SnnexitError
 from snnexit.models import create_model
-from snnexit.neurons.modules import IFNeuron, TrainableIF, TrainableLIF
+from snnexit.neurons.modules import NEURONS, IFNeuron, TrainableIF
 from snnexit.simulate.network import SpikingNetwork
 from snnexit.train.loop import CHECKPOINT_VERSION, optimizer_and_schedule, resume, save_checkpoint
 from snnexit.train.losses import TASK_LOSSES, rcs_regularizer, task_loss
-
-NEURONS = {"if": TrainableIF, "lif": TrainableLIF}
 
 
 @dataclass
@@ -60,8 +58,7 @@ class DirectConfig:
             raise SnnexitError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
             raise SnnexitError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.loss not in TASK_LOSSES:
-            raise SnnexitError(f"Unknown loss {self.loss!r}. Known: {', '.join(sorted(TASK_LOSSES))}")
+        TASK_LOSSES.get(self.loss)  # an unknown name raises, listing the known ones
         if not (self.reg_weight >= 0 and math.isfinite(self.reg_weight)):
             raise SnnexitError(f"regulariser weight must be a finite number >= 0, got {self.reg_weight}")
         if not 0 < self.late_fraction <= 1:
@@ -72,15 +69,14 @@ def build_direct_snn(model: str, *, num_classes: int, in_channels: int, input_si
                      reset: str = "soft", tau: float = 2.0, threshold: float = 1.0, surrogate: str = "triangle",
                      detach_reset: bool = False, seed: int = 0, **model_kwargs) -> SpikingNetwork:
     """A registered model whose activations are trainable spiking neurons (binary spikes, theta = 1)."""
-    if neuron not in NEURONS:
-        raise SnnexitError(f"Unknown neuron {neuron!r}. Known: {', '.join(sorted(NEURONS))}")
+    neuron_cls = NEURONS.get(neuron)  # an unknown name raises, listing the known ones
     kw = dict(threshold=threshold, reset=reset, surrogate=surrogate, detach_reset=detach_reset)
     if neuron == "lif":
         kw["tau"] = tau
-    NEURONS[neuron](**kw)  # validate the settings once, before building the model
+    neuron_cls(**kw)  # validate the settings once, before building the model
     torch.manual_seed(seed)
     body = create_model(model, num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                        activation=lambda: NEURONS[neuron](**kw), **model_kwargs)
+                        activation=lambda: neuron_cls(**kw), **model_kwargs)
     meta = {"converter": "direct", "alpha": "T", "neuron": neuron, "reset": reset, "surrogate": surrogate,
             "threshold": threshold}
     if neuron == "lif":

@@ -28,8 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from snnexit.errors import SnnexitError
+from snnexit.registry import Registry
 
 RCS_EPS = 1e-5
+
+# the task losses by name (``DirectConfig.loss``, ``cutoff-train --loss``)
+TASK_LOSSES: Registry = Registry("loss")
 
 
 def _check(outputs: torch.Tensor, labels: torch.Tensor) -> None:
@@ -38,12 +42,14 @@ def _check(outputs: torch.Tensor, labels: torch.Tensor) -> None:
                            f"and {tuple(labels.shape)}")
 
 
+@TASK_LOSSES.register("mean")
 def mean_output_ce(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the mean output over the T steps."""
     _check(outputs, labels)
     return F.cross_entropy(outputs.mean(0), labels)
 
 
+@TASK_LOSSES.register("tet")
 def tet_loss(outputs: torch.Tensor, labels: torch.Tensor, lam: float = 0.0, phi: float = 1.0) -> torch.Tensor:
     """TET: mean over steps of the per-step cross-entropy, plus ``lam`` times an MSE pulling every
     output towards ``phi`` (Deng et al. use lam = 1e-3, phi = 1; lam = 0 is plain TET)."""
@@ -55,13 +61,9 @@ def tet_loss(outputs: torch.Tensor, labels: torch.Tensor, lam: float = 0.0, phi:
     return (1 - lam) * per_step + lam * F.mse_loss(outputs, torch.full_like(outputs, phi))
 
 
-TASK_LOSSES = {"mean": mean_output_ce, "tet": tet_loss}
-
-
 def task_loss(name: str, outputs: torch.Tensor, labels: torch.Tensor, **kwargs) -> torch.Tensor:
-    if name not in TASK_LOSSES:
-        raise SnnexitError(f"Unknown loss {name!r}. Known: {', '.join(sorted(TASK_LOSSES))}")
-    return TASK_LOSSES[name](outputs, labels, **kwargs)
+    """The loss registered as ``name`` (``mean`` or ``tet``) of per-step outputs ``(T, N, C)``."""
+    return TASK_LOSSES.get(name)(outputs, labels, **kwargs)
 
 
 def late_steps(T: int, fraction: float = 0.3) -> int:
