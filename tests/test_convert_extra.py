@@ -1,10 +1,14 @@
 """Converters beyond QCFS: BN folding, QFFS exactness, data-based normalisation, errors,
 import of the QCFS authors' checkpoints."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
 
+from snnexit import pipeline
+from snnexit.cli import main
 from snnexit.convert import CONVERTERS, convert
 from snnexit.convert.bn_fold import fold_batchnorm_pairs
 from snnexit.convert.checkpoints import load_qcfs_checkpoint
@@ -13,8 +17,9 @@ from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
 from snnexit.models import create_model
 from snnexit.neurons import IFNeuron, QFFSNeuron
+from snnexit.pipeline import RunConfig
 from snnexit.quant import LSQ, QCFS
-from snnexit.simulate import record_trace
+from snnexit.simulate import Trace, record_trace, simulate_batch
 from snnexit.train import TrainConfig, evaluate_logits, train
 
 # An SNN at large T must reach the ANN's test accuracy within this many points on digits
@@ -56,8 +61,6 @@ def test_bn_folding_computes_the_same_function(name):
 
 
 def test_qcfs_conversion_with_folded_batchnorm_simulates_the_same_network():
-    from snnexit.simulate import simulate_batch
-
     torch.manual_seed(0)
     model = randomize_bn(create_model("vgg_small", num_classes=10, in_channels=1, input_size=8, width=4,
                                       activation=lambda: QCFS(levels=4))).double().eval()
@@ -292,25 +295,17 @@ def test_import_refuses_mismatches_and_code(tmp_path):
 
 @pytest.mark.parametrize("quantizer,converter,alpha", [("lsq", "qffs", 3), ("relu", "max", "T"), ("lsq", "qcfs", "T")])
 def test_run_with_quantizer_and_converter(tmp_path, quantizer, converter, alpha):
-    from snnexit.cli import main
-
     out = tmp_path / "out"
     args = ["run", "--dataset", "digits", "--epochs", "2", "--T", "8", "--width", "4", "--no-progress",
             "--quantizer", quantizer, "--bits", "2", "--converter", converter, "--out", str(out),
             "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
-    import json
-
     r = json.loads((out / "results.json").read_text())
     assert r["snn"]["converter"] == converter and r["config"]["quantizer"] == quantizer
-    from snnexit.simulate import Trace
-
     assert Trace.load(out / "trace_test.safetensors").meta["alpha"] == alpha
 
 
 def test_run_config_rejects_unknown_quantizer_and_keys_the_cache():
-    from snnexit.pipeline import RunConfig
-
     with pytest.raises(SnnexitError, match="Unknown quantizer 'lsqq'. Known: qcfs, lsq, relu, clip"):
         RunConfig(dataset="digits", quantizer="lsqq").validate()
     with pytest.raises(SnnexitError, match="bits"):
@@ -320,18 +315,12 @@ def test_run_config_rejects_unknown_quantizer_and_keys_the_cache():
 
 
 def test_cache_key_changes_with_the_training_code_version(monkeypatch):
-    from snnexit import pipeline
-
     before = pipeline.RunConfig().train_key()
     monkeypatch.setattr(pipeline, "TRAINING_CODE_VERSION", pipeline.TRAINING_CODE_VERSION + 1)
     assert pipeline.RunConfig().train_key() != before
 
 
 def test_table_command_writes_markdown_and_json(tmp_path, capsys):
-    import json
-
-    from snnexit.cli import main
-
     out = tmp_path / "table"
     assert main(["table", "--datasets", "digits", "--models", "vgg_small", "--epochs", "2", "--width", "4",
                  "--T-qcfs", "8", "--T-qffs", "6", "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0

@@ -1,9 +1,12 @@
 """Trainable IF/LIF neurons (golden trajectories, SpikingJelly), direct BPTT training, fine-tuning a
 converted network, and traces of trained SNNs under every exit policy (online == offline)."""
 
+import json
+
 import pytest
 import torch
 
+from snnexit.cli import main
 from snnexit.convert import convert
 from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
@@ -12,11 +15,12 @@ from snnexit.models import create_model
 from snnexit.neurons import IFNeuron, IFState, NeuronParams, TrainableIF, TrainableLIF, if_step, lif_step
 from snnexit.neurons.surrogate import Sigmoid
 from snnexit.quant import QCFS
-from snnexit.simulate import record_trace
+from snnexit.simulate import Trace, record_trace
 from snnexit.simulate.runtime import EarlyExitEngine
 from snnexit.train import direct as direct_mod
 from snnexit.train import load_checkpoint
-from snnexit.train.direct import DirectConfig, build_direct_snn, snn_loss, train_snn, trainable_from_converted
+from snnexit.train.direct import (DirectConfig, build_direct_snn, run_steps, snn_loss, train_snn,
+                                  trainable_from_converted)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -181,8 +185,6 @@ def test_multi_step_equals_step_by_step_in_eval_mode(digits, temporal):
     x = digits.test.x[:32]
     if temporal:
         x = torch.stack([x, x.flip(-1), x * 0.5, x.flip(-2)], 1)  # (N, 4, C, H, W): frames differ
-    from snnexit.train.direct import run_steps
-
     with torch.no_grad():
         many = run_steps(snn, x, 4, temporal)
         one = run_steps(snn, x, 4, temporal, multi_step=False)
@@ -257,16 +259,10 @@ def test_converted_network_keeps_thresholds_and_outputs_then_finetunes(digits):
 
 # ---- command line ------------------------------------------------------------------------------
 def test_cli_cutoff_train_single_run_and_table(tmp_path, capsys):
-    import json
-
-    from snnexit.cli import main
-
     common = ["--dataset", "digits", "--neuron", "if", "--T", "3", "--no-progress"]
     assert main(["cutoff-train", *common, "--epochs", "1", "--reg-weight", "0.1", "--out", str(tmp_path / "a")]) == 0
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert sorted(results["policies"]) == POLICIES.names() and results["settings"]["reg_weight"] == 0.1
-    from snnexit.simulate import Trace
-
     trace = Trace.load(tmp_path / "a" / "trace_test.safetensors")
     assert trace.T == 3 and trace.meta["converter"] == "direct" and trace.meta["temperature"] > 0
 
@@ -288,16 +284,10 @@ def test_cli_cutoff_train_single_run_and_table(tmp_path, capsys):
 
 
 def test_cli_finetunes_a_converted_network(tmp_path):
-    import json
-
-    from snnexit.cli import main
-
     assert main(["cutoff-train", "--dataset", "digits", "--init", "converted", "--ann-epochs", "2",
                  "--finetune-epochs", "1", "--T", "4", "--reg-weight", "0.1", "--loss", "mean", "--no-progress",
                  "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["settings"]["init"] == "converted"
-    from snnexit.simulate import Trace
-
     trace = Trace.load(tmp_path / "run" / "trace_val.safetensors")
     assert trace.meta["converter"] == "qcfs" and trace.meta["finetuned"] is True

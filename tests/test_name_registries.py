@@ -1,12 +1,18 @@
 """The name registries of neurons, task losses and quantizers: filled on import, an unknown name
 gives one line that lists the known ones, and QUANTIZERS builds what the pipeline built before."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+from snnexit import pipeline
 from snnexit.errors import SnnexitError
 from snnexit.neurons import NEURONS, TrainableIF, TrainableLIF
+from snnexit.quant import LSQ, QCFS, QUANTIZERS
 from snnexit.registry import Registry
 from snnexit.train.losses import TASK_LOSSES, mean_output_ce, tet_loss
 
@@ -43,8 +49,6 @@ def describe(module: nn.Module) -> tuple:
 
 
 def test_quantizers_are_registered():
-    from snnexit.quant import QUANTIZERS
-
     assert QUANTIZERS.names() == ["clip", "lsq", "qcfs", "relu"]
     with pytest.raises(SnnexitError) as info:
         QUANTIZERS.get("lsqq")
@@ -52,8 +56,6 @@ def test_quantizers_are_registered():
 
 
 def test_quantizers_build_the_activations_they_name():
-    from snnexit.quant import LSQ, QCFS, QUANTIZERS
-
     expected = {"qcfs": QCFS(3, 2.5), "lsq": LSQ(3, init_step=2.5 / 7), "relu": nn.ReLU(),
                 "clip": nn.Hardtanh(0.0, 2.5)}
     for name, module in expected.items():
@@ -66,9 +68,6 @@ def test_quantizers_build_the_activations_they_name():
 
 @pytest.mark.parametrize("name", ["qcfs", "lsq", "relu", "clip"])
 def test_quantizers_match_the_pipelines_activation_factory(name):
-    from snnexit import pipeline
-    from snnexit.quant import QUANTIZERS
-
     factory = getattr(pipeline, "activation_factory", None)
     if factory is None:
         pytest.skip("pipeline.activation_factory is gone (the pipeline builds from QUANTIZERS)")
@@ -78,10 +77,6 @@ def test_quantizers_match_the_pipelines_activation_factory(name):
 
 def test_registries_are_filled_by_importing_them_alone():
     """A registry filled by decorators must be full whichever module a caller imports first."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     code = ("from snnexit.quant.factories import QUANTIZERS\nfrom snnexit.neurons.modules import NEURONS\n"
             "from snnexit.train.losses import TASK_LOSSES\n"

@@ -1,5 +1,5 @@
-import argparse
 import json
+from dataclasses import asdict
 
 import nir
 import numpy as np
@@ -9,9 +9,12 @@ from torch import nn
 
 from snnexit.cli import main as cli_main
 from snnexit.convert import convert
+from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
 from snnexit.export import export_nir, fold_all_batchnorm, import_nir, read_nir, to_nir
+from snnexit.io import save_tensors
 from snnexit.models import create_model
+from snnexit.pipeline import ANN_FORMAT, ANN_VERSION, RunConfig, build_ann
 from snnexit.quant import QCFS
 from snnexit.simulate import SpikingNetwork, record_trace
 
@@ -171,10 +174,6 @@ def test_unsupported_layers_are_named():
 
 
 def test_cli_export(tmp_path, monkeypatch, capsys):
-    from snnexit.data import load_dataset
-    from snnexit.io import save_tensors
-    from snnexit.pipeline import ANN_FORMAT, ANN_VERSION, RunConfig, build_ann
-
     config = RunConfig(dataset="digits", model="vgg_small", width=4, levels=4)
     data = load_dataset("digits", 0)
     ann = build_ann(config, data).eval()
@@ -193,7 +192,6 @@ def test_cli_export(tmp_path, monkeypatch, capsys):
     config.cache_dir = str(cache)
     save_tensors(cache / f"ann-digits-vgg_small-{config.train_key()}.safetensors", ann.state_dict(),
                  fmt=ANN_FORMAT, version=ANN_VERSION)
-    from dataclasses import asdict
     (run / "results.json").write_text(json.dumps({"config": asdict(config), "calibration": {"temperature": 2.0}}))
     assert cli_main(["export", "--in", str(run), "--out", str(tmp_path / "r.nir")]) == 0
     assert import_nir(tmp_path / "r.nir").meta["temperature"] == 2.0

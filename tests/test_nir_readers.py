@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 import torch
 
+from snnexit.cli import main
+from snnexit.convert import convert
+from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
-from snnexit.export import import_nir, to_nir
+from snnexit.export import export_nir, import_nir, to_nir
 from snnexit.export.nir import fold_scales
 from snnexit.export.standard import calibrate_threshold_scale, spikingjelly_trace
-from snnexit.simulate import record_trace
+from snnexit.neurons import IFNeuron
+from snnexit.pipeline import RunConfig, trained_ann
+from snnexit.simulate import SpikingNetwork, record_trace
 
 pytest.importorskip("spikingjelly.activation_based.nir_exchange")
 
@@ -21,10 +26,6 @@ T = 12
 @pytest.fixture(scope="module")
 def digits_snn(tmp_path_factory):
     """A QCFS vgg_small trained on digits, converted; and the digits splits."""
-    from snnexit.convert import convert
-    from snnexit.data import load_dataset
-    from snnexit.pipeline import RunConfig, trained_ann
-
     cache = tmp_path_factory.mktemp("cache")
     config = RunConfig(dataset="digits", epochs=6, width=8, progress=False, cache_dir=str(cache))
     data = load_dataset("digits", 0)
@@ -35,8 +36,6 @@ def digits_snn(tmp_path_factory):
 
 def test_spikingjelly_runs_the_hard_reset_export_as_we_do(digits_snn, tmp_path):
     snn, data, _ = digits_snn
-    from snnexit.export import export_nir
-
     export_nir(snn, tmp_path / "hr.nir", variant="hard_reset", threshold_scale=0.7)
     graph = nir.read(tmp_path / "hr.nir")
     assert not any(isinstance(n, nir.Scale) for n in graph.nodes.values())  # amplitudes folded into weights
@@ -52,9 +51,6 @@ def test_hard_reset_neuron_by_hand():
     lin = torch.nn.Linear(1, 1)
     lin.weight.data.fill_(1.0)
     lin.bias.data.fill_(0.0)
-    from snnexit.neurons import IFNeuron
-    from snnexit.simulate import SpikingNetwork
-
     snn = SpikingNetwork(torch.nn.Sequential(lin, IFNeuron(1.0), torch.nn.Linear(1, 2)))  # C >= 2 for a trace
     snn.body[2].weight.data = torch.tensor([[2.0], [0.0]])
     snn.body[2].bias.data.fill_(0.0)
@@ -112,8 +108,6 @@ def test_accuracy_per_step_of_both_readers_against_ours(digits_snn):
 
 
 def test_cli_exports_the_hard_reset_variant(digits_snn, tmp_path, capsys):
-    from snnexit.cli import main
-
     snn, data, cache = digits_snn
     (weights,) = cache.glob("ann-digits-*.safetensors")
     out = tmp_path / "hr.nir"

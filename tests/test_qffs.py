@@ -7,8 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from snnexit.convert import convert
+from snnexit.models import create_model
 from snnexit.neurons import QFFSNeuron, QFFSState, qffs_initial_state, qffs_step
-from snnexit.quant import lsq
+from snnexit.quant import LSQ, lsq
 
 
 def run_qffs(x_seq, theta, cap):
@@ -86,10 +88,6 @@ def test_module_state_select_and_records_abs_spikes():
 @pytest.mark.parametrize("converter", ["qffs", "qcfs"])
 def test_thresholds_keep_the_networks_dtype(converter):
     """A float64 network thresholds in float64, exactly at s * (2**b - 1) (QFFS) or lam (QCFS)."""
-    from snnexit.convert import convert
-    from snnexit.models import create_model
-    from snnexit.quant import LSQ
-
     torch.manual_seed(0)
     model = create_model("vgg_small", num_classes=10, in_channels=1, input_size=8,
                          activation=lambda: LSQ(2, init_step=1 / 3)).double()
