@@ -1,8 +1,11 @@
 """Exit policies (estimators over traces), the exact curve, risk control and the oracle bounds."""
 
-from snnexit.exit.base import (POLICIES, TARGETS, ExitPolicy, NotFittedError, ThresholdPolicy, agreement_with_fixed_t,
-                               check_trace, fixed_t_accuracy, predictions_at, register_policy, summarize_curve)
+from snnexit.exit.base import (POLICIES, ExitPolicy, NotFittedError, agreement_with_fixed_t, check_is_fitted,
+                               check_trace, fixed_t_accuracy, policy_params, predictions_at, register_policy,
+                               summarize_curve)
 from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
+from snnexit.exit.target import TARGETS, FitTarget
+from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.exit.policies import (DynamicConfidence, Entropy, FixedT, MaxSoftmax, MeanOutputConfidence, Oracle, OracleStable,
                                    StepCalibratedConfidence, alpha_at)
 from snnexit.exit.topk import TopK, TopKPerStep
@@ -20,8 +23,9 @@ def create_policy(name: str, **kwargs) -> ExitPolicy:
     return POLICIES.get(name)(**kwargs)
 
 
-__all__ = ["POLICIES", "TARGETS", "Conformal", "DynamicConfidence", "Entropy", "ExitCurve", "ExitPolicy", "FixedT",
-           "MaxSoftmax", "MeanOutputConfidence", "NotFittedError", "Oracle", "OracleStable", "StepCalibratedConfidence", "ThresholdPolicy", "TopK", "TopKPerStep",
-           "agreement_with_fixed_t", "alpha_at", "binomial_pvalues", "check_trace", "create_policy", "exact_curve",
-           "exit_steps_from_scores", "fixed_t_accuracy", "ltt_select", "online_policy_names", "predictions_at", "register_policy",
+__all__ = ["POLICIES", "TARGETS", "Conformal", "DynamicConfidence", "Entropy", "ExitCurve", "ExitPolicy", "FitTarget",
+           "FixedT", "MaxSoftmax", "MeanOutputConfidence", "NotFittedError", "Oracle", "OracleStable",
+           "StepCalibratedConfidence", "ThresholdPolicy", "TopK", "TopKPerStep", "agreement_with_fixed_t", "alpha_at",
+           "binomial_pvalues", "check_is_fitted", "check_trace", "create_policy", "exact_curve", "exit_steps_from_scores",
+           "fixed_t_accuracy", "ltt_select", "online_policy_names", "policy_params", "predictions_at", "register_policy",
            "summarize_curve", "zero_disagreement_bound"]

@@ -33,10 +33,11 @@ import numpy as np
 from scipy.stats import binom
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import (POLICIES, ThresholdPolicy, _check_fraction, agreement_with_fixed_t, check_trace,
-                               split_learn_certify)
+from snnexit.exit.base import POLICIES, agreement_with_fixed_t, check_trace, split_learn_certify
 from snnexit.exit.curve import exact_curve
 from snnexit.exit.risk import zero_disagreement_bound
+from snnexit.exit.target import check_fraction
+from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.simulate.trace import Trace
 
 # every deployable thresholded policy: the ones with an online rule that need no labels at test
@@ -150,9 +151,9 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
                            f"{(calibration.T, calibration.C)}")
     if not candidates:
         raise SnnexitError("no candidate policies to certify")
-    delta = _check_fraction("delta", delta, low_open=True, high_open=True)
+    delta = check_fraction("delta", delta, low_open=True, high_open=True)
     n = calibration.N
-    eps = smallest_certifiable_eps(n, delta) if eps is None else _check_fraction("eps", eps, low_open=True,
+    eps = smallest_certifiable_eps(n, delta) if eps is None else check_fraction("eps", eps, low_open=True,
                                                                                  high_open=True)
     rate = certifiable_disagreement_rate(n, eps, delta)
     kwargs = policy_kwargs or {}
