@@ -9,6 +9,8 @@
   takes exactly the same decisions, one step at a time, on any subset of the inputs;
 * a policy that needs fitting raises :class:`NotFittedError` until it is fitted
   (:func:`check_is_fitted`, the one check every caller uses);
+* ``to_dict()`` is a JSON-able record of the parameters and the fitted attributes;
+  :func:`snnexit.exit.persist.policy_from_dict` rebuilds the identical policy.
 
 Thresholded policies (:class:`snnexit.exit.threshold.ThresholdPolicy`) pick their threshold
 for a :class:`snnexit.exit.target.FitTarget`.
@@ -24,11 +26,13 @@ import numpy as np
 import torch
 
 from snnexit.errors import SnnexitError
+from snnexit.exit.codec import encode_fitted, encode_param
 from snnexit.exit.curve import ExitCurve
 from snnexit.registry import Registry
 from snnexit.simulate.trace import Trace
 
 POLICIES: Registry = Registry("policy")
+POLICY_FORMAT, POLICY_VERSION = "snnexit-policy", 2  # the record of ExitPolicy.to_dict
 
 
 def register_policy(name: str | None = None):
@@ -214,6 +218,16 @@ class ExitPolicy:
             "exit_step_counts": torch.bincount(steps.cpu(), minlength=trace.T + 1)[1:].tolist(),
         }
 
+    # --- persistence ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-able record: format, version, registry name, ``get_params()`` and every fitted
+        attribute (floats exact; ``inf``/``-inf`` as strings). :func:`policy_from_dict` reads it."""
+        if self.name is None or POLICIES.get(self.name) is not type(self):
+            raise SnnexitError(f"{type(self).__name__} is not a registered policy: it cannot be saved by name")
+        fitted = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+        return {"format": POLICY_FORMAT, "version": POLICY_VERSION, "policy": self.name,
+                "params": {k: encode_param(k, v) for k, v in self.get_params().items()},
+                "fitted": {k: encode_fitted(k, v) for k, v in fitted.items()}}
 
 
 def fixed_t_accuracy(trace: Trace) -> float:
