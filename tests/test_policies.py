@@ -131,7 +131,7 @@ def test_unfitted_policy_raises_a_clear_error(name, make_trace):
     if not policy.needs_fit:
         policy.exit_steps(tr)  # works without fit
         return
-    for call in (lambda: policy.exit_steps(tr), lambda: policy.predict(tr), lambda: policy.threshold(),
+    for call in (lambda: policy.exit_steps(tr), lambda: policy.predict(tr), lambda: policy.fitted_threshold(),
                  lambda: policy.decide(tr.outputs[0], 1, tr.meta)):
         with pytest.raises(NotFittedError, match="not fitted"):
             call()
@@ -247,7 +247,10 @@ def test_risk_target_is_the_last_point_of_the_certified_prefix(name, trace, eps,
 def test_given_threshold_is_used_as_is(name, make_trace):
     tr = make_trace(T=5, N=40)
     pol = create_policy(name, threshold=0.5).fit(tr)
-    assert pol.threshold_ == 0.5 and not hasattr(pol, "curve_")
+    assert pol.threshold_ == 0.5
+    # fit still records the fitting trace's curve and the point the fixed threshold realises on it
+    assert np.array_equal(pol.curve_.thresholds, pol.curve(tr).thresholds)
+    assert pol.point_ == int((pol.curve_.thresholds[:-1] > 0.5).sum())
 
 
 # ---------------------------------------------------------------------------------------
@@ -355,10 +358,13 @@ def test_dynamic_confidence_keeps_the_pipeline_interface(make_trace):
 
 
 def test_refit_forgets_the_previous_fit(make_trace):
-    pol = DynamicConfidence().fit(make_trace(T=6, N=100))
-    pol.threshold_init = 0.3
-    pol.fit(make_trace(T=6, N=100, seed=2))
-    assert pol.threshold_ == 0.3 and not hasattr(pol, "curve_")
+    pol = DynamicConfidence(target="risk", eps=0.1, delta=0.1).fit(make_trace(T=6, N=100))
+    assert hasattr(pol, "pvalues_")
+    pol.threshold = 0.3
+    second = make_trace(T=6, N=100, seed=2)
+    pol.fit(second)
+    assert pol.threshold_ == 0.3 and not hasattr(pol, "pvalues_") and not hasattr(pol, "certification_size_")
+    assert np.array_equal(pol.curve_.thresholds, pol.curve(second).thresholds)  # the new trace's curve
 
 
 def test_ltt_select_requires_agreement_counts(make_trace):

@@ -1,12 +1,16 @@
 """Exit policies (estimators over traces), the exact curve, risk control and the oracle bounds."""
 
-from snnexit.exit.base import (POLICIES, TARGETS, ExitPolicy, NotFittedError, ThresholdPolicy, agreement_with_fixed_t,
-                               check_trace, fixed_t_accuracy, predictions_at, register_policy, summarize_curve)
+from snnexit.exit.base import (POLICIES, POLICY_FORMAT, POLICY_VERSION, ExitPolicy, NotFittedError,
+                               agreement_with_fixed_t, check_is_fitted, check_trace, fixed_t_accuracy, policy_params,
+                               predictions_at, register_policy, summarize_curve)
 from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
+from snnexit.exit.target import TARGETS, FitTarget
+from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.exit.policies import (DynamicConfidence, Entropy, FixedT, MaxSoftmax, MeanOutputConfidence, Oracle, OracleStable,
                                    StepCalibratedConfidence, alpha_at)
 from snnexit.exit.topk import TopK, TopKPerStep
 from snnexit.exit.conformal import Conformal  # noqa: I001  (registration order does not matter)
+from snnexit.exit.persist import load_policy, load_policy_with_extra, policy_from_dict, save_policy
 from snnexit.exit.risk import binomial_pvalues, ltt_select, zero_disagreement_bound
 
 
@@ -20,8 +24,10 @@ def create_policy(name: str, **kwargs) -> ExitPolicy:
     return POLICIES.get(name)(**kwargs)
 
 
-__all__ = ["POLICIES", "TARGETS", "Conformal", "DynamicConfidence", "Entropy", "ExitCurve", "ExitPolicy", "FixedT",
-           "MaxSoftmax", "MeanOutputConfidence", "NotFittedError", "Oracle", "OracleStable", "StepCalibratedConfidence", "ThresholdPolicy", "TopK", "TopKPerStep",
-           "agreement_with_fixed_t", "alpha_at", "binomial_pvalues", "check_trace", "create_policy", "exact_curve",
-           "exit_steps_from_scores", "fixed_t_accuracy", "ltt_select", "online_policy_names", "predictions_at", "register_policy",
-           "summarize_curve", "zero_disagreement_bound"]
+__all__ = ["POLICIES", "POLICY_FORMAT", "POLICY_VERSION", "TARGETS", "Conformal", "DynamicConfidence", "Entropy",
+           "ExitCurve", "ExitPolicy", "FitTarget", "FixedT", "MaxSoftmax", "MeanOutputConfidence", "NotFittedError",
+           "Oracle", "OracleStable", "StepCalibratedConfidence", "ThresholdPolicy", "TopK", "TopKPerStep",
+           "agreement_with_fixed_t", "alpha_at", "binomial_pvalues", "check_is_fitted", "check_trace", "create_policy",
+           "exact_curve", "exit_steps_from_scores", "fixed_t_accuracy", "load_policy", "load_policy_with_extra",
+           "ltt_select", "online_policy_names", "policy_from_dict", "policy_params", "predictions_at", "register_policy",
+           "save_policy", "summarize_curve", "zero_disagreement_bound"]

@@ -1,67 +1,90 @@
 """Exit policies as estimators (scikit-learn style).
 
-* ``__init__`` only stores settings;
-* ``fit(trace)`` validates the settings and the trace, learns attributes ending in ``_``
-  and returns ``self``;
+* ``__init__`` only stores each parameter under its own name (``get_params`` reads them back
+  from its signature; ``set_params`` sets them);
+* ``fit(trace)`` validates the parameters and the trace, learns attributes ending in ``_``
+  (and only ``fit`` sets them) and returns ``self``;
 * ``exit_steps(trace)`` gives each input's 1-based exit step, ``predict(trace)`` its answer;
 * ``decide(accumulated, t, meta, labels=None)`` is the online twin of ``exit_steps``: it
   takes exactly the same decisions, one step at a time, on any subset of the inputs;
-* a policy that needs fitting raises :class:`NotFittedError` until it is fitted.
+* a policy that needs fitting raises :class:`NotFittedError` until it is fitted
+  (:func:`check_is_fitted`, the one check every caller uses);
+* ``to_dict()`` is a JSON-able record of the parameters and the fitted attributes;
+  :func:`snnexit.exit.persist.policy_from_dict` rebuilds the identical policy.
 
-A thresholded policy is defined by a per-step score computed from the accumulated output
-alone (``score_step``), so the online runtime and the offline evaluation call the same
-function on the same numbers and take the same decisions. Its threshold is chosen from the
-exact accuracy-vs-mean-steps curve (one sort, :mod:`snnexit.exit.curve`) for one of the
-fitting targets:
-
-==============  ==============================================================================
-``no_loss``     fewest mean steps whose accuracy on the fitting trace is >= its fixed-T accuracy
-``max_drop``    fewest mean steps losing at most ``eps`` accuracy against fixed T (fitting trace)
-``max_steps``   the most accurate point with mean steps <= ``max_steps``
-``risk``        fewest mean steps such that, with probability >= 1 - ``delta`` over the fitting
-                data, the rate at which the exit answer differs from the fixed-T answer on new
-                data (an upper bound on the accuracy lost against fixed T) is <= ``eps`` (Learn
-                then Test on the label-free disagreement rate, :mod:`snnexit.exit.risk`)
-==============  ==============================================================================
-
-Risk control is valid only if the inputs that certify the threshold played no part in shaping
-the score. Policies whose score is itself learned from data (``learns_score``: per-step tables,
-per-step temperatures, conformal scores) therefore learn it on one half of the fitting trace
-and certify on the other (a fixed random split, :func:`split_learn_certify`), unless
-``fit(trace, calibration=other)`` gives a separate certification trace; that trace needs no
-labels.
+Thresholded policies (:class:`snnexit.exit.threshold.ThresholdPolicy`) pick their threshold
+for a :class:`snnexit.exit.target.FitTarget`.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
+from snnexit.exit.codec import encode_fitted, encode_param
+from snnexit.exit.curve import ExitCurve
 from snnexit.registry import Registry
 from snnexit.simulate.trace import Trace
 
 POLICIES: Registry = Registry("policy")
-register_policy = POLICIES.register
+POLICY_FORMAT, POLICY_VERSION = "snnexit-policy", 2  # the record of ExitPolicy.to_dict
 
-TARGETS = ("no_loss", "max_drop", "max_steps", "risk")
+
+def register_policy(name: str | None = None):
+    """Class decorator: register the policy under ``name`` (default: the class name) and set the
+    class attribute ``name`` (its name in saved records)."""
+
+    def decorator(cls):
+        cls.name = name or cls.__name__
+        return POLICIES.register(cls.name)(cls)
+
+    return decorator
+
+
+def policy_params(cls):
+    """Class decorator: the annotated class attributes a policy declares are its parameters.
+
+    The class becomes a dataclass (no generated ``__eq__``/``__repr__``) whose ``__init__``
+    takes the inherited parameters and then its own, keyword-only (unless a field says
+    ``kw_only=False``), and stores each under its own name, so a subclass lists only what
+    it adds or changes; ``field(default=..., init=False)`` fixes an inherited parameter.
+    """
+    return dataclass(eq=False, repr=False, kw_only=True)(cls)
 
 
 class NotFittedError(SnnexitError):
     pass
 
 
-def check_step_fitted(policy, per_step: torch.Tensor | None, t: int, what: str) -> None:
-    """Refuse scoring step ``t`` with a per-step table (``per_step``, one row per fitted step)
-    that ``fit`` has not learnt yet, or that has no row for ``t``."""
-    if per_step is None:
-        raise NotFittedError(f"{type(policy).__name__} is not fitted: its {what} come from fit(trace)")
-    if not 1 <= t <= per_step.shape[0]:
-        raise SnnexitError(f"{type(policy).__name__} was fitted on {per_step.shape[0]} steps; it cannot score step {t}")
+def check_is_fitted(policy, attributes: str | tuple[str, ...] | None = None) -> None:
+    """Raise :class:`NotFittedError` unless ``policy`` is fitted.
+
+    ``attributes``: the fitted attributes to look for (default: all of the policy's
+    ``fitted_attributes``, and nothing for a policy that needs no fit, such as ``fixed``).
+    Accepts any object with ``decide`` (a policy without ``needs_fit`` needs no fit).
+    """
+    if attributes is None:
+        if not getattr(policy, "needs_fit", False):
+            return
+        attributes = policy.fitted_attributes
+    elif isinstance(attributes, str):
+        attributes = (attributes,)
+    missing = [name for name in attributes if not hasattr(policy, name)]
+    if missing:
+        raise NotFittedError(f"{type(policy).__name__} is not fitted (no {', '.join(missing)}): call "
+                             f"fit(validation_trace) first")
+
+
+def check_step_range(policy, n_steps: int, t: int) -> None:
+    """Refuse scoring step ``t`` with per-step tables learnt on ``n_steps`` steps (a range
+    check: whether the tables exist is :func:`check_is_fitted`'s)."""
+    if not 1 <= t <= n_steps:
+        raise SnnexitError(f"{type(policy).__name__} was fitted on {n_steps} steps; it cannot score step {t}")
 
 
 def check_trace(trace) -> Trace:
@@ -103,34 +126,58 @@ def agreement_with_fixed_t(trace: Trace) -> torch.Tensor:
 
 
 class ExitPolicy:
-    """Base class. Subclasses implement ``exit_steps`` and ``decide``; ``fit`` is a no-op by default."""
+    """Base class. Subclasses implement ``exit_steps`` and ``decide``; ``fit`` only records T.
 
+    Fitted attributes: ``T_`` (the fitting trace's number of steps).
+    """
+
+    name: ClassVar[str | None] = None  # the registry name (set by register_policy)
     needs_fit = False
     uses_labels_at_test = False  # oracles peek at labels: an upper bound, not a deployable policy
     online = True  # False: decide() would need future steps (oracle_stable)
+    fitted_attributes: ClassVar[tuple[str, ...]] = ("T_",)  # what every fit sets (check_is_fitted looks for them)
+    optional_fitted_attributes: ClassVar[tuple[str, ...]] = ()  # what some fits set
 
     # --- scikit-learn conveniences -----------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The parameters: the named arguments of ``__init__``, in its order."""
+        return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
     def get_params(self) -> dict:
-        names = [p.name for p in inspect.signature(type(self).__init__).parameters.values()
-                 if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        return {name: getattr(self, "threshold_init" if name == "threshold" else name) for name in names}
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def set_params(self, **params) -> "ExitPolicy":
+        """Set parameters by name (validated at the next fit, as in ``__init__``); returns ``self``."""
+        names = self.param_names()
+        for key in params:
+            if key not in names:
+                raise SnnexitError(f"{type(self).__name__} has no parameter {key!r}; its parameters: "
+                                   f"{', '.join(names) or 'none'}")
+        for key, value in params.items():
+            setattr(self, key, value)
+        return self
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
+    def check_settings(self) -> None:
+        """Validate the parameters (``fit`` does first); raise SnnexitError naming the problem."""
+
     # --- estimator API --------------------------------------------------------------------
     def fit(self, trace: Trace) -> "ExitPolicy":
+        self.check_settings()
         check_trace(trace)
+        self._forget_fit()
         self.T_ = trace.T
         return self
 
-    def is_fitted(self) -> bool:
-        return hasattr(self, "T_")
-
-    def _check_fitted(self) -> None:
-        if self.needs_fit and not self.is_fitted():
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(validation_trace) first")
+    def _forget_fit(self) -> None:
+        """Drop every fitted attribute (a refit starts afresh)."""
+        for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            del self.__dict__[key]
 
     def exit_steps(self, trace: Trace) -> torch.Tensor:
         raise NotImplementedError
@@ -138,7 +185,8 @@ class ExitPolicy:
     def predict(self, trace: Trace) -> torch.Tensor:
         return predictions_at(trace, self.exit_steps(trace))
 
-    def threshold(self):
+    def fitted_threshold(self) -> float | None:
+        """The threshold ``fit`` chose (None: the policy has no threshold)."""
         return None
 
     def decide(self, accumulated: torch.Tensor, t: int, meta: dict, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -160,7 +208,7 @@ class ExitPolicy:
         mean_steps = steps.double().mean().item()
         scaling = self.output_scaling(trace.meta) or {"alpha": None, "temperature": None}
         return {
-            "threshold": self.threshold(),
+            "threshold": self.fitted_threshold(),
             **scaling,
             "test_acc": (pred == trace.labels).double().mean().item() if trace.labelled else None,
             "mean_steps": mean_steps,
@@ -170,166 +218,16 @@ class ExitPolicy:
             "exit_step_counts": torch.bincount(steps.cpu(), minlength=trace.T + 1)[1:].tolist(),
         }
 
-
-def _check_fraction(name: str, value, low_open: bool = False, high_open: bool = False) -> float:
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SnnexitError(f"{name} must be a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}, "
-                           f"got {value!r}")
-    if value < 0 or value > 1 or (low_open and value == 0) or (high_open and value == 1):
-        raise SnnexitError(f"{name} must lie in {'(' if low_open else '['}0, 1{')' if high_open else ']'}, got {value}")
-    return float(value)
-
-
-class ThresholdPolicy(ExitPolicy):
-    """Exit at the first step whose score exceeds ``threshold_``, else at T.
-
-    Args:
-        target: how ``fit`` picks the threshold: ``"no_loss"``, ``"max_drop"`` (needs ``eps``),
-            ``"max_steps"`` (needs ``max_steps``) or ``"risk"`` (needs ``eps`` and ``delta``);
-            see the module docstring.
-        threshold: a fixed threshold; when given, ``fit`` learns no threshold (but still
-            learns any per-step score tables).
-        eps: the accuracy drop allowed (a fraction, 0.01 = one point).
-        max_steps: the mean-steps budget.
-        delta: the probability allowed for the risk guarantee to fail.
-
-    Fitted attributes: ``T_``, ``threshold_``, and (unless ``threshold`` was given) the
-    fitting trace's ``curve_`` and the chosen ``point_``; for ``risk`` also ``pvalues_``,
-    ``certification_size_`` and ``learn_size_`` (``curve_`` is then the curve of the
-    certifying inputs, label-free when they are unlabelled).
-    """
-
-    needs_fit = True
-    targets = TARGETS
-    learns_score = False  # True: fit learns the score itself (tables, temperatures) from labelled data
-
-    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, eps: float | None = None,
-                 max_steps: float | None = None, delta: float | None = None):
-        self.target = target
-        self.threshold_init = threshold
-        self.eps = eps
-        self.max_steps = max_steps
-        self.delta = delta
-
-    # --- subclasses -------------------------------------------------------------------
-    def score_step(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
-        """(N,) score after step ``t`` (1-based) from the accumulated output ``(N, C)``."""
-        raise NotImplementedError
-
-    def _fit_scores(self, trace: Trace) -> None:
-        """Learn what the score needs from the fitting trace (per-step tables); default nothing."""
-
-    def _check_params(self) -> None:
-        """Subclass settings (e.g. K of top-K); raise SnnexitError naming the problem."""
-
-    # --- shared -----------------------------------------------------------------------
-    def is_fitted(self) -> bool:
-        return hasattr(self, "threshold_")
-
-    def check_settings(self) -> None:
-        if self.target not in self.targets:
-            raise SnnexitError(f"Unknown target {self.target!r}. Known: {', '.join(self.targets)}")
-        if self.target in ("max_drop", "precision"):
-            _check_fraction("eps", self.eps)
-        if self.target in ("risk", "coverage"):
-            _check_fraction("eps", self.eps, low_open=True, high_open=True)
-        if self.target == "risk":
-            _check_fraction("delta", self.delta, low_open=True, high_open=True)
-        if self.target == "max_steps":
-            ms = self.max_steps
-            if ms is None or isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms >= 1:
-                raise SnnexitError(f"max_steps must be a number >= 1 (mean steps per input), got {ms!r}")
-        if self.threshold_init is not None:
-            th = self.threshold_init
-            if isinstance(th, bool) or not isinstance(th, (int, float)) or not math.isfinite(th):
-                raise SnnexitError(f"threshold must be a finite number, got {th!r}")
-        self._check_params()
-
-    def scores(self, trace: Trace) -> torch.Tensor:
-        """(T, N) score at every step (a loop over steps, each vectorised over inputs)."""
-        return torch.stack([self.score_step(trace.outputs[t], t + 1, trace.meta) for t in range(trace.T)])
-
-    def curve(self, trace: Trace) -> ExitCurve:
-        """The exact curve of this score on ``trace``, with agreement counts for risk control."""
-        check_trace(trace)
-        return exact_curve(self.scores(trace), trace.correct() if trace.labelled else None,
-                           agreement_with_fixed_t(trace))
-
-    def fit(self, trace: Trace, calibration: Trace | None = None) -> "ThresholdPolicy":
-        """Learn the score (if it is learned) and the threshold from ``trace``.
-
-        ``calibration``: for target ``"risk"`` only, inputs (labelled or not) that certify the
-        threshold while ``trace`` learns everything else. Without it, a policy whose score is
-        learned splits ``trace`` into a learning and a certifying half.
-        """
-        self.check_settings()
-        check_trace(trace)
-        if calibration is not None:
-            if self.target != "risk" or self.threshold_init is not None:
-                raise SnnexitError("a separate calibration trace certifies a threshold: it needs target='risk' "
-                                   "and no fixed threshold")
-            check_trace(calibration)
-            if (calibration.T, calibration.C) != (trace.T, trace.C):
-                raise SnnexitError(f"calibration trace (T, C) = {(calibration.T, calibration.C)} differs from the "
-                                   f"fitting trace's {(trace.T, trace.C)}")
-        for name in ("threshold_", "curve_", "point_", "pvalues_", "certification_size_", "learn_size_"):
-            self.__dict__.pop(name, None)
-        self.T_ = trace.T
-        if self.target == "risk" and self.threshold_init is None:
-            learn, certify = trace, calibration
-            if certify is None:
-                learn, certify = split_learn_certify(trace) if self.learns_score else (trace, trace)
-            self._fit_scores(learn)
-            return self._certify(certify, learn_size=learn.N if self.learns_score else 0)
-        self._fit_scores(trace)
-        if self.threshold_init is not None:
-            self.threshold_ = float(self.threshold_init)
-            return self
-        direct = self._direct_threshold()
-        if direct is not None:
-            self.threshold_ = direct
-            return self
-        self.curve_ = self.curve(trace)
-        self.point_ = self._select(self.curve_)
-        self.threshold_ = float(self.curve_.thresholds[self.point_])
-        return self
-
-    def _certify(self, certify: Trace, learn_size: int) -> "ThresholdPolicy":
-        """Learn then Test on ``certify`` (which learned nothing), labelled or not."""
-        from snnexit.exit.risk import ltt_select  # risk imports scipy: only when certifying
-
-        self.curve_ = self.curve(certify)
-        self.point_, self.pvalues_ = ltt_select(self.curve_, self.eps, self.delta)
-        self.threshold_ = float(self.curve_.thresholds[self.point_])
-        self.certification_size_, self.learn_size_ = certify.N, learn_size
-        return self
-
-    def _direct_threshold(self) -> float | None:
-        """Targets that fix the threshold without the curve (e.g. SNNCutoff's precision)."""
-        return None
-
-    def _select(self, curve: ExitCurve) -> int:
-        fixed_correct = int(curve.correct[0])
-        if self.target == "no_loss":
-            return curve.select(min_correct=fixed_correct)
-        if self.target == "max_drop":
-            return curve.select(min_correct=int(math.ceil(fixed_correct - self.eps * curve.n - 1e-9)))
-        if self.target == "max_steps":
-            return curve.select_max_steps(float(self.max_steps))
-        raise SnnexitError(f"target {self.target!r} is not handled by {type(self).__name__}")
-
-    def threshold(self):
-        self._check_fitted()
-        return self.threshold_
-
-    def exit_steps(self, trace: Trace) -> torch.Tensor:
-        self._check_fitted()
-        check_trace(trace)
-        return exit_steps_from_scores(self.scores(trace), self.threshold_)
-
-    def decide(self, accumulated, t, meta, labels=None):
-        self._check_fitted()
-        return self.score_step(accumulated, t, meta).double() > self.threshold_
+    # --- persistence ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-able record: format, version, registry name, ``get_params()`` and every fitted
+        attribute (floats exact; ``inf``/``-inf`` as strings). :func:`policy_from_dict` reads it."""
+        if self.name is None or POLICIES.get(self.name) is not type(self):
+            raise SnnexitError(f"{type(self).__name__} is not a registered policy: it cannot be saved by name")
+        fitted = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+        return {"format": POLICY_FORMAT, "version": POLICY_VERSION, "policy": self.name,
+                "params": {k: encode_param(k, v) for k, v in self.get_params().items()},
+                "fitted": {k: encode_fitted(k, v) for k, v in fitted.items()}}
 
 
 def fixed_t_accuracy(trace: Trace) -> float:

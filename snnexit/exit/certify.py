@@ -27,17 +27,22 @@ does not depend on it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import binom
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import (POLICIES, ThresholdPolicy, _check_fraction, agreement_with_fixed_t, check_trace,
-                               split_learn_certify)
+from snnexit.exit.base import POLICIES, agreement_with_fixed_t, check_is_fitted, check_trace, split_learn_certify
 from snnexit.exit.curve import exact_curve
+from snnexit.exit.persist import policy_from_dict
 from snnexit.exit.risk import zero_disagreement_bound
+from snnexit.exit.target import check_fraction
+from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.simulate.trace import Trace
+
+CERTIFIED_FORMAT, CERTIFIED_VERSION = "snnexit-certified-exit", 1  # the record of CertifiedExit.to_dict
 
 # every deployable thresholded policy: the ones with an online rule that need no labels at test
 CERTIFY_CANDIDATES = ("dynamic_confidence", "mean_output_confidence", "max_softmax", "entropy", "topk",
@@ -126,6 +131,48 @@ class CertifiedExit:
     def predict(self, trace: Trace):
         return self.policy.predict(trace)
 
+    def to_dict(self) -> dict:
+        """JSON-able record of the certified exit, its fitted policy included (exact floats)."""
+        return {"format": CERTIFIED_FORMAT, "version": CERTIFIED_VERSION, "name": self.name, "eps": self.eps,
+                "delta": self.delta, "calibration_size": self.calibration_size, "learn_size": self.learn_size,
+                "candidates": dict(self.candidates), "policy": self.policy.to_dict()}
+
+    @classmethod
+    def from_dict(cls, record) -> "CertifiedExit":
+        """The certified exit a :meth:`to_dict` record describes; refuses an inconsistent one."""
+        if not isinstance(record, dict) or record.get("format") != CERTIFIED_FORMAT:
+            raise SnnexitError(f"not a certified-exit record (format {CERTIFIED_FORMAT!r} expected)")
+        if isinstance(record.get("version"), bool) or record.get("version") != CERTIFIED_VERSION:
+            raise SnnexitError(f"certified-exit record version {record.get('version')!r} cannot be read: this "
+                               f"snnexit reads version {CERTIFIED_VERSION}")
+        keys = {"format", "version", "name", "eps", "delta", "calibration_size", "learn_size", "candidates", "policy"}
+        if set(record) != keys:
+            raise SnnexitError(f"certified-exit record needs exactly the keys {', '.join(sorted(keys))}")
+        policy = policy_from_dict(record["policy"])
+        name, candidates = record["name"], record["candidates"]
+        if policy.name != name:
+            raise SnnexitError(f"certified-exit record names {name!r} but holds a {policy.name!r} policy")
+        if not isinstance(policy, ThresholdPolicy) or not policy.certifies:
+            raise SnnexitError("a certified exit's policy has target 'risk' and no fixed threshold")
+        check_is_fitted(policy)
+        eps = check_fraction("eps", record["eps"], low_open=True, high_open=True)
+        delta = check_fraction("delta", record["delta"], low_open=True, high_open=True)
+        if (eps, delta) != (policy.eps, policy.delta):
+            raise SnnexitError(f"certified-exit record: eps, delta = {eps}, {delta} differ from its policy's "
+                               f"{policy.eps}, {policy.delta}")
+        sizes = (record["calibration_size"], record["learn_size"])
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes) or \
+                sizes[0] != policy.certification_size_:
+            raise SnnexitError(f"certified-exit record: calibration_size and learn_size must be positive integers, "
+                               f"calibration_size equal to the policy's certification_size_ "
+                               f"({policy.certification_size_}), got {sizes}")
+        if not isinstance(candidates, dict) or name not in candidates or not all(
+                isinstance(k, str) and (v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      and math.isfinite(v))) for k, v in candidates.items()):
+            raise SnnexitError("certified-exit record: candidates must map policy names (the pick among them) to "
+                               "finite mean steps or null")
+        return cls(name, policy, eps, delta, sizes[0], sizes[1], dict(candidates))
+
 
 def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, delta: float = 0.05,
                  candidates: tuple[str, ...] | list[str] = CERTIFY_CANDIDATES,
@@ -150,9 +197,9 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
                            f"{(calibration.T, calibration.C)}")
     if not candidates:
         raise SnnexitError("no candidate policies to certify")
-    delta = _check_fraction("delta", delta, low_open=True, high_open=True)
+    delta = check_fraction("delta", delta, low_open=True, high_open=True)
     n = calibration.N
-    eps = smallest_certifiable_eps(n, delta) if eps is None else _check_fraction("eps", eps, low_open=True,
+    eps = smallest_certifiable_eps(n, delta) if eps is None else check_fraction("eps", eps, low_open=True,
                                                                                  high_open=True)
     rate = certifiable_disagreement_rate(n, eps, delta)
     kwargs = policy_kwargs or {}

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import POLICIES, ThresholdPolicy, check_trace, summarize_curve
+from snnexit.exit.base import POLICIES, check_trace, summarize_curve
 from snnexit.exit.policies import FixedT, Oracle, OracleStable
+from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.simulate.trace import Trace
 
 ORACLES = ("oracle", "oracle_stable")

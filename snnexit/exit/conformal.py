@@ -21,13 +21,16 @@ import math
 
 import torch
 
-from snnexit.exit.base import ThresholdPolicy, register_policy
+from snnexit.exit.base import policy_params, register_policy
 from snnexit.exit.scores import ScaledOutputSettings, second_probability
 from snnexit.exit.steptable import StepTablePolicy
+from snnexit.exit.target import FitTarget
+from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.simulate.trace import Trace
 
 
 @register_policy("conformal")
+@policy_params
 class Conformal(ScaledOutputSettings, StepTablePolicy):
     """Exit when the per-step split-conformal prediction set has at most one class.
 
@@ -41,6 +44,7 @@ class Conformal(ScaledOutputSettings, StepTablePolicy):
     """
 
     targets = ThresholdPolicy.targets + ("coverage",)
+    fitted_attributes = StepTablePolicy.fitted_attributes + ("miscoverage_",)
 
     def raw_step(self, accumulated, t, meta):
         return 1.0 - second_probability(self.scaled(accumulated, t, meta))
@@ -54,10 +58,10 @@ class Conformal(ScaledOutputSettings, StepTablePolicy):
         table = torch.arange(N + 1, dtype=torch.float64).expand(T, N + 1) / (N + 1)
         return nonconformity.sort(dim=1).values, table
 
-    def _direct_threshold(self):
-        if self.target == "coverage":
+    def _direct_threshold(self, target: FitTarget):
+        if target.kind == "coverage":
             n = self.sorted_values_.shape[1]
-            k = math.ceil((n + 1) * (1.0 - self.eps))  # exit iff >= k calibration scores below 1 - p_2
+            k = math.ceil((n + 1) * (1.0 - target.eps))  # exit iff >= k calibration scores below 1 - p_2
             return (k - 0.5) / (n + 1)
         return None
 

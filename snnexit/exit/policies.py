@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import field
 
 import torch
 
+from snnexit.calibrate import fit_temperature
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import ExitPolicy, ThresholdPolicy, check_step_fitted, check_trace, register_policy
+from snnexit.exit.base import (ExitPolicy, check_is_fitted, check_step_range, check_trace, policy_params,
+                               register_policy)
 from snnexit.exit.scores import (ScaledOutputSettings, alpha_at, max_softmax, one_minus_normalised_entropy,
                                  scaled_logits)
+from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.simulate.trace import Trace
 
 __all__ = ["DynamicConfidence", "Entropy", "FixedT", "MaxSoftmax", "MeanOutputConfidence", "Oracle", "OracleStable",
@@ -29,6 +33,7 @@ class FixedT(ExitPolicy):
 
 
 @register_policy("dynamic_confidence")
+@policy_params
 class DynamicConfidence(ScaledOutputSettings, ThresholdPolicy):
     """Li, Jones & Furber (ICCV 2023): ``c_t = max softmax(Y[t] / alpha / T_cal)``.
 
@@ -41,7 +46,8 @@ class DynamicConfidence(ScaledOutputSettings, ThresholdPolicy):
         temperature: T_cal from temperature scaling of the ANN; None reads
             ``trace.meta["temperature"]`` (1.0 if absent).
         use_alpha: False drops alpha (plain max-softmax of the accumulated output, for Fig. 2).
-        target, threshold, eps, max_steps, delta: see :class:`ThresholdPolicy`.
+        target, threshold, eps, max_steps, delta: see :class:`ThresholdPolicy` (also for the
+            fitted attributes).
     """
 
     def score_step(self, accumulated, t, meta):
@@ -58,23 +64,18 @@ class MeanOutputConfidence(DynamicConfidence):
 
 
 @register_policy("max_softmax")
+@policy_params
 class MaxSoftmax(DynamicConfidence):
     """SEENN-I (Li et al., NeurIPS 2023): max softmax of the accumulated output, no alpha,
-    no temperature unless given. It saturates as Y[t] grows with t: the contrast that
-    motivates Dynamic Confidence's alpha."""
+    no temperature unless given (``temperature`` defaults to 1.0, not to the trace's). It
+    saturates as Y[t] grows with t: the contrast that motivates Dynamic Confidence's alpha."""
 
-    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, temperature: float | None = 1.0,
-                 eps: float | None = None, max_steps: float | None = None, delta: float | None = None):
-        super().__init__(target=target, threshold=threshold, temperature=temperature, use_alpha=False, eps=eps,
-                         max_steps=max_steps, delta=delta)
-
-    def get_params(self) -> dict:
-        params = super().get_params()
-        params.pop("use_alpha", None)
-        return params
+    temperature: float | None = 1.0
+    use_alpha: bool = field(default=False, init=False)  # not a parameter: SEENN-I never divides by alpha
 
 
 @register_policy("step_calibrated_confidence")
+@policy_params
 class StepCalibratedConfidence(DynamicConfidence):
     """Dynamic Confidence with one temperature per time step, fitted on the validation trace
     (snnexit's extension; the paper calibrates the ANN once).
@@ -85,18 +86,16 @@ class StepCalibratedConfidence(DynamicConfidence):
     ``Y[t] / alpha_t`` at every step (``step_temperatures_``, by NLL, like the ANN's T_cal)
     puts the scores of all steps on one scale, so one threshold suits every step. The
     threshold is then chosen from the exact curve as for Dynamic Confidence.
+
+    Fitted attributes besides the shared ones: ``step_temperatures_`` ``(T_,)`` float64.
     """
 
-    learns_score = True
+    temperature: float | None = field(default=None, init=False)  # not a parameter: fitted per step instead
 
-    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, use_alpha: bool = True,
-                 eps: float | None = None, max_steps: float | None = None, delta: float | None = None):
-        super().__init__(target=target, threshold=threshold, temperature=None, use_alpha=use_alpha, eps=eps,
-                         max_steps=max_steps, delta=delta)
+    learns_score = True
+    fitted_attributes = ThresholdPolicy.fitted_attributes + ("step_temperatures_",)
 
     def _fit_scores(self, trace: Trace) -> None:
-        from snnexit.calibrate import fit_temperature
-
         temps = []
         for t in range(trace.T):
             logits = scaled_logits(trace.outputs[t], t + 1, trace.meta, 1.0, self.use_alpha)
@@ -106,7 +105,8 @@ class StepCalibratedConfidence(DynamicConfidence):
         self.step_temperatures_ = torch.tensor(temps, dtype=torch.float64)
 
     def score_step(self, accumulated, t, meta):
-        check_step_fitted(self, getattr(self, "step_temperatures_", None), t, "temperatures")
+        check_is_fitted(self, "step_temperatures_")
+        check_step_range(self, self.step_temperatures_.shape[0], t)
         logits = scaled_logits(accumulated, t, meta, 1.0, self.use_alpha)
         return max_softmax(logits / float(self.step_temperatures_[t - 1]))
 

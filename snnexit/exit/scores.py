@@ -9,13 +9,18 @@ traces) compute the same numbers for the same input.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from snnexit.errors import SnnexitError
 
-
 ALPHA_RULES = ("T", "t")
+
+
+def check_flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise SnnexitError(f"{name} must be true or false, got {value!r}")
 
 
 def alpha_at(t: int, meta: dict, rule=None) -> float:
@@ -81,26 +86,27 @@ def second_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1).topk(2, dim=-1).values[..., 1]
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class ScaledOutputSettings:
-    """Constructor and checks shared by the policies that score softmax(Y[t] / alpha_t / T_cal).
+    """Parameters and checks shared by the policies that score softmax(Y[t] / alpha_t / T_cal).
 
-    A mixin placed before the policy base: its ``__init__`` stores ``temperature`` and
-    ``use_alpha`` and passes the fitting settings on to the base. ``alpha_rule`` (a class
-    attribute) says which alpha: None, the network's own (``meta["alpha"]``); ``"t"``, the step.
+    A mixin placed before the policy base: a policy class combining the two (decorated with
+    :func:`~snnexit.exit.base.policy_params`) takes the base's parameters, then ``temperature``
+    and ``use_alpha``. ``alpha_rule`` (a class attribute, not a parameter) says which alpha:
+    None, the network's own (``meta["alpha"]``); ``"t"``, the step.
     """
+
+    temperature: float | None = None
+    use_alpha: bool = True
 
     alpha_rule = None
 
-    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, temperature: float | None = None,
-                 use_alpha: bool = True, eps: float | None = None, max_steps: float | None = None,
-                 delta: float | None = None):
-        super().__init__(target=target, threshold=threshold, eps=eps, max_steps=max_steps, delta=delta)
-        self.temperature = temperature
-        self.use_alpha = use_alpha
-
     def _check_params(self):
-        if self.temperature is not None and not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise SnnexitError(f"temperature must be a positive number or None, got {self.temperature!r}")
+        temp = self.temperature
+        if temp is not None and (isinstance(temp, bool) or not isinstance(temp, (int, float)) or not math.isfinite(temp)
+                                 or temp <= 0):
+            raise SnnexitError(f"temperature must be a positive number or None, got {temp!r}")
+        check_flag("use_alpha", self.use_alpha)
 
     def scaled(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
         return scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha, self.alpha_rule)

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import torch
 
-from snnexit.exit.base import ThresholdPolicy, check_step_fitted
+from snnexit.exit.base import check_is_fitted, check_step_range
+from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.simulate.trace import Trace
 
 
 class StepTablePolicy(ThresholdPolicy):
-    """Subclasses implement ``raw_step`` and ``_tables(raw (T, N), trace) -> (sorted, table)``."""
+    """Subclasses implement ``raw_step`` and ``_tables(raw (T, N), trace) -> (sorted, table)``.
+
+    Fitted attributes besides the shared ones: ``sorted_values_`` ``(T_, N)`` and
+    ``score_table_`` ``(T_, N + 1)``, float64 (N: the inputs that learned the tables).
+    """
 
     learns_score = True
+    fitted_attributes = ThresholdPolicy.fitted_attributes + ("sorted_values_", "score_table_")
 
     def raw_step(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
         raise NotImplementedError
@@ -39,11 +45,13 @@ class StepTablePolicy(ThresholdPolicy):
         self._device_tables = {}
 
     def score_step(self, accumulated, t, meta):
-        check_step_fitted(self, getattr(self, "score_table_", None), t, "score tables")
+        check_is_fitted(self, ("sorted_values_", "score_table_"))
+        check_step_range(self, self.score_table_.shape[0], t)
         device = accumulated.device
-        if device not in self._device_tables:  # one copy per device, made once
-            self._device_tables[device] = (self.sorted_values_.to(device), self.score_table_.to(device))
-        sorted_values, table = self._device_tables[device]
+        cache = self.__dict__.setdefault("_device_tables", {})  # a loaded policy starts without one
+        if device not in cache:  # one copy per device, made once
+            cache[device] = (self.sorted_values_.to(device), self.score_table_.to(device))
+        sorted_values, table = cache[device]
         raw = self.raw_step(accumulated, t, meta).double().contiguous()
         below = torch.searchsorted(sorted_values[t - 1], raw, side="left")  # (N,) calibration values < raw
         return table[t - 1][below]

@@ -11,9 +11,11 @@ import numpy as np
 import torch
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import ThresholdPolicy, register_policy
-from snnexit.exit.scores import alpha_at, topk_gap
+from snnexit.exit.base import policy_params, register_policy
+from snnexit.exit.scores import alpha_at, check_flag, topk_gap
 from snnexit.exit.steptable import StepTablePolicy
+from snnexit.exit.target import FitTarget
+from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.simulate.trace import Trace
 
 
@@ -28,6 +30,7 @@ def _check_k_classes(k: int, C: int) -> None:
 
 
 @register_policy("topk")
+@policy_params
 class TopK(ThresholdPolicy):
     """Score: ``top1(Y[t]) - topK(Y[t])`` of the accumulated output (divided by alpha_t, the
     number of steps for QCFS, when ``use_alpha``: the mean output's gap).
@@ -35,17 +38,16 @@ class TopK(ThresholdPolicy):
     Args:
         k: which runner-up to compare with (2: the margin between the two best classes).
         use_alpha: divide by alpha_t first (False: the raw accumulated output, which grows with t).
+        target, threshold, eps, max_steps, delta: see :class:`ThresholdPolicy` (also for the
+            fitted attributes).
     """
 
-    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, k: int = 2,
-                 use_alpha: bool = False, eps: float | None = None, max_steps: float | None = None,
-                 delta: float | None = None):
-        super().__init__(target=target, threshold=threshold, eps=eps, max_steps=max_steps, delta=delta)
-        self.k = k
-        self.use_alpha = use_alpha
+    k: int = 2
+    use_alpha: bool = False
 
     def _check_params(self):
         _check_k(self.k)
+        check_flag("use_alpha", self.use_alpha)
 
     def score_step(self, accumulated, t, meta):
         _check_k(self.k)
@@ -55,6 +57,7 @@ class TopK(ThresholdPolicy):
 
 
 @register_policy("topk_per_step")
+@policy_params
 class TopKPerStep(StepTablePolicy):
     """Top-K gap with one threshold per time step, fitted as SNNCutoff does.
 
@@ -69,12 +72,10 @@ class TopKPerStep(StepTablePolicy):
     per-step lookup) and ``step_thresholds_`` ``(T,)`` (tau_t for the chosen threshold).
     """
 
-    targets = ThresholdPolicy.targets + ("precision",)
+    k: int = 2
 
-    def __init__(self, target: str = "no_loss", threshold: float | None = None, *, k: int = 2,
-                 eps: float | None = None, max_steps: float | None = None, delta: float | None = None):
-        super().__init__(target=target, threshold=threshold, eps=eps, max_steps=max_steps, delta=delta)
-        self.k = k
+    targets = ThresholdPolicy.targets + ("precision",)
+    fitted_attributes = StepTablePolicy.fitted_attributes + ("step_thresholds_",)
 
     def _check_params(self):
         _check_k(self.k)
@@ -99,9 +100,9 @@ class TopKPerStep(StepTablePolicy):
         # an input with i calibration gaps below its own has N - i at or above it
         return desc.flip(1), q.flip(1)
 
-    def _direct_threshold(self):
-        if self.target == "precision":
-            return float(np.nextafter(1.0 - self.eps, -np.inf))  # score >= 1 - eps
+    def _direct_threshold(self, target: FitTarget):
+        if target.kind == "precision":
+            return float(np.nextafter(1.0 - target.eps, -np.inf))  # score >= 1 - eps
         return None
 
     def fit(self, trace: Trace, calibration: Trace | None = None) -> "TopKPerStep":

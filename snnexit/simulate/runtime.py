@@ -27,6 +27,7 @@ from typing import Iterable, Iterator
 import torch
 
 from snnexit.errors import SnnexitError
+from snnexit.exit.base import check_is_fitted
 from snnexit.simulate.cost import Cost
 from snnexit.simulate.network import SpikingNetwork
 
@@ -215,9 +216,7 @@ class EarlyExitEngine:
         if not getattr(policy, "online", True):
             raise SnnexitError(f"{type(policy).__name__} has no online rule (it needs future steps): evaluate it on a "
                                f"trace instead")
-        check = getattr(policy, "_check_fitted", None)
-        if check is not None:
-            check()
+        check_is_fitted(policy)
         self.device = torch.device(device)
         self.snn = snn.to(self.device).eval()
         self.policy = policy

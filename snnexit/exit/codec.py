@@ -1,0 +1,156 @@
+"""JSON encoding of a policy's parameters and fitted attributes, exact both ways.
+
+JSON numbers carry Python floats exactly (``json`` writes ``repr``), but JSON has no
+infinity: ``inf`` and ``-inf`` are written as the strings ``"inf"`` and ``"-inf"`` wherever a
+float may stand (NaN is never valid in a fitted policy). Arrays and tensors become nested
+lists of the shape they have; their dtype is fixed per attribute (:data:`FITTED_KINDS`), so
+decoding restores the same dtype, shape and bits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from snnexit.errors import SnnexitError
+from snnexit.exit.curve import ExitCurve
+
+# fitted attribute -> ("int" | "float" | "curve") or (container, dtype, ndim)
+FITTED_KINDS: dict[str, str | tuple[str, str, int]] = {
+    "T_": "int", "point_": "int", "certification_size_": "int", "learn_size_": "int",
+    "threshold_": "float", "miscoverage_": "float", "curve_": "curve",
+    "pvalues_": ("array", "float64", 1), "step_thresholds_": ("array", "float64", 1),
+    "step_temperatures_": ("tensor", "float64", 1), "sorted_values_": ("tensor", "float64", 2),
+    "score_table_": ("tensor", "float64", 2),
+}
+CURVE_FIELDS = {"thresholds": "float64", "mean_steps": "float64", "correct": "int64", "agree": "int64"}
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf}
+
+
+def encode_float(x: float) -> float | str:
+    x = float(x)
+    if math.isnan(x):
+        raise ValueError("NaN cannot be saved in a policy record")
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+def decode_float(value, what: str) -> float:
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SnnexitError(f"{what} must be a number, 'inf' or '-inf', got {value!r}")
+    return float(value)
+
+
+def _decode_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SnnexitError(f"{what} must be an integer, got {value!r}")
+    return value
+
+
+def encode_array(x: np.ndarray | torch.Tensor, dtype: str, what: str) -> list:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray) or x.dtype != np.dtype(dtype):
+        raise TypeError(f"{what}: expected a {dtype} array, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        if np.isnan(x).any():
+            raise ValueError(f"{what} holds NaN: it cannot be saved")
+        obj = x.astype(object)
+        obj[np.isposinf(x)], obj[np.isneginf(x)] = "inf", "-inf"
+        return obj.tolist()
+    return x.tolist()
+
+
+def decode_array(value, dtype: str, ndim: int, what: str) -> np.ndarray:
+    """Nested lists (depth ``ndim``, rectangular) of numbers as a ``dtype`` array."""
+    leaf = (lambda v: _decode_int(v, f"{what} entries")) if dtype == "int64" else \
+        (lambda v: decode_float(v, f"{what} entries"))
+
+    def walk(v, depth):
+        if depth == 0:
+            return leaf(v)
+        if not isinstance(v, list):
+            raise SnnexitError(f"{what} must be a {ndim}-dimensional list of numbers")
+        return [walk(item, depth - 1) for item in v]
+
+    nested = walk(value, ndim)
+    try:
+        out = np.array(nested, dtype=np.dtype(dtype))
+    except (ValueError, OverflowError):
+        raise SnnexitError(f"{what} is not a rectangular {ndim}-dimensional array") from None
+    if out.ndim != ndim:
+        raise SnnexitError(f"{what} is not a rectangular {ndim}-dimensional array")
+    return out
+
+
+def encode_curve(curve: ExitCurve) -> dict:
+    out = {name: None if getattr(curve, name) is None else encode_array(getattr(curve, name), dtype, f"curve_.{name}")
+           for name, dtype in CURVE_FIELDS.items()}
+    return {**out, "n": int(curve.n), "T": int(curve.T)}
+
+
+def decode_curve(value) -> ExitCurve:
+    if not isinstance(value, dict) or set(value) != set(CURVE_FIELDS) | {"n", "T"}:
+        raise SnnexitError(f"curve_ must be a table with {', '.join([*CURVE_FIELDS, 'n', 'T'])}")
+    arrays = {name: None if value[name] is None else decode_array(value[name], dtype, 1, f"curve_.{name}")
+              for name, dtype in CURVE_FIELDS.items()}
+    n, T = _decode_int(value["n"], "curve_.n"), _decode_int(value["T"], "curve_.T")
+    if n < 1 or T < 1:
+        raise SnnexitError(f"curve_ needs n >= 1 and T >= 1, got n = {n}, T = {T}")
+    th = arrays["thresholds"]
+    sizes = {name: a.shape[0] for name, a in arrays.items() if a is not None}
+    if th is None or arrays["mean_steps"] is None or len(set(sizes.values())) != 1 or th.size == 0:
+        raise SnnexitError(f"curve_ arrays must have one length >= 1, got {sizes}")
+    if arrays["correct"] is None and arrays["agree"] is None:
+        raise SnnexitError("curve_ needs correct or agree counts")
+    if not (np.diff(th) < 0).all():
+        raise SnnexitError("curve_.thresholds must be strictly decreasing")
+    for name in ("correct", "agree"):
+        if arrays[name] is not None and not ((arrays[name] >= 0) & (arrays[name] <= n)).all():
+            raise SnnexitError(f"curve_.{name} must count between 0 and n = {n}")
+    return ExitCurve(th, arrays["mean_steps"], arrays["correct"], n, T, arrays["agree"])
+
+
+def encode_param(name: str, value):
+    """A parameter as JSON: None, a bool, a string, an integer or a finite float."""
+    if value is None or isinstance(value, (bool, str, int)) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise SnnexitError(f"parameter {name} = {value!r} cannot be saved (a record holds None, a bool, a string or a "
+                       f"finite number)")
+
+
+def encode_fitted(name: str, value):
+    kind = FITTED_KINDS.get(name)
+    if kind is None:
+        raise TypeError(f"fitted attribute {name!r} has no JSON encoding (add it to FITTED_KINDS)")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name}: expected an integer, got {value!r}")
+        return int(value)
+    if kind == "float":
+        return encode_float(value)
+    if kind == "curve":
+        return encode_curve(value)
+    container, dtype, ndim = kind
+    if (container == "tensor") != isinstance(value, torch.Tensor) or value.ndim != ndim:
+        raise TypeError(f"{name}: expected a {ndim}-dimensional {container}, got {type(value).__name__}")
+    return encode_array(value, dtype, name)
+
+
+def decode_fitted(name: str, value):
+    """The attribute ``name`` from its JSON form (types and dtypes as ``fit`` leaves them)."""
+    kind = FITTED_KINDS.get(name)
+    if kind is None:
+        raise SnnexitError(f"unknown fitted attribute {name!r}")
+    if kind == "int":
+        return _decode_int(value, name)
+    if kind == "float":
+        return decode_float(value, name)
+    if kind == "curve":
+        return decode_curve(value)
+    container, dtype, ndim = kind
+    array = decode_array(value, dtype, ndim, name)
+    return torch.from_numpy(array) if container == "tensor" else array

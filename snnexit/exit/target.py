@@ -1,0 +1,97 @@
+"""What ``fit`` aims for when it picks a threshold: one validated value, :class:`FitTarget`.
+
+==============  ==============================================================================
+``no_loss``     fewest mean steps whose accuracy on the fitting trace is >= its fixed-T accuracy
+``max_drop``    fewest mean steps losing at most ``eps`` accuracy against fixed T (fitting trace)
+``max_steps``   the most accurate point with mean steps <= ``max_steps``
+``risk``        fewest mean steps such that, with probability >= 1 - ``delta`` over the fitting
+                data, the rate at which the exit answer differs from the fixed-T answer on new
+                data (an upper bound on the accuracy lost against fixed T) is <= ``eps`` (Learn
+                then Test on the label-free disagreement rate, :mod:`snnexit.exit.risk`)
+``precision``   (``topk_per_step`` only) SNNCutoff's rule: exit when the step's calibration
+                precision reaches ``1 - eps``
+``coverage``    (``conformal`` only) SpikeCP's rule: miscoverage level ``eps``
+==============  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from snnexit.errors import SnnexitError
+
+TARGETS = ("no_loss", "max_drop", "max_steps", "risk")  # every thresholded policy's
+TARGET_KINDS = TARGETS + ("precision", "coverage")  # plus the ones a single policy adds
+
+
+def check_fraction(name: str, value, low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a float in [0, 1] (``low_open``/``high_open``: excluding 0/1), else SnnexitError."""
+    interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SnnexitError(f"{name} must be a number in {interval}, got {value!r}")
+    if value < 0 or value > 1 or (low_open and value == 0) or (high_open and value == 1):
+        raise SnnexitError(f"{name} must lie in {interval}, got {value}")
+    return float(value)
+
+
+def check_threshold(value) -> None:
+    """A fixed threshold must be a finite number (None: none given)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value)):
+        raise SnnexitError(f"threshold must be a finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FitTarget:
+    """How ``fit`` picks the threshold: a ``kind`` (table above) and the settings it reads.
+
+    Building one validates it; settings the kind does not read are kept but ignored (a config
+    file may set ``eps`` for every target). ``kinds`` narrows the accepted kinds to a policy's.
+    """
+
+    kind: str = "no_loss"
+    eps: float | None = None
+    max_steps: float | None = None
+    delta: float | None = None
+
+    def __post_init__(self):
+        if self.kind not in TARGET_KINDS:
+            raise SnnexitError(f"Unknown target {self.kind!r}. Known: {', '.join(TARGET_KINDS)}")
+        if self.kind in ("max_drop", "precision"):
+            check_fraction("eps", self.eps)
+        if self.kind in ("risk", "coverage"):
+            check_fraction("eps", self.eps, low_open=True, high_open=True)
+        if self.kind == "risk":
+            check_fraction("delta", self.delta, low_open=True, high_open=True)
+        if self.kind == "max_steps":
+            ms = self.max_steps
+            if ms is None or isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms >= 1:
+                raise SnnexitError(f"max_steps must be a number >= 1 (mean steps per input), got {ms!r}")
+
+    @classmethod
+    def for_policy(cls, kind: str, kinds: tuple[str, ...] = TARGETS, **settings) -> "FitTarget":
+        """A target among ``kinds`` (a policy's ``targets``); an unknown kind lists them."""
+        if kind not in kinds:
+            raise SnnexitError(f"Unknown target {kind!r}. Known: {', '.join(kinds)}")
+        return cls(kind, **settings)
+
+    @property
+    def certifies(self) -> bool:
+        """True for ``risk``: the threshold comes with a guarantee on new inputs."""
+        return self.kind == "risk"
+
+    def describe(self) -> str:
+        """One line, e.g. ``risk: disagreement with fixed T <= 0.05 with probability >= 0.9``."""
+        if self.kind == "no_loss":
+            return "no_loss: fewest mean steps without losing fitting accuracy against fixed T"
+        if self.kind == "max_drop":
+            return f"max_drop: fewest mean steps losing at most {self.eps:g} accuracy against fixed T"
+        if self.kind == "max_steps":
+            return f"max_steps: the most accurate threshold with mean steps <= {self.max_steps:g}"
+        if self.kind == "risk":
+            return (f"risk: disagreement with fixed T on new inputs <= {self.eps:g} with probability "
+                    f">= {1 - self.delta:g}")
+        if self.kind == "precision":
+            return f"precision: exit once a step's calibration precision reaches {1 - self.eps:g}"
+        return f"coverage: exit once the conformal set at miscoverage {self.eps:g} has at most one class"

@@ -1,0 +1,180 @@
+"""Thresholded exit policies: exit at the first step whose score exceeds a fitted threshold.
+
+A thresholded policy is defined by a per-step score computed from the accumulated output
+alone (``score_step``), so the online runtime and the offline evaluation call the same
+function on the same numbers and take the same decisions. Its threshold is chosen from the
+exact accuracy-vs-mean-steps curve (one sort, :mod:`snnexit.exit.curve`) for a
+:class:`~snnexit.exit.target.FitTarget` (``no_loss``, ``max_drop``, ``max_steps``, ``risk``).
+
+Risk control is valid only if the inputs that certify the threshold played no part in shaping
+the score. Policies whose score is itself learned from data (``learns_score``: per-step tables,
+per-step temperatures, conformal scores) therefore learn it on one half of the fitting trace
+and certify on the other (a fixed random split, :func:`~snnexit.exit.base.split_learn_certify`),
+unless ``fit(trace, calibration=other)`` gives a separate certification trace; that trace needs
+no labels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import field
+
+import torch
+
+from snnexit.errors import SnnexitError
+from snnexit.exit.base import (ExitPolicy, agreement_with_fixed_t, check_is_fitted, check_trace, policy_params,
+                               split_learn_certify)
+from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
+from snnexit.exit.target import TARGETS, FitTarget, check_threshold
+from snnexit.simulate.trace import Trace
+
+
+@policy_params
+class ThresholdPolicy(ExitPolicy):
+    """Exit at the first step whose score exceeds ``threshold_``, else at T.
+
+    Args:
+        target: how ``fit`` picks the threshold: ``"no_loss"``, ``"max_drop"`` (needs ``eps``),
+            ``"max_steps"`` (needs ``max_steps``) or ``"risk"`` (needs ``eps`` and ``delta``);
+            see :mod:`snnexit.exit.target`. ``fit_target`` is the validated :class:`FitTarget`.
+        threshold: a fixed threshold; when given, ``fit`` chooses no threshold (but still
+            learns any per-step score tables).
+        eps: the accuracy drop allowed (a fraction, 0.01 = one point).
+        max_steps: the mean-steps budget.
+        delta: the probability allowed for the risk guarantee to fail.
+
+    Subclasses declare only the parameters they add (:func:`~snnexit.exit.base.policy_params`).
+
+    Fitted attributes (every fit): ``T_``; ``threshold_``; ``curve_``, the exact curve of the
+    fitting trace (for ``risk`` without a fixed threshold: of the certifying inputs, label-free
+    when they are unlabelled); ``point_``, the point of ``curve_`` that ``threshold_`` realises
+    (the number of its thresholds above ``threshold_``). For ``risk`` without a fixed threshold
+    also ``pvalues_`` (one per curve point), ``certification_size_`` and ``learn_size_``.
+    """
+
+    target: str = field(default="no_loss", kw_only=False)
+    threshold: float | None = field(default=None, kw_only=False)
+    eps: float | None = None
+    max_steps: float | None = None
+    delta: float | None = None
+
+    needs_fit = True
+    targets = TARGETS
+    learns_score = False  # True: fit learns the score itself (tables, temperatures) from labelled data
+    fitted_attributes = ("T_", "threshold_", "curve_", "point_")
+    optional_fitted_attributes = ("pvalues_", "certification_size_", "learn_size_")  # risk
+
+    # --- subclasses -------------------------------------------------------------------
+    def score_step(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
+        """(N,) score after step ``t`` (1-based) from the accumulated output ``(N, C)``."""
+        raise NotImplementedError
+
+    def _fit_scores(self, trace: Trace) -> None:
+        """Learn what the score needs from the fitting trace (per-step tables); default nothing."""
+
+    def _check_params(self) -> None:
+        """Subclass settings (e.g. K of top-K); raise SnnexitError naming the problem."""
+
+    def _direct_threshold(self, target: FitTarget) -> float | None:
+        """Targets that fix the threshold without the curve (e.g. SNNCutoff's precision)."""
+        return None
+
+    # --- shared -----------------------------------------------------------------------
+    @property
+    def fit_target(self) -> FitTarget:
+        """``target``, ``eps``, ``max_steps`` and ``delta`` as one validated value."""
+        return FitTarget.for_policy(self.target, self.targets, eps=self.eps, max_steps=self.max_steps,
+                                    delta=self.delta)
+
+    def check_settings(self) -> FitTarget:
+        target = self.fit_target
+        check_threshold(self.threshold)
+        self._check_params()
+        return target
+
+    @property
+    def certifies(self) -> bool:
+        """Does ``fit`` certify the threshold (target ``risk``, no fixed threshold)?"""
+        return self.target == "risk" and self.threshold is None
+
+    def scores(self, trace: Trace) -> torch.Tensor:
+        """(T, N) score at every step (a loop over steps, each vectorised over inputs)."""
+        return torch.stack([self.score_step(trace.outputs[t], t + 1, trace.meta) for t in range(trace.T)])
+
+    def curve(self, trace: Trace) -> ExitCurve:
+        """The exact curve of this score on ``trace``, with agreement counts for risk control."""
+        check_trace(trace)
+        return exact_curve(self.scores(trace), trace.correct() if trace.labelled else None,
+                           agreement_with_fixed_t(trace))
+
+    def fit(self, trace: Trace, calibration: Trace | None = None) -> "ThresholdPolicy":
+        """Learn the score (if it is learned) and the threshold from ``trace``.
+
+        ``calibration``: for target ``"risk"`` only, inputs (labelled or not) that certify the
+        threshold while ``trace`` learns everything else. Without it, a policy whose score is
+        learned splits ``trace`` into a learning and a certifying half.
+        """
+        target = self.check_settings()
+        check_trace(trace)
+        if calibration is not None:
+            if not self.certifies:
+                raise SnnexitError("a separate calibration trace certifies a threshold: it needs target='risk' "
+                                   "and no fixed threshold")
+            check_trace(calibration)
+            if (calibration.T, calibration.C) != (trace.T, trace.C):
+                raise SnnexitError(f"calibration trace (T, C) = {(calibration.T, calibration.C)} differs from the "
+                                   f"fitting trace's {(trace.T, trace.C)}")
+        self._forget_fit()
+        self.T_ = trace.T
+        if self.certifies:
+            learn, certify = trace, calibration
+            if certify is None:
+                learn, certify = split_learn_certify(trace) if self.learns_score else (trace, trace)
+            self._fit_scores(learn)
+            return self._certify(certify, target, learn_size=learn.N if self.learns_score else 0)
+        self._fit_scores(trace)
+        curve = self.curve(trace)
+        threshold = float(self.threshold) if self.threshold is not None else self._direct_threshold(target)
+        if threshold is None:
+            point = self._select(curve, target)
+            threshold = float(curve.thresholds[point])
+        else:  # the point this threshold realises on the fitting trace's curve
+            point = int((curve.thresholds[:-1] > threshold).sum())
+        self.curve_, self.point_, self.threshold_ = curve, point, threshold
+        return self
+
+    def _certify(self, certify: Trace, target: FitTarget, learn_size: int) -> "ThresholdPolicy":
+        """Learn then Test on ``certify`` (which learned nothing), labelled or not."""
+        from snnexit.exit.risk import (
+            ltt_select,  # risk imports scipy: only when certifying
+        )
+
+        curve = self.curve(certify)
+        point, pvalues = ltt_select(curve, target.eps, target.delta)
+        self.curve_, self.point_, self.pvalues_ = curve, point, pvalues
+        self.certification_size_, self.learn_size_ = certify.N, learn_size
+        self.threshold_ = float(curve.thresholds[point])
+        return self
+
+    def _select(self, curve: ExitCurve, target: FitTarget) -> int:
+        fixed_correct = int(curve.correct[0])
+        if target.kind == "no_loss":
+            return curve.select(min_correct=fixed_correct)
+        if target.kind == "max_drop":
+            return curve.select(min_correct=int(math.ceil(fixed_correct - target.eps * curve.n - 1e-9)))
+        if target.kind == "max_steps":
+            return curve.select_max_steps(float(target.max_steps))
+        raise SnnexitError(f"target {target.kind!r} is not handled by {type(self).__name__}")
+
+    def fitted_threshold(self) -> float:
+        check_is_fitted(self)
+        return self.threshold_
+
+    def exit_steps(self, trace: Trace) -> torch.Tensor:
+        check_is_fitted(self)
+        check_trace(trace)
+        return exit_steps_from_scores(self.scores(trace), self.threshold_)
+
+    def decide(self, accumulated, t, meta, labels=None):
+        check_is_fitted(self)
+        return self.score_step(accumulated, t, meta).double() > self.threshold_
