@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snnexit.cli.export import load_snn  # noqa: E402
+from snnexit.runs.exportable import exportable_snn  # noqa: E402
 from snnexit.data import load_dataset  # noqa: E402
-from snnexit.export import export_nir, fold_batchnorm, import_nir  # noqa: E402
+from snnexit.export import export_nir, fold_all_batchnorm, import_nir  # noqa: E402
 from snnexit.io import write_json  # noqa: E402
 from snnexit.simulate import SpikingNetwork, record_trace  # noqa: E402
 
@@ -41,8 +41,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/nir_gap.json")
     args = parser.parse_args()
 
-    ns = argparse.Namespace(dataset=None, model=None, levels=None, width=None, data_dir=None, cache_dir=None)
-    snn, _ = load_snn(args.run, ns)
+    snn, _ = exportable_snn(args.run)
     saved = json.loads((Path(args.run) / "results.json").read_text())["config"]
     data = load_dataset(saved["dataset"], saved["seed"], root=saved.get("data_dir"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,7 +50,7 @@ def main() -> None:
         size = path.stat().st_size
         nets = {
             "snnexit": snn,
-            "snnexit_bn_folded": SpikingNetwork(fold_batchnorm(snn.body), snn.meta),
+            "snnexit_bn_folded": SpikingNetwork(fold_all_batchnorm(snn.body), snn.meta),
             "nir_exact": import_nir(path, "snnexit"),
             "nir_standard": import_nir(path, "nir"),
         }

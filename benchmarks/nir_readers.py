@@ -35,7 +35,8 @@ from snnexit.errors import SnnexitError  # noqa: E402
 from snnexit.export import export_nir, import_nir  # noqa: E402
 from snnexit.export.standard import calibrate_threshold_scale, spikingjelly_trace  # noqa: E402
 from snnexit.io import write_json  # noqa: E402
-from snnexit.pipeline import RunConfig, trained_ann  # noqa: E402
+from snnexit.runs.ann import trained_ann  # noqa: E402
+from snnexit.runs.settings import RunConfig  # noqa: E402
 from snnexit.simulate import record_trace  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """Target (issue 6): does the cutoff regulariser (RCS) move Top-K cutoff's mean steps down by
 >= 15% at equal accuracy on the built-in event data set?
 
-Runs ``snnexit cutoff-train --table`` (the same code, :func:`snnexit.cli.cutoff.cutoff_table`):
+Runs ``snnexit cutoff-train --table`` (the same code, :func:`snnexit.experiments.cutoff.cutoff_table`):
 arms with a = 0 (baseline) and with each regulariser weight, identical otherwise (same init seed,
 same data order, same epochs), then compares Top-K against the baseline two ways:
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from snnexit.cli.cutoff import CutoffSettings, cutoff_table, steps_at_accuracy
+from snnexit.experiments.cutoff import CutoffSettings, cutoff_table, steps_at_accuracy
 from snnexit.data import DATASETS
 from snnexit.io import write_json
 from snnexit.simulate import Trace

@@ -94,15 +94,16 @@ def training_inputs_check(dataset: str, seed: int, out: Path, cache: Path) -> di
     import torch
 
     from snnexit.data import load_dataset
-    from snnexit.pipeline import RunConfig, calibrate, certified_exit, converted_snn, trained_ann
+    from snnexit.runs.evaluation import certified_exit
+    from snnexit.runs.network import trained_snn
+    from snnexit.runs.settings import RunConfig
     from snnexit.simulate import Trace, record_trace
     from snnexit.exit.base import split_learn_certify
     from snnexit.exit.certify import certify_exit
 
     config = RunConfig(dataset=dataset, seed=seed, cache_dir=str(cache), progress=False)
     data = load_dataset(dataset, seed)
-    model = trained_ann(config, data, log=lambda *_: None)
-    snn = converted_snn(model, data, config, calibrate(model, data, config.device)["temperature"])
+    snn, _ = trained_snn(config, data, log=lambda *_: None)
     train = record_trace(snn, data.train.batches(250), T=config.T)
     val, test = Trace.load(out / "trace_val.safetensors"), Trace.load(out / "trace_test.safetensors")
     cert = certified_exit(val)

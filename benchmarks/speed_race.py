@@ -47,20 +47,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from snnexit.neurons.modules import IFNeuron, SpikingNeuron  # noqa: E402
+from snnexit.data import load_dataset  # noqa: E402
+from snnexit.experiments.bench import competing_process  # noqa: E402
+from snnexit.runs.network import trained_snn  # noqa: E402
+from snnexit.runs.settings import RunConfig  # noqa: E402
 from snnexit.simulate.network import SpikingNetwork  # noqa: E402
+from snnexit.runtime.threads import LoadMeter  # noqa: E402
 
 
 def default_network(device: str = "cpu", log=print):
     """The cached default model of ``snnexit run``: (snn, data, temperature)."""
-    from snnexit.pipeline import RunConfig, calibrate, convert, load_dataset, trained_ann
-
     config = RunConfig(device=device, progress=False)
     data = load_dataset(config.dataset, config.seed)
-    model = trained_ann(config, data, log=log)
-    temperature = calibrate(model, data, device)["temperature"]
-    snn = convert(model, config.converter)
-    snn.meta["temperature"] = temperature
-    return snn.to(device).eval(), data, temperature
+    snn, calibration = trained_snn(config, data, log=log)
+    return snn.to(device).eval(), data, calibration["temperature"]
 
 
 class Scale(nn.Module):
@@ -161,7 +161,7 @@ def run_chunked(snn: SpikingNetwork, x: torch.Tensor, T: int, plan: tuple[int, .
 def chunk_plan(snn: SpikingNetwork, x: torch.Tensor, T: int) -> tuple[tuple[int, ...], int]:
     """The chunk plan and thread count ``ChunkedEngine`` picks for a fixed-T run of ``x``."""
     from snnexit.exit import FixedT
-    from snnexit.simulate.chunked import ChunkedEngine
+    from snnexit.runtime.chunked import ChunkedEngine
 
     result = ChunkedEngine(snn, FixedT(), T, x.device, exit_steps=torch.full((1,), T), count_spikes=False).run(x)
     return result.schedule, result.threads
@@ -220,7 +220,7 @@ def race(snn, x: torch.Tensor, T: int, repeats: int, device: str, channels_last:
     sj_single.body.to(device), sj_multi.body.to(device)
     x_sj = x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
     plan, threads = chunk_plan(snn, x, T)
-    from snnexit.simulate.threads import num_threads
+    from snnexit.runtime.threads import num_threads
 
     def chunked():
         with num_threads(threads):
@@ -293,9 +293,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     snn, data, _ = default_network(args.device, log=lambda m: print(m, file=sys.stderr))
-    from snnexit.cli.bench import competing_process
-    from snnexit.simulate.threads import LoadMeter
-
     load_before = LoadMeter(probe_s=1.0).other_busy()  # cores other processes kept busy (not ours)
     print(f"other processes keep {load_before:.2f} cores busy", file=sys.stderr)
 

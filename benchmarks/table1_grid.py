@@ -26,7 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from snnexit.cli.table import grid_markdown, run_grid  # noqa: E402
+from snnexit.experiments.table1 import run_grid  # noqa: E402
+from snnexit.report.tables import grid_markdown  # noqa: E402
 from snnexit.io import write_json, write_text  # noqa: E402
 from snnexit.report.tables import grid_verdict  # noqa: E402
 

@@ -9,7 +9,7 @@ from snnexit.data import load_dataset
 from snnexit.exit import DynamicConfidence, FixedT
 from snnexit.quant import QCFS
 from snnexit.simulate import record_trace
-from snnexit.simulate.runtime import EarlyExitEngine
+from snnexit.runtime import EarlyExitEngine
 from snnexit.train import TrainConfig, evaluate_logits, train
 
 data = load_dataset("digits", seed=0)  # sklearn's 8x8 digits: train / val / test splits

@@ -17,7 +17,7 @@ __all__ = ["SnnexitError", "Trace", "__version__"]
 def __getattr__(name: str):
     # Trace imports torch (seconds): load it on first use, so `snnexit --version` stays fast
     if name == "Trace":
-        from snnexit.simulate.trace import Trace
+        from snnexit.simulate.trace import Trace  # torch: on first use, not at `snnexit --version`
 
         return Trace
     raise AttributeError(f"module 'snnexit' has no attribute {name!r}")

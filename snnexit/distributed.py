@@ -1,6 +1,12 @@
 """Training and tracing in several processes with ``torch.distributed`` (``torchrun``).
 
-    python -m torch.distributed.run --nproc_per_node 2 -m snnexit.distributed --dataset digits --out runs/ddp
+    python -m torch.distributed.run --nproc_per_node 2 -m snnexit run --dataset digits --out runs/ddp
+
+``snnexit run`` under torchrun (``WORLD_SIZE`` > 1 in its environment) runs the same
+stages as in one process (:mod:`snnexit.runs.stages`) with two replacements: the ANN trains in
+every process with the one training loop (:func:`snnexit.train.train` with the hooks of
+:class:`ProcessGroupTraining`), and the splits are traced by all processes together
+(:func:`record_trace_distributed`). Process 0 writes the run folder.
 
 The backend is gloo on CPU and NCCL on CUDA (process ``LOCAL_RANK`` uses ``cuda:LOCAL_RANK``).
 
@@ -32,22 +38,26 @@ gradients through the all-reduce), as in one process. What still differs from on
 
 from __future__ import annotations
 
-import argparse
+import functools
 import os
-import sys
 import types
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.nn.functional import all_reduce
 
 from snnexit.errors import SnnexitError
+from snnexit.io import write_json
+from snnexit.runs.artifacts import RESULTS_FILE
+from snnexit.runs.stages import run
 from snnexit.simulate.network import SpikingNetwork
 from snnexit.simulate.stepper import record_trace
 from snnexit.simulate.trace import Trace
+from snnexit.train.loop import OneProcess, train
 
 
 @dataclass
@@ -146,8 +156,6 @@ def _global_batchnorm_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Te
     """BatchNorm over the global batch: sums all-reduced across processes (differentiably)."""
     if not self.training:
         return type(self).forward(self, x)
-    from torch.distributed.nn.functional import all_reduce
-
     dims = [0] + list(range(2, x.dim()))
     count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
     stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
@@ -171,143 +179,78 @@ def _global_batchnorm_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Te
     return y
 
 
-def train_distributed(model: nn.Module, train_split, config, ctx: DistContext | None = None, *,
-                      checkpoint: str | Path | None = None, augment=None, progress: bool = False) -> nn.Module:
-    """:func:`snnexit.train.train` in ``ctx.world_size`` processes (see the module docstring)."""
-    from snnexit.train.loop import CHECKPOINT_VERSION, optimizer_and_schedule, resume, save_checkpoint
+class ProcessGroupTraining(OneProcess):
+    """The hooks of :func:`snnexit.train.train` for ``ctx.world_size`` processes (module docstring)."""
 
-    ctx = ctx or DistContext()
-    if not ctx.active:
-        from snnexit.train import train
+    def __init__(self, ctx: DistContext):
+        self.ctx = ctx
+        self.is_main = ctx.is_main
+        self._bns = []
 
-        return train(model, train_split, config, device=ctx.device, checkpoint=checkpoint, progress=progress,
-                     augment=augment)
-    n = len(train_split)
-    if n % config.batch_size and n % config.batch_size < ctx.world_size:
-        raise SnnexitError(f"the last batch has {n % config.batch_size} inputs, fewer than the {ctx.world_size} "
-                           f"processes: choose another batch size")
-    if config.batch_size < ctx.world_size:
-        raise SnnexitError(f"batch size {config.batch_size} is smaller than the {ctx.world_size} processes")
-    device = ctx.device
-    model.to(device)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.forward = types.MethodType(_global_batchnorm_forward, bn)
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
-    opt, sched = optimizer_and_schedule(model, config, n)
-    start = resume(checkpoint, config, model, opt, sched)
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    try:
-        for epoch in range(start, config.epochs):
-            model.train()
-            gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)
-            torch.manual_seed(config.seed * 100003 + epoch)
-            order = torch.randperm(n, generator=gen)
-            for i in range(0, n, config.batch_size):
-                idx = order[i : i + config.batch_size]
-                x, y = train_split.x[idx].to(device), train_split.y[idx].to(device)
-                if augment is not None:
-                    x = augment(x, gen)  # the whole global batch: the generator advances as in one process
-                part = shard(len(idx), ctx.rank, ctx.world_size)
-                out = ddp(x[part.start : part.stop])
-                loss = loss_fn(out, y[part.start : part.stop]) * (ctx.world_size / len(idx))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-            if checkpoint is not None:
-                if ctx.is_main:
-                    save_checkpoint(checkpoint, {
-                        "format": "snnexit-train", "version": CHECKPOINT_VERSION, "epoch": epoch + 1,
-                        "config": asdict(config), "model": model.state_dict(),
-                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    })
-                dist.barrier()
-    finally:
-        for bn in bns:
+    def check(self, n_train: int, config) -> None:
+        world = self.ctx.world_size
+        if n_train % config.batch_size and n_train % config.batch_size < world:
+            raise SnnexitError(f"the last batch has {n_train % config.batch_size} inputs, fewer than the {world} "
+                               f"processes: choose another batch size")
+        if config.batch_size < world:
+            raise SnnexitError(f"batch size {config.batch_size} is smaller than the {world} processes")
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        self._bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for bn in self._bns:
+            bn.forward = types.MethodType(_global_batchnorm_forward, bn)
+        device = self.ctx.device
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
+
+    def unwrap(self, model: nn.Module) -> None:
+        for bn in self._bns:
             del bn.forward  # back to the class's forward
-    model.eval()
-    return model
+        self._bns = []
+
+    def part(self, n: int) -> slice:
+        rows = shard(n, self.ctx.rank, self.ctx.world_size)
+        return slice(rows.start, rows.stop)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+        # DDP averages the gradients over processes: sum / n * world makes that the global batch mean's
+        return nn.functional.cross_entropy(out, y, reduction="sum") * (self.ctx.world_size / n)
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+
+def train_distributed(model: nn.Module, train_split, config, ctx: DistContext | None = None, *, device: str | None = None,
+                      checkpoint: str | Path | None = None, augment=None, progress: bool = False, log=None) -> nn.Module:
+    """:func:`snnexit.train.train` in ``ctx.world_size`` processes (see the module docstring)."""
+    ctx = ctx or DistContext()
+    group = ProcessGroupTraining(ctx) if ctx.active else None
+    return train(model, train_split, config, device=device or ctx.device, checkpoint=checkpoint,
+                 progress=progress and ctx.is_main, augment=augment, log=log if ctx.is_main else None, group=group)
 
 
 # ---- the main job under torchrun ------------------------------------------------------------
-def run_distributed(config, ctx: DistContext, log=print) -> dict | None:
-    """Train (or reuse the cached ANN), calibrate, and trace validation and test in all processes;
-    process 0 writes the traces and ``results.json`` (Dynamic Confidence fitted on validation)."""
-    from snnexit.convert import convert
-    from snnexit.data import load_dataset
-    from snnexit.io import save_tensors, write_json
-    from snnexit.pipeline import (ANN_FORMAT, ANN_VERSION, ann_cache_paths, build_ann, calibrate, check_writable,
-                                  converter_inputs, evaluate_policies, load_cached_ann)
-    from snnexit.train import TrainConfig
-
-    config.validate()
-    out = check_writable(config.out) if ctx.is_main else Path(config.out)
-    data = load_dataset(config.dataset, config.seed, root=config.data_dir)
-    model = build_ann(config, data)
-    cache, key, weights = ann_cache_paths(config)
-    if load_cached_ann(model, weights, config):
-        log(f"reusing trained ANN {weights}")
-    else:
-        log(f"training {config.model} on {config.dataset} for {config.epochs} epochs in {ctx.world_size} processes")
-        tc = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed)
-        train_distributed(model, data.train, tc, ctx, checkpoint=cache / f"train-ddp{ctx.world_size}-{key}.pt",
-                          augment=getattr(data, "augment", None))
-        if ctx.is_main:
-            save_tensors(weights, model.state_dict(), fmt=ANN_FORMAT, version=ANN_VERSION,
-                         meta={"key": key, "processes": ctx.world_size})
-    model = model.to(ctx.device).eval()
-    cal = calibrate(model, data, ctx.device)
-    snn = convert(model, config.converter, **converter_inputs(config.converter, data))
-    snn.meta["temperature"] = cal["temperature"]
-    val = record_trace_distributed(snn, data.val, config.T, ctx=ctx)
-    test = record_trace_distributed(snn, data.test, config.T, ctx=ctx)
-    if not ctx.is_main:
-        return None
-    val.save(out / "trace_val.safetensors")
-    test.save(out / "trace_test.safetensors")
-    policies, _ = evaluate_policies(val, test)
-    results = {"config": asdict(config), "processes": ctx.world_size, "calibration": cal, "policies": policies,
-               "snn": {"T": config.T, "test_acc_per_step": test.accuracy_per_step().tolist()}}
-    write_json(out / "results.json", results)
-    return results
+def under_torchrun() -> bool:
+    """Was this process started by torchrun with more than one process?"""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    from snnexit.pipeline import RunConfig
-
-    d = RunConfig()
-    p = argparse.ArgumentParser(prog="python -m torch.distributed.run --nproc_per_node N -m snnexit.distributed",
-                                description="Train (or reuse) and trace in several processes; process 0 writes "
-                                            "traces and results.json to --out.")
-    for flag, default, kind in (("--dataset", d.dataset, str), ("--model", d.model, str), ("--T", d.T, int),
-                                ("--epochs", d.epochs, int), ("--seed", d.seed, int), ("--out", d.out, str),
-                                ("--L", d.levels, int), ("--width", None, int), ("--batch-size", d.batch_size, int),
-                                ("--lr", d.lr, float), ("--cache-dir", None, str), ("--data-dir", None, str),
-                                ("--device", "cpu", str)):
-        p.add_argument(flag, default=default, type=kind)
-    args = p.parse_args(argv)
-    config = RunConfig(dataset=args.dataset, model=args.model, T=args.T, epochs=args.epochs, seed=args.seed,
-                       out=args.out, levels=args.L, width=args.width, batch_size=args.batch_size, lr=args.lr,
-                       cache_dir=args.cache_dir, data_dir=args.data_dir, device=args.device, progress=False)
+def run_distributed(settings, log=print, overwrite: bool = False) -> dict | None:
+    """``snnexit run`` in every process torchrun started: the same stages, trained with the one
+    training loop in all processes and traced by all of them together; process 0 writes the run
+    folder and returns the results (the others return None)."""
+    ctx = init_distributed(settings.run.device)
     try:
-        ctx = init_distributed(args.device)
-        log = (lambda msg: print(msg, file=sys.stderr)) if ctx.is_main else (lambda msg: None)
-        results = run_distributed(config, ctx, log)
-        if results is not None:
-            dc = results["policies"]["dynamic_confidence"]
-            print(f"{ctx.world_size} processes: fixed-T accuracy {results['policies']['fixed']['test_acc']:.4f}, "
-                  f"Dynamic Confidence {dc['test_acc']:.4f} at {dc['mean_steps']:.2f} mean steps; wrote {config.out}")
+        settings.run.device = ctx.device
+        recorder = functools.partial(record_trace_distributed, ctx=ctx)
+        trainer = functools.partial(train_distributed, ctx=ctx)
+        results = run(settings, log if ctx.is_main else (lambda message: None), trainer=trainer, recorder=recorder,
+                      writes=ctx.is_main, overwrite=overwrite)
+        if ctx.is_main:
+            results["processes"] = ctx.world_size
+            write_json(Path(settings.run.out) / RESULTS_FILE, results)
         if ctx.active:  # no process tears gloo down while another is still writing or sending
             dist.barrier()
-    except SnnexitError as exc:
-        print(f"snnexit distributed: error: {exc}", file=sys.stderr)
-        return 2
+        return results if ctx.is_main else None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

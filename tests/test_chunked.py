@@ -13,10 +13,10 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, FixedT
-from snnexit.simulate.chunked import ChunkedEngine, exit_distribution, plan_chunks
+from snnexit.runtime.chunked import ChunkedEngine, exit_distribution, plan_chunks
 from snnexit.simulate.cost import cost_from_trace, fan_out
-from snnexit.simulate.runtime import EarlyExitEngine
-from snnexit.simulate.threads import LoadMeter
+from snnexit.runtime.engine import EarlyExitEngine
+from snnexit.runtime.threads import LoadMeter
 from test_runtime import T, _one_thread, dyadic_inputs, dyadic_network, fitted, setup, spread_dc  # noqa: F401
 
 CHUNKS = ["auto", 3, [2, 5, 5]]
@@ -184,7 +184,7 @@ def test_auto_threads_take_one_thread_when_the_machine_is_busy(setup):
 
 
 def test_load_meter_does_not_count_our_own_cpu_time(monkeypatch):
-    import snnexit.simulate.threads as threads
+    import snnexit.runtime.threads as threads
 
     clock = {"wall": 0.0, "busy": 0.0, "own": 0.0}
     monkeypatch.setattr(threads, "_busy_seconds", lambda: clock["busy"])

@@ -8,10 +8,10 @@ from dataclasses import asdict, fields
 import pytest
 
 from snnexit.cli import build_parser, main
-from snnexit.config import (FitSettings, Settings, TraceSettings, load_config, save_config, settings_from_args,
-                            settings_from_dict)
+from snnexit.cli.config_args import settings_from_args
 from snnexit.errors import SnnexitError
-from snnexit.pipeline import RunConfig
+from snnexit.runs.config_file import load_config, save_config, settings_from_dict
+from snnexit.runs.settings import FitSettings, RunConfig, Settings, TraceSettings
 
 STAGE_COMMANDS = ["run", "train", "convert", "trace", "fit", "evaluate", "report"]
 
@@ -94,7 +94,7 @@ def test_every_run_field_has_a_flag(command):
     ('[fit]\ntarget = "fastest"', "Unknown target 'fastest'"),
     ("[trace]\nbatch_size = 0", "'trace.batch_size' must be >= 1"),
     ("lr = -0.1", "'lr' must be a positive number"),
-    ("T = 0", "T must be >= 1"),
+    ("T = 0", "T must lie in 1..100000"),
     ('dataset = "cifar11"', "Unknown dataset 'cifar11'"),
     ("T = [1, 2]", "config key 'T' must be an integer, got list"),
     ("T = 3\nT = 4", "invalid TOML"),

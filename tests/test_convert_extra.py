@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from snnexit import pipeline
+from snnexit.runs import settings as pipeline
 from snnexit.cli import main
 from snnexit.convert import CONVERTERS, convert
 from snnexit.convert.bn_fold import fold_batchnorm_pairs
@@ -17,7 +17,7 @@ from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
 from snnexit.models import create_model
 from snnexit.neurons import IFNeuron, QFFSNeuron
-from snnexit.pipeline import RunConfig
+from snnexit.runs.settings import RunConfig
 from snnexit.quant import LSQ, QCFS
 from snnexit.simulate import Trace, record_trace, simulate_batch
 from snnexit.train import TrainConfig, evaluate_logits, train
@@ -306,7 +306,7 @@ def test_run_with_quantizer_and_converter(tmp_path, quantizer, converter, alpha)
 
 
 def test_run_config_rejects_unknown_quantizer_and_keys_the_cache():
-    with pytest.raises(SnnexitError, match="Unknown quantizer 'lsqq'. Known: qcfs, lsq, relu, clip"):
+    with pytest.raises(SnnexitError, match="Unknown quantizer 'lsqq'. Known: clip, lsq, qcfs, relu"):
         RunConfig(dataset="digits", quantizer="lsqq").validate()
     with pytest.raises(SnnexitError, match="bits"):
         RunConfig(dataset="digits", quantizer="lsq", bits=0).validate()

@@ -16,7 +16,7 @@ from snnexit.neurons import IFNeuron, IFState, NeuronParams, TrainableIF, Traina
 from snnexit.neurons.surrogate import Sigmoid
 from snnexit.quant import QCFS
 from snnexit.simulate import Trace, record_trace
-from snnexit.simulate.runtime import EarlyExitEngine
+from snnexit.runtime.engine import EarlyExitEngine
 from snnexit.train import direct as direct_mod
 from snnexit.train import load_checkpoint
 from snnexit.train.direct import (DirectConfig, build_direct_snn, run_steps, snn_loss, train_snn,

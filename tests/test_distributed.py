@@ -15,7 +15,8 @@ from snnexit.convert import convert
 from snnexit.data import load_dataset
 from snnexit.distributed import DistContext, init_distributed, record_trace_distributed, shard, train_distributed
 from snnexit.io import load_tensors, save_tensors
-from snnexit.pipeline import RunConfig, build_ann
+from snnexit.runs.ann import build_ann
+from snnexit.runs.settings import RunConfig
 from snnexit.simulate import Trace, record_trace
 from snnexit.train import TrainConfig, train
 
@@ -107,7 +108,7 @@ def test_torchrun_end_to_end(tmp_path):
     """The documented command: torchrun with 2 processes, then the results of process 0."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "snnexit.distributed", "--dataset", "digits", "--width", "4", "--epochs", "2", "--T", "8",
+           "-m", "snnexit", "run", "--dataset", "digits", "--width", "4", "--epochs", "2", "--T", "8",
            "--batch-size", "64", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

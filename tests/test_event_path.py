@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from snnexit.cli import main
-from snnexit.cli.stages import SNN_FILE, load_converted
+from snnexit.runs.artifacts import SNN_FILE, load_converted
 from snnexit.data import DATASETS, load_dataset
 from snnexit.data.events import event_mnist
 from snnexit.io import load_tensors
@@ -57,7 +57,8 @@ def test_run_traces_one_frame_per_step(events):
 
 
 def test_ann_learns_the_mean_frame(events):
-    from snnexit.pipeline import RunConfig, build_ann
+    from snnexit.runs.ann import build_ann
+    from snnexit.runs.settings import RunConfig
 
     tmp, data = events["tmp"], events["data"]
     tensors, _ = load_tensors(tmp / "chain" / "ann.safetensors", fmt="ann", version=1)

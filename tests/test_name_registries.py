@@ -1,5 +1,5 @@
 """The name registries of neurons, task losses and quantizers: filled on import, an unknown name
-gives one line that lists the known ones, and QUANTIZERS builds what the pipeline built before."""
+gives one line that lists the known ones, and QUANTIZERS builds the activations each name stands for."""
 
 import subprocess
 import sys
@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from snnexit import pipeline
 from snnexit.errors import SnnexitError
 from snnexit.neurons import NEURONS, TrainableIF, TrainableLIF
 from snnexit.quant import LSQ, QCFS, QUANTIZERS
@@ -64,15 +63,6 @@ def test_quantizers_build_the_activations_they_name():
         assert a is not b  # a fresh module per call: each layer trains its own threshold
         assert describe(a) == describe(module), name
     assert QUANTIZERS.get("lsq")(**SETTINGS)().threshold.item() == pytest.approx(2.5)  # s * Q = lam
-
-
-@pytest.mark.parametrize("name", ["qcfs", "lsq", "relu", "clip"])
-def test_quantizers_match_the_pipelines_activation_factory(name):
-    factory = getattr(pipeline, "activation_factory", None)
-    if factory is None:
-        pytest.skip("pipeline.activation_factory is gone (the pipeline builds from QUANTIZERS)")
-    config = pipeline.RunConfig(quantizer=name, **SETTINGS)
-    assert describe(QUANTIZERS.get(name)(**SETTINGS)()) == describe(factory(config)())
 
 
 def test_registries_are_filled_by_importing_them_alone():

@@ -14,7 +14,8 @@ from snnexit.errors import SnnexitError
 from snnexit.export import export_nir, fold_all_batchnorm, import_nir, read_nir, to_nir
 from snnexit.io import save_tensors
 from snnexit.models import create_model
-from snnexit.pipeline import ANN_FORMAT, ANN_VERSION, RunConfig, build_ann
+from snnexit.runs.ann import ANN_FORMAT, ANN_VERSION, build_ann
+from snnexit.runs.settings import RunConfig
 from snnexit.quant import QCFS
 from snnexit.simulate import SpikingNetwork, record_trace
 

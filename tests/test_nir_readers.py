@@ -15,7 +15,8 @@ from snnexit.export import export_nir, import_nir, to_nir
 from snnexit.export.nir import fold_scales
 from snnexit.export.standard import calibrate_threshold_scale, spikingjelly_trace
 from snnexit.neurons import IFNeuron
-from snnexit.pipeline import RunConfig, trained_ann
+from snnexit.runs.ann import trained_ann
+from snnexit.runs.settings import RunConfig
 from snnexit.simulate import SpikingNetwork, record_trace
 
 pytest.importorskip("spikingjelly.activation_based.nir_exchange")

@@ -16,7 +16,7 @@ from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, DynamicConfidence, FixedT, Oracle, online_policy_names
 from snnexit.neurons import IFNeuron
 from snnexit.simulate import SpikingNetwork, record_trace
-from snnexit.simulate.runtime import EarlyExitEngine
+from snnexit.runtime.engine import EarlyExitEngine
 
 T = 12
 C = 5

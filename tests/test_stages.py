@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from snnexit.cli import main
-from snnexit.cli.stages import POLICY_FILE, SNN_FILE, STAGES, load_converted, load_policy
-from snnexit.exit import DynamicConfidence
+from snnexit.exit import POLICIES, DynamicConfidence, create_policy, load_policy
 from snnexit.io import load_tensors
-from snnexit.pipeline import fit_policy
+from snnexit.runs.artifacts import POLICY_FILE, SNN_FILE, STAGES, load_converted
 from snnexit.simulate import Trace, record_trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +93,7 @@ def test_a_fixed_threshold_sits_on_the_validation_curve(runs):
     val = Trace.load(runs["chain"] / "trace_val.safetensors")
     curve = DynamicConfidence().curve(val)
     for tau in (float(curve.thresholds[len(curve.thresholds) // 2]), 0.5, 0.97, 1.5, -1.0):
-        dc = fit_policy(val, DynamicConfidence(threshold=tau))
+        dc = DynamicConfidence(threshold=tau).fit(val)
         direct = dc.evaluate(val)
         assert dc.curve_.mean_steps[dc.point_] == pytest.approx(direct["mean_steps"])
         assert dc.curve_.accuracy[dc.point_] == pytest.approx(direct["test_acc"])
@@ -103,7 +102,7 @@ def test_a_fixed_threshold_sits_on_the_validation_curve(runs):
 def test_fit_with_a_fixed_threshold_from_the_command_line(runs, tmp_path):
     chain = runs["chain"]
     assert main(["fit", "--config", str(runs["config"]), "--out", str(chain), "--threshold", "0.9"]) == 0
-    assert json.loads((chain / POLICY_FILE).read_text())["threshold_"] == 0.9
+    assert load_policy(chain / POLICY_FILE).threshold_ == 0.9
     assert main(["evaluate", "--config", str(runs["config"]), "--out", str(chain), "--threshold", "0.9"]) == 0
     results = json.loads((chain / "results.json").read_text())
     test = Trace.load(chain / "trace_test.safetensors")
@@ -145,6 +144,91 @@ def test_policy_fitted_on_another_trace_is_refused(runs, tmp_path, capsys):
     val.subset(torch.arange(val.N - 1)).save(copy / "trace_val.safetensors")
     assert main(["evaluate", "--config", str(runs["config"]), "--out", str(copy)]) == 2
     assert "fitted on another trace_val.safetensors; run `snnexit fit` again" in capsys.readouterr().err
+
+
+def _fit_evaluate_report(runs, folder, *flags) -> dict:
+    for stage in ("fit", "evaluate", "report"):
+        assert main([stage, "--config", str(runs["config"]), "--out", str(folder), *flags]) == 0, (stage, flags)
+    return json.loads((folder / "results.json").read_text())
+
+
+def _expected_row(folder, name: str, **options) -> dict:
+    """The policy fitted on the stored validation trace and evaluated on the stored test trace, here."""
+    val, test = (Trace.load(folder / f) for f in ("trace_val.safetensors", "trace_test.safetensors"))
+    policy = create_policy(name, **options)
+    if policy.needs_fit:
+        policy.fit(val)
+    return policy.evaluate(test)
+
+
+@pytest.mark.parametrize("name,flags,options", [
+    ("topk", ["--policy-option", "k=3"], {"k": 3}),
+    ("conformal", ["--target", "coverage", "--eps", "0.1"], {"target": "coverage", "eps": 0.1}),
+    ("fixed", [], {}),
+])
+def test_any_registered_policy_through_fit_evaluate_report(runs, tmp_path, name, flags, options):
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(runs["chain"], folder)
+    results = _fit_evaluate_report(runs, folder, "--policy", name, *flags)
+    assert results["fitted_policy"] == name
+    expected = _expected_row(folder, name, **options)
+    for key in ("threshold", "test_acc", "mean_steps", "exit_step_counts"):
+        assert results["policies"][name][key] == expected[key], key
+    record = json.loads((folder / POLICY_FILE).read_text())
+    assert record["policy"] == name and record["extra"]["fitted_on"]["file"] == "trace_val.safetensors"
+    report = (folder / "report.md").read_text()
+    assert f"| {name} |" in report or name == "fixed"
+    assert (folder / "fig4_exit_histogram.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_every_registered_policy_through_the_stages(runs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "all"
+    shutil.copytree(runs["chain"], folder)
+    for name in POLICIES.names():
+        results = _fit_evaluate_report(runs, folder, "--policy", name)
+        assert results.get("fitted_policy", "dynamic_confidence") == name
+        assert results["policies"][name]["mean_steps"] == _expected_row(folder, name)["mean_steps"], name
+
+
+def test_run_fits_the_policy_it_is_given(runs, tmp_path, capsys):
+    out = tmp_path / "entropy"
+    assert main(["run", "--config", str(runs["config"]), "--out", str(out), "--policy", "entropy"]) == 0
+    printed = capsys.readouterr().out
+    assert "| entropy |" in printed and "entropy captures" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["fitted_policy"] == "entropy"
+    assert results["policies"]["entropy"]["mean_steps"] == _expected_row(out, "entropy")["mean_steps"]
+    assert load_policy(out / POLICY_FILE).threshold_ == results["policies"]["entropy"]["threshold"]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--policy", "fixed", "--eps", "0.1"], "policy 'fixed' has no parameter 'eps'"),
+    (["--policy", "topk", "--policy-option", "kk=3"], "policy 'topk' has no parameter 'kk'"),
+    (["--policy", "topk", "--policy-option", "k=1"], "k (top-1 minus top-k) must be an integer >= 2"),
+    (["--policy", "bogus"], "Unknown policy 'bogus'. Known:"),
+])
+def test_bad_policy_settings_are_one_line_errors(runs, tmp_path, capsys, flags, message):
+    assert main(["fit", "--config", str(runs["config"]), "--out", str(tmp_path / "never"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_runtime_takes_the_policy_file(runs):
+    from snnexit.data import load_dataset
+    from snnexit.runtime.engine import EarlyExitEngine
+
+    snn, _ = load_converted(runs["chain"] / SNN_FILE)
+    policy = load_policy(runs["chain"] / POLICY_FILE)
+    test = load_dataset("digits", seed=0).test
+    stored = Trace.load(runs["chain"] / "trace_test.safetensors")
+    result = EarlyExitEngine(snn, policy, T=8).run(test.x[:64])
+    assert torch.equal(result.exit_steps.cpu(), policy.exit_steps(stored)[:64])
 
 
 @pytest.mark.slow

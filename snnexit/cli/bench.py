@@ -1,41 +1,17 @@
-"""``snnexit bench``: wall-clock time of fixed T against early exit, in the paper's Table 2 format.
-
-The network is the pipeline's (trained once and cached, like ``snnexit run``); the policy is
-fitted on the validation trace. Timed with the time-chunked runtime (``ChunkedEngine``: its
-chunk plan from the policy's exit steps on the validation trace, its thread count chosen per
-batch size and load) and, for comparison, the step-by-step one (``EarlyExitEngine``, torch's
-thread setting). Each measurement is the median of interleaved repeats (the engines take turns,
-so a busy machine slows all alike):
-
-* **latency** at batch size 1: seconds per inference over ``--latency-inputs`` test inputs;
-* **throughput** at batch size ``--batch-size``: inferences per second over the test split,
-  with compaction and, for comparison, with masking only (finished inputs keep being
-  simulated, as when a cutoff is applied after running all T steps);
-* the same on a **busy machine** (``--busy``): a competing process spins on one core while
-  the engines run (fewer inputs: per-step kernels on an oversubscribed CPU are slow).
-
-Beside the time, each row shows the time-step saving the policy predicts offline, the ratio of
-the wall-clock saving to it (1.0: every saved step saves its full time), the steps the chunked
-engine computed (a chunk may run past an exit) and the energy per inference (45 nm FP32: the
-input layer's MACs plus one accumulate per delivered spike). The exit steps and answers of both
-runtimes are checked against the offline policy on the test trace.
-"""
+"""``snnexit bench``: wall-clock time of fixed T against early exit (the paper's Table 2);
+the measurements are :mod:`snnexit.experiments.bench`."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import platform
-import statistics
-import subprocess
 import sys
-import time
-
-import torch
+from dataclasses import fields
+from pathlib import Path
 
 from snnexit.cli.common import add_device, positive_int
-from snnexit.errors import SnnexitError
-from snnexit.pipeline import RunConfig
+from snnexit.experiments.bench import BenchSettings, bench
+from snnexit.io import write_json
+from snnexit.runs.artifacts import check_writable
 
 
 def register(sub) -> None:
@@ -45,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--model", default="vgg_small")
     p.add_argument("--T", type=positive_int, default=32, help="time steps of the fixed-T baseline (default 32)")
-    p.add_argument("--epochs", type=int, default=RunConfig().epochs,
+    p.add_argument("--epochs", type=int, default=BenchSettings.epochs,
                    help="training epochs of the (cached) ANN (default: the same as snnexit run, so its cache is reused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", default="dynamic_confidence", help="exit policy fitted on the validation trace")
@@ -70,265 +46,11 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def competing_process(active: bool = True):
-    """A process that keeps one core busy (a Python spin loop) for the duration of the block."""
-    if not active:
-        yield None
-        return
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.3)  # let it start spinning
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def make_engines(snn, policy, T: int, device: str, hint: torch.Tensor, names: list[str]) -> dict:
-    """The engines a row times: fixed T and early exit, chunked and step by step."""
-    from snnexit.exit import FixedT
-    from snnexit.simulate.chunked import ChunkedEngine
-    from snnexit.simulate.runtime import EarlyExitEngine
-
-    makers = {
-        "fixed": lambda: ChunkedEngine(snn, FixedT(), T, device, exit_steps=torch.full((1,), T)),
-        "early_exit": lambda: ChunkedEngine(snn, policy, T, device, exit_steps=hint),
-        "fixed_step": lambda: EarlyExitEngine(snn, FixedT(), T, device),
-        "early_exit_step": lambda: EarlyExitEngine(snn, policy, T, device),
-        "early_exit_masked": lambda: EarlyExitEngine(snn, policy, T, device, compact=False),
-    }
-    return {name: makers[name]() for name in names}
-
-
-def time_latency(engines: dict, x, T: int, device: str, repeats: int, energy_model="fp32") -> dict:
-    """Seconds per inference at batch size 1 for every engine (interleaved, rotating order)."""
-    x = x.to(device)
-    steps = torch.zeros(len(x), dtype=torch.long)
-    computed = torch.zeros(len(x), dtype=torch.long)
-    energy, threads = {}, {}
-    for name, engine in engines.items():  # warm-up (fan-out, chunk plans, thread probes)
-        engine.run(x[:1])
-    totals = {name: [] for name in engines}
-    names = list(engines)
-    for r in range(repeats):
-        spent = {name: 0.0 for name in engines}
-        for i in range(len(x)):
-            shift = (i + r) % len(names)
-            for name in names[shift:] + names[:shift]:
-                _sync(device)
-                started = time.perf_counter()
-                result = engines[name].run(x[i:i + 1])
-                _sync(device)
-                spent[name] += time.perf_counter() - started
-                if r == 0:
-                    energy.setdefault(name, []).append(result.cost)
-                    threads[name] = getattr(result, "threads", None) or torch.get_num_threads()
-                if name == "early_exit":
-                    steps[i] = result.exit_steps[0]
-                    computed[i] = result.steps_computed[0]
-        for name in engines:
-            totals[name].append(spent[name] / len(x))
-    out = _summary(totals, steps, T, len(x))
-    out["mean_steps_computed"] = computed.double().mean().item()
-    out["exit_steps"] = steps.tolist()
-    out["energy"] = {name: _energy(costs, energy_model) for name, costs in energy.items()}
-    out["threads"] = threads
-    return out
-
-
-def time_throughput(engines: dict, x, T: int, batch_size: int, device: str, repeats: int,
-                    energy_model="fp32") -> dict:
-    """Inferences per second at ``batch_size`` for every engine (interleaved, rotating order)."""
-    x = x.to(device)
-    batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
-    first = {name: [engine.run(b) for b in batches] for name, engine in engines.items()}  # warm-up
-    steps = torch.cat([r.exit_steps for r in first["early_exit"]])
-    computed = torch.cat([r.steps_computed for r in first["early_exit"]])
-    totals = {name: [] for name in engines}
-    names = list(engines)
-    for r in range(repeats):
-        spent = {name: 0.0 for name in engines}
-        for b in batches:
-            shift = r % len(names)
-            for name in names[shift:] + names[:shift]:
-                _sync(device)
-                started = time.perf_counter()
-                engines[name].run(b)
-                _sync(device)
-                spent[name] += time.perf_counter() - started
-        for name in engines:
-            totals[name].append(spent[name] / len(x))
-    out = _summary(totals, steps, T, len(x))
-    out["batch_size"] = batch_size
-    out["inferences_per_second"] = {name: 1.0 / s for name, s in out["seconds_per_inference"].items()}
-    out["mean_steps_computed"] = computed.double().mean().item()
-    out["schedule"] = list(first["early_exit"][0].schedule)
-    out["threads"] = {name: getattr(first[name][0], "threads", None) or torch.get_num_threads() for name in engines}
-    out["energy"] = {name: _energy([r.cost for r in results], energy_model) for name, results in first.items()}
-    return out
-
-
-def _energy(costs: list, model="fp32") -> dict | None:
-    """Energy per inference (pJ, mean over the inputs) of a list of per-run costs."""
-    from snnexit.simulate.cost import Cost
-
-    if not costs or costs[0].input_macs is None or costs[0].fan_out is None:
-        return None
-    merged = Cost(torch.cat([c.steps for c in costs]), torch.cat([c.spikes for c in costs]),
-                  costs[0].neurons_per_layer, costs[0].fan_out, costs[0].input_macs, model)
-    s = merged.energy_summary()
-    return {k: s[k] for k in ("energy_pj_per_inference", "energy_mac_pj_per_inference", "energy_ac_pj_per_inference",
-                              "energy_model")}
-
-
-def _summary(totals: dict, steps: torch.Tensor, T: int, n: int) -> dict:
-    med = {name: statistics.median(v) for name, v in totals.items()}
-    step_saving = 1.0 - steps.double().mean().item() / T
-    out = {"inputs": n, "repeats": len(next(iter(totals.values()))), "mean_steps": steps.double().mean().item(),
-           "step_saving": step_saving, "seconds_per_inference": med, "all_seconds_per_inference": totals}
-    for name in med:
-        if name != "fixed":
-            saving = 1.0 - med[name] / med["fixed"]
-            out[f"wall_saving_{name}"] = saving
-            out[f"wall_over_step_saving_{name}"] = saving / step_saving if step_saving > 0 else None
-    return out
-
-
-def table2(rows: list[dict]) -> str:
-    """The paper's Table 2 from the chunked engine, with the step engine and energy beside it."""
-    lines = ["| Setting | Device | Machine | Batch | no DC | DC | Step saving | Wall-clock saving | Wall / step saving "
-             "| DC, step engine | Steps computed | Energy no DC / DC (uJ) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        for key in ("latency", "throughput", "busy_latency", "busy_throughput"):
-            if key not in row:
-                continue
-            r = row[key]
-            sec = r["seconds_per_inference"]
-            ratio = r["wall_over_step_saving_early_exit"]
-            energy = r.get("energy", {})
-            e = [energy.get(n) and energy[n]["energy_pj_per_inference"] / 1e6 for n in ("fixed", "early_exit")]
-            e_text = "n/a" if None in e else f"{e[0]:.3g} / {e[1]:.3g}"
-            step = f"{sec['early_exit_step']:.5f}" if "early_exit_step" in sec else "-"
-            lines.append(f"| {row['setting']} | {row['device']} | {'busy' if key.startswith('busy') else 'quiet'} | "
-                         f"{r.get('batch_size', 1)} | {sec['fixed']:.5f} | {sec['early_exit']:.5f} | "
-                         f"{100 * r['step_saving']:.1f}% | {100 * r['wall_saving_early_exit']:.1f}% | "
-                         f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {step} | {r['mean_steps_computed']:.2f} | "
-                         f"{e_text} |")
-    return "\n".join(lines) + ("\n\nTimes in seconds per inference (median of interleaved repeats), from the chunked "
-                               "engine; 'DC, step engine': the step-by-step runtime on the same inputs; 'Steps "
-                               "computed': mean steps the chunked engine ran (a chunk may pass an exit); 'busy': a "
-                               "competing process spins on one core.")
-
-
-def _check(engine, batches, offline_steps, offline_pred) -> dict:
-    got = [engine.run(xb) for xb in batches]
-    steps = torch.cat([g.exit_steps for g in got])
-    pred = torch.cat([g.predictions for g in got])
-    return {"exit_steps_equal": int((steps == offline_steps).sum()), "predictions_equal":
-            int((pred == offline_pred).sum()), "n": len(steps)}
-
-
-def bench(args, log=print) -> dict:
-    from snnexit.exit import POLICIES
-    from snnexit.pipeline import RunConfig, calibrate, load_dataset, trace_snn, trained_ann
-    from snnexit.convert import convert
-    from snnexit.simulate.chunked import ChunkedEngine
-    from snnexit.simulate.cost import energy_model
-    from snnexit.simulate.runtime import EarlyExitEngine
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    energy_model(args.energy)  # a bad preset or pair fails before any training
-    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    for d in devices:
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            raise SnnexitError(f"device {d!r} requested but CUDA is not available")
-    config = RunConfig(dataset=args.dataset, model=args.model, T=args.T, epochs=args.epochs, seed=args.seed,
-                       device=args.device, cache_dir=args.cache_dir, progress=False)
-    config.validate()
-    POLICIES.get(args.policy)
-    data = load_dataset(config.dataset, config.seed)
-    model = trained_ann(config, data, log)
-    cal = calibrate(model, data, config.device)
-    snn = convert(model, config.converter)
-    snn.meta["temperature"] = cal["temperature"]
-    val, test = trace_snn(snn, data, config)
-    policy = POLICIES.create(args.policy).fit(val)
-    if not getattr(policy, "online", True):
-        raise SnnexitError(f"policy {args.policy!r} has no online rule")
-    labels_needed = getattr(policy, "uses_labels_at_test", False)
-    if labels_needed:
-        raise SnnexitError(f"policy {args.policy!r} needs labels at test time: it is a bound, not something to time")
-    offline_steps, offline_pred = policy.exit_steps(test), policy.predict(test)
-    hint = policy.exit_steps(val)  # the chunk plan learns where inputs exit from validation, never from test
-    setting = f"{config.dataset}, {config.model}, {config.converter}, T={args.T}, {args.policy}"
-    from snnexit.simulate.threads import LoadMeter
-
-    load_before = LoadMeter(probe_s=1.0).other_busy()  # is the "quiet" case quiet? (other processes' cores)
-    log(f"other processes keep {load_before:.2f} cores busy")
-    rows = []
-    for device in devices:
-        # equivalence on the real network: each runtime's decisions against the offline policy
-        batches = [xb for xb, _ in data.test.batches(args.batch_size)]
-        agree = {"step": _check(EarlyExitEngine(snn, policy, args.T, device), batches, offline_steps, offline_pred),
-                 "chunked": _check(ChunkedEngine(snn, policy, args.T, device, exit_steps=hint), batches,
-                                   offline_steps, offline_pred)}
-        for name, a in agree.items():
-            log(f"[{device}] {name} runtime vs offline: {a['exit_steps_equal']}/{a['n']} exit steps and "
-                f"{a['predictions_equal']}/{a['n']} answers equal")
-        row = {"setting": setting, "device": device, "runtime_vs_offline": agree}
-        cases = [("", data.test.x[:args.latency_inputs], data.test.x[:args.throughput_inputs], False)]
-        if args.busy and device == "cpu":
-            n_busy = args.busy_inputs
-            cases.append(("busy_", data.test.x[:n_busy], data.test.x[:max(n_busy, args.batch_size)], True))
-        for prefix, x_lat, x_thr, busy in cases:
-            with competing_process(busy):
-                names = ["fixed", "early_exit", "fixed_step", "early_exit_step"]
-                lat = time_latency(make_engines(snn, policy, args.T, device, hint, names), x_lat, args.T, device,
-                                   args.repeats if not busy else max(1, min(args.repeats, 3)), args.energy)
-                lat["agrees_with_offline"] = int((torch.tensor(lat["exit_steps"]) == offline_steps[:len(x_lat)]).sum())
-                names = names + (["early_exit_masked"] if not busy else [])
-                thr = time_throughput(make_engines(snn, policy, args.T, device, hint, names), x_thr, args.T,
-                                      args.batch_size, device, args.repeats if not busy else max(1, min(args.repeats, 3)),
-                                      args.energy)
-            row[f"{prefix}latency"], row[f"{prefix}throughput"] = lat, thr
-            sec = lat["seconds_per_inference"]
-            log(f"[{device}{', busy' if busy else ''}] batch 1: fixed T {1e3 * sec['fixed']:.2f} ms "
-                f"(step engine {1e3 * sec['fixed_step']:.2f}), early exit {1e3 * sec['early_exit']:.2f} ms "
-                f"(step engine {1e3 * sec['early_exit_step']:.2f}); wall saving {100 * lat['wall_saving_early_exit']:.1f}% "
-                f"for a step saving of {100 * lat['step_saving']:.1f}%")
-            ips = thr["inferences_per_second"]
-            log(f"[{device}{', busy' if busy else ''}] batch {args.batch_size}: fixed T {ips['fixed']:.0f}/s "
-                f"(step engine {ips['fixed_step']:.0f}), early exit {ips['early_exit']:.0f}/s (step engine "
-                f"{ips['early_exit_step']:.0f}); wall saving {100 * thr['wall_saving_early_exit']:.1f}% for a step "
-                f"saving of {100 * thr['step_saving']:.1f}%")
-        rows.append(row)
-    acc = (offline_pred == test.labels).double().mean().item()
-    return {"benchmark": "bench", "command": "snnexit bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "",
-            "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-                        "cpu_count": __import__("os").cpu_count(), "other_processes_busy_cores": load_before},
-            "setting": setting, "threshold": policy.threshold(), "test_acc_early_exit": acc,
-            "test_acc_fixed": (test.predictions()[-1] == test.labels).double().mean().item(),
-            "offline_mean_steps": offline_steps.double().mean().item(),
-            "energy_model": energy_model(args.energy).as_dict(),
-            "rows": rows, "table2": table2(rows)}
-
-
 def main(args) -> int:
-    from snnexit.io import write_json
-    from snnexit.pipeline import check_writable
-    from pathlib import Path
-
     check_writable(Path(args.out).parent)
-    results = bench(args, log=lambda m: print(m, file=sys.stderr))
+    settings = BenchSettings(**{f.name: getattr(args, f.name) for f in fields(BenchSettings) if f.name != "command"},
+                             command="snnexit bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "")
+    results = bench(settings, log=lambda m: print(m, file=sys.stderr))
     write_json(args.out, results)
     print(results["table2"])
     print(f"Wrote {args.out}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from snnexit.progress import ProgressLog
+
 
 def positive_int(text: str) -> int:
     try:
@@ -32,6 +34,4 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 def progress_log(args: argparse.Namespace):
     """The command's log: one line per epoch and stage with the elapsed time on stderr, or
     nothing with ``--quiet``."""
-    from snnexit.progress import ProgressLog
-
     return ProgressLog(quiet=bool(getattr(args, "quiet", False)))

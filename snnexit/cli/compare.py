@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from snnexit.errors import SnnexitError
+from snnexit.exit.compare import compare_policies
+from snnexit.io import write_json, write_text
+from snnexit.report.compare import comparison_markdown, plot_comparison
+from snnexit.runs.artifacts import check_writable
+from snnexit.simulate.trace import Trace
 
 
 def _fraction(text: str) -> float:
-    import argparse
-
     try:
         value = float(text)
     except ValueError:
@@ -40,11 +44,6 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from snnexit.exit.compare import compare_policies, comparison_markdown, plot_comparison
-    from snnexit.io import write_json, write_text
-    from snnexit.pipeline import check_writable
-    from snnexit.simulate.trace import Trace
-
     if args.run:
         if args.val or args.test:
             raise SnnexitError("give either --run or --val and --test, not both")

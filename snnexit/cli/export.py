@@ -7,13 +7,15 @@ together with ``--dataset``/``--model``/``--L``/``--width`` describing its archi
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from snnexit.cli.common import positive_int
 from snnexit.errors import SnnexitError
+from snnexit.export import export_nir
+from snnexit.export.standard import calibrate_threshold_scale
+from snnexit.runs.exportable import exportable_snn
+from snnexit.runs.settings import RunConfig
 
 FORMATS = ("nir",)
 
@@ -44,68 +46,14 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def _run_config(source: Path, args):
-    from snnexit.pipeline import RunConfig
-
-    known = {f.name for f in fields(RunConfig)}
-    if source.is_dir():
-        results_file = source / "results.json"
-        if not results_file.is_file():
-            raise SnnexitError(f"{source}: not a run folder (no results.json); pass a run folder or an ANN checkpoint")
-        try:
-            results = json.loads(results_file.read_text())
-            saved = results["config"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise SnnexitError(f"{results_file}: corrupt results (no 'config')") from None
-        config = RunConfig(**{k: v for k, v in saved.items() if k in known})
-        temperature = (results.get("calibration") or {}).get("temperature")
-    else:
-        if args.dataset is None or args.model is None:
-            raise SnnexitError("exporting a checkpoint needs --dataset and --model (and --L/--width if not the defaults)")
-        config = RunConfig(dataset=args.dataset, model=args.model, width=args.width, data_dir=args.data_dir)
+def load_snn(args):
+    """The converted SNN of ``--in`` (a run folder, or a checkpoint described by the flags)."""
+    checkpoint = None
+    if args.dataset is not None and args.model is not None:
+        checkpoint = RunConfig(dataset=args.dataset, model=args.model, width=args.width, data_dir=args.data_dir)
         if args.levels is not None:
-            config.levels = args.levels
-        temperature = None
-    if args.cache_dir is not None:
-        config.cache_dir = args.cache_dir
-    config.device = "cpu"
-    return config, temperature
-
-
-def load_snn(source: str | Path, args):
-    """The converted SNN of a run folder or ANN checkpoint, with ``meta['input_shape']`` set."""
-    from snnexit.convert import convert
-    from snnexit.data import load_dataset
-    from snnexit.io import load_tensors
-    from snnexit.pipeline import ANN_FORMAT, ANN_VERSION, build_ann, default_cache_dir
-
-    source = Path(source)
-    if not source.exists():
-        raise SnnexitError(f"{source}: no such run folder or checkpoint")
-    config, temperature = _run_config(source, args)
-    config.validate()
-    data = load_dataset(config.dataset, config.seed, root=config.data_dir, cache_dir=config.cache_dir)
-    if source.is_dir():
-        cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        weights = cache / f"ann-{config.dataset}-{config.model}-{config.train_key()}.safetensors"
-        if not weights.is_file():
-            raise SnnexitError(f"the trained ANN of run {source} is not in the cache ({weights}); rerun "
-                               f"`snnexit run` with the same settings, or pass --cache-dir")
-    else:
-        weights = source
-    tensors, _ = load_tensors(weights, fmt=ANN_FORMAT, version=ANN_VERSION)
-    model = build_ann(config, data)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise SnnexitError(f"{weights}: checkpoint does not fit model {config.model!r}: {str(exc)[:200]}") from None
-    snn = convert(model.eval(), config.converter)
-    snn.meta["input_shape"] = list(data.train.x.shape[2:] if data.temporal else data.train.x.shape[1:])  # one frame
-    snn.meta["T"] = config.T
-    snn.meta["dataset"] = config.dataset
-    if temperature is not None:
-        snn.meta["temperature"] = temperature
-    return snn, data
+            checkpoint.levels = args.levels
+    return exportable_snn(args.source, checkpoint, args.cache_dir)
 
 
 def _threshold_scale(args, snn, data) -> tuple[float, dict | None]:
@@ -115,8 +63,6 @@ def _threshold_scale(args, snn, data) -> tuple[float, dict | None]:
             return float(args.threshold_scale), None
         except ValueError:
             raise SnnexitError(f"--threshold-scale must be a number or auto, got {args.threshold_scale!r}") from None
-    from snnexit.export.standard import calibrate_threshold_scale
-
     T = args.T or int(snn.meta.get("T") or 32)
     if data.temporal:
         T = min(T, data.val.x.shape[1])
@@ -124,9 +70,7 @@ def _threshold_scale(args, snn, data) -> tuple[float, dict | None]:
 
 
 def main(args) -> int:
-    from snnexit.export import export_nir
-
-    snn, data = load_snn(args.source, args)
+    snn, data = load_snn(args)
     out = Path(args.out)
     variant = args.variant.replace("-", "_")
     k, scores = _threshold_scale(args, snn, data) if variant == "hard_reset" else (1.0, None)
@@ -142,7 +86,7 @@ def main(args) -> int:
     print(f"Wrote {out}: NIR graph with {len(graph.nodes)} nodes ({spiking} IF layers), input shape "
           f"{tuple(snn.meta['input_shape'])}.", file=sys.stdout)
     if variant == "hard_reset":
-        chosen = (f"chosen on the validation split (mean accuracy over steps: "
+        chosen = ("chosen on the validation split (mean accuracy over steps: "
                   + ", ".join(f"{s:g}: {v:.4f}" for s, v in scores.items()) + ")") if scores else "given"
         print(f"Variant hard-reset: hard reset to 0, v(0) = 0, fire on >=, binary spikes; thresholds {k:g} * theta, "
               f"{chosen}. Other NIR readers (SpikingJelly's import_from_nir) run it as written.", file=sys.stdout)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 
 from snnexit.cli.common import add_device, non_negative_int, positive_int, progress_log
-from snnexit.config import add_config_arguments, save_config, settings_from_args
-from snnexit.pipeline import RunConfig, check_writable, run
-from snnexit.report import TABLE1_HEADER, table1_rows
+from snnexit.cli.config_args import add_config_arguments, settings_from_args
+from snnexit.report import TABLE1_HEADER, policy_label, table1_rows
+from snnexit.distributed import run_distributed, under_torchrun
+from snnexit.runs import RunConfig, run
 
 
 def register(sub) -> None:
@@ -39,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="local folder of a real data set (cifar10, cifar100, imagefolder, cifar10_dvs, "
                    "dvs_gesture, ncaltech101)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run made with other settings in --out (default: refuse it)")
     add_device(p)
     add_config_arguments(p, stages=("trace", "fit", "certify"))  # --config FILE; flags given override it
     p.set_defaults(func=main)
@@ -49,19 +52,24 @@ def main(args) -> int:
     config = settings.run
     log = progress_log(args)
     config.progress = config.progress and not log.quiet
-    save_config(check_writable(config.out) / "config.run.json", settings, "run")
-    results = run(config, log=log, settings=settings)
+    if under_torchrun():
+        results = run_distributed(settings, log, overwrite=args.overwrite)
+    else:
+        results = run(settings, log=log, overwrite=args.overwrite)
+    if results is None:
+        return 0  # another process than torchrun's first: process 0 reports
     print(TABLE1_HEADER)
     print("\n".join(table1_rows(config.dataset, config.model, config.converter, results)))
     capture = results["oracle_capture"]
-    print(f"\nDynamic Confidence captures {100 * capture:.1f}% of the oracle's saving." if capture is not None else "")
+    label = policy_label(settings.fit.policy)
+    print(f"\n{label} captures {100 * capture:.1f}% of the oracle's saving." if capture is not None else "")
     cert = results["policies"]["certified"]
     print(f"Certified exit ({cert['policy']}): with probability >= {1 - cert['delta']:.3g} over its "
           f"{cert['calibration_size']} calibration inputs, it answers differently from fixed T on at most "
           f"{100 * cert['eps']:.3g}% of new inputs; on test {100 * cert['test_disagreement']:.2f}% differ, "
           f"{cert['mean_steps']:.2f} mean steps ({100 * cert['saving']:.1f}% saved).")
     if capture is not None and capture < 0.5:
-        print(f"Its no-loss threshold leaves most of the oracle's saving unused; `snnexit compare --run {config.out}` "
+        print(f"Its threshold leaves most of the oracle's saving unused; `snnexit compare --run {config.out}` "
               f"evaluates every exit policy on these traces (step-calibrated confidence, Top-K, risk control).")
     print(f"Wrote {config.out}/results.json, report.md and figures.")
     return 0

@@ -1,84 +1,21 @@
-"""``snnexit table``: the Dynamic Confidence paper's Table 1 on the data we have.
-
-The grid {datasets} x {models} x {converters} (default {mnist5k, digits} x {vgg_small,
-resnet20} x {qcfs, qffs}). As in the paper, both converters share one ANN per data set and
-model, with 2-bit LSQ activations in all hidden layers (an LSQ activation is QCFS with
-L = 2**b - 1 and lam = s * L, so the qcfs converter takes it as is). Each cell: train the ANN
-(or reuse the cache), fit the temperature, convert, trace validation and test, fit Dynamic
-Confidence on validation, report on test with the oracle beside it. Epochs and T are stated in
-every row: the defaults are a CI-scale budget (minutes), not the paper's 300 epochs.
+"""``snnexit table``: the paper's Table 1 grid (:mod:`snnexit.experiments.table1`), default
+{mnist5k, digits} x {vgg_small, resnet20} x {qcfs, qffs}. Epochs and T are stated in every row:
+the defaults are a CI-scale budget (minutes), not the paper's 300 epochs.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from snnexit.cli.common import add_device, positive_int, progress_log
 from snnexit.errors import SnnexitError
+from snnexit.experiments.table1 import DEFAULT_EPOCHS, DEFAULT_T, run_grid
 from snnexit.io import write_json, write_text
-from snnexit.pipeline import RunConfig, calibrate, check_writable, evaluate_policies, trace_splits, trained_ann
-from snnexit.report.tables import GRID_HEADER, grid_rows, grid_verdict
-
-# Training epochs per data set: a few minutes for the whole grid on 2 CPU cores.
-DEFAULT_EPOCHS = {"mnist5k": 4, "digits": 20}
-DEFAULT_T = {"qcfs": 32, "qffs": 16}  # QFFS settles within a few steps of 2**b - 1; QCFS needs longer
-
-
-def run_grid(datasets, models, converters, *, bits: int = 2, epochs: dict | None = None, T: dict | None = None,
-             width: int | None = None, seed: int = 0, device: str = "cpu", cache_dir: str | None = None,
-             log=print) -> list[dict]:
-    """Every cell of the grid as ``{dataset, model, converter, epochs, width, seconds, results}``."""
-    epochs = {**DEFAULT_EPOCHS, **(epochs or {})}
-    T = {**DEFAULT_T, **(T or {})}
-    from snnexit.data import load_dataset
-
-    cells = []
-    for dataset in datasets:
-        data = load_dataset(dataset, seed)
-        for model in models:
-            base = RunConfig(dataset=dataset, model=model, quantizer="lsq", bits=bits, epochs=epochs.get(dataset, 15),
-                             width=width, seed=seed, device=device, cache_dir=cache_dir, progress=False)
-            started = time.perf_counter()
-            ann = trained_ann(base, data, log)
-            cal = calibrate(ann, data, device)
-            ann_seconds = time.perf_counter() - started
-            for converter in converters:
-                started = time.perf_counter()
-                config = replace(base, converter=converter, T=T.get(converter, 32))
-                config.validate()
-                val, test = trace_splits(ann, data, config, cal["temperature"])
-                policies, _ = evaluate_policies(val, test)
-                results = {"ann": {"test_acc": cal["test_acc"], "val_acc": cal["val_acc"]},
-                           "calibration": {"temperature": cal["temperature"]},
-                           "snn": {"T": config.T, "alpha": test.meta.get("alpha"),
-                                   "test_acc_per_step": test.accuracy_per_step().tolist()},
-                           "policies": policies}
-                cell = {"dataset": dataset, "model": model, "converter": converter, "epochs": config.epochs,
-                        "width": width, "bits": bits, "ann_seconds": ann_seconds,
-                        "seconds": time.perf_counter() - started, "results": results}
-                log(f"{dataset} / {model} / {converter}: ANN {100 * cal['test_acc']:.2f}%, fixed T={config.T} "
-                    f"{100 * policies['fixed']['test_acc']:.2f}%, DC {100 * policies['dynamic_confidence']['test_acc']:.2f}% "
-                    f"at {policies['dynamic_confidence']['mean_steps']:.2f} steps")
-                cells.append(cell)
-    return cells
-
-
-def grid_markdown(cells: list[dict], bits: int) -> str:
-    lines = ["# Dynamic Confidence on QCFS and QFFS (the paper's Table 1 format)", "",
-             f"ANNs: {bits}-bit LSQ activations in every hidden layer, full-precision weights and output layer, "
-             "one ANN per data set and model shared by both converters. Epochs are this run's (a CI-scale budget, "
-             "far from converged training); T is the fixed-T baseline and the trace length. Accuracies are on the "
-             "held-out test split; Dynamic Confidence's threshold is the no-loss one on the validation split.", "",
-             GRID_HEADER]
-    for cell in cells:
-        lines += grid_rows(cell)
-    lines += ["", "## Target: >= 40% of the steps saved at no test-accuracy loss", ""]
-    lines += [f"- {grid_verdict(cell)}" for cell in cells]
-    return "\n".join(lines) + "\n"
+from snnexit.report.tables import grid_markdown, grid_verdict
+from snnexit.runs.artifacts import check_writable
 
 
 def register(sub) -> None:

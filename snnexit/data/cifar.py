@@ -19,6 +19,7 @@ training augmentation is random crop (padding 4) + horizontal flip.
 from __future__ import annotations
 
 import io
+import importlib
 import pickle
 from pathlib import Path
 
@@ -52,8 +53,6 @@ class RestrictedUnpickler(pickle.Unpickler):
         target = _ALLOWED.get((module, name))
         if target is None:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: only numpy arrays are allowed")
-        import importlib
-
         try:
             mod = importlib.import_module(target[0])
         except ImportError:  # numpy 1 has numpy.core, not numpy._core

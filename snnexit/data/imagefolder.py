@@ -45,7 +45,7 @@ def _scan(folder: Path) -> dict[str, list[Path]]:
 
 def load_image(path: Path, image_size: int) -> torch.Tensor:
     """Decode one image to uint8 ``(3, image_size, image_size)`` (resize shorter side, center crop)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # Pillow: only image folders need it
 
     try:
         with Image.open(path) as img:

@@ -11,6 +11,7 @@ from snnexit.exit.policies import (DynamicConfidence, Entropy, FixedT, MaxSoftma
 from snnexit.exit.topk import TopK, TopKPerStep
 from snnexit.exit.conformal import Conformal  # noqa: I001  (registration order does not matter)
 from snnexit.exit.persist import load_policy, load_policy_with_extra, policy_from_dict, save_policy
+from snnexit.exit.evaluation import fit_and_evaluate, policy_name, validation_point
 from snnexit.exit.risk import binomial_pvalues, ltt_select, zero_disagreement_bound
 
 
@@ -28,6 +29,7 @@ __all__ = ["POLICIES", "POLICY_FORMAT", "POLICY_VERSION", "TARGETS", "Conformal"
            "ExitCurve", "ExitPolicy", "FitTarget", "FixedT", "MaxSoftmax", "MeanOutputConfidence", "NotFittedError",
            "Oracle", "OracleStable", "StepCalibratedConfidence", "ThresholdPolicy", "TopK", "TopKPerStep",
            "agreement_with_fixed_t", "alpha_at", "binomial_pvalues", "check_is_fitted", "check_trace", "create_policy",
-           "exact_curve", "exit_steps_from_scores", "fixed_t_accuracy", "load_policy", "load_policy_with_extra",
-           "ltt_select", "online_policy_names", "policy_from_dict", "policy_params", "predictions_at", "register_policy",
-           "save_policy", "summarize_curve", "zero_disagreement_bound"]
+           "exact_curve", "exit_steps_from_scores", "fit_and_evaluate", "fixed_t_accuracy", "load_policy",
+           "load_policy_with_extra", "ltt_select", "online_policy_names", "policy_from_dict", "policy_name",
+           "policy_params", "predictions_at", "register_policy", "save_policy", "summarize_curve", "validation_point",
+           "zero_disagreement_bound"]

@@ -145,9 +145,7 @@ class ThresholdPolicy(ExitPolicy):
 
     def _certify(self, certify: Trace, target: FitTarget, learn_size: int) -> "ThresholdPolicy":
         """Learn then Test on ``certify`` (which learned nothing), labelled or not."""
-        from snnexit.exit.risk import (
-            ltt_select,  # risk imports scipy: only when certifying
-        )
+        from snnexit.exit.risk import ltt_select  # scipy: only when certifying
 
         curve = self.curve(certify)
         point, pvalues = ltt_select(curve, target.eps, target.delta)

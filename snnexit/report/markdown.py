@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snnexit.io import write_json, write_text
 from snnexit.report.plots import plot_accuracy_vs_steps, plot_confidence, plot_exit_histogram, plot_pareto
-from snnexit.report.tables import TABLE1_HEADER, table1_rows
+from snnexit.report.tables import TABLE1_HEADER, policy_label, table1_rows
 from snnexit.simulate.trace import Trace
 
 FIGURES = {
@@ -20,19 +20,25 @@ FIGURES = {
 def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
     out = Path(out)
     cfg, pol, T = results["config"], results["policies"], results["snn"]["T"]
-    plot_accuracy_vs_steps(test, results["ann"]["test_acc"], out / FIGURES["fig1"])
-    plot_confidence(test, out / FIGURES["fig2"])
+    name = results.get("fitted_policy", "dynamic_confidence")
+    label, fitted, prefix = policy_label(name), pol[name], "dc" if name == "dynamic_confidence" else name
+    figures = dict(FIGURES)
+    plot_accuracy_vs_steps(test, results["ann"]["test_acc"], out / figures["fig1"])
+    plot_confidence(test, out / figures["fig2"])
     curves = results["curves"]
-    plot_pareto(curves["dc_val_curve"], curves["dc_val_point"], val.accuracy_per_step()[-1].item(), T,
-                pol["oracle"], out / FIGURES["fig3"], certified=pol.get("certified"))
-    histograms = {"Dynamic Confidence": pol["dynamic_confidence"]["exit_step_counts"]}
+    if f"{prefix}_val_curve" in curves:
+        plot_pareto(curves[f"{prefix}_val_curve"], curves[f"{prefix}_val_point"], val.accuracy_per_step()[-1].item(),
+                    T, pol["oracle"], out / figures["fig3"], certified=pol.get("certified"))
+    else:  # a policy without a threshold (fixed T, the oracle) has no curve
+        del figures["fig3"]
+    histograms = {label: fitted["exit_step_counts"]}
     if "certified" in pol:
         histograms[f"certified ({pol['certified']['policy']})"] = pol["certified"]["exit_step_counts"]
     histograms["oracle"] = pol["oracle"]["exit_step_counts"]
-    plot_exit_histogram(histograms, T, out / FIGURES["fig4"])
-    results["figures"] = dict(FIGURES)
+    plot_exit_histogram(histograms, T, out / figures["fig4"])
+    results["figures"] = figures
     write_json(out / "results.json", results)
-    cal, dc = results["calibration"], pol["dynamic_confidence"]
+    cal = results["calibration"]
     capture = results["oracle_capture"]
     lines = [
         f"# snnexit run: {cfg['dataset']} / {cfg['model']} / {cfg['converter']}",
@@ -44,10 +50,8 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
         TABLE1_HEADER,
         *table1_rows(cfg["dataset"], cfg["model"], cfg["converter"], results),
         "",
-        f"Dynamic Confidence threshold tau = {dc['threshold']:.6g}, chosen on {dc['val_size']} validation inputs "
-        f"(validation accuracy {100 * dc['val_acc']:.2f}% at {dc['val_mean_steps']:.2f} mean steps, "
-        f"fixed-T validation accuracy {100 * results['snn']['val_acc_per_step'][-1]:.2f}%).",
-        f"Test accuracy change against fixed T: {100 * (dc['test_acc'] - pol['fixed']['test_acc']):+.2f} points. "
+        *fitted_point(label, fitted, results["snn"]["val_acc_per_step"][-1]),
+        f"Test accuracy change against fixed T: {100 * (fitted['test_acc'] - pol['fixed']['test_acc']):+.2f} points. "
         f"Share of the oracle's saving captured: "
         + (f"{100 * capture:.1f}%." if capture is not None else "n/a (the oracle saves nothing)."),
         "",
@@ -67,12 +71,21 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
         "",
         "## Figures",
         "",
-        *(f"![{name}]({file})" for name, file in FIGURES.items()),
+        *(f"![{key}]({file})" for key, file in figures.items()),
         "",
         f"Run time: {results['seconds']:.1f} s.",
         "",
     ]
     write_text(out / "report.md", "\n".join(lines))
+
+
+def fitted_point(label: str, fitted: dict, fixed_val_acc: float) -> list[str]:
+    """Where the fitted policy's threshold sits on the validation curve it was chosen from."""
+    if "val_acc" not in fitted:
+        return []
+    return [f"{label} threshold tau = {fitted['threshold']:.6g}, chosen on {fitted['val_size']} validation inputs "
+            f"(validation accuracy {100 * fitted['val_acc']:.2f}% at {fitted['val_mean_steps']:.2f} mean steps, "
+            f"fixed-T validation accuracy {100 * fixed_val_acc:.2f}%)."]
 
 
 def certified_section(cert: dict | None, fixed: dict) -> list[str]:
@@ -118,14 +131,10 @@ def scaling_section(policies: dict) -> list[str]:
     return ["Output scaling of the softmax-based exits:", "", *lines, ""]
 
 
-COST_NAMES = {"fixed": "fixed T", "dynamic_confidence": "Dynamic Confidence", "certified": "certified exit",
-              "oracle": "oracle (upper bound)"}
-
-
 def cost_section(policies: dict) -> list[str]:
     """The paper's Table 3 (spikes per neuron per inference), with SynOps and steps, on test:
     every input's spikes counted up to its own exit step."""
-    rows = [(name, policies[name]["cost"]) for name in COST_NAMES if "cost" in policies.get(name, {})]
+    rows = [(name, p["cost"]) for name, p in policies.items() if "cost" in p]
     if not rows:
         return []
     fixed = dict(rows).get("fixed")
@@ -151,7 +160,7 @@ def cost_section(policies: dict) -> list[str]:
              "|---|---|---|---|---|---|"]
     for name, cost in rows:
         spn = "n/a" if cost.get("spikes_per_neuron") is None else f"{cost['spikes_per_neuron']:.4f}"
-        lines.append(f"| {COST_NAMES[name]} | {cost['mean_steps']:.2f}{rel(cost, 'mean_steps')} | "
+        lines.append(f"| {policy_label(name)} | {cost['mean_steps']:.2f}{rel(cost, 'mean_steps')} | "
                      f"{spn}{rel(cost, 'spikes_per_neuron')} | {cost['spikes_per_inference']:.4g}"
                      f"{rel(cost, 'spikes_per_inference')} | {synops(cost)}{rel(cost, 'synops_per_inference')} | "
                      f"{energy(cost)} |")

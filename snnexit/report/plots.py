@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from snnexit.exit import DynamicConfidence, Oracle  # noqa: E402
+from snnexit.exit import DynamicConfidence  # noqa: E402
 from snnexit.io import atomic_write  # noqa: E402
 from snnexit.simulate.trace import Trace  # noqa: E402
 

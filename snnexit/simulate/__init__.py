@@ -1,4 +1,4 @@
-"""Running SNNs step by step: the network wrapper, the stepper that records traces."""
+"""Running SNNs step by step: the network wrapper, the stepper that records traces, their cost."""
 
 from snnexit.simulate.network import SpikingNetwork
 from snnexit.simulate.stepper import record_trace, simulate_batch

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from snnexit.errors import SnnexitError
+from snnexit.neurons.modules import SpikingNeuron
 from snnexit.simulate.trace import Trace
 
 
@@ -323,8 +324,6 @@ def fan_out(snn, example: torch.Tensor) -> list[float]:
     """Mean synaptic fan-out of every spiking layer of ``snn`` (a ``SpikingNetwork``), in the order
     of ``snn.spiking_layers()``. ``example`` is one input ``(1, ...)`` or a batch (its first row
     is used) that fixes the shapes."""
-    from snnexit.neurons.modules import SpikingNeuron
-
     layers = snn.spiking_layers()
     L = len(layers)
     if L == 0:
@@ -345,8 +344,6 @@ def input_macs(snn, example: torch.Tensor) -> float:
     first spiking layer (they read the analog input, not spikes), counted densely:
     ``outputs x C_in / groups x kernel size`` for a convolution, ``in x out`` for a linear layer.
     ``example`` fixes the shapes (its first row is used; the network's state is not touched)."""
-    from snnexit.neurons.modules import SpikingNeuron
-
     body = copy.deepcopy(snn.body).eval()
     for m in body.modules():
         m._forward_hooks.clear()

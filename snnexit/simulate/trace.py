@@ -115,12 +115,6 @@ class Trace:
         """(T,) fixed-T accuracy for every T' = 1..T."""
         return self.correct().float().mean(dim=1)
 
-    def alpha_per_step(self) -> torch.Tensor:
-        """(T,) the scale alpha_t that divides Y[t] before a softmax (the network's own rule)."""
-        from snnexit.exit.scores import alpha_at  # exit imports simulate: import here to avoid a cycle
-
-        return torch.tensor([alpha_at(t, self.meta) for t in range(1, self.T + 1)], dtype=self.outputs.dtype)
-
     def subset(self, index: torch.Tensor) -> "Trace":
         """The trace of the inputs selected by ``index`` (for random splits)."""
         spikes = None if self.spikes is None else self.spikes[:, index]

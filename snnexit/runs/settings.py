@@ -1,0 +1,212 @@
+"""What a run is made of: the run config and the settings of each stage (plain dataclasses).
+
+Reading them from TOML files is :mod:`snnexit.runs.config_file`; command-line flags are
+:mod:`snnexit.cli.config_args`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from snnexit.convert import CONVERTERS
+from snnexit.data import DATASETS
+from snnexit.errors import SnnexitError
+from snnexit.exit import POLICIES, create_policy
+from snnexit.exit.certify import CERTIFY_CANDIDATES
+from snnexit.models import MODELS
+from snnexit.quant import QUANTIZERS
+
+# Bump when a change to training, the models, the quantizers or the data splits changes what the
+# same settings train: every cached ANN then trains afresh instead of being reused.
+TRAINING_CODE_VERSION = 2
+MAX_T = 100_000  # far beyond any converted SNN's latency; a trace this long still fits in memory for small splits
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "mnist5k"
+    model: str = "vgg_small"
+    T: int = 32  # simulation steps of the fixed-T baseline (and the trace length)
+    epochs: int = 30  # 15 gave a slower-converging SNN (DC saved 49% vs 76% at no loss, seed 0)
+    seed: int = 0
+    out: str = "runs/default"
+    levels: int = 4  # QCFS L
+    init_threshold: float = 1.0  # QCFS lam at init; 1 suits inputs in [0, 1] (the paper uses 8 on CIFAR)
+    converter: str = "qcfs"
+    # the ANN's activation: qcfs (L = levels), lsq (b = bits, L = 2**b - 1; converts with qcfs or qffs),
+    # relu or clip (ReLU clipped at init_threshold; for the data-normalisation converters max/robust)
+    quantizer: str = "qcfs"
+    bits: int = 2  # LSQ bit width b (the Dynamic Confidence paper's 2)
+    batch_size: int = 64
+    lr: float = 2e-3
+    width: int | None = None  # model width (None: the model's default)
+    device: str = "cpu"
+    cache_dir: str | None = None
+    data_dir: str | None = None  # local folder of a real data set (cifar10, cifar100, imagefolder)
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        DATASETS.get(self.dataset)  # each raises with the known names
+        MODELS.get(self.model)
+        CONVERTERS.get(self.converter)
+        QUANTIZERS.get(self.quantizer)
+        if not str(self.out).strip():
+            raise SnnexitError("out must name a run folder, got an empty string")
+        if not 1 <= self.T <= MAX_T:
+            raise SnnexitError(f"T must lie in 1..{MAX_T} (steps of the fixed-T baseline), got {self.T}")
+        if self.epochs < 1:
+            raise SnnexitError(f"epochs must be >= 1 (0 would convert an untrained ANN), got {self.epochs}")
+        if not 0 <= self.seed < 2 ** 63:
+            raise SnnexitError(f"seed must lie in 0..2**63 - 1, got {self.seed}")
+        if self.levels < 1:
+            raise SnnexitError(f"levels (L) must be >= 1, got {self.levels}")
+        if self.bits < 1:
+            raise SnnexitError(f"bits must be >= 1, got {self.bits}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SnnexitError(f"device {self.device!r} requested but CUDA is not available")
+        checks = {
+            "batch_size": (lambda v: v >= 1, "must be >= 1"),
+            "lr": (lambda v: math.isfinite(v) and v > 0, "must be a positive number"),
+            "init_threshold": (lambda v: math.isfinite(v) and v > 0, "must be a positive number"),
+            "width": (lambda v: v is None or v >= 1, "must be >= 1"),
+        }
+        for key, (ok, what) in checks.items():
+            if not ok(getattr(self, key)):
+                raise SnnexitError(f"config key {key!r} {what}, got {getattr(self, key)!r}")
+
+    def train_key(self) -> str:
+        """Hash of everything that determines the trained ANN (the cache key), the version of the
+        training code included: a cache written by older code is not silently reused."""
+        keys = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "batch_size", "lr", "width")
+        settings = {k: getattr(self, k) for k in keys}
+        settings["training_code"] = TRAINING_CODE_VERSION
+        if self.quantizer != "qcfs":  # absent for QCFS: old cache keys stay valid
+            settings.update(quantizer=self.quantizer, bits=self.bits)
+        if self.data_dir is not None:  # another local copy may hold other images (absent: old keys stay valid)
+            settings["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
+        blob = json.dumps(settings, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TraceSettings:
+    batch_size: int = 250  # inputs simulated at once: memory against speed
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise SnnexitError(f"config key 'trace.batch_size' must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class FitSettings:
+    """The exit policy fitted on the validation trace: a registered name, the fitting target and
+    the policy's own options (``[fit.options]`` in a config file, e.g. ``k = 3`` for ``topk``)."""
+
+    target: str = "no_loss"  # how the threshold is chosen on the validation trace
+    threshold: float | None = None  # a fixed threshold tau: skip the choice
+    temperature: float | None = None  # T_cal; None: the ANN's fitted temperature (trace meta)
+    eps: float | None = None  # allowed accuracy drop (max_drop) or risk (risk)
+    max_steps: float | None = None  # mean-steps budget (max_steps)
+    delta: float | None = None  # failure probability of the risk guarantee (risk)
+    policy: str = "dynamic_confidence"  # any registered exit policy
+    options: dict = field(default_factory=dict)  # further keyword arguments of the policy
+
+    def policy_kwargs(self) -> dict:
+        """Keyword arguments of the policy: the settings it takes, given ones only. A setting given
+        to a policy without that parameter (``--eps`` for ``fixed``) is an error."""
+        accepted = set(POLICIES.get(self.policy)().get_params())
+        given = {k: v for k, v in asdict(self).items() if k not in ("policy", "options") and v is not None}
+        if given.get("target") == "no_loss" and "target" not in accepted:
+            given.pop("target")  # the default, for a policy without a fitting target (fixed, oracle)
+        kwargs = {**given, **self.options}
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            takes = ", ".join(sorted(accepted)) or "no parameters"
+            raise SnnexitError(f"policy {self.policy!r} has no parameter {', '.join(map(repr, unknown))} "
+                               f"(it takes {takes})")
+        return kwargs
+
+    def create_policy(self):
+        return create_policy(self.policy, **self.policy_kwargs())
+
+    def validate(self) -> None:
+        for key, value in asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SnnexitError(f"config key 'fit.{key}' must be a finite number, got {value}")
+        try:
+            policy = self.create_policy()
+            if hasattr(policy, "check_settings"):
+                policy.check_settings()
+        except SnnexitError as exc:
+            raise SnnexitError(f"config table [fit]: {exc}") from None
+        except TypeError as exc:  # a policy's constructor refused an option
+            raise SnnexitError(f"config table [fit]: {exc}") from None
+
+
+@dataclass
+class CertifySettings:
+    """The certified exit of a run (:mod:`snnexit.exit.certify`): with probability >= 1 - delta,
+    its answers differ from the fixed-T answers on at most a share eps of new inputs."""
+
+    eps: float | None = None  # the disagreement rate to certify; None: the smallest the calibration pool can
+    delta: float = 0.05  # the probability allowed for the guarantee to fail
+    policies: str = "all"  # candidate policies, comma-separated, or "all" (every certifiable one)
+    # a .npy file of unlabelled inputs (N, ...) shaped like the data set's, drawn like the deployment
+    # inputs (never training inputs): they join the certifying half of the validation split
+    calibration_inputs: str | None = None
+
+    def candidates(self) -> tuple[str, ...]:
+        if self.policies.strip() == "all":
+            return CERTIFY_CANDIDATES
+        return tuple(name.strip() for name in self.policies.split(",") if name.strip())
+
+    def validate(self) -> None:
+        if self.eps is not None and not (isinstance(self.eps, (int, float)) and 0 < self.eps < 1):
+            raise SnnexitError(f"config table [certify]: eps must lie in (0, 1), got {self.eps!r}")
+        if not (isinstance(self.delta, (int, float)) and 0 < self.delta < 1):
+            raise SnnexitError(f"config table [certify]: delta must lie in (0, 1), got {self.delta!r}")
+        names = self.candidates()
+        if not names:
+            raise SnnexitError("config table [certify]: policies is empty; give names or 'all'")
+        for name in names:
+            if name not in CERTIFY_CANDIDATES:
+                raise SnnexitError(f"config table [certify]: policy {name!r} cannot be certified. "
+                                   f"Certifiable: {', '.join(CERTIFY_CANDIDATES)}")
+        if self.calibration_inputs is not None and not Path(self.calibration_inputs).is_file():
+            raise SnnexitError(f"calibration inputs {self.calibration_inputs}: no such file (expected a .npy array)")
+
+    def options(self) -> dict:
+        """Keyword arguments of :func:`snnexit.runs.evaluation.certified_exit`."""
+        return {"eps": self.eps, "delta": self.delta, "candidates": self.candidates()}
+
+
+SECTIONS: dict[str, type] = {"trace": TraceSettings, "fit": FitSettings, "certify": CertifySettings}
+
+
+@dataclass
+class Settings:
+    """Everything a stage needs: the run config and every stage's settings."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    trace: TraceSettings = field(default_factory=TraceSettings)
+    fit: FitSettings = field(default_factory=FitSettings)
+    certify: CertifySettings = field(default_factory=CertifySettings)
+
+    def to_dict(self) -> dict:
+        """JSON-able, in the file layout (run fields on top, a table per stage)."""
+        out = asdict(self.run)
+        for name in SECTIONS:
+            out[name] = asdict(getattr(self, name))
+        return out
+
+    def validate(self) -> None:
+        self.run.validate()
+        for name in SECTIONS:
+            getattr(self, name).validate()
