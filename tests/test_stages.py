@@ -242,3 +242,101 @@ def test_byo_model_example_runs():
     dc_steps = float(lines[1].split("mean steps ")[1])
     assert fixed_acc > 0.5  # it learned something (10 classes: chance is 0.1)
     assert 1 <= dc_steps < 16 and dc_acc > 0.5
+
+
+def test_traces_of_a_run_are_stamped_with_their_network_and_split(runs):
+    from snnexit.runs.network import network_fingerprint
+
+    snn, meta = load_converted(runs["chain"] / SNN_FILE)
+    val, test = (Trace.load(runs["chain"] / f) for f in ("trace_val.safetensors", "trace_test.safetensors"))
+    assert val.meta["network"] == test.meta["network"] == meta["snn_meta"]["network"] == network_fingerprint(snn)
+    assert (val.meta["split"], test.meta["split"]) == ("val", "test")
+    weight = next(p for p in snn.parameters() if p.dim() > 1)
+    weight.data.view(-1)[0] += 1e-3  # another network: another fingerprint
+    assert network_fingerprint(snn) != val.meta["network"]
+
+
+def test_a_copied_test_trace_is_refused(runs, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["chain"], copy)
+    shutil.copy(copy / "trace_val.safetensors", copy / "trace_test.safetensors")
+    assert main(["evaluate", "--config", str(runs["config"]), "--out", str(copy)]) == 2
+    assert "holds the val trace, not the test one" in capsys.readouterr().err
+
+
+def test_traces_of_two_networks_are_not_compared(runs, tmp_path, capsys):
+    test = Trace.load(runs["chain"] / "trace_test.safetensors")
+    test.meta["network"] = "0" * 64  # as if traced from another model
+    test.save(tmp_path / "other_test.safetensors")
+    code = main(["compare", "--val", str(runs["chain"] / "trace_val.safetensors"), "--test",
+                 str(tmp_path / "other_test.safetensors"), "--out", str(tmp_path / "cmp")])
+    assert code == 2 and "come from two different networks" in capsys.readouterr().err
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(runs["chain"], copy)
+    test.save(copy / "trace_test.safetensors")
+    assert main(["evaluate", "--config", str(runs["config"]), "--out", str(copy)]) == 2
+    assert "come from two different networks" in capsys.readouterr().err
+
+
+def test_a_run_folder_holds_one_run_at_a_time(runs, tmp_path, capsys):
+    import shutil
+
+    from snnexit.runs.lock import LOCK_FILE, folder_lock
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["chain"], copy)
+    with folder_lock(copy, "run"):
+        assert main(["report", "--config", str(runs["config"]), "--out", str(copy), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by `snnexit run` (pid {os.getpid()}" in err and len(err.strip().splitlines()) == 1
+    assert not (copy / LOCK_FILE).exists()
+    # a lock left by a process that died is taken over; temporary files of interrupted writes go
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (copy / LOCK_FILE).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(),
+                                              "command": "report", "started": "earlier"}))
+    (copy / ".fig1_accuracy_vs_steps.png.x1y2.tmp").write_bytes(b"half a figure")
+    assert main(["report", "--config", str(runs["config"]), "--out", str(copy)]) == 0
+    assert not (copy / LOCK_FILE).exists() and not list(copy.glob(".*.tmp"))
+
+
+def test_run_refuses_a_folder_of_other_settings_unless_told(runs, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(runs["run"], folder)
+    assert main(["run", "--config", str(runs["config"]), "--out", str(folder), "--T", "6"]) == 2
+    assert "holds a run with other settings (T=8 there, 6 now); pass --overwrite" in capsys.readouterr().err
+    assert json.loads((folder / "results.json").read_text())["snn"]["T"] == 8  # untouched
+    assert main(["run", "--config", str(runs["config"]), "--out", str(folder), "--T", "6", "--overwrite"]) == 0
+    assert json.loads((folder / "config.run.json").read_text())["T"] == 6
+    assert json.loads((folder / "results.json").read_text())["snn"]["T"] == 6
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda r: r.update(config=5), "results.config must be a table"),
+    (lambda r: r["snn"].update(T="8"), "results.snn.T must be an integer"),
+    (lambda r: r["policies"]["fixed"].update(test_acc="high"), "results.policies.fixed.test_acc must be a number"),
+    (lambda r: r["policies"]["dynamic_confidence"].pop("exit_step_counts"),
+     "results.policies.dynamic_confidence.exit_step_counts is missing"),
+    (lambda r: r["curves"].update(dc_val_point=1.5), "results.curves.dc_val_point must be an integer"),
+    (lambda r: r["policies"]["certified"].update(holds_on_test="yes"), "holds_on_test must be true or false"),
+    (lambda r: r.update(seconds=[1]), "results.seconds must be a number"),
+    (lambda r: r.update(fitted_policy="topk"), "results.policies.topk must be a table"),
+])
+def test_report_refuses_a_results_file_it_cannot_read(runs, tmp_path, capsys, edit, message):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["chain"], copy)
+    results = json.loads((copy / "results.json").read_text())
+    edit(results)
+    (copy / "results.json").write_text(json.dumps(results))
+    assert main(["report", "--config", str(runs["config"]), "--out", str(copy), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "run `snnexit evaluate` again" in err and len(err.strip().splitlines()) == 1

@@ -11,7 +11,7 @@ from snnexit.exit.compare import compare_policies
 from snnexit.io import write_json, write_text
 from snnexit.report.compare import comparison_markdown, plot_comparison
 from snnexit.runs.artifacts import check_writable
-from snnexit.simulate.trace import Trace
+from snnexit.simulate.trace import Trace, check_same_network
 
 
 def _fraction(text: str) -> float:
@@ -56,6 +56,7 @@ def main(args) -> int:
             raise SnnexitError("--out is required with --val/--test")
         val_path, test_path, out = Path(args.val), Path(args.test), Path(args.out)
     val, test = Trace.load(val_path), Trace.load(test_path)
+    check_same_network(val, test, f"{val_path} and {test_path}")
     names = [n.strip() for n in args.policies.split(",") if n.strip()] if args.policies else None
     out = check_writable(out)
     result = compare_policies(val, test, names, target=args.target, eps=args.eps, max_steps=args.max_steps,

@@ -116,6 +116,18 @@ def certified_section(cert: dict | None, fixed: dict) -> list[str]:
     ]
 
 
+def describe_alpha(alpha: dict) -> str:
+    """The alpha record of a policy (``{"rule", "value"}``) in words."""
+    rule, value = alpha.get("rule"), alpha.get("value")
+    if rule == "T":
+        return f"T = {value:g} (run length)"
+    if rule == "t":
+        return "t (mean output)"
+    if rule == "constant":
+        return f"{value:g}"
+    return "none" if rule == "none" else str(alpha)
+
+
 def scaling_section(policies: dict) -> list[str]:
     """Which alpha and temperature each softmax-based policy divided the accumulated output by."""
     rows = [(name, p) for name, p in policies.items() if p.get("alpha")]
@@ -124,8 +136,7 @@ def scaling_section(policies: dict) -> list[str]:
     lines = ["| Policy | alpha | T_cal |", "|---|---|---|"]
     for name, p in rows:
         a = p["alpha"]
-        alpha = {"T": f"T = {a['value']:g} (run length)", "t": "t (mean output)",
-                 "constant": f"{a['value']:g}", "none": "none"}.get(a["rule"], str(a))
+        alpha = describe_alpha(a)
         label = f"{name} ({p['policy']})" if "policy" in p else name
         lines.append(f"| {label} | {alpha} | {p['temperature']:.4g} |")
     return ["Output scaling of the softmax-based exits:", "", *lines, ""]

@@ -31,11 +31,13 @@ from snnexit.runs.config_file import save_config
 from snnexit.runs.network import converted
 from snnexit.runs.settings import RunConfig, Settings
 from snnexit.simulate import Trace
+from snnexit.simulate.trace import check_same_network
 
 ANN_FILE, SNN_FILE, POLICY_FILE, RESULTS_FILE = "ann.safetensors", "snn.safetensors", "policy.json", "results.json"
 TRACE_FILES = ("trace_val.safetensors", "trace_test.safetensors")
 CALIBRATION_TRACE_FILE = "trace_calibration.safetensors"
 TIMINGS_FILE = "timings.json"
+SPLIT_OF = {TRACE_FILES[0]: "val", TRACE_FILES[1]: "test", CALIBRATION_TRACE_FILE: "calibration"}
 SNN_FORMAT, SNN_VERSION = "snn", 1
 STAGES = ("train", "convert", "trace", "fit", "evaluate", "report")
 _NOT_SETTINGS = {"out", "device", "progress", "cache_dir"}  # where and how, not what: may differ between stages
@@ -204,12 +206,27 @@ class RunFolder:
         return snn
 
     def load_trace(self, name: str, config: RunConfig) -> Trace:
+        """The trace ``name``, checked against the settings and against its own split."""
         path = self.need(name, "trace")
         trace = Trace.load(path)
         if trace.T != config.T or trace.meta.get("converter") != config.converter:
             raise SnnexitError(f"{path} has T = {trace.T} and converter {trace.meta.get('converter')!r}, this config "
                                f"says T = {config.T} and {config.converter!r}; run `snnexit trace` again")
+        split = trace.meta.get("split")
+        if split is not None and split != SPLIT_OF[name]:
+            raise SnnexitError(f"{path} holds the {split} trace, not the {SPLIT_OF[name]} one (a copied file?); "
+                               "run `snnexit trace` again")
         return trace
+
+    def check_traces(self, traces: dict[str, Trace], snn_meta: dict | None) -> None:
+        """The traces of one run come from one network: each other's, and the one in ``snn.safetensors``."""
+        val, test = traces[TRACE_FILES[0]], traces[TRACE_FILES[1]]
+        check_same_network(val, test, f"{self.path / TRACE_FILES[0]} and {TRACE_FILES[1]}")
+        network = (snn_meta or {}).get("network")
+        for name, trace in traces.items():
+            if network is not None and trace.meta.get("network") not in (None, network):
+                raise SnnexitError(f"{self.path / name} was traced from another network than {self.path / SNN_FILE}; "
+                                   "run `snnexit trace` again")
 
     def save_policy(self, policy, fitted_on: str = TRACE_FILES[0]) -> Path:
         """``policy.json``: the policy's own record, and the checksum of the trace it was fitted on."""

@@ -8,6 +8,8 @@ every trace of the SNN copies its meta, so Dynamic Confidence reads it from ther
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -72,9 +74,22 @@ def converter_inputs(converter: str, data: DataSplits | None) -> dict:
     return {"calibration_data": ann_view(data).train.x}
 
 
+def network_fingerprint(snn: nn.Module) -> str:
+    """SHA-256 of a network's parameters and buffers (names, dtypes, shapes, bytes): what its
+    traces carry as ``meta["network"]``, so that traces of two networks are never mixed."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(snn.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def converted(model: nn.Module, converter: str, data: DataSplits | None, temperature: float | None = None):
-    """The SNN of ``model`` under ``converter``, carrying ``temperature``."""
-    return attach_temperature(convert(model, converter, **converter_inputs(converter, data)), temperature)
+    """The SNN of ``model`` under ``converter``, carrying ``temperature`` and its fingerprint."""
+    snn = attach_temperature(convert(model, converter, **converter_inputs(converter, data)), temperature)
+    snn.meta["network"] = network_fingerprint(snn)
+    return snn
 
 
 def calibrated_snn(model: nn.Module, data: DataSplits, config: RunConfig) -> tuple[SpikingNetwork, dict]:
@@ -114,6 +129,7 @@ def trace_snn(snn, data: DataSplits, config: RunConfig, batch_size: int = 250, r
     # event data (N, T, 2, H, W): frame t at step t; static data: the same input at every step
     val = trace_split(snn, data.val, config, batch_size, data.temporal, "trace val", recorder)
     test = trace_split(snn, data.test, config, batch_size, data.temporal, "trace test", recorder)
+    val.meta["split"], test.meta["split"] = "val", "test"
     try:  # synaptic fan-out per spiking layer, for SynOps in the cost table
         fan = fan_out(snn, data.test.x[:1, 0] if data.temporal else data.test.x[:1])
     except (SnnexitError, RuntimeError):
@@ -145,5 +161,7 @@ def trace_unlabelled(snn, x: torch.Tensor, config: RunConfig, batch_size: int = 
     """The trace of unlabelled inputs ``x`` (no labels: enough to certify an exit; ``temporal``:
     event frames ``(N, T, 2, H, W)``, frame t at step t)."""
     batches = [(x[i:i + batch_size], None) for i in range(0, x.shape[0], batch_size)]
-    return record_trace(snn, batches, T=config.T, device=config.device, progress=config.progress,
-                        desc="trace calibration", temporal=temporal)
+    trace = record_trace(snn, batches, T=config.T, device=config.device, progress=config.progress,
+                         desc="trace calibration", temporal=temporal)
+    trace.meta["split"] = "calibration"
+    return trace

@@ -20,7 +20,8 @@ from snnexit.io import load_tensors, write_json
 from snnexit.runs.ann import ANN_FORMAT, ANN_VERSION, data_dims, load_ann, save_ann, trained_ann
 from snnexit.runs.artifacts import (ANN_FILE, CALIBRATION_TRACE_FILE, POLICY_FILE, RESULTS_FILE, SNN_FILE, STAGES,
                                     TRACE_FILES, RunFolder, save_converted)
-from snnexit.runs.evaluation import assemble_results, evaluate_policies
+from snnexit.runs.evaluation import assemble_results, curve_prefix, evaluate_policies, fitted_policy_name
+from snnexit.runs.layout import check_results
 from snnexit.runs.lock import folder_lock
 from snnexit.runs.network import calibrated_snn, event_steps, load_calibration_inputs, trace_snn, trace_unlabelled
 from snnexit.runs.settings import Settings
@@ -83,10 +84,15 @@ class Run:
 
     def traces(self):
         if self.val is None:
-            self.val, self.test = (self.folder.load_trace(name, self.config) for name in TRACE_FILES)
+            loaded = {name: self.folder.load_trace(name, self.config) for name in TRACE_FILES}
             path = self.folder / CALIBRATION_TRACE_FILE
             if self.settings.certify.calibration_inputs is not None and path.is_file():
-                self.calibration_trace = self.folder.load_trace(CALIBRATION_TRACE_FILE, self.config)
+                loaded[CALIBRATION_TRACE_FILE] = self.folder.load_trace(CALIBRATION_TRACE_FILE, self.config)
+            snn_file = self.folder / SNN_FILE
+            snn_meta = self.folder.snn_meta(self.config).get("snn_meta") if snn_file.is_file() else None
+            self.folder.check_traces(loaded, snn_meta)
+            self.val, self.test = loaded[TRACE_FILES[0]], loaded[TRACE_FILES[1]]
+            self.calibration_trace = loaded.get(CALIBRATION_TRACE_FILE)
         return self.val, self.test
 
     def fitted_policy(self):
@@ -203,10 +209,11 @@ def _total_seconds(r: Run) -> float:
 
 def _stored_results(r: Run) -> dict:
     results = r.folder.read_json(RESULTS_FILE, "evaluate")
-    missing = [k for k in ("config", "data", "ann", "calibration", "snn", "policies", "curves", "oracle_capture",
-                           "seconds") if k not in results]
-    if missing:
-        raise SnnexitError(f"{r.folder / RESULTS_FILE} lacks {', '.join(missing)}; run `snnexit evaluate` again")
+    fitted = fitted_policy_name(results)
+    try:
+        check_results(results, fitted, curve_prefix(fitted))
+    except SnnexitError as exc:
+        raise SnnexitError(f"{r.folder / RESULTS_FILE}: {exc}; run `snnexit evaluate` again") from None
     _, test = r.traces()
     snn = results["snn"]
     if not isinstance(snn, dict) or snn.get("test_acc_per_step") != test.accuracy_per_step().tolist():
@@ -247,6 +254,8 @@ def run(settings: Settings, log=print, *, overwrite: bool = False, **options) ->
     with folder_lock(r.folder.path, "run"):
         if not overwrite:
             r.folder.check_same_settings(settings, "run")
+        if (r.folder / RESULTS_FILE).is_file():
+            log(f"replacing the results in {r.folder.path} (a run with these settings, or --overwrite)")
         r.folder.save_config(settings, "run")
         return _chain(r)
 

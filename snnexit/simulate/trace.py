@@ -9,7 +9,8 @@ For N inputs simulated for T steps a trace holds
 * ``spikes`` ``(T, N, L)`` float: spikes emitted in step ``t + 1`` by input ``n`` in
   spiking layer ``l`` (negative spikes of QFFS count as spikes too: they cost energy);
 * ``meta``: JSON-able facts about the run (converter, ``alpha``, temperature, neurons per
-  layer, synaptic fan-out per layer, ...).
+  layer, synaptic fan-out per layer, ...); a run's traces also name the ``network`` that made
+  them (a fingerprint of its weights and thresholds) and their ``split`` (val, test, calibration).
 
 ``alpha`` is how the accumulated output is scaled before a softmax (Dynamic Confidence):
 ``"T"`` (QCFS and every rate-coded network: the run length, a constant), ``"t"`` (the mean
@@ -160,3 +161,16 @@ def concat(traces: list[Trace]) -> Trace:
     labels = None if any(t.labels is None for t in traces) else torch.cat([t.labels for t in traces], 0)
     meta = {k: v for k, v in traces[0].meta.items() if k != "unlabelled"}
     return Trace(torch.cat([t.outputs for t in traces], 1), labels, spikes, meta)
+
+
+def check_same_network(a: Trace, b: Trace, what: str = "validation and test traces") -> None:
+    """Refuse two traces that cannot be used together: another T or class count, another network
+    (their ``network`` fingerprints differ), or the same split twice (a copied file)."""
+    if (a.T, a.C) != (b.T, b.C):
+        raise SnnexitError(f"{what} differ: (T, C) = {(a.T, a.C)} vs {(b.T, b.C)}")
+    na, nb = a.meta.get("network"), b.meta.get("network")
+    if na is not None and nb is not None and na != nb:
+        raise SnnexitError(f"{what} come from two different networks (fingerprints {na[:12]} and {nb[:12]})")
+    sa, sb = a.meta.get("split"), b.meta.get("split")
+    if sa is not None and sa == sb:
+        raise SnnexitError(f"{what} are both of the {sa} split: one is a copy of the other")
