@@ -340,3 +340,20 @@ def test_report_refuses_a_results_file_it_cannot_read(runs, tmp_path, capsys, ed
     assert main(["report", "--config", str(runs["config"]), "--out", str(copy), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and "run `snnexit evaluate` again" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_config_written_before_a_setting_existed_counts_as_its_default(tmp_path):
+    from snnexit.errors import SnnexitError
+    from snnexit.runs import Settings
+    from snnexit.runs.artifacts import RunFolder
+
+    folder = RunFolder(tmp_path).create()
+    settings = Settings()
+    folder.save_config(settings, "run")
+    stored = json.loads((tmp_path / "config.run.json").read_text())
+    del stored["fit"]["policy"], stored["fit"]["options"], stored["bits"]  # as an older version wrote it
+    (tmp_path / "config.run.json").write_text(json.dumps(stored))
+    folder.check_same_settings(settings, "run")  # the same settings
+    settings.fit.policy = "topk"
+    with pytest.raises(SnnexitError, match="other settings"):
+        folder.check_same_settings(settings, "run")

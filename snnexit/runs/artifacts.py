@@ -162,6 +162,9 @@ class RunFolder:
         if not isinstance(stored, dict):
             stored = {}
         current = settings.to_dict()
+        defaults = Settings().to_dict()  # a key an older version did not write had its default value
+        stored = {k: ({**defaults[k], **stored[k]} if isinstance(stored.get(k), dict) and isinstance(defaults.get(k), dict)
+                      else stored.get(k, defaults.get(k))) for k in current}
         keys = [k for k in current if k not in _NOT_SETTINGS]
         if any(stored.get(k) != current[k] for k in keys):
             diff = _differences({k: stored.get(k) for k in keys}, {k: current[k] for k in keys})
