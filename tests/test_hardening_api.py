@@ -1,0 +1,182 @@
+"""Every bad input a clear error: event files that are not what they claim, data folders whose
+splits end up empty, a data folder for a built-in data set, engine inputs of the wrong shape,
+dtype or with NaN, policy thresholds outside the score's range, fits on a single input, hand-edited
+policy records, converters that would build no spiking layer, quantizer settings, model sizes.
+
+Valid files are written byte for byte with struct (independently of the readers)."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from snnexit.data import DATASETS, is_built_in, load_dataset
+from snnexit.data.events import parse_aedat31, parse_cifar10_dvs, parse_ncaltech101
+from snnexit.errors import SnnexitError
+
+AEDAT2_HEADER = b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n# Timestamps tick is 1 us\r\n"
+AEDAT31_HEADER = b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n"
+
+
+# ---------------------------------------------------------------- event files
+def aedat2(events) -> bytes:
+    """CIFAR10-DVS AEDAT 2.0: big-endian (address, timestamp); x = 127 - bits 8-14, y = 127 - bits 1-7."""
+    return AEDAT2_HEADER + b"".join(struct.pack(">II", ((127 - x) << 8) | ((127 - y) << 1) | (1 - p), t)
+                                    for x, y, t, p in events)
+
+
+def aedat31(events, size=8, ts_offset=4, header=AEDAT31_HEADER) -> bytes:
+    """One polarity packet (type 1) of AEDAT 3.1: word = x << 17 | y << 2 | p << 1 | valid, then int32 t."""
+    body = b"".join(struct.pack("<Ii", (x << 17) | (y << 2) | (p << 1) | 1, t) for x, y, t, p in events)
+    n = len(events)
+    return header + struct.pack("<HHIIIIII", 1, 1, size, ts_offset, 0, n, n, n) + body
+
+
+def ncaltech(events) -> bytes:
+    """N-Caltech101 .bin: 40-bit records x, y, p << 7 | t >> 16, t >> 8, t (big-endian 23-bit t)."""
+    return b"".join(bytes([x, y, (p << 7) | ((t >> 16) & 0x7F), (t >> 8) & 0xFF, t & 0xFF]) for x, y, t, p in events)
+
+
+def ordered_events(n, W=128, H=128, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, 2 ** 22, n))
+    return [(int(rng.integers(0, W)), int(rng.integers(0, H)), int(t[i]), int(rng.integers(0, 2))) for i in range(n)]
+
+
+READERS = {"aedat2": (parse_cifar10_dvs, aedat2, (128, 128)), "aedat31": (parse_aedat31, aedat31, (128, 128)),
+           "bin": (parse_ncaltech101, ncaltech, (180, 240))}
+
+
+@pytest.mark.parametrize("fmt", sorted(READERS))
+def test_valid_files_read_back(fmt, tmp_path):
+    parse, encode, (H, W) = READERS[fmt]
+    events = ordered_events(50, W, H)
+    path = tmp_path / "rec"
+    path.write_bytes(encode(events))
+    got = parse(path)
+    assert [tuple(e) for e in got.tolist()] == events
+
+
+@pytest.mark.parametrize("fmt", sorted(READERS))
+def test_a_few_out_of_order_timestamps_are_a_recording(fmt):
+    """Sensors deliver a rare event out of order: 2 of 99 steps back in time are accepted."""
+    parse, encode, (H, W) = READERS[fmt]
+    events = ordered_events(100, W, H, seed=1)
+    for i in (30, 70):
+        events[i], events[i + 1] = events[i + 1], events[i]
+    got = parse(encode(events))
+    assert got["t"].tolist() == [e[2] for e in events]
+
+
+@pytest.mark.parametrize("fmt", sorted(READERS))
+def test_empty_file_is_refused_naming_it(fmt, tmp_path):
+    parse = READERS[fmt][0]
+    path = tmp_path / f"empty_{fmt}.dat"
+    path.write_bytes(b"")
+    with pytest.raises(SnnexitError, match=f"empty_{fmt}.dat: empty file"):
+        parse(path)
+
+
+def test_random_bytes_are_not_events(tmp_path):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    path = tmp_path / "noise.aedat"
+    path.write_bytes(noise)
+    with pytest.raises(SnnexitError, match=r"noise.aedat: not an AEDAT 2.0 file: it must start with the line"):
+        parse_cifar10_dvs(path)
+    with pytest.raises(SnnexitError, match="not an AEDAT 3.1 file"):
+        parse_aedat31(path)
+    # behind a valid header, 375 "events" of noise go back in time about every other event
+    with pytest.raises(SnnexitError, match=r"timestamps go back in time at \d+ of 374 consecutive events"):
+        parse_cifar10_dvs(AEDAT2_HEADER + noise)
+    with pytest.raises(SnnexitError, match="outside the 240x180"):  # x or y beyond the sensor
+        parse_ncaltech101(noise)
+
+
+def test_headers_versions_and_record_sizes():
+    events = ordered_events(5)
+    with pytest.raises(SnnexitError, match="AEDAT version '3.1', expected 2.0"):
+        parse_cifar10_dvs(AEDAT31_HEADER + aedat2(events)[len(AEDAT2_HEADER):])
+    with pytest.raises(SnnexitError, match="AEDAT version '2.0', expected 3.1"):
+        parse_aedat31(aedat31(events, header=AEDAT2_HEADER))
+    with pytest.raises(SnnexitError, match="no '#!END-HEADER' line"):
+        parse_aedat31(aedat31(events, header=b"#!AER-DAT3.1\r\n#Format: RAW\r\n"))
+    with pytest.raises(SnnexitError, match="eventSize 12 and eventTSOffset 4"):
+        parse_aedat31(aedat31(events, size=12) + b"\0" * 4 * len(events))
+    with pytest.raises(SnnexitError, match="eventCapacity 3 but eventSize 0"):
+        parse_aedat31(AEDAT31_HEADER + struct.pack("<HHIIIIII", 2, 1, 0, 4, 0, 3, 0, 0) + aedat31(events)[len(AEDAT31_HEADER):])
+    with pytest.raises(SnnexitError, match="not a multiple of 8"):
+        parse_cifar10_dvs(aedat2(events)[:-3])
+    with pytest.raises(SnnexitError, match="not a multiple of 5"):
+        parse_ncaltech101(ncaltech(events)[:-1])
+    with pytest.raises(SnnexitError, match="no events"):  # header only
+        parse_cifar10_dvs(AEDAT2_HEADER)
+    with pytest.raises(SnnexitError, match="no events"):  # overflow markers only (y = 240)
+        parse_ncaltech101(bytes([0, 240, 0, 0, 0]) * 3)
+
+
+def test_coordinates_outside_the_sensor():
+    with pytest.raises(SnnexitError, match=r"1 of 3 events lie outside the 128x128 .*x = 200, y = 5"):
+        parse_aedat31(aedat31([(1, 1, 10, 1), (200, 5, 20, 0), (3, 3, 30, 1)]))
+    with pytest.raises(SnnexitError, match=r"outside the 240x180 .*x = 7, y = 181"):
+        parse_ncaltech101(ncaltech([(1, 1, 10, 1), (7, 181, 20, 0)]))
+    # the same files read with the sensor check off (another sensor's recording)
+    assert len(parse_aedat31(aedat31([(1, 1, 10, 1), (200, 5, 20, 0)]), sensor_size=None)) == 2
+
+
+def test_timestamps_running_backwards():
+    backwards = [(1, 1, 1000 - 10 * i, 0) for i in range(20)]
+    for parse, encode, _ in READERS.values():
+        with pytest.raises(SnnexitError, match="timestamps go back in time at 19 of 19"):
+            parse(encode(backwards))
+
+
+# ---------------------------------------------------------------- event folders
+def test_garbage_and_empty_files_in_data_folders_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNNEXIT_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(1)
+    root = tmp_path / "dvs"
+    for cls in ("airplane", "cat"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            (root / cls / f"{i}.aedat").write_bytes(aedat2(ordered_events(20, seed=i)))
+    (root / "cat" / "junk.aedat").write_bytes(rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    with pytest.raises(SnnexitError, match="junk.aedat: not an AEDAT 2.0 file"):
+        load_dataset("cifar10_dvs", 0, str(root))
+    cal = tmp_path / "Caltech101"
+    for cls in ("anchor", "ant"):
+        (cal / cls).mkdir(parents=True)
+        for i in range(3):
+            (cal / cls / f"image_{i}.bin").write_bytes(ncaltech(ordered_events(20, 240, 180, seed=i)))
+    (cal / "ant" / "image_9.bin").write_bytes(b"")
+    with pytest.raises(SnnexitError, match="image_9.bin: empty file"):
+        load_dataset("ncaltech101", 0, str(cal))
+
+
+def test_a_folder_whose_splits_end_up_empty(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNNEXIT_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "dvs"
+    counts = {"airplane": 3, "cat": 2}
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            (root / cls / f"{i}.aedat").write_bytes(aedat2(ordered_events(20, seed=i)))
+    d = load_dataset("cifar10_dvs", 0, str(root))  # 3 + 2 samples: airplane reaches every split
+    assert (len(d.train), len(d.val), len(d.test)) == (3, 1, 1)
+    (root / "airplane" / "0.aedat").unlink()
+    with pytest.raises(SnnexitError, match=r"cifar10_dvs: the validation split is empty \(4 samples split in 2 "
+                                           r"classes\).*at least 3 samples.*fewer in: airplane \(2\), cat \(2\)"):
+        load_dataset("cifar10_dvs", 0, str(root))
+
+
+# ---------------------------------------------------------------- built-in data sets
+@pytest.mark.parametrize("name", ["mnist5k", "digits", "event_mnist"])
+def test_built_in_data_sets_refuse_a_data_folder(name, tmp_path):
+    with pytest.raises(SnnexitError, match=f"^data set '{name}' is built in: --data-dir does not apply$"):
+        load_dataset(name, 0, root=str(tmp_path))
+    assert is_built_in(name)
+    with pytest.raises(SnnexitError, match="is built in"):  # the factory itself, too
+        DATASETS.get(name)(seed=0, root=str(tmp_path))
+    assert not is_built_in("cifar10_dvs") and not is_built_in("imagefolder")
