@@ -7,14 +7,20 @@ Valid files are written byte for byte with struct (independently of the readers)
 
 from __future__ import annotations
 
+import copy
+import math
 import struct
 
 import numpy as np
 import pytest
 
+from conftest import random_trace
 from snnexit.data import DATASETS, is_built_in, load_dataset
 from snnexit.data.events import parse_aedat31, parse_cifar10_dvs, parse_ncaltech101
 from snnexit.errors import SnnexitError
+from snnexit.exit import POLICIES, ThresholdPolicy, create_policy, policy_from_dict
+from snnexit.exit.certify import certify_exit
+from snnexit.simulate.trace import Trace
 
 AEDAT2_HEADER = b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n# Timestamps tick is 1 us\r\n"
 AEDAT31_HEADER = b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n"
@@ -180,3 +186,109 @@ def test_built_in_data_sets_refuse_a_data_folder(name, tmp_path):
     with pytest.raises(SnnexitError, match="is built in"):  # the factory itself, too
         DATASETS.get(name)(seed=0, root=str(tmp_path))
     assert not is_built_in("cifar10_dvs") and not is_built_in("imagefolder")
+
+
+# ---------------------------------------------------------------- policies
+PROBABILITY_SCORES = ["conformal", "dynamic_confidence", "entropy", "max_softmax", "mean_output_confidence",
+                      "step_calibrated_confidence", "topk_per_step"]
+THRESHOLDED = [n for n in POLICIES.names() if issubclass(POLICIES.get(n), ThresholdPolicy)]
+
+
+def test_every_thresholded_policy_states_its_score_range():
+    assert sorted(n for n in THRESHOLDED if POLICIES.get(n).score_range == (0.0, 1.0)) == PROBABILITY_SCORES
+    assert POLICIES.get("topk").score_range == (0.0, math.inf)
+    assert set(THRESHOLDED) == set(PROBABILITY_SCORES) | {"topk"}
+
+
+@pytest.mark.parametrize("name", PROBABILITY_SCORES)
+def test_a_fixed_threshold_outside_a_probability_is_refused(name):
+    for bad in (1.5, -0.1, 1.0000001):
+        with pytest.raises(SnnexitError, match=rf"^threshold must lie in \[0, 1\], the range of {name}'s score "
+                                               rf"\(.+\); got {bad}$"):
+            create_policy(name, threshold=bad).check_settings()
+    for good in (0, 0.0, 0.5, 1.0):
+        create_policy(name, threshold=good).check_settings()
+    with pytest.raises(SnnexitError, match="threshold must lie in"):  # fit checks first
+        create_policy(name, threshold=2.0).fit(random_trace(T=4, N=20))
+
+
+def test_topk_gap_threshold_must_not_be_negative():
+    with pytest.raises(SnnexitError, match=r"^threshold must be >= 0, the range of topk's score \(a gap between "
+                                           r"outputs\); got -0.5$"):
+        create_policy("topk", threshold=-0.5).check_settings()
+    create_policy("topk", threshold=7.5).check_settings()  # a gap has no upper bound
+
+
+@pytest.mark.parametrize("name", THRESHOLDED)
+def test_fitting_needs_two_inputs(name):
+    one, two = random_trace(T=4, N=1, seed=1), random_trace(T=4, N=2, seed=1)
+    with pytest.raises(SnnexitError, match=rf"{type(create_policy(name)).__name__}.fit needs at least 2 inputs, got a "
+                                           rf"trace of 1"):
+        create_policy(name).fit(one)
+    pol = create_policy(name).fit(two)
+    assert pol.T_ == 4 and pol.curve_.n == 2
+    with pytest.raises(SnnexitError, match="at least 2 calibration inputs"):
+        create_policy(name, target="risk", eps=0.5, delta=0.5).fit(two, calibration=Trace(one.outputs, None))
+    risky = create_policy(name, target="risk", eps=0.5, delta=0.5)
+    if risky.learns_score:  # learns on one part, certifies on the other: 2 + 2 inputs
+        with pytest.raises(SnnexitError, match="it needs 4 inputs, got 3"):
+            risky.fit(random_trace(T=4, N=3, seed=1))
+    assert risky.fit(random_trace(T=4, N=4, seed=1)).curve_.n in (2, 4)
+
+
+def test_certify_exit_needs_enough_inputs():
+    learn, cal = random_trace(T=4, N=3, seed=1), random_trace(T=4, N=30, seed=2)
+    with pytest.raises(SnnexitError, match="at least 2 learning inputs per half \\(4 in all\\) to pick among 2 "
+                                           "candidates, got 3"):
+        certify_exit(learn, cal, eps=0.5, candidates=["dynamic_confidence", "topk"])
+    with pytest.raises(SnnexitError, match="at least 2 calibration inputs, got 1"):
+        certify_exit(random_trace(T=4, N=30, seed=1), random_trace(T=4, N=1, seed=2), eps=0.9)
+    single = certify_exit(learn, cal, eps=0.5, delta=0.5, candidates=["dynamic_confidence"])
+    assert single.learn_size == 3 and single.calibration_size == 30
+
+
+def _record(name="dynamic_confidence", **kwargs):
+    return create_policy(name, **kwargs).fit(random_trace(T=5, N=40)).to_dict()
+
+
+@pytest.mark.parametrize("threshold, message", [(-5, "threshold must lie in \\[0, 1\\]"),
+                                                (2.0, "threshold must lie in \\[0, 1\\]"),
+                                                (True, "threshold must be a finite number, got True")])
+def test_hand_edited_record_with_a_bad_fixed_threshold(threshold, message):
+    record = _record(threshold=0.5)
+    record["params"]["threshold"] = threshold
+    record["fitted"]["threshold_"] = threshold
+    with pytest.raises(SnnexitError, match=f"^dynamic_confidence record: {message}"):
+        policy_from_dict(record)
+
+
+def test_hand_edited_record_with_bad_fitted_values():
+    good = _record()
+    assert policy_from_dict(copy.deepcopy(good)).threshold_ == good["fitted"]["threshold_"]
+    for change, message in [(lambda f: f.update(threshold_=1.5), "threshold_ must lie in \\[0, 1\\]"),
+                            (lambda f: f.update(threshold_=-0.5), "threshold_ must lie in \\[0, 1\\]"),
+                            (lambda f: f.update(threshold_="inf", point_=0), "threshold_ must be a finite number"),
+                            (lambda f: f.update(T_="8"), "T_ must be an integer, got '8'"),
+                            (lambda f: f.update(T_=6), "curve_ has T = 5, T_ = 6"),
+                            (lambda f: f["curve_"].update(T=6), "curve_ has T = 6, T_ = 5"),
+                            (lambda f: (f.update(T_=4), f["curve_"].update(T=4)),
+                             "curve_.mean_steps must lie in \\[1, T_ = 4\\]")]:
+        record = copy.deepcopy(good)
+        change(record["fitted"])
+        with pytest.raises(SnnexitError, match=f"^dynamic_confidence record: {message}"):
+            policy_from_dict(record)
+    topk = _record("topk")
+    topk["fitted"]["threshold_"] = -1.0
+    with pytest.raises(SnnexitError, match="threshold_ must be >= 0"):
+        policy_from_dict(topk)
+
+
+@pytest.mark.parametrize("name", THRESHOLDED)
+def test_a_fitted_policy_applies_to_traces_of_its_own_T(name):
+    fitted = policy_from_dict(_record(name))  # saved and loaded: T_ = 5
+    same, other = random_trace(T=5, N=10, seed=3), random_trace(T=4, N=10, seed=3)
+    assert fitted.exit_steps(same).shape == (10,)
+    for call in (fitted.exit_steps, fitted.predict, fitted.evaluate):
+        with pytest.raises(SnnexitError, match=f"^{type(fitted).__name__} was fitted on traces of T_ = 5 steps; this "
+                                               f"trace has T = 4: fit it on a trace of 4 steps$"):
+            call(other)
