@@ -13,13 +13,21 @@ import struct
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from conftest import random_trace
 from snnexit.data import DATASETS, is_built_in, load_dataset
 from snnexit.data.events import parse_aedat31, parse_cifar10_dvs, parse_ncaltech101
 from snnexit.errors import SnnexitError
-from snnexit.exit import POLICIES, ThresholdPolicy, create_policy, policy_from_dict
+from snnexit.convert import convert
+from snnexit.exit import POLICIES, DynamicConfidence, FixedT, ThresholdPolicy, create_policy, policy_from_dict
 from snnexit.exit.certify import certify_exit
+from snnexit.models import create_model
+from snnexit.neurons import IFNeuron
+from snnexit.quant import QCFS
+from snnexit.runtime import ChunkedEngine, EarlyExitEngine
+from snnexit.simulate import SpikingNetwork, record_trace, simulate_batch
 from snnexit.simulate.trace import Trace
 
 AEDAT2_HEADER = b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n# Timestamps tick is 1 us\r\n"
@@ -292,3 +300,154 @@ def test_a_fitted_policy_applies_to_traces_of_its_own_T(name):
         with pytest.raises(SnnexitError, match=f"^{type(fitted).__name__} was fitted on traces of T_ = 5 steps; this "
                                                f"trace has T = 4: fit it on a trace of 4 steps$"):
             call(other)
+
+
+# ---------------------------------------------------------------- engine and simulation inputs
+STEPS = 6
+
+
+def small_network(seed=0) -> SpikingNetwork:
+    torch.manual_seed(seed)
+    body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), IFNeuron(threshold=0.5), nn.AvgPool2d(2), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 3))
+    return SpikingNetwork(body, meta={"converter": "test", "alpha": "T", "temperature": 1.0}).eval()
+
+
+@pytest.fixture(scope="module")
+def engine_setup():
+    snn = small_network()
+    x = torch.rand(12, 1, 8, 8)
+    trace = record_trace(snn, [(x, torch.zeros(12, dtype=torch.long))], T=STEPS)
+    return snn, DynamicConfidence(threshold=0.5).fit(trace), x
+
+
+def _counting(snn):
+    calls = []
+    return calls, snn.body[0].register_forward_hook(lambda *a: calls.append(1))
+
+
+BAD_INPUTS = [
+    (lambda x: x[0], r"x has shape \(1, 8, 8\): each input must have shape \(1, H, W\), the network's input, in a "
+                     r"batch \(N, \.\.\.\) \(missing batch dimension\?\)"),
+    (lambda x: x.repeat(1, 3, 1, 1), r"x has shape \(4, 3, 8, 8\): each input must have shape \(1, H, W\)"),
+    (lambda x: torch.rand(4, 1, 10, 10), r"x has shape \(4, 1, 10, 10\), which the network cannot take: "
+                                      r"mat1 and mat2 shapes cannot be multiplied"),
+    (lambda x: x.flatten(), r"x has shape \(256,\): expected a batch \(N, \.\.\.\)"),
+    (lambda x: (x * 255).long(), "x must hold floating-point values \\(e.g. float32\\), got torch.int64"),
+    (lambda x: x > 0.5, "x must hold floating-point values \\(e.g. float32\\), got torch.bool"),
+    (lambda x: x.to(torch.complex64), "x must hold floating-point values \\(e.g. float32\\), got torch.complex64"),
+    (lambda x: (x * 255).numpy().astype(np.uint8), "x must hold floating-point values \\(e.g. float32\\), got a "
+                                                   "numpy uint8 array"),
+    (lambda x: x.tolist(), "x must be a torch tensor or a numpy array of floats, got list"),
+    (lambda x: x[:0], r"x holds no inputs \(shape \(0, 1, 8, 8\)\)"),
+    (lambda x: torch.where(torch.arange(4).view(4, 1, 1, 1) == 2, math.nan, x),
+     r"x contains NaN or infinite values \(1 of 4 inputs, the first at index 2\)"),
+    (lambda x: torch.where(torch.arange(4).view(4, 1, 1, 1) >= 1, -math.inf, x),
+     r"x contains NaN or infinite values \(3 of 4 inputs, the first at index 1\)"),
+]
+
+
+@pytest.mark.parametrize("engine_cls", [EarlyExitEngine, ChunkedEngine])
+@pytest.mark.parametrize("bad, message", BAD_INPUTS)
+def test_engines_refuse_bad_inputs_before_any_step(engine_setup, engine_cls, bad, message):
+    snn, policy, x = engine_setup
+    engine = engine_cls(snn, policy, STEPS, **({"chunks": 2} if engine_cls is ChunkedEngine else {}))
+    calls, handle = _counting(snn)
+    try:
+        with pytest.raises(SnnexitError, match=f"^{message}"):
+            engine.run(bad(x[:4]))
+    finally:
+        handle.remove()
+    assert not calls  # refused before the network ran a step
+    assert engine.run(x[:4]).N == 4  # the engine still works
+
+
+@pytest.mark.parametrize("engine_cls", [EarlyExitEngine, ChunkedEngine])
+def test_engines_take_float_numpy_arrays(engine_setup, engine_cls):
+    snn, policy, x = engine_setup
+    kw = {"chunks": 2} if engine_cls is ChunkedEngine else {}
+    want = engine_cls(snn, policy, STEPS, **kw).run(x)
+    for array in (x.numpy(), x.double().numpy()):  # float64 is cast to the network's float32
+        got = engine_cls(snn, policy, STEPS, **kw).run(array)
+        assert torch.equal(got.exit_steps, want.exit_steps) and torch.equal(got.predictions, want.predictions)
+    assert torch.equal(want.exit_steps, policy.exit_steps(record_trace(snn, [(x, None)], T=STEPS)))
+
+
+def test_temporal_inputs_and_streams(engine_setup):
+    snn, policy, x = engine_setup
+    seq = x[:4].unsqueeze(1).repeat(1, STEPS, 1, 1, 1)  # (N, T, 1, 8, 8)
+    engine = EarlyExitEngine(snn, policy, STEPS)
+    assert engine.run(seq, temporal=True).N == 4
+    with pytest.raises(SnnexitError, match=r"temporal input needs shape \(N, T' >= 6, \.\.\.\), got \(4, 5, 1, 8, 8\)"):
+        engine.run(seq[:, :5], temporal=True)
+    with pytest.raises(SnnexitError, match=r"each frame must have shape \(1, H, W\)"):
+        engine.run(x[:4], temporal=True)
+    nan_seq = seq.clone()
+    nan_seq[3, 4, 0, 1, 1] = math.nan
+    with pytest.raises(SnnexitError, match=r"contains NaN or infinite values \(1 of 4 inputs, the first at index 3\)"):
+        engine.run(nan_seq, temporal=True)
+    session = engine.session(4)
+    with pytest.raises(SnnexitError, match="a step's input contains NaN"):
+        session.feed(nan_seq[:, 4])
+    with pytest.raises(SnnexitError, match="a step's input must hold floating-point values"):
+        list(engine.stream([seq[:, 0].long()]))
+
+
+def test_a_recorded_input_shape_is_the_one_checked(engine_setup):
+    _, policy, x = engine_setup
+    snn = small_network()
+    snn.meta["input_shape"] = [1, 8, 8]
+    with pytest.raises(SnnexitError, match=r"each input must have shape \(1, 8, 8\), the network's input"):
+        EarlyExitEngine(snn, policy, STEPS).run(torch.rand(4, 1, 9, 9))
+
+
+def test_networks_of_snnexit_models_name_their_input_layer():
+    for name in ("vgg_small", "resnet20"):
+        ann = create_model(name, num_classes=3, in_channels=2, input_size=8, activation=lambda: QCFS(2, 1.0), width=4)
+        snn = convert(ann.eval(), "qcfs")
+        with pytest.raises(SnnexitError, match=r"each input must have shape \(2, H, W\)"):
+            simulate_batch(snn, torch.rand(3, 1, 8, 8), 2)
+        assert simulate_batch(snn, torch.rand(3, 2, 8, 8), 2)[0].shape == (2, 3, 3)
+        qffs = convert(ann.eval(), "qffs")
+        with pytest.raises(SnnexitError, match=r"\(missing batch dimension\?\)"):
+            simulate_batch(qffs, torch.rand(2, 8, 8), 2)
+
+
+def test_a_network_of_unknown_layout_still_gets_the_basic_checks():
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(5, 3)  # registered before the layers that run first
+            self.act = IFNeuron(threshold=1.0)
+            self.inp = nn.Linear(4, 5)
+
+        def forward(self, x):
+            return self.fc(self.act(self.inp(x)))
+
+    snn = SpikingNetwork(Custom())
+    assert simulate_batch(snn, torch.rand(3, 4), 2)[0].shape == (2, 3, 3)  # no rule read off fc
+    with pytest.raises(SnnexitError, match=r"x has shape \(3, 5\), which the network cannot take"):
+        simulate_batch(snn, torch.rand(3, 5), 2)
+    with pytest.raises(SnnexitError, match="x contains NaN"):
+        simulate_batch(snn, torch.full((3, 4), math.nan), 2)
+
+
+def test_record_trace_refuses_nan_naming_the_batch(engine_setup):
+    snn, _, x = engine_setup
+    bad = x[4:8].clone()
+    bad[1, 0, 0, 0] = math.inf
+    with pytest.raises(SnnexitError, match=r"^batch 1: x contains NaN or infinite values \(1 of 4 inputs, the first "
+                                           r"at index 1\)$"):
+        record_trace(snn, [(x[:4], None), (bad, None)], T=STEPS)
+    with pytest.raises(SnnexitError, match="x contains NaN"):
+        simulate_batch(snn, bad, STEPS)
+
+
+def test_the_engine_runs_the_T_its_policy_was_fitted_for(engine_setup):
+    snn, policy, _ = engine_setup
+    with pytest.raises(SnnexitError, match=r"^DynamicConfidence was fitted on traces of T_ = 6 steps; this engine "
+                                           r"runs T = 8: fit the policy on a trace of 8 steps$"):
+        EarlyExitEngine(snn, policy, 8)
+    with pytest.raises(SnnexitError, match="T_ = 6 steps; this engine runs T = 4"):
+        ChunkedEngine(snn, policy, 4)
+    EarlyExitEngine(snn, FixedT(), 8)  # a policy that needs no fit runs any T
