@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import struct
 
 import numpy as np
@@ -20,12 +21,12 @@ from conftest import random_trace
 from snnexit.data import DATASETS, is_built_in, load_dataset
 from snnexit.data.events import parse_aedat31, parse_cifar10_dvs, parse_ncaltech101
 from snnexit.errors import SnnexitError
-from snnexit.convert import convert
+from snnexit.convert import CONVERTERS, convert
 from snnexit.exit import POLICIES, DynamicConfidence, FixedT, ThresholdPolicy, create_policy, policy_from_dict
 from snnexit.exit.certify import certify_exit
-from snnexit.models import create_model
+from snnexit.models import MODELS, create_model, parameter_count
 from snnexit.neurons import IFNeuron
-from snnexit.quant import QCFS
+from snnexit.quant import LSQ, QCFS, QUANTIZERS
 from snnexit.runtime import ChunkedEngine, EarlyExitEngine
 from snnexit.simulate import SpikingNetwork, record_trace, simulate_batch
 from snnexit.simulate.trace import Trace
@@ -451,3 +452,68 @@ def test_the_engine_runs_the_T_its_policy_was_fitted_for(engine_setup):
     with pytest.raises(SnnexitError, match="T_ = 6 steps; this engine runs T = 4"):
         ChunkedEngine(snn, policy, 4)
     EarlyExitEngine(snn, FixedT(), 8)  # a policy that needs no fit runs any T
+
+
+# ---------------------------------------------------------------- converters, quantizers, model sizes
+@pytest.mark.parametrize("converter, needs", [("qcfs", "QCFS or LSQ"), ("qffs", "QCFS or LSQ"), ("max", "ReLU"),
+                                              ("robust", "ReLU")])
+def test_converting_a_model_without_activations_is_refused(converter, needs):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    kwargs = {"calibration_data": torch.rand(8, 4)} if converter in ("max", "robust") else {}
+    with pytest.raises(SnnexitError, match=f"^{converter} conversion needs an ANN with {needs} activations; this "
+                                           f"model has none, so its SNN would have no spiking layer$"):
+        convert(model, converter, **kwargs)
+
+
+def test_a_registered_converter_that_builds_no_spiking_layer_is_refused(monkeypatch):
+    monkeypatch.setitem(CONVERTERS._entries, "plain", lambda model: SpikingNetwork(model))
+    with pytest.raises(SnnexitError, match="^converter 'plain' gave a network without spiking layers"):
+        convert(nn.Sequential(nn.Linear(4, 3)), "plain")
+
+
+@pytest.mark.parametrize("bits", [0, 17, 64, -1, 2.0, True, "2"])
+def test_lsq_bits_outside_1_to_16_are_refused_at_construction(bits):
+    with pytest.raises(SnnexitError, match=rf"^LSQ bits must be an integer in 1\.\.16, got {re.escape(repr(bits))}$"):
+        LSQ(bits)
+    with pytest.raises(SnnexitError, match="LSQ bits must be an integer in 1..16"):  # the factory, before any model
+        QUANTIZERS.get("lsq")(levels=4, bits=bits, init_threshold=1.0)
+
+
+def test_quantizer_settings_are_checked_before_a_model_is_built():
+    assert LSQ(16).levels == 2 ** 16 - 1 and LSQ(1).levels == 1
+    for levels in (0, -3, 2.5, None):
+        with pytest.raises(SnnexitError, match=r"QCFS levels \(L\) must be an integer >= 1"):
+            QCFS(levels)
+        with pytest.raises(SnnexitError, match=r"QCFS levels \(L\) must be an integer >= 1"):
+            QUANTIZERS.get("qcfs")(levels=levels, bits=2, init_threshold=1.0)
+    for name in ("qcfs", "lsq", "clip"):
+        with pytest.raises(SnnexitError, match="init_threshold must be a positive number, got 0.0"):
+            QUANTIZERS.get(name)(levels=4, bits=2, init_threshold=0.0)
+    with pytest.raises(ValueError):  # still a ValueError, as before
+        LSQ(bits=0)
+    assert QCFS(np.int64(3)).levels == 3
+
+
+@pytest.mark.parametrize("name", sorted(MODELS.names()))
+def test_parameter_count_equals_the_built_models(name):
+    for kwargs in ({"num_classes": 10, "in_channels": 3, "input_size": 32, "width": 4},
+                   {"num_classes": 7, "in_channels": 2, "input_size": 8, "width": 2, "activation": lambda: QCFS(4, 1.0)}):
+        model = create_model(name, **kwargs)
+        assert parameter_count(name, **kwargs) == sum(p.numel() for p in model.parameters())
+    assert parameter_count(name, num_classes=10, in_channels=1, input_size=28) == \
+        sum(p.numel() for p in create_model(name, num_classes=10, in_channels=1, input_size=28).parameters())
+
+
+def test_parameter_count_of_a_huge_model_allocates_nothing():
+    # vgg16 at width 100000: about 8.2e13 parameters (328 TB in float32), counted on the meta device
+    n = parameter_count("vgg16", num_classes=10, in_channels=3, input_size=32, width=100000)
+    w = 100000
+    convs = [(3, w), (w, w), (w, 2 * w), (2 * w, 2 * w), (2 * w, 4 * w), (4 * w, 4 * w), (4 * w, 4 * w),
+             (4 * w, 8 * w)] + [(8 * w, 8 * w)] * 5
+    expected = sum(9 * i * o + o + 2 * o for i, o in convs)  # weights, bias, BatchNorm
+    expected += (8 * w) * 64 * w + 64 * w + (64 * w) ** 2 + 64 * w + 64 * w * 10 + 10  # classifier at 1x1
+    assert n == expected
+    with pytest.raises(SnnexitError, match="^model 'vgg_small' cannot be built with .*depth"):
+        parameter_count("vgg_small", num_classes=10, in_channels=1, input_size=28, depth=3)
+    with pytest.raises(SnnexitError, match="Unknown model"):
+        parameter_count("vgg99", num_classes=10, in_channels=1, input_size=28)
