@@ -59,10 +59,12 @@ def test_cifar10_dvs_round_trip(tmp_path, junk):
     np.testing.assert_array_equal(got, ev)
 
 
-def test_cifar10_dvs_headerless_and_empty():
+def test_cifar10_dvs_headerless_and_empty_are_refused():
     ev = random_events(5, 128, 128)
-    assert np.array_equal(parse_cifar10_dvs(cifar10_dvs_bytes(ev)[len(AEDAT2_HEADER):]), ev)
-    assert len(parse_cifar10_dvs(AEDAT2_HEADER)) == 0
+    with pytest.raises(SnnexitError, match="must start with the line '#!AER-DAT2.0'"):
+        parse_cifar10_dvs(cifar10_dvs_bytes(ev)[len(AEDAT2_HEADER):])
+    with pytest.raises(SnnexitError, match="no events"):
+        parse_cifar10_dvs(AEDAT2_HEADER)
 
 
 @pytest.mark.parametrize("cut", [1, 3, 7])
@@ -129,7 +131,8 @@ def test_aedat31_overflow_and_invalid_events():
 
 def test_aedat31_empty_packets_terminate():
     data = AEDAT31_HEADER + packet(1, b"", 0, 0) * 1000 + packet(2, b"", 8, 0)
-    assert len(parse_aedat31(data)) == 0
+    with pytest.raises(SnnexitError, match="no polarity events"):  # read to the end, then refused: no events
+        parse_aedat31(data)
 
 
 @pytest.mark.parametrize("cut", [1, 5, 27, 29, 100])

@@ -19,9 +19,10 @@ THRESHOLDED = [n for n in NAMES if issubclass(POLICIES.get(n), ThresholdPolicy)]
 
 
 @st.composite
-def traces(draw, min_n=1):
-    """Small traces with integer outputs (many ties) and a random alpha/temperature."""
-    T = draw(st.integers(1, 6))
+def traces(draw, min_n=1, T=None):
+    """Small traces with integer outputs (many ties) and a random alpha/temperature (T steps:
+    drawn when None)."""
+    T = draw(st.integers(1, 6)) if T is None else T
     N = draw(st.integers(min_n, 12))
     C = draw(st.integers(2, 4))
     y = draw(st.lists(st.integers(-3, 3), min_size=T * N * C, max_size=T * N * C))
@@ -139,10 +140,11 @@ def test_unfitted_policy_raises_a_clear_error(name, make_trace):
 
 @pytest.mark.parametrize("name", NAMES)
 @settings(max_examples=20, deadline=None)
-@given(fit_trace=traces(), eval_trace=traces())
-def test_exit_steps_decide_and_predict_against_brute_force(name, fit_trace, eval_trace):
+@given(fit_trace=traces(min_n=2), data=st.data())
+def test_exit_steps_decide_and_predict_against_brute_force(name, fit_trace, data):
     policy = create_policy(name)
-    if getattr(policy, "k", 2) > eval_trace.C or eval_trace.T > fit_trace.T:
+    eval_trace = data.draw(traces(T=fit_trace.T))  # a fitted policy applies to runs of its own T
+    if getattr(policy, "k", 2) > eval_trace.C:
         eval_trace = fit_trace
     policy.fit(fit_trace)
     for tr in (fit_trace, eval_trace):
@@ -218,7 +220,7 @@ def test_fitting_targets_against_a_brute_force_sweep(name, trace, eps, m):
 
 @pytest.mark.parametrize("name", THRESHOLDED)
 @settings(max_examples=15, deadline=None)
-@given(trace=traces(min_n=2), eps=st.sampled_from([0.05, 0.2, 0.5]), delta=st.sampled_from([0.1, 0.5]))
+@given(trace=traces(min_n=4), eps=st.sampled_from([0.05, 0.2, 0.5]), delta=st.sampled_from([0.1, 0.5]))
 def test_risk_target_is_the_last_point_of_the_certified_prefix(name, trace, eps, delta):
     from scipy.stats import binom
 
@@ -308,10 +310,9 @@ def test_topk_per_step_thresholds_are_snncutoffs(trace, eps):
 
 
 @settings(max_examples=30, deadline=None)
-@given(fit_trace=traces(min_n=2), eval_trace=traces(), a=st.sampled_from([0.05, 0.2, 0.5, 0.8]))
-def test_conformal_exits_when_the_prediction_set_has_at_most_one_class(fit_trace, eval_trace, a):
-    if eval_trace.T > fit_trace.T:
-        eval_trace = fit_trace
+@given(fit_trace=traces(min_n=2), data=st.data(), a=st.sampled_from([0.05, 0.2, 0.5, 0.8]))
+def test_conformal_exits_when_the_prediction_set_has_at_most_one_class(fit_trace, data, a):
+    eval_trace = data.draw(traces(T=fit_trace.T))
     pol = Conformal(target="coverage", eps=a).fit(fit_trace)
     assert pol.miscoverage_ == pytest.approx(1 - math.ceil((fit_trace.N + 1) * (1 - a)) / (fit_trace.N + 1))
     n = fit_trace.N

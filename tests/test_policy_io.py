@@ -124,20 +124,18 @@ def test_round_trip_gives_an_identical_policy(name, label, kwargs, fit_kwargs, t
 
 
 def test_infinite_values_are_written_as_strings_and_read_back_exactly():
-    for threshold, token in [(2.0, "inf"), (-0.5, "-inf")]:  # above every score: never exit; below: always
+    for threshold, token in [(1.0, "inf"), (0.0, "-inf")]:  # no precision above 1: never exit; all above 0: always
         policy = create_policy("topk_per_step", threshold=threshold).fit(_fit_trace())
         record = _strict_json(policy.to_dict())
         assert record["fitted"]["step_thresholds_"] == [token] * T
         loaded = policy_from_dict(record)
         _assert_same_value(policy.step_thresholds_, loaded.step_thresholds_, "step_thresholds_")
         _assert_same_decisions(policy, loaded, [_fit_trace(seed=4)])
-    # threshold_ may be infinite (never exit), as a string
+    # threshold_ is read as a float that may be infinite, but no fit gives an infinite one: refused
     fixed = create_policy("dynamic_confidence").fit(_fit_trace()).to_dict()
-    curve = policy_from_dict(fixed).curve_
     fixed["fitted"].update(threshold_="inf", point_=0)
-    inf_policy = policy_from_dict(fixed)
-    assert inf_policy.threshold_ == math.inf and curve.thresholds[0] < math.inf
-    assert (inf_policy.exit_steps(_fit_trace()) == T).all()
+    with pytest.raises(SnnexitError, match="threshold_ must be a finite number, got inf"):
+        policy_from_dict(fixed)
 
 
 # ---- bad records --------------------------------------------------------------------------

@@ -45,6 +45,16 @@ def replace_modules(model: nn.Module, replace: Callable[[str, nn.Module], nn.Mod
     return model
 
 
+def require_spiking_layers(snn, name: str):
+    """Refuse the network converter ``name`` built when it has no spiking layer (the ANN had no
+    activation the converter turns into neurons: its "SNN" would be the ANN's affine layers)."""
+    if not snn.spiking_layers():
+        raise SnnexitError(f"converter {name!r} gave a network without spiking layers: the model has no activation "
+                           f"that it turns into spiking neurons")
+    return snn
+
+
 def convert(model: nn.Module, name: str = "qcfs", **kwargs):
-    """Convert a trained ANN with the converter registered as ``name``."""
-    return CONVERTERS.get(name)(model, **kwargs)
+    """Convert a trained ANN with the converter registered as ``name`` (refused when the result
+    has no spiking layer; the built-in converters refuse such a model themselves)."""
+    return require_spiking_layers(CONVERTERS.get(name)(model, **kwargs), name)

@@ -114,6 +114,9 @@ def _convert_normalised(model: nn.Module, name: str, calibration_data, percentil
     folded = fold_batchnorm_pairs(model)
     # refuse unsupported layers (named with their path) before spending time on calibration
     replace_modules(folded, lambda path, m: nn.Identity() if _is_relu_like(m) else None)
+    if not any(_is_relu_like(m) for m in folded.modules()):
+        raise SnnexitError(f"{name} conversion needs an ANN with ReLU activations; this model has none, so its SNN "
+                           f"would have no spiking layer")
     scales = activation_scales(folded, calibration_data, percentile, batch_size)
 
     def swap(path, module):

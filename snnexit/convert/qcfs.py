@@ -42,5 +42,8 @@ def convert_qcfs(model: nn.Module, fold_bn: bool = False) -> SpikingNetwork:
         return None
 
     body = replace_modules(model, swap).eval()
+    if not levels:
+        raise SnnexitError("qcfs conversion needs an ANN with QCFS or LSQ activations; this model has none, so its "
+                           "SNN would have no spiking layer")
     return SpikingNetwork(body, meta={"converter": "qcfs", "alpha": "T",
                                       "levels": sorted(levels)[0] if len(levels) == 1 else sorted(levels)})

@@ -99,7 +99,8 @@ def convert_qffs(model: nn.Module, v_init: float = 0.5) -> QFFSNetwork:
     folded = fold_batchnorm_pairs(model)
     acts = [(p, m) for p, m in folded.named_modules() if isinstance(m, QCFS)]
     if not acts:
-        raise SnnexitError("QFFS conversion needs an ANN with QCFS or LSQ activations; this model has none")
+        raise SnnexitError("qffs conversion needs an ANN with QCFS or LSQ activations; this model has none, so its "
+                           "SNN would have no spiking layer")
     window = max(m.levels for _, m in acts)
 
     def swap(path, module):

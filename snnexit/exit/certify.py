@@ -197,6 +197,14 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
                            f"{(calibration.T, calibration.C)}")
     if not candidates:
         raise SnnexitError("no candidate policies to certify")
+    least = ThresholdPolicy.min_fit_inputs
+    if calibration.N < least:
+        raise SnnexitError(f"certify_exit needs at least {least} calibration inputs, got {calibration.N}")
+    several = len(set(candidates)) > 1  # the pick cross-fits every candidate on halves of the learning trace
+    if learn.N < (2 * least if several else least):
+        raise SnnexitError(f"certify_exit needs at least {least} learning inputs"
+                           + (f" per half ({2 * least} in all) to pick among {len(set(candidates))} candidates"
+                              if several else "") + f", got {learn.N}")
     delta = check_fraction("delta", delta, low_open=True, high_open=True)
     n = calibration.N
     eps = smallest_certifiable_eps(n, delta) if eps is None else check_fraction("eps", eps, low_open=True,

@@ -44,6 +44,8 @@ class Conformal(ScaledOutputSettings, StepTablePolicy):
     """
 
     targets = ThresholdPolicy.targets + ("coverage",)
+    score_range = (0.0, 1.0)
+    score_meaning = "a share of calibration scores"
     fitted_attributes = StepTablePolicy.fitted_attributes + ("miscoverage_",)
 
     def raw_step(self, accumulated, t, meta):

@@ -21,10 +21,12 @@ from pathlib import Path
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import POLICIES, POLICY_FORMAT, POLICY_VERSION, ExitPolicy
 from snnexit.exit.codec import decode_fitted
+from snnexit.exit.target import check_threshold
 from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.io import write_json
 
 RECORD_KEYS = ("format", "version", "policy", "params", "fitted", "extra")
+FIT_MARGIN = 1e-5  # how far outside the score's range a fitted threshold_ may lie (curve: 1e-6 below the lowest)
 
 
 def policy_from_dict(record) -> ExitPolicy:
@@ -103,8 +105,12 @@ def _check_threshold_values(policy: ThresholdPolicy, values: dict) -> None:
     threshold, curve, point = values["threshold_"], values["curve_"], values["point_"]
     if policy.threshold is not None and threshold != float(policy.threshold):
         raise SnnexitError(f"threshold_ = {threshold} differs from the fixed threshold {policy.threshold}")
+    # a fitted threshold may lie just below the lowest score (the curve's last point)
+    check_threshold(threshold, policy.score_range, policy.describe_score(), name="threshold_", tolerance=FIT_MARGIN)
     if curve.T != values["T_"]:
         raise SnnexitError(f"curve_ has T = {curve.T}, T_ = {values['T_']}")
+    if not ((curve.mean_steps >= 1) & (curve.mean_steps <= curve.T)).all():
+        raise SnnexitError(f"curve_.mean_steps must lie in [1, T_ = {curve.T}]")
     if point != int((curve.thresholds[:-1] > threshold).sum()):
         raise SnnexitError(f"point_ = {point} is not the point of curve_ that threshold_ = {threshold} realises")
     risk = [key for key in policy.optional_fitted_attributes if key in values]

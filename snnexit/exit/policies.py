@@ -50,6 +50,9 @@ class DynamicConfidence(ScaledOutputSettings, ThresholdPolicy):
             fitted attributes).
     """
 
+    score_range = (0.0, 1.0)
+    score_meaning = "a softmax probability"
+
     def score_step(self, accumulated, t, meta):
         return max_softmax(self.scaled(accumulated, t, meta))
 
@@ -116,6 +119,8 @@ class Entropy(DynamicConfidence):
     """DT-SNN (Li et al., DAC 2023): exit when the normalised entropy of the output's softmax is
     low. Score ``1 - H(p) / log C`` with ``p = softmax(Y[t] / alpha / T_cal)`` scaled as Dynamic
     Confidence scales it (the network's alpha), so "score > tau" means "entropy < 1 - tau"."""
+
+    score_meaning = "1 - normalised entropy"
 
     def score_step(self, accumulated, t, meta):
         return one_minus_normalised_entropy(self.scaled(accumulated, t, meta))

@@ -35,11 +35,21 @@ def check_fraction(name: str, value, low_open: bool = False, high_open: bool = F
     return float(value)
 
 
-def check_threshold(value) -> None:
-    """A fixed threshold must be a finite number (None: none given)."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not math.isfinite(value)):
-        raise SnnexitError(f"threshold must be a finite number, got {value!r}")
+def check_threshold(value, score_range: tuple[float, float] | None = None, score: str = "the score",
+                    name: str = "threshold", tolerance: float = 0.0) -> None:
+    """A threshold must be a finite number (None: none given) within ``score_range`` (low,
+    high; ``high`` may be inf), the values the policy's score takes: a threshold outside it
+    exits every input at step 1 or never. ``score`` says what the score is, for the message;
+    ``tolerance`` widens the range (a fitted threshold may lie just below the lowest score)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SnnexitError(f"{name} must be a finite number, got {value!r}")
+    if score_range is not None:
+        low, high = score_range
+        if not low - tolerance <= value <= high + tolerance:
+            where = f"be >= {low:g}" if math.isinf(high) else f"lie in [{low:g}, {high:g}]"
+            raise SnnexitError(f"{name} must {where}, the range of {score}; got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import field
+from typing import ClassVar
 
 import torch
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import (ExitPolicy, agreement_with_fixed_t, check_is_fitted, check_trace, policy_params,
-                               split_learn_certify)
+from snnexit.exit.base import (ExitPolicy, agreement_with_fixed_t, check_fitted_T, check_is_fitted, check_trace,
+                               policy_params, split_learn_certify)
 from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
 from snnexit.exit.target import TARGETS, FitTarget, check_threshold
 from snnexit.simulate.trace import Trace
@@ -60,6 +61,11 @@ class ThresholdPolicy(ExitPolicy):
 
     needs_fit = True
     targets = TARGETS
+    # the values the score takes, (low, high) with high possibly inf, and what it is: a fixed
+    # threshold outside is refused (None: any finite threshold)
+    score_range: ClassVar[tuple[float, float] | None] = None
+    score_meaning: ClassVar[str] = "the score"
+    min_fit_inputs: ClassVar[int] = 2  # a threshold chosen on fewer inputs is chosen on nothing
     learns_score = False  # True: fit learns the score itself (tables, temperatures) from labelled data
     fitted_attributes = ("T_", "threshold_", "curve_", "point_")
     optional_fitted_attributes = ("pvalues_", "certification_size_", "learn_size_")  # risk
@@ -88,9 +94,28 @@ class ThresholdPolicy(ExitPolicy):
 
     def check_settings(self) -> FitTarget:
         target = self.fit_target
-        check_threshold(self.threshold)
+        check_threshold(self.threshold, self.score_range, self.describe_score())
         self._check_params()
         return target
+
+    @classmethod
+    def describe_score(cls) -> str:
+        return f"{cls.name or cls.__name__}'s score ({cls.score_meaning})"
+
+    def _check_fit_size(self, trace: Trace, calibration: Trace | None) -> None:
+        """Refuse choosing a threshold from fewer than ``min_fit_inputs`` inputs (per part, when
+        ``fit`` splits the trace into a learning and a certifying part)."""
+        least = self.min_fit_inputs
+        name = type(self).__name__
+        if trace.N < least:
+            raise SnnexitError(f"{name}.fit needs at least {least} inputs, got a trace of {trace.N}: a threshold "
+                               f"fitted on it would be chosen on nothing")
+        if calibration is not None and calibration.N < least:
+            raise SnnexitError(f"{name}.fit needs at least {least} calibration inputs to certify on, got {calibration.N}")
+        if self.certifies and calibration is None and self.learns_score and trace.N < 2 * least:
+            raise SnnexitError(f"{name}.fit with target 'risk' splits the trace into a learning and a certifying "
+                               f"part of at least {least} inputs each: it needs {2 * least} inputs, got {trace.N} "
+                               f"(or pass calibration=)")
 
     @property
     def certifies(self) -> bool:
@@ -116,6 +141,7 @@ class ThresholdPolicy(ExitPolicy):
         """
         target = self.check_settings()
         check_trace(trace)
+        self._check_fit_size(trace, calibration)
         if calibration is not None:
             if not self.certifies:
                 raise SnnexitError("a separate calibration trace certifies a threshold: it needs target='risk' "
@@ -171,6 +197,7 @@ class ThresholdPolicy(ExitPolicy):
     def exit_steps(self, trace: Trace) -> torch.Tensor:
         check_is_fitted(self)
         check_trace(trace)
+        check_fitted_T(self, trace)
         return exit_steps_from_scores(self.scores(trace), self.threshold_)
 
     def decide(self, accumulated, t, meta, labels=None):

@@ -7,6 +7,8 @@ at step t exceeds ``tau_t`` are correct with rate >= 1 - eps.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -45,6 +47,9 @@ class TopK(ThresholdPolicy):
     k: int = 2
     use_alpha: bool = False
 
+    score_range = (0.0, math.inf)
+    score_meaning = "a gap between outputs"
+
     def _check_params(self):
         _check_k(self.k)
         check_flag("use_alpha", self.use_alpha)
@@ -75,6 +80,8 @@ class TopKPerStep(StepTablePolicy):
     k: int = 2
 
     targets = ThresholdPolicy.targets + ("precision",)
+    score_range = (0.0, 1.0)
+    score_meaning = "a calibration precision"
     fitted_attributes = StepTablePolicy.fitted_attributes + ("step_thresholds_",)
 
     def _check_params(self):

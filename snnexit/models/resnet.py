@@ -59,6 +59,10 @@ class ResNet(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(channels, num_classes)
 
+    def input_layer(self) -> nn.Module:
+        """The layer that reads the input (for input checks: snnexit.simulate.inputs)."""
+        return self.conv1[0]
+
     def forward(self, x):
         x = self.conv1(x)
         for name in self.stage_names:

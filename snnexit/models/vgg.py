@@ -47,6 +47,10 @@ class VGG(nn.Module):
         head.append(nn.Linear(features, num_classes))
         self.classifier = nn.Sequential(*head)
 
+    def input_layer(self) -> nn.Module:
+        """The layer that reads the input (for input checks: snnexit.simulate.inputs)."""
+        return self.layer1[0]
+
     def forward(self, x):
         for i in range(1, self.num_stages + 1):
             x = getattr(self, f"layer{i}")(x)

@@ -9,7 +9,9 @@ arguments that builds a fresh activation module on every call:
 * ``relu``: ``nn.ReLU`` (for data-based normalisation, ``max`` and ``robust``);
 * ``clip``: ``nn.Hardtanh(0, init_threshold)``, a clipped ReLU.
 
-Every factory takes the three settings and uses those its activation needs.
+Every factory takes the three settings, checks those its activation needs (out of range:
+:class:`~snnexit.quant.qcfs.QuantizerSettingError`, a SnnexitError naming the setting, raised
+when the factory is called, before any model is built) and uses them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Callable
 
 from torch import nn
 
-from snnexit.quant.lsq import LSQ
-from snnexit.quant.qcfs import QCFS
+from snnexit.quant.lsq import LSQ, MAX_BITS
+from snnexit.quant.qcfs import QCFS, check_count, check_positive
 from snnexit.registry import Registry
 
 QUANTIZERS: Registry = Registry("quantizer")
@@ -27,11 +29,15 @@ QUANTIZERS: Registry = Registry("quantizer")
 
 @QUANTIZERS.register("qcfs")
 def qcfs_activation(levels: int, bits: int, init_threshold: float) -> Callable[[], nn.Module]:
+    levels = check_count("QCFS levels (L)", levels, 1)
+    init_threshold = check_positive("init_threshold", init_threshold)
     return lambda: QCFS(levels, init_threshold)
 
 
 @QUANTIZERS.register("lsq")
 def lsq_activation(levels: int, bits: int, init_threshold: float) -> Callable[[], nn.Module]:
+    bits = check_count("LSQ bits", bits, 1, MAX_BITS)
+    init_threshold = check_positive("init_threshold", init_threshold)
     return lambda: LSQ(bits, init_step=init_threshold / (2 ** bits - 1))
 
 
@@ -42,4 +48,5 @@ def relu_activation(levels: int, bits: int, init_threshold: float) -> Callable[[
 
 @QUANTIZERS.register("clip")
 def clip_activation(levels: int, bits: int, init_threshold: float) -> Callable[[], nn.Module]:
+    init_threshold = check_positive("init_threshold", init_threshold)
     return lambda: nn.Hardtanh(0.0, init_threshold)

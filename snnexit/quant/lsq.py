@@ -31,7 +31,11 @@ import math
 import torch
 from torch import nn
 
-from snnexit.quant.qcfs import QCFS
+from snnexit.quant.qcfs import QCFS, check_count, check_positive
+
+# 2**16 - 1 levels: an SNN needs about as many steps to resolve them; more is a mistake (--bits 64
+# would train, then fail in conversion, where 2**64 - 1 is no float32 level count)
+MAX_BITS = 16
 
 
 class _LSQFunction(torch.autograd.Function):
@@ -70,7 +74,8 @@ class LSQ(QCFS):
     """Unsigned b-bit LSQ activation with a trainable per-layer step size ``step``.
 
     Args:
-        bits: b; the activation takes the ``2**b`` values ``s * {0, ..., 2**b - 1}``.
+        bits: b in 1..16 (:data:`MAX_BITS`); the activation takes the ``2**b`` values
+            ``s * {0, ..., 2**b - 1}``.
         init_step: the initial step size. ``None`` initialises from data on the first
             training batch with the LSQ paper's rule ``s = 2 * mean(|x|) / sqrt(Q)``.
             The pipeline passes ``init_threshold / Q`` instead, so that ``s * Q`` (the SNN
@@ -80,11 +85,10 @@ class LSQ(QCFS):
 
     def __init__(self, bits: int = 2, init_step: float | None = None):
         nn.Module.__init__(self)  # not QCFS.__init__: the trained parameter is the step, not lam
-        if bits < 1:
-            raise ValueError(f"LSQ needs bits >= 1, got {bits}")
-        self.bits = int(bits)
+        self.bits = check_count("LSQ bits", bits, 1, MAX_BITS)
         self.levels = 2 ** self.bits - 1
-        self.step = nn.Parameter(torch.tensor([1.0 if init_step is None else float(init_step)]))
+        step = 1.0 if init_step is None else check_positive("LSQ init_step", init_step)
+        self.step = nn.Parameter(torch.tensor([step]))
         # 1 once the step holds a usable value (saved in the state_dict, so a loaded model is not
         # re-initialised from its first batch)
         self.register_buffer("initialized", torch.tensor(0.0 if init_step is None else 1.0))

@@ -16,8 +16,36 @@ constant input ``z`` fires exactly ``h(z) * L / lam`` times (see ``tests/test_qc
 
 from __future__ import annotations
 
+import math
+import operator
+
 import torch
 from torch import nn
+
+from snnexit.errors import SnnexitError
+
+
+class QuantizerSettingError(SnnexitError, ValueError):
+    """A quantizer setting out of range (a ValueError too, as before it was a SnnexitError)."""
+
+
+def check_count(name: str, value, low: int, high: int | None = None) -> int:
+    """``value`` as an int in ``low..high`` (``high`` None: no upper bound), else :class:`QuantizerSettingError`."""
+    span = f"in {low}..{high}" if high is not None else f">= {low}"
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        raise QuantizerSettingError(f"{name} must be an integer {span}, got {value!r}")
+    return number
+
+
+def check_positive(name: str, value) -> float:
+    """``value`` as a finite float > 0, else :class:`QuantizerSettingError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise QuantizerSettingError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 class _QCFSFunction(torch.autograd.Function):
@@ -52,10 +80,8 @@ class QCFS(nn.Module):
 
     def __init__(self, levels: int = 4, init_threshold: float = 4.0):
         super().__init__()
-        if levels < 1:
-            raise ValueError(f"QCFS needs levels >= 1, got {levels}")
-        self.levels = int(levels)
-        self.threshold = nn.Parameter(torch.tensor([float(init_threshold)]))
+        self.levels = check_count("QCFS levels (L)", levels, 1)
+        self.threshold = nn.Parameter(torch.tensor([check_positive("QCFS init_threshold", init_threshold)]))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return qcfs(z, self.threshold, self.levels)

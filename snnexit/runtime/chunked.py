@@ -31,6 +31,7 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.simulate.cost import Cost
+from snnexit.simulate.inputs import check_inputs
 from snnexit.runtime.engine import EarlyExitEngine, ExitResult
 from snnexit.runtime.threads import LoadMeter, num_threads
 
@@ -276,13 +277,9 @@ class ChunkedEngine(EarlyExitEngine):
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, temporal: bool = False) -> ChunkedResult:
-        """Run a batch (as :meth:`EarlyExitEngine.run`), chunk by chunk."""
-        if temporal and (x.dim() < 2 or x.shape[1] < self.T):
-            raise SnnexitError(f"temporal input needs shape (N, T' >= {self.T}, ...), got {tuple(x.shape)}")
+        """Run a batch (as :meth:`EarlyExitEngine.run`, the same input checks), chunk by chunk."""
+        x = check_inputs(self.snn, x, temporal=temporal, T=self.T, probe=True).to(self.device)
         n = x.shape[0]
-        if n < 1:
-            raise SnnexitError("a run needs at least one input")
-        x = x.to(self.device)
         self._ensure_fan_out(x[:, 0] if temporal else x)
         self._probe_x, self._probe_temporal = x, temporal
         threads = self._choose_threads(n)

@@ -29,6 +29,7 @@ import torch
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import check_is_fitted
 from snnexit.simulate.cost import Cost, fan_out, input_macs
+from snnexit.simulate.inputs import check_inputs
 from snnexit.simulate.network import SpikingNetwork
 
 
@@ -109,9 +110,15 @@ class StreamSession:
 
     @torch.no_grad()
     def feed(self, frame: torch.Tensor) -> list[ExitDecision]:
-        """Advance by one step with ``frame`` as input; return the inputs that stopped now."""
+        """Advance by one step with ``frame`` as input; return the inputs that stopped now.
+        ``frame`` is checked first (:func:`~snnexit.simulate.inputs.check_inputs`)."""
         if self.done:
             raise SnnexitError("every input of this session has already stopped")
+        return self._advance(check_inputs(self.engine.snn, frame, what="a step's input"))
+
+    @torch.no_grad()
+    def _advance(self, frame: torch.Tensor) -> list[ExitDecision]:
+        """:meth:`feed` without the input check (the caller checked the whole batch)."""
         engine = self.engine
         y = engine.snn.step(self._rows(frame))  # (rows, C)
         self.t += 1
@@ -217,6 +224,10 @@ class EarlyExitEngine:
             raise SnnexitError(f"{type(policy).__name__} has no online rule (it needs future steps): evaluate it on a "
                                f"trace instead")
         check_is_fitted(policy)
+        fitted_T = getattr(policy, "T_", None) if getattr(policy, "needs_fit", False) else None
+        if fitted_T is not None and fitted_T != int(T):
+            raise SnnexitError(f"{type(policy).__name__} was fitted on traces of T_ = {fitted_T} steps; this engine "
+                               f"runs T = {int(T)}: fit the policy on a trace of {int(T)} steps")
         self.device = torch.device(device)
         self.snn = snn.to(self.device).eval()
         self.policy = policy
@@ -261,10 +272,11 @@ class EarlyExitEngine:
         """
         session = None
         for frame in frames:
+            frame = check_inputs(self.snn, frame, what="a step's input", probe=session is None)
             if session is None:
                 session = self.session(n or frame.shape[0], labels)
                 self._ensure_fan_out(frame)
-            yield from session.feed(frame)
+            yield from session._advance(frame)
             if session.done:
                 return
         if session is None:
@@ -274,16 +286,16 @@ class EarlyExitEngine:
     @torch.no_grad()
     def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, temporal: bool = False) -> ExitResult:
         """Run a batch: static inputs ``(N, ...)`` shown at every step, or with ``temporal=True``
-        sequences ``(N, T', ...)`` with T' >= T whose step ``t`` is shown at step ``t``."""
-        if temporal and (x.dim() < 2 or x.shape[1] < self.T):
-            raise SnnexitError(f"temporal input needs shape (N, T' >= {self.T}, ...), got {tuple(x.shape)}")
-        x = x.to(self.device)
+        sequences ``(N, T', ...)`` with T' >= T whose step ``t`` is shown at step ``t``; a torch
+        tensor or numpy array of floats, checked first
+        (:func:`~snnexit.simulate.inputs.check_inputs`: shape, dtype, NaN)."""
+        x = check_inputs(self.snn, x, temporal=temporal, T=self.T, probe=True).to(self.device)
         self._ensure_fan_out(x[:, 0] if temporal else x)
         session = self.session(x.shape[0], labels)
         current = x
         for t in range(self.T):
             frame = current[:, t] if temporal else current
-            session.feed(frame)
+            session._advance(frame)
             if session.done:
                 break
             if self.compact and current.shape[0] != session.active.numel():

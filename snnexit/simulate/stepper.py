@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from snnexit.errors import SnnexitError
 from snnexit.simulate.cost import input_macs
+from snnexit.simulate.inputs import check_inputs
 from snnexit.simulate.network import SpikingNetwork
 from snnexit.simulate.trace import Trace
 
@@ -19,10 +20,10 @@ def simulate_batch(snn: SpikingNetwork, x: torch.Tensor, T: int, temporal: bool 
 
     ``x`` is a static input ``(N, ...)`` presented at every step (direct encoding), or, with
     ``temporal=True``, a sequence ``(N, T, ...)`` whose step ``t`` is presented at step ``t``.
-    Returns accumulated outputs ``(T, N, C)`` and spike counts ``(T, N, L)``.
+    Returns accumulated outputs ``(T, N, C)`` and spike counts ``(T, N, L)``. ``x`` is checked
+    first (:func:`~snnexit.simulate.inputs.check_inputs`: shape, dtype, NaN or infinite values).
     """
-    if temporal and x.shape[1] < T:
-        raise SnnexitError(f"temporal input has {x.shape[1]} steps, fewer than T = {T}")
+    x = check_inputs(snn, x, temporal=temporal, T=T, probe=True)
     snn.reset()
     outputs, spikes = [], []
     acc = None
@@ -48,10 +49,14 @@ def record_trace(snn: SpikingNetwork, batches: Iterable[tuple[torch.Tensor, torc
     snn = snn.to(device).eval()
     outs, spks, labels = [], [], []
     first = None
-    for x, y in tqdm(list(batches), desc=desc, disable=not progress, leave=False):
+    for i, (x, y) in enumerate(tqdm(list(batches), desc=desc, disable=not progress, leave=False)):
+        try:
+            x = check_inputs(snn, x, temporal=temporal, T=T).to(device)
+        except SnnexitError as exc:
+            raise SnnexitError(f"batch {i}: {exc}") from None
         if first is None:
             first = x[:1, 0] if temporal else x[:1]
-        Y, S = simulate_batch(snn, x.to(device), T, temporal)
+        Y, S = simulate_batch(snn, x, T, temporal)
         outs.append(Y.float().cpu())
         spks.append(S.float().cpu())
         labels.append(None if y is None else y.cpu())

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from snnexit.data.events.aedat2 import split_aedat_header
-from snnexit.data.events.core import EVENT_DTYPE, check_events, make_events, read_source
+from snnexit.data.events.core import check_events, check_recording, make_events, read_source
 from snnexit.errors import SnnexitError
 
 DVS_GESTURE_SIZE = (128, 128)  # (H, W)
@@ -35,12 +35,16 @@ PACKET_HEADER = np.dtype([
 LABEL_DTYPE = np.dtype([("label", "<i8"), ("start", "<i8"), ("end", "<i8")])
 
 
-def parse_aedat31(source) -> np.ndarray:
-    """Polarity events (x, y, t, p) of one AEDAT 3.1 file (a path or its bytes), in file order."""
+def parse_aedat31(source, sensor_size: tuple[int, int] | None = DVS_GESTURE_SIZE) -> np.ndarray:
+    """Polarity events (x, y, t, p) of one AEDAT 3.1 file (a path or its bytes), in file order.
+
+    Refused (:class:`SnnexitError` naming the file): a header that is not ``#!AER-DAT3.1`` ...
+    ``#!END-HEADER``, packets that do not fit the file or whose counts and sizes contradict
+    each other or the format (polarity events are 8 bytes, timestamp at offset 4), no valid
+    polarity event, events outside ``sensor_size`` (H, W) (None: not checked) or timestamps
+    that are not a recording's (:func:`~snnexit.data.events.core.check_recording`)."""
     data, name = read_source(source, "AEDAT 3.1")
-    if not data.startswith(b"#!AER-DAT3"):
-        raise SnnexitError(f"{name}: not an AEDAT 3.1 file (it must start with '#!AER-DAT3.1')")
-    pos = split_aedat_header(data, name, b"3")
+    pos = split_aedat_header(data, name, "3.1")
     words, stamps = [], []  # per polarity packet: data words, full timestamps
     while pos < len(data):
         if len(data) - pos < PACKET_HEADER.itemsize:
@@ -55,23 +59,24 @@ def parse_aedat31(source) -> np.ndarray:
         if num > cap or int(h["valid"]) > num:
             raise SnnexitError(f"{name}: packet at offset {pos} has eventNumber {num} / eventValid {int(h['valid'])} "
                                f"beyond eventCapacity {cap}: corrupt file")
+        if cap > 0 and size == 0:
+            raise SnnexitError(f"{name}: packet at offset {pos} has eventCapacity {cap} but eventSize 0: corrupt file")
         if int(h["type"]) == POLARITY_EVENT and num > 0:
             ts_off = int(h["ts_offset"])
-            if size < 8 or ts_off + 4 > size or ts_off < 4:
+            if size != 8 or ts_off != 4:
                 raise SnnexitError(f"{name}: polarity packet at offset {pos} has eventSize {size} and "
                                    f"eventTSOffset {ts_off} (expected 8 and 4): corrupt file")
-            layout = np.dtype({"names": ["word", "ts"], "formats": ["<u4", "<u4"], "offsets": [0, ts_off],
-                               "itemsize": size})
-            ev = np.frombuffer(data, dtype=layout, count=num, offset=body)  # (num,) views, no copy
-            words.append(ev["word"])
-            stamps.append(ev["ts"].astype(np.int64) | (int(h["ts_overflow"]) << 31))
+            ev = np.frombuffer(data, dtype="<u4", count=2 * num, offset=body).reshape(num, 2)  # (num, [word, ts])
+            words.append(ev[:, 0])
+            stamps.append(ev[:, 1].astype(np.int64) | (int(h["ts_overflow"]) << 31))
         pos = body + nbytes
     if not words:
-        return np.empty(0, dtype=EVENT_DTYPE)
+        raise SnnexitError(f"{name}: no polarity events in this AEDAT 3.1 file")
     word, t = np.concatenate(words), np.concatenate(stamps)
     ok = (word & 1) == 1  # valid mark
     word, t = word[ok], t[ok]
-    return make_events((word >> 17) & 0x7FFF, (word >> 2) & 0x7FFF, t, (word >> 1) & 1)
+    events = make_events((word >> 17) & 0x7FFF, (word >> 2) & 0x7FFF, t, (word >> 1) & 1)
+    return check_recording(events, name, "AEDAT 3.1", sensor_size)
 
 
 def parse_gesture_labels(source) -> np.ndarray:

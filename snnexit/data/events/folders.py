@@ -47,6 +47,7 @@ LAYOUTS = {
     "ncaltech101": "root/<category>/*.bin (the Caltech101 folder of the N-Caltech101 archive)",
 }
 CACHE_FORMAT, CACHE_VERSION = "event_frames", 1
+READERS_VERSION = 2  # in the cache key: 2, the strict readers (frames cached by laxer ones are not reused)
 
 
 def _folder(name: str, root) -> Path:
@@ -109,7 +110,7 @@ def _fingerprint(files: Iterable[Path]) -> list:
 def _cached_frames(name: str, files: list[Path], settings: dict, cache_dir,
                    build: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]):
     """frames (N, T, 2, h, w) float32, labels (N,), is_test (N,) bool: from the cache or ``build``."""
-    key = hashlib.sha256(json.dumps({"name": name, "files": _fingerprint(files), **settings},
+    key = hashlib.sha256(json.dumps({"name": name, "files": _fingerprint(files), "readers": READERS_VERSION, **settings},
                                     sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir or default_cache_dir()) / name / f"{key}.safetensors"
     if path.is_file():
@@ -144,7 +145,24 @@ def _check_settings(T, size, by):
         raise SnnexitError(f"unknown binning {by!r}. Known: count, time")
 
 
-def _splits(name: str, frames, labels, is_test, num_classes: int, seed: int) -> DataSplits:
+SPLIT_NAMES = ("training", "validation", "test")
+MIN_PER_CLASS = 3  # round(0.2 * 3) = 1: the least count that reaches every split (60/20/20 and 80/20)
+
+
+def _check_splits(name: str, splits: DataSplits, labels: np.ndarray, class_names) -> None:
+    """Refuse splits of which one is empty, naming the split and the classes too small to fill it
+    (``labels``: those of the samples that were split by class)."""
+    for split_name, split in zip(SPLIT_NAMES, (splits.train, splits.val, splits.test)):
+        if len(split) == 0:
+            counts = np.bincount(labels, minlength=len(class_names))
+            small = [f"{class_names[c]} ({counts[c]})" for c in np.flatnonzero((counts > 0) & (counts < MIN_PER_CLASS))]
+            raise SnnexitError(f"{name}: the {split_name} split is empty ({len(labels)} samples split in "
+                               f"{int((counts > 0).sum())} classes); every class needs at least {MIN_PER_CLASS} "
+                               f"samples to reach each split, fewer in: {', '.join(small[:10]) or 'none'}")
+
+
+def _splits(name: str, frames, labels, is_test, class_names, seed: int) -> DataSplits:
+    num_classes = len(class_names)
     if is_test.any() and not is_test.all():  # the official test split; train / val from the rest
         x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
         y = torch.from_numpy(labels.astype(np.int64))
@@ -155,6 +173,7 @@ def _splits(name: str, frames, labels, is_test, num_classes: int, seed: int) -> 
         splits = DataSplits(name, pick(rest[tr]), pick(rest[va]), pick(te), num_classes)
     else:
         splits = make_splits(name, frames, labels, num_classes, seed)
+    _check_splits(name, splits, labels[~is_test] if is_test.any() and not is_test.all() else labels, class_names)
     splits.temporal = True
     return splits
 
@@ -172,7 +191,7 @@ def cifar10_dvs(seed: int = 0, root: str | None = None, *, T: int = 10, size: in
 
     frames, labels, is_test = _cached_frames("cifar10_dvs", [f for f, _ in items],
                                              {"T": T, "size": size, "by": by}, cache_dir, build)
-    return _splits("cifar10_dvs", frames, labels, is_test, len(CIFAR10_DVS_CLASSES), seed)
+    return _splits("cifar10_dvs", frames, labels, is_test, CIFAR10_DVS_CLASSES, seed)
 
 
 @DATASETS.register("ncaltech101")
@@ -188,7 +207,7 @@ def ncaltech101(seed: int = 0, root: str | None = None, *, T: int = 10, size: in
 
     frames, labels, is_test = _cached_frames("ncaltech101", [f for f, _ in items],
                                              {"T": T, "size": size, "by": by, "classes": classes}, cache_dir, build)
-    return _splits("ncaltech101", frames, labels, is_test, len(classes), seed)
+    return _splits("ncaltech101", frames, labels, is_test, classes, seed)
 
 
 @DATASETS.register("dvs_gesture")
@@ -216,4 +235,4 @@ def dvs_gesture(seed: int = 0, root: str | None = None, *, T: int = 16, size: in
     files = [f for rec, csv, _ in recordings for f in (rec, csv)]
     settings = {"T": T, "size": size, "by": by, "test": [rec.name for rec, _, test in recordings if test]}
     frames, labels, is_test = _cached_frames("dvs_gesture", files, settings, cache_dir, build)
-    return _splits("dvs_gesture", frames, labels, is_test, DVS_GESTURE_CLASSES, seed)
+    return _splits("dvs_gesture", frames, labels, is_test, [f"class {c}" for c in range(1, DVS_GESTURE_CLASSES + 1)], seed)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from snnexit.data.events.core import make_events, read_source
+from snnexit.data.events.core import check_recording, make_events, read_source
 from snnexit.errors import SnnexitError
 
 NCALTECH101_SIZE = (180, 240)  # (H, W)
@@ -21,8 +21,12 @@ _OVERFLOW_Y = 240
 _OVERFLOW_STEP = 1 << 13
 
 
-def parse_ncaltech101(source) -> np.ndarray:
-    """Events (x, y, t, p) of one N-Caltech101 / N-MNIST ``.bin`` file (a path or its bytes)."""
+def parse_ncaltech101(source, sensor_size: tuple[int, int] | None = NCALTECH101_SIZE) -> np.ndarray:
+    """Events (x, y, t, p) of one N-Caltech101 / N-MNIST ``.bin`` file (a path or its bytes).
+
+    Refused (:class:`SnnexitError` naming the file): a size that is not whole 5-byte records,
+    no events, events outside ``sensor_size`` (H, W; None: not checked) or timestamps that
+    are not a recording's (:func:`~snnexit.data.events.core.check_recording`)."""
     data, name = read_source(source, "N-Caltech101 .bin")
     if len(data) % 5:
         raise SnnexitError(f"{name}: {len(data)} bytes is not a multiple of 5 bytes per event: truncated file")
@@ -33,4 +37,5 @@ def parse_ncaltech101(source) -> np.ndarray:
     overflow = y == _OVERFLOW_Y
     t = t + np.cumsum(overflow) * _OVERFLOW_STEP
     keep = ~overflow
-    return make_events(x[keep], y[keep], t[keep], p[keep])
+    events = make_events(x[keep], y[keep], t[keep], p[keep])
+    return check_recording(events, name, "N-Caltech101 .bin", sensor_size)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snnexit.data.builtin import DATASETS
+from snnexit.data.builtin import refuse_root, register_built_in
 from snnexit.data.events.core import make_events
 from snnexit.data.splits import DataSplits, make_splits
 from snnexit.errors import SnnexitError
@@ -221,12 +221,13 @@ def build_event_mnist(T: int = 16, n_per_class: int = 200, steps_per_frame: int 
     return out
 
 
-@DATASETS.register("event_mnist")
+@register_built_in("event_mnist")
 def event_mnist(seed: int = 0, root: str | None = None, *, T: int = 16, n_per_class: int = 200,
                 steps_per_frame: int = 4, camera: SaccadeCamera | None = None, cache_dir=None) -> DataSplits:
     """MNIST-5k through a simulated event camera (module doc): temporal splits with x of shape
     ``(N, T, 2, 34, 34)`` float32 (per-frame OFF/ON event counts), a seeded stratified
-    60/20/20 split of ``10 * n_per_class`` digits. ``root`` is ignored (built in)."""
+    60/20/20 split of ``10 * n_per_class`` digits. Built in: a ``root`` is refused."""
+    refuse_root("event_mnist", root)
     frames, labels = build_event_mnist(T, n_per_class, steps_per_frame, camera, cache_dir)
     splits = make_splits("event_mnist", frames.numpy(), labels.numpy(), 10, seed)
     splits.temporal = True
