@@ -118,11 +118,11 @@ def _folder_problem(path: Path) -> str | None:
         return "is a file, not a folder"
     for part in path.parents:
         if part.exists() and not part.is_dir():
-            return f"cannot be made: {part} is a file"
+            return f"is not writable: {part} is a file, not a folder"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return f"cannot be made ({_reason(exc)})"
+        return f"is not writable: cannot make it ({_reason(exc)})"
     try:
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
         os.close(fd)

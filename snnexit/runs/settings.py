@@ -20,6 +20,7 @@ from snnexit.data import DATASETS
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
 from snnexit.exit.certify import CERTIFY_CANDIDATES
+from snnexit import models
 from snnexit.models import MODELS
 from snnexit.quant import QUANTIZERS
 
@@ -98,8 +99,6 @@ def parameter_count(model: str, width: int | None = None) -> int | None:
     for the smallest input (one channel, 8x8, 10 classes): a lower bound for every data set.
     Uses :func:`snnexit.models.parameter_count` where the models package has it. None when the
     model cannot be built on the meta device."""
-    import snnexit.models as models
-
     kwargs = {} if width is None else {"width": width}
     dims = {"num_classes": 10, "in_channels": 1, "input_size": 8}
     counter = getattr(models, "parameter_count", None)
