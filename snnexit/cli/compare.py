@@ -10,7 +10,7 @@ from pathlib import Path
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES
 from snnexit.exit.compare import compare_policies
-from snnexit.exit.target import TARGET_KINDS
+from snnexit.exit.target import TARGET_KINDS, FitTarget
 from snnexit.io import check_output_folder, write_json, write_text
 from snnexit.report.compare import comparison_markdown, plot_comparison
 from snnexit.runs.paths import check_files_in
@@ -61,6 +61,7 @@ def check_settings(args) -> None:
         check_range("--max-steps", args.max_steps, 1.0, float(MAX_T), " (mean steps per input)")
     if args.delta is not None and not (math.isfinite(args.delta) and 0 < args.delta < 1):
         raise SnnexitError(f"--delta must lie in (0, 1) (a failure probability), got {args.delta}")
+    FitTarget(args.target, eps=args.eps, max_steps=args.max_steps, delta=args.delta)  # what the target needs
     for name in policy_names(args) or []:
         POLICIES.get(name)  # an unknown name lists the known ones
 

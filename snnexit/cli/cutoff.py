@@ -9,6 +9,7 @@ table (``table.json``, ``table.md``). The experiments are :mod:`snnexit.experime
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import replace
 
@@ -73,6 +74,9 @@ def main(args) -> int:
     weights = args.reg_weight
     if weights is not None and not args.table and len(weights) != 1:
         raise SnnexitError("--reg-weight takes one number without --table")
+    for w in weights or []:  # before --table drops the zeros
+        if not (math.isfinite(w) and w >= 0):
+            raise SnnexitError(f"--reg-weight: regulariser weights must be finite numbers >= 0, got {w}")
     settings = CutoffSettings(
         dataset=args.dataset, model=args.model, width=args.width, init=args.init, neuron=args.neuron,
         reset=args.reset, tau=args.tau, surrogate=args.surrogate, T=args.T, epochs=args.epochs,

@@ -76,6 +76,11 @@ def check_args(args) -> Path:
         raise SnnexitError("--in is empty; give a run folder or an ANN checkpoint")
     if not Path(args.source).exists():
         raise SnnexitError(f"{args.source}: no such run folder or checkpoint")
+    given = [flag for flag, value in (("--dataset", args.dataset), ("--model", args.model), ("--L", args.levels),
+                                      ("--width", args.width), ("--data-dir", args.data_dir)) if value is not None]
+    if Path(args.source).is_dir() and given:
+        raise SnnexitError(f"{', '.join(given)}: for a checkpoint; the run folder {args.source} names its own settings "
+                           f"(results.json)")
     if args.dataset is not None and args.model is not None:
         checkpoint_config(args).validate()
     if args.cache_dir is not None:

@@ -81,8 +81,7 @@ class CutoffSettings:
         SURROGATES.get(self.surrogate)
         if self.reset not in RESETS:
             raise SnnexitError(f"Unknown reset {self.reset!r}. Known: {', '.join(RESETS)}")
-        if self.neuron == "lif":
-            check_range("--tau", self.tau, 1.0, MAX_TAU, " (the LIF time constant in steps)")
+        check_range("--tau", self.tau, 1.0, MAX_TAU, " (the LIF time constant in steps)")
         if self.T is not None:
             check_range("--T", self.T, 1, MAX_T)
         check_range("--epochs", self.epochs, 0, MAX_EPOCHS)

@@ -59,6 +59,6 @@ def check_run_paths(settings, command: str) -> Path:
         raise SnnexitError(f"unknown stage {command!r}")  # a bug in the caller, named
     names = [f"config.{command}.json", TIMINGS_FILE] + [n for s in stages for n in STAGE_FILES[s]]
     check_files_in(folder, dict.fromkeys(names))
-    if any(s in CACHE_STAGES for s in stages):
+    if config.cache_dir is not None or any(s in CACHE_STAGES for s in stages):  # a cache given is checked anyway
         check_cache_folder(config.cache_dir)
     return folder
