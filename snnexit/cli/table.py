@@ -16,7 +16,7 @@ from snnexit.experiments.table1 import DEFAULT_EPOCHS, DEFAULT_T, run_grid
 from snnexit.io import check_output_folder, write_json, write_text
 from snnexit.report.tables import grid_markdown, grid_verdict
 from snnexit.runs.paths import check_cache_folder, check_files_in
-from snnexit.runs.settings import RunConfig, check_range
+from snnexit.runs.settings import MAX_T, RunConfig, check_range
 
 
 def register(sub) -> None:
@@ -52,6 +52,8 @@ def check_args(args) -> Path:
             raise SnnexitError(f"snnexit table compares the LSQ converters qcfs and qffs, got {name!r}")
     if args.threads is not None:
         check_range("--threads", args.threads, 1, MAX_THREADS)
+    check_range("--T-qcfs", args.T_qcfs, 1, MAX_T)  # both, whichever converters run
+    check_range("--T-qffs", args.T_qffs, 1, MAX_T)
     for dataset in dict.fromkeys(args.datasets):
         for model in dict.fromkeys(args.models):
             for converter in dict.fromkeys(args.converters):
