@@ -48,7 +48,7 @@ from snnexit.simulate.trace import Trace
 
 SECONDS_PER_EXAMPLE = 10.0  # the checks are cheap: an example that takes longer did real work
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-MANY = settings(max_examples=int(os.environ.get("SNNEXIT_FUZZ_EXAMPLES", 400)), deadline=None,
+MANY = settings(max_examples=int(os.environ.get("SNNEXIT_FUZZ_EXAMPLES", "400")), deadline=None,
                suppress_health_check=list(HealthCheck))  # per command; more with SNNEXIT_FUZZ_EXAMPLES
 
 

@@ -14,8 +14,15 @@ from pathlib import Path
 from snnexit.errors import SnnexitError
 from snnexit.io import check_output_file, check_output_folder
 from snnexit.runs.ann import default_cache_dir
-from snnexit.runs.artifacts import (ANN_FILE, CALIBRATION_TRACE_FILE, POLICY_FILE, RESULTS_FILE, SNN_FILE,
-                                    TIMINGS_FILE, TRACE_FILES)
+from snnexit.runs.artifacts import (
+    ANN_FILE,
+    CALIBRATION_TRACE_FILE,
+    POLICY_FILE,
+    RESULTS_FILE,
+    SNN_FILE,
+    TIMINGS_FILE,
+    TRACE_FILES,
+)
 
 # report.md and snnexit.report.markdown.FIGURES (not imported: it loads matplotlib; a test compares them)
 REPORT_FILES = ("report.md", "fig1_accuracy_vs_steps.png", "fig2_confidence.png", "fig3_pareto.png",
