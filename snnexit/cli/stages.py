@@ -14,6 +14,8 @@ stage takes.
 
 from __future__ import annotations
 
+import argparse
+
 from snnexit.cli.common import progress_log
 from snnexit.cli.config_args import add_config_arguments, settings_from_args
 from snnexit.errors import SnnexitError
@@ -96,7 +98,11 @@ def _main(stage: str, options: dict[str, str]):
 def register(sub) -> None:
     for stage in STAGES:
         p = sub.add_parser(stage, help=HELP[stage], description=f"{HELP[stage]}. Reads the previous stage's "
-                           "files from the run folder (--out); settings from --config FILE, overridden by flags.")
+                           "files from the run folder (--out); settings from --config FILE (which may hold every "
+                           "stage's settings), overridden by the flags below; other flags are refused.")
         add_config_arguments(p, stages=("trace", "fit", "certify"))  # every setting: one config file fits all
         options = {a.dest: "/".join(a.option_strings) for a in p._actions if a.option_strings}
+        for action in p._actions:
+            if action.dest in options and action.dest not in USES[stage] and action.dest not in EVERY_STAGE:
+                action.help = argparse.SUPPRESS  # parsed (to name it when refused), not listed
         p.set_defaults(func=_main(stage, options))
