@@ -96,7 +96,7 @@ CHILD = textwrap.dedent("""
 
 
 def _train_args(out, cache):
-    return ["train", "--dataset", "digits", "--epochs", "3", "--width", "8", "--T", "4", "--no-progress",
+    return ["train", "--dataset", "digits", "--epochs", "3", "--width", "8", "--no-progress",
             "--out", str(out), "--cache-dir", str(cache)]
 
 
