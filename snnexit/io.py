@@ -10,6 +10,7 @@ refused with a clear error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -25,23 +26,110 @@ from safetensors.torch import save as st_save
 from snnexit.errors import SnnexitError
 
 
+# errors of the body of ``atomic_write`` that mean the file cannot be written (not a bug): the disk
+# or the quota is full, the file too large, the device failing
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
-    """Open a temporary sibling of ``path``; on success it replaces ``path`` at once."""
+    """Open a temporary sibling of ``path``; on success it replaces ``path`` at once.
+
+    A path that cannot be written (a folder, an unwritable or missing place, a full disk) is a
+    :class:`SnnexitError` naming it (``X is a folder, not a file`` / ``cannot write X: reason``);
+    the old file, if any, is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if not str(path).strip() or path.name in ("", ".", ".."):
+        raise SnnexitError(f"cannot write {str(path)!r}: not a file name")
+    if path.is_dir():
+        raise SnnexitError(f"{path} is a folder, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        problem = _folder_problem(path.parent)
+        raise SnnexitError(f"cannot write {path}: its folder {path.parent} {problem}" if problem else
+                           f"cannot write {path}: {_reason(exc)}") from None
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a result file gets what open() gives
         with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            try:
+                yield f
+            except OSError as exc:
+                if exc.errno in _WRITE_ERRNOS:
+                    raise SnnexitError(f"cannot write {path}: {_reason(exc)}") from None
+                raise
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                raise SnnexitError(f"cannot write {path}: {_reason(exc)}") from None
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:
+            raise SnnexitError(f"{path} is a folder, not a file") from None
+        except OSError as exc:
+            raise SnnexitError(f"cannot write {path}: {_reason(exc)}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Check, before any work, that ``path`` can be written as a file (what :func:`atomic_write`
+    needs: it is no folder, its folder exists or can be made, and a file can be made there);
+    else a :class:`SnnexitError` naming it, e.g. ``output file out.json is a folder, not a file``.
+    Makes the missing folders. Returns the path."""
+    if not str(path).strip():
+        raise SnnexitError(f"{what}: the name is empty; give a file")
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise SnnexitError(f"{what} {path}: not a file name")
+    if path.is_dir():
+        raise SnnexitError(f"{what} {path} is a folder, not a file")
+    problem = _folder_problem(path.parent)
+    if problem:
+        raise SnnexitError(f"cannot write {what} {path}: its folder {path.parent} {problem}")
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Check, before any work, that ``path`` is a folder files can be written in: it and its
+    parents are folders or missing, it can be made, and a file can be made there; else a
+    :class:`SnnexitError` naming it, e.g. ``cache folder c is a file, not a folder``. Makes the
+    folder. Returns the path."""
+    if not str(path).strip():
+        raise SnnexitError(f"{what}: the name is empty; give a folder")
+    path = Path(path)
+    problem = _folder_problem(path)
+    if problem:
+        raise SnnexitError(f"{what} {path} {problem}")
+    return path
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why files cannot be written in the folder ``path`` (made if missing), or None."""
+    if path.exists() and not path.is_dir():
+        return "is a file, not a folder"
+    for part in path.parents:
+        if part.exists() and not part.is_dir():
+            return f"is not writable: {part} is a file, not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"is not writable: cannot make it ({_reason(exc)})"
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"is not writable ({_reason(exc)})"
+    return None
 
 
 def current_umask() -> int:

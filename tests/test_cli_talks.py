@@ -52,7 +52,8 @@ def test_quiet_prints_no_progress(tmp_path, capsys):
     assert main(["run", *FAST, "--quiet", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and "Dynamic Confidence" in captured.out
-    assert main(["--quiet", "fit", *FAST, "--out", str(tmp_path / "o")]) == 0  # before the command too
+    # before the command too (fit takes the flags it uses: the T of the traces)
+    assert main(["--quiet", "fit", "--dataset", "digits", "--T", "6", "--out", str(tmp_path / "o")]) == 0
     assert capsys.readouterr().err == ""
 
 

@@ -31,7 +31,8 @@ def events(tmp_path_factory):
         mp.setenv("SNNEXIT_CACHE", str(other))  # --cache-dir must win over it
         common = [*ARGS, "--cache-dir", str(cache)]
         for stage in ("train", "convert", "trace", "fit", "evaluate"):
-            assert main([stage, *common, "--out", str(tmp / "chain")]) == 0, stage
+            flags = common if stage != "fit" else ["--dataset", "event_mnist"]  # fit takes the flags it uses
+            assert main([stage, *flags, "--out", str(tmp / "chain")]) == 0, stage
         assert main(["run", *common, "--out", str(tmp / "run")]) == 0
         data = load_dataset("event_mnist", 0, cache_dir=cache)
         yield {"tmp": tmp, "cache": cache, "other": other, "data": data}

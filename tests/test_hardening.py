@@ -5,11 +5,13 @@ trace loader, the config loader and the policies' input validation."""
 from __future__ import annotations
 
 import ast
+import errno
 import io
 import json
 import math
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +29,8 @@ from snnexit.cli import main
 from snnexit.runs.config_file import load_config, settings_from_dict
 from snnexit.errors import SnnexitError
 from snnexit.exit import DynamicConfidence
-from snnexit.io import atomic_write, load_tensors, save_tensors
+from snnexit.io import atomic_write, check_output_file, check_output_folder, load_tensors, save_tensors, write_json
+from snnexit.runs.settings import RunConfig, check_device, parameter_count
 from snnexit.simulate.trace import TRACE_FORMAT, TRACE_VERSION, Trace
 from snnexit.train import load_checkpoint
 from snnexit.train.loop import save_checkpoint
@@ -93,7 +96,7 @@ CHILD = textwrap.dedent("""
 
 
 def _train_args(out, cache):
-    return ["train", "--dataset", "digits", "--epochs", "3", "--width", "8", "--T", "4", "--no-progress",
+    return ["train", "--dataset", "digits", "--epochs", "3", "--width", "8", "--no-progress",
             "--out", str(out), "--cache-dir", str(cache)]
 
 
@@ -251,6 +254,107 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
             raise RuntimeError("crash while writing")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left behind
+
+
+def test_atomic_write_names_a_folder_an_unwritable_place_and_a_full_disk(tmp_path):
+    (tmp_path / "results.json").mkdir()
+    with pytest.raises(SnnexitError, match=r"results.json is a folder, not a file$"):
+        write_json(tmp_path / "results.json", {})
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SnnexitError, match=r"cannot write .*afile/x.json: its folder .*afile is a file, not a folder"):
+        write_json(tmp_path / "afile" / "x.json", {})
+    with pytest.raises(SnnexitError, match="cannot write /proc/snnexit-x.json: its folder /proc is not writable"):
+        write_json("/proc/snnexit-x.json", {})
+    path = tmp_path / "x.json"
+    path.write_text("old")
+    with pytest.raises(SnnexitError, match=r"cannot write .*x.json: No space left on device"), \
+            atomic_write(path, "w") as f:
+        f.write("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "results.json", "x.json"]  # no temporary file
+
+
+@pytest.mark.parametrize("check,path,message", [
+    (check_output_file, "<dir>", "output file {} is a folder, not a file"),
+    (check_output_file, "", "output file: the name is empty; give a file"),
+    (check_output_file, "/proc/x.nir", "cannot write output file /proc/x.nir: its folder /proc is not writable"),
+    (check_output_file, "<file>/x.json", "its folder {}/afile is a file, not a folder"),
+    (check_output_folder, "<file>", "output folder {} is a file, not a folder"),
+    (check_output_folder, "<file>/a/b", "is not writable: {}/afile is a file, not a folder"),
+    (check_output_folder, "/proc/snnexit-x", "output folder /proc/snnexit-x is not writable: cannot make it"),
+    (check_output_folder, "", "output folder: the name is empty"),
+])
+def test_output_paths_are_checked_before_any_work(tmp_path, check, path, message):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    path = path.replace("<dir>", str(tmp_path / "adir")).replace("<file>", str(tmp_path / "afile"))
+    with pytest.raises(SnnexitError) as info:
+        check(path)
+    assert message.format(path if "{}/" not in message else tmp_path) in str(info.value)
+    assert check(tmp_path / "new" / "x") == tmp_path / "new" / "x"  # a good one passes (and its folder is made)
+
+
+@pytest.mark.parametrize("device,message", [
+    ("gpu0", "device 'gpu0' is not a torch device"),
+    ("tpu", "device 'tpu' is not a torch device"),
+    ("", "must name a torch device"),
+    ("meta", "snnexit runs on cpu, cuda, mps, not meta"),
+    ("cpu:1", "the CPU is cpu"),
+    ("cuda:99", "cuda:99"),
+])
+def test_devices_are_checked_in_one_place(device, message):
+    with pytest.raises(SnnexitError, match=re.escape(message)):
+        check_device(device)
+    assert check_device("cpu") == "cpu"
+
+
+def test_width_too_large_for_memory_is_refused_and_counted_without_memory():
+    from torch import nn
+
+    from snnexit.models import create_model
+
+    real = create_model("resnet20", num_classes=10, in_channels=1, input_size=8, activation=nn.ReLU, width=6)
+    assert parameter_count("resnet20", 6) == sum(p.numel() for p in real.parameters())
+    with pytest.raises(SnnexitError, match="width' = 100000 makes vgg_small too large to train here"):
+        RunConfig(width=100_000).validate()
+    RunConfig(width=64).validate()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--cache-dir", "<file>"], "cache folder {} is a file, not a folder"),
+    (["--cache-dir", "/proc/snnexit-cache"], "cache folder /proc/snnexit-cache is not writable"),
+    (["--device", "gpu0"], "device 'gpu0' is not a torch device"),
+    (["--out", "<file>"], "run folder {} is a file, not a folder"),
+    (["--bits", "64"], "'bits' must lie in 1..16"),
+])
+def test_bad_input_fails_before_training(tmp_path, monkeypatch, capsys, flags, message):
+    """Not the first epoch's end: the trainer is never called."""
+    from snnexit.runs import stages
+
+    def trainer(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(stages, "train_ann", trainer)
+    monkeypatch.setattr(stages, "load_dataset", trainer)
+    (tmp_path / "afile").write_text("x")
+    flags = [f.replace("<file>", str(tmp_path / "afile")) for f in flags]
+    argv = ["run", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "o"),
+            "--cache-dir", str(tmp_path / "c"), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message.format(tmp_path / "afile") in err[0], err
+
+
+def test_a_file_the_run_writes_that_is_a_folder_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    from snnexit.runs import stages
+
+    monkeypatch.setattr(stages, "load_dataset", lambda *a, **k: pytest.fail("data loaded"))
+    for name in ("results.json", "fig3_pareto.png", "config.run.json", "trace_val.safetensors"):
+        out = tmp_path / name.replace(".", "-")
+        (out / name).mkdir(parents=True)
+        assert main(["run", "--dataset", "digits", "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 2
+        assert f"{out / name} is a folder, not a file" in capsys.readouterr().err
 
 
 # ---- checksums, versions, foreign and truncated files -----------------------------------------

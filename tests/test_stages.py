@@ -147,8 +147,9 @@ def test_policy_fitted_on_another_trace_is_refused(runs, tmp_path, capsys):
 
 
 def _fit_evaluate_report(runs, folder, *flags) -> dict:
-    for stage in ("fit", "evaluate", "report"):
-        assert main([stage, "--config", str(runs["config"]), "--out", str(folder), *flags]) == 0, (stage, flags)
+    """fit and evaluate with ``flags`` (the policy's settings); report with none (it uses none of them)."""
+    for stage, given in (("fit", flags), ("evaluate", flags), ("report", ())):
+        assert main([stage, "--config", str(runs["config"]), "--out", str(folder), *given]) == 0, (stage, given)
     return json.loads((folder / "results.json").read_text())
 
 

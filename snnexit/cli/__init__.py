@@ -64,14 +64,31 @@ def _command(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable escaped (a newline, a control character
+    in a file name): an error is one line on the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _empty_value(argv: list[str]) -> str | None:
+    """The option of a ``--flag=--`` in ``argv``: argparse (3.11) drops the ``--`` and sets the
+    flag to ``[]`` past its type check."""
+    return next((word.split("=", 1)[0] for word in argv if word.startswith("-") and word.endswith("=--")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    flag = _empty_value(argv)
+    if flag is not None:
+        where = f"snnexit {_command(argv)}" if _command(argv) else "snnexit"
+        print(one_line(f"{where}: error: argument {flag}: expected a value, got '--'"), file=sys.stderr)
+        return 2
     parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except SnnexitError as exc:
-        print(f"snnexit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"snnexit {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 from snnexit.cli.common import add_device, positive_int
 from snnexit.experiments.bench import BenchSettings, bench
-from snnexit.io import write_json
-from snnexit.runs.artifacts import check_writable
+from snnexit.io import check_output_file, write_json
+from snnexit.runs.paths import check_cache_folder
 
 
 def register(sub) -> None:
@@ -47,9 +46,11 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    check_writable(Path(args.out).parent)
     settings = BenchSettings(**{f.name: getattr(args, f.name) for f in fields(BenchSettings) if f.name != "command"},
                              command="snnexit bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "")
+    settings.validate()  # before any training or timing: the settings, the devices,
+    check_cache_folder(args.cache_dir)  # the cache
+    check_output_file(args.out, "output file (--out)")  # and the JSON file
     results = bench(settings, log=lambda m: print(m, file=sys.stderr))
     write_json(args.out, results)
     print(results["table2"])

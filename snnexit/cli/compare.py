@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from snnexit.errors import SnnexitError
+from snnexit.exit import POLICIES
 from snnexit.exit.compare import compare_policies
-from snnexit.io import write_json, write_text
+from snnexit.exit.target import TARGET_KINDS, FitTarget
+from snnexit.io import check_output_folder, write_json, write_text
 from snnexit.report.compare import comparison_markdown, plot_comparison
-from snnexit.runs.artifacts import check_writable
+from snnexit.runs.paths import check_files_in
+from snnexit.runs.settings import MAX_T, check_range
 from snnexit.simulate.trace import Trace, check_same_network
+
+OUT_FILES = ("compare.md", "compare.json", "compare.png")
 
 
 def _fraction(text: str) -> float:
@@ -43,7 +49,34 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
+def check_settings(args) -> None:
+    """The fitting target and its numbers, and the policy names, before any trace is read."""
+    if args.target not in TARGET_KINDS:
+        raise SnnexitError(f"Unknown target {args.target!r}. Known: {', '.join(TARGET_KINDS)}")
+    if args.eps is not None:
+        check_range("--eps", args.eps, 0.0, 1.0, " (an accuracy drop or a risk)")
+        if args.target in ("risk", "coverage") and not 0 < args.eps < 1:
+            raise SnnexitError(f"--eps must lie in (0, 1) for target {args.target}, got {args.eps}")
+    if args.max_steps is not None:
+        check_range("--max-steps", args.max_steps, 1.0, float(MAX_T), " (mean steps per input)")
+    if args.delta is not None and not (math.isfinite(args.delta) and 0 < args.delta < 1):
+        raise SnnexitError(f"--delta must lie in (0, 1) (a failure probability), got {args.delta}")
+    FitTarget(args.target, eps=args.eps, max_steps=args.max_steps, delta=args.delta)  # what the target needs
+    for name in policy_names(args) or []:
+        POLICIES.get(name)  # an unknown name lists the known ones
+
+
+def policy_names(args) -> list[str] | None:
+    if args.policies is None:
+        return None
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    if not names:
+        raise SnnexitError("--policies is empty; give comma-separated policy names, or leave it out for all")
+    return names
+
+
 def main(args) -> int:
+    check_settings(args)
     if args.run:
         if args.val or args.test:
             raise SnnexitError("give either --run or --val and --test, not both")
@@ -55,10 +88,10 @@ def main(args) -> int:
         if not args.out:
             raise SnnexitError("--out is required with --val/--test")
         val_path, test_path, out = Path(args.val), Path(args.test), Path(args.out)
+    names = policy_names(args)
     val, test = Trace.load(val_path), Trace.load(test_path)
     check_same_network(val, test, f"{val_path} and {test_path}")
-    names = [n.strip() for n in args.policies.split(",") if n.strip()] if args.policies else None
-    out = check_writable(out)
+    out = check_files_in(check_output_folder(out, "output folder (--out)"), OUT_FILES)
     result = compare_policies(val, test, names, target=args.target, eps=args.eps, max_steps=args.max_steps,
                               delta=args.delta, risk=tuple(args.risk) if args.risk else None)
     result["val_trace"], result["test_trace"] = str(val_path), str(test_path)

@@ -9,16 +9,17 @@ table (``table.json``, ``table.md``). The experiments are :mod:`snnexit.experime
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import replace
-
-import torch
 
 from snnexit.cli.common import add_device, non_negative_int, positive_int, progress_log
 from snnexit.errors import SnnexitError
 from snnexit.experiments.cutoff import CutoffSettings, cutoff_table, single_run
+from snnexit.io import check_output_folder
 from snnexit.report.cutoff import markdown_table
-from snnexit.runs.artifacts import check_writable
+from snnexit.runs.artifacts import TRACE_FILES
+from snnexit.runs.paths import check_cache_folder, check_files_in
 
 DESCRIPTION = ("Train an SNN directly (BPTT) or fine-tune a converted one, with the SNNCutoff cutoff regulariser "
                "(--reg-weight), and evaluate every exit policy on its traces.")
@@ -73,6 +74,9 @@ def main(args) -> int:
     weights = args.reg_weight
     if weights is not None and not args.table and len(weights) != 1:
         raise SnnexitError("--reg-weight takes one number without --table")
+    for w in weights or []:  # before --table drops the zeros
+        if not (math.isfinite(w) and w >= 0):
+            raise SnnexitError(f"--reg-weight: regulariser weights must be finite numbers >= 0, got {w}")
     settings = CutoffSettings(
         dataset=args.dataset, model=args.model, width=args.width, init=args.init, neuron=args.neuron,
         reset=args.reset, tau=args.tau, surrogate=args.surrogate, T=args.T, epochs=args.epochs,
@@ -84,10 +88,10 @@ def main(args) -> int:
         settings = replace(settings, table_reg_weights=[w for w in (weights or [0.1]) if w > 0] or [0.1])
     else:
         settings = replace(settings, reg_weight=(weights or [0.0])[0])
-    settings.validate()
-    if settings.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SnnexitError(f"device {settings.device!r} requested but CUDA is not available")
-    out = check_writable(args.out)
+    settings.validate()  # before any data is loaded or trained: the settings, the device, the model's size,
+    check_cache_folder(args.cache_dir)  # the cache, the output folder and the files it gets
+    files = ("table.json", "table.md") if args.table else ("results.json", "report.md", *TRACE_FILES)
+    out = check_files_in(check_output_folder(args.out, "output folder (--out)"), files)
     log = progress_log(args)
     if args.table:
         result = cutoff_table(settings, out, log)

@@ -14,10 +14,13 @@ from snnexit.cli.common import positive_int
 from snnexit.errors import SnnexitError
 from snnexit.export import export_nir
 from snnexit.export.standard import calibrate_threshold_scale
+from snnexit.io import check_output_file
 from snnexit.runs.exportable import exportable_snn
-from snnexit.runs.settings import RunConfig
+from snnexit.runs.paths import check_cache_folder
+from snnexit.runs.settings import MAX_T, RunConfig, check_positive, check_range
 
 FORMATS = ("nir",)
+MAX_THRESHOLD_SCALE = 1e6
 
 
 def register(sub) -> None:
@@ -48,21 +51,55 @@ def register(sub) -> None:
 
 def load_snn(args):
     """The converted SNN of ``--in`` (a run folder, or a checkpoint described by the flags)."""
-    checkpoint = None
-    if args.dataset is not None and args.model is not None:
-        checkpoint = RunConfig(dataset=args.dataset, model=args.model, width=args.width, data_dir=args.data_dir)
-        if args.levels is not None:
-            checkpoint.levels = args.levels
+    checkpoint = checkpoint_config(args) if args.dataset is not None and args.model is not None else None
     return exportable_snn(args.source, checkpoint, args.cache_dir)
+
+
+def _given_scale(text: str) -> float | None:
+    """``--threshold-scale`` as a number (None: ``auto``), checked."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise SnnexitError(f"--threshold-scale must be a number or auto, got {text!r}") from None
+    check_positive("--threshold-scale", value, MAX_THRESHOLD_SCALE, " (times theta)")
+    return value
+
+
+def check_args(args) -> Path:
+    """Every flag, the output file and the cache, before the SNN is built; returns the output file."""
+    _given_scale(args.threshold_scale)
+    if args.T is not None:
+        check_range("--T", args.T, 1, MAX_T)
+    if not str(args.source).strip():
+        raise SnnexitError("--in is empty; give a run folder or an ANN checkpoint")
+    if not Path(args.source).exists():
+        raise SnnexitError(f"{args.source}: no such run folder or checkpoint")
+    given = [flag for flag, value in (("--dataset", args.dataset), ("--model", args.model), ("--L", args.levels),
+                                      ("--width", args.width), ("--data-dir", args.data_dir)) if value is not None]
+    if Path(args.source).is_dir() and given:
+        raise SnnexitError(f"{', '.join(given)}: for a checkpoint; the run folder {args.source} names its own settings "
+                           f"(results.json)")
+    if args.dataset is not None and args.model is not None:
+        checkpoint_config(args).validate()
+    if args.cache_dir is not None:
+        check_cache_folder(args.cache_dir)
+    return check_output_file(args.out, "output file (--out)")
+
+
+def checkpoint_config(args) -> RunConfig:
+    config = RunConfig(dataset=args.dataset, model=args.model, width=args.width, data_dir=args.data_dir)
+    if args.levels is not None:
+        config.levels = args.levels
+    return config
 
 
 def _threshold_scale(args, snn, data) -> tuple[float, dict | None]:
     """``--threshold-scale``: a number, or ``auto``: the best on the validation split."""
-    if args.threshold_scale != "auto":
-        try:
-            return float(args.threshold_scale), None
-        except ValueError:
-            raise SnnexitError(f"--threshold-scale must be a number or auto, got {args.threshold_scale!r}") from None
+    given = _given_scale(args.threshold_scale)
+    if given is not None:
+        return given, None
     T = args.T or int(snn.meta.get("T") or 32)
     if data.temporal:
         T = min(T, data.val.x.shape[1])
@@ -70,14 +107,10 @@ def _threshold_scale(args, snn, data) -> tuple[float, dict | None]:
 
 
 def main(args) -> int:
+    out = check_args(args)
     snn, data = load_snn(args)
-    out = Path(args.out)
     variant = args.variant.replace("-", "_")
     k, scores = _threshold_scale(args, snn, data) if variant == "hard_reset" else (1.0, None)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SnnexitError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
     try:
         graph = export_nir(snn, out, variant=variant, threshold_scale=k)
     except PermissionError as exc:

@@ -13,9 +13,10 @@ import torch
 from snnexit.cli.common import add_device, positive_int, progress_log
 from snnexit.errors import SnnexitError
 from snnexit.experiments.table1 import DEFAULT_EPOCHS, DEFAULT_T, run_grid
-from snnexit.io import write_json, write_text
+from snnexit.io import check_output_folder, write_json, write_text
 from snnexit.report.tables import grid_markdown, grid_verdict
-from snnexit.runs.artifacts import check_writable
+from snnexit.runs.paths import check_cache_folder, check_files_in
+from snnexit.runs.settings import MAX_T, RunConfig, check_range
 
 
 def register(sub) -> None:
@@ -40,13 +41,34 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def main(args) -> int:
-    out = check_writable(args.out)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+MAX_THREADS = 1024
+
+
+def check_args(args) -> Path:
+    """Every cell's settings, the device, the cache and the output folder, before any training;
+    returns the output folder."""
     for name in args.converters:
         if name not in ("qcfs", "qffs"):
             raise SnnexitError(f"snnexit table compares the LSQ converters qcfs and qffs, got {name!r}")
+    if args.threads is not None:
+        check_range("--threads", args.threads, 1, MAX_THREADS)
+    check_range("--T-qcfs", args.T_qcfs, 1, MAX_T)  # both, whichever converters run
+    check_range("--T-qffs", args.T_qffs, 1, MAX_T)
+    for dataset in dict.fromkeys(args.datasets):
+        for model in dict.fromkeys(args.models):
+            for converter in dict.fromkeys(args.converters):
+                T = args.T_qcfs if converter == "qcfs" else args.T_qffs
+                RunConfig(dataset=dataset, model=model, converter=converter, quantizer="lsq", bits=args.bits,
+                          epochs=args.epochs or DEFAULT_EPOCHS.get(dataset, 15), T=T, width=args.width,
+                          seed=args.seed, device=args.device, cache_dir=args.cache_dir).validate()
+    check_cache_folder(args.cache_dir)
+    return check_files_in(check_output_folder(args.out, "output folder (--out)"), ("table.md", "table.json"))
+
+
+def main(args) -> int:
+    out = check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     epochs = {d: args.epochs for d in args.datasets} if args.epochs else None
     started = time.perf_counter()
     cells = run_grid(args.datasets, args.models, args.converters, bits=args.bits, epochs=epochs,

@@ -24,6 +24,7 @@ runtimes are checked against the offline policy on the test trace.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import statistics
@@ -39,11 +40,16 @@ from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, FixedT
 from snnexit.report.bench import table2
 from snnexit.runs.network import trace_snn, trained_snn
-from snnexit.runs.settings import RunConfig
+from snnexit.runs.settings import RunConfig, check_device, check_range
 from snnexit.runtime.chunked import ChunkedEngine
 from snnexit.simulate.cost import Cost, energy_model
 from snnexit.runtime.engine import EarlyExitEngine
 from snnexit.runtime.threads import LoadMeter
+
+
+MAX_INPUTS = 2 ** 31 - 1  # inputs and batch sizes: a slice of the test split (more: all of it)
+MAX_REPEATS = 1000
+MAX_THREADS = 1024
 
 
 @dataclass
@@ -68,6 +74,35 @@ class BenchSettings:
     device: str = "cpu"  # the device that traces and fits
     cache_dir: str | None = None
     command: str = ""  # the command line, recorded in the JSON
+
+    def timed_devices(self) -> list[str]:
+        return self.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+
+    def validate(self) -> None:
+        """Every setting, before any training or timing (a SnnexitError naming the first bad one)."""
+        config = RunConfig(dataset=self.dataset, model=self.model, T=self.T, epochs=self.epochs, seed=self.seed,
+                           device=self.device, cache_dir=self.cache_dir, progress=False)
+        config.validate()
+        policy = POLICIES.get(self.policy)
+        if not getattr(policy, "online", True):
+            raise SnnexitError(f"policy {self.policy!r} has no online rule")
+        if getattr(policy, "uses_labels_at_test", False):
+            raise SnnexitError(f"policy {self.policy!r} needs labels at test time: it is a bound, not something to time")
+        counts = {"latency_inputs": self.latency_inputs, "batch_size": self.batch_size,
+                  "throughput_inputs": self.throughput_inputs, "busy_inputs": self.busy_inputs}
+        for key, value in counts.items():
+            if value is not None:
+                check_range(f"--{key.replace('_', '-')}", value, 1, MAX_INPUTS)
+        check_range("--repeats", self.repeats, 1, MAX_REPEATS)
+        if self.threads is not None:
+            check_range("--threads", self.threads, 1, MAX_THREADS)
+        model = energy_model(self.energy)
+        if not (math.isfinite(model.mac_pj) and math.isfinite(model.ac_pj)):
+            raise SnnexitError(f"an energy pair is two finite numbers >= 0 (pJ per MAC, pJ per AC), got {self.energy!r}")
+        if self.devices is not None and not self.devices:
+            raise SnnexitError("devices is empty; give cpu, cuda, cuda:1, ...")
+        for device in self.timed_devices():
+            check_device(device, "timed device")
 
 
 def _sync(device: str) -> None:
@@ -204,17 +239,12 @@ def _check(engine, batches, offline_steps, offline_pred) -> dict:
 
 def bench(args: "BenchSettings", log=print) -> dict:
     """Time the engines on the pipeline's network (see the module docstring); the JSON record."""
+    args.validate()  # every setting, the devices and the energy model fail before any training
     if args.threads:
         torch.set_num_threads(args.threads)
-    energy_model(args.energy)  # a bad preset or pair fails before any training
-    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    for d in devices:
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            raise SnnexitError(f"device {d!r} requested but CUDA is not available")
+    devices = args.timed_devices()
     config = RunConfig(dataset=args.dataset, model=args.model, T=args.T, epochs=args.epochs, seed=args.seed,
                        device=args.device, cache_dir=args.cache_dir, progress=False)
-    config.validate()
-    POLICIES.get(args.policy)
     data = load_dataset(config.dataset, config.seed)
     snn, _ = trained_snn(config, data, log)
     val, test = trace_snn(snn, data, config)

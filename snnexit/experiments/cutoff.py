@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,13 +29,19 @@ from snnexit.exit import POLICIES, create_policy, fit_and_evaluate
 from snnexit.io import write_json, write_text
 from snnexit.report.cutoff import cutoff_report, markdown_table
 from snnexit.runs.network import attach_temperature, trained_snn
-from snnexit.runs.settings import RunConfig
+from snnexit.models import MODELS
+from snnexit.neurons.functional import RESETS
+from snnexit.neurons.surrogate import SURROGATES
+from snnexit.runs.settings import (MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_T, RunConfig, check_device,
+                                   check_model_memory, check_positive, check_range)
 from snnexit.simulate import SpikingNetwork, Trace, record_trace
 from snnexit.train.direct import NEURONS, DirectConfig, build_direct_snn, train_snn, trainable_from_converted
 from snnexit.train.losses import TASK_LOSSES
 
 DEFAULT_DATASET = "event_mnist" if "event_mnist" in DATASETS else "mnist5k"
 TABLE_POLICIES = ("topk", "topk_per_step", "dynamic_confidence", "oracle")
+MAX_TAU = 1e6  # LIF time constant in steps (tau -> infinity is IF)
+MAX_REG_WEIGHT = 1e6
 
 
 @dataclass
@@ -64,14 +71,33 @@ class CutoffSettings:
     progress: bool = False
 
     def validate(self) -> None:
+        """Every setting, the device and the model's size, before any data is loaded or trained."""
         DATASETS.get(self.dataset)
+        MODELS.get(self.model)
         if self.init not in ("scratch", "converted"):
             raise SnnexitError(f"Unknown init {self.init!r}. Known: converted, scratch")
         NEURONS.get(self.neuron)  # each raises with the known names
         TASK_LOSSES.get(self.loss)
+        SURROGATES.get(self.surrogate)
+        if self.reset not in RESETS:
+            raise SnnexitError(f"Unknown reset {self.reset!r}. Known: {', '.join(RESETS)}")
+        check_range("--tau", self.tau, 1.0, MAX_TAU, " (the LIF time constant in steps)")
+        if self.T is not None:
+            check_range("--T", self.T, 1, MAX_T)
+        check_range("--epochs", self.epochs, 0, MAX_EPOCHS)
+        check_range("--finetune-epochs", self.finetune_epochs, 0, MAX_EPOCHS)
+        check_range("--ann-epochs", self.ann_epochs, 1 if self.init == "converted" else 0, MAX_EPOCHS,
+                    " (--init converted trains the ANN for them)" if self.init == "converted" else "")
+        check_positive("--lr", self.lr, MAX_LR, " (the learning rate)")
+        check_positive("--finetune-lr", self.finetune_lr, MAX_LR, " (the learning rate)")
+        check_range("--batch-size", self.batch_size, 1, MAX_BATCH)
+        check_range("--seed", self.seed, 0, MAX_SEED)
         for a in [self.reg_weight, *self.table_reg_weights]:
-            if not a >= 0:
-                raise SnnexitError(f"regulariser weights must be >= 0, got {a}")
+            if not (isinstance(a, (int, float)) and math.isfinite(a) and a >= 0):
+                raise SnnexitError(f"regulariser weights must be finite numbers >= 0, got {a}")
+            check_range("--reg-weight", a, 0.0, MAX_REG_WEIGHT)
+        check_device(self.device)
+        check_model_memory(self.model, self.width, "--width")
 
 
 def settings_key(settings: CutoffSettings) -> str:

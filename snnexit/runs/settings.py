@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from snnexit.data import DATASETS
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
 from snnexit.exit.certify import CERTIFY_CANDIDATES
+from snnexit import models
 from snnexit.models import MODELS
 from snnexit.quant import QUANTIZERS
 
@@ -26,6 +28,109 @@ from snnexit.quant import QUANTIZERS
 # same settings train: every cached ANN then trains afresh instead of being reused.
 TRAINING_CODE_VERSION = 2
 MAX_T = 100_000  # far beyond any converted SNN's latency; a trace this long still fits in memory for small splits
+MAX_EPOCHS = 100_000  # the paper trains 300
+MAX_SEED = 2 ** 63 - 1
+MAX_LEVELS = 2 ** 16  # QCFS L (an LSQ activation of b bits has L = 2**b - 1)
+MAX_BITS = 16
+MAX_BATCH = 2 ** 20  # inputs per batch (training, tracing)
+MAX_WIDTH = 2 ** 20  # far beyond what fits in memory for every built-in model; the memory check is finer
+MAX_LR = 10.0
+MAX_INIT_THRESHOLD = 1e6
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(device, what: str = "device") -> str:
+    """``device`` if this machine has it, else a :class:`SnnexitError` naming it: a torch device
+    string (``cpu``, ``cuda``, ``cuda:1``, ``mps``) whose accelerator is available and whose index
+    is within the devices present. Every command checks its devices with this, before any work."""
+    if not isinstance(device, str) or not device.strip():
+        raise SnnexitError(f"{what} must name a torch device (cpu, cuda, cuda:1, ...), got {device!r}")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SnnexitError(f"{what} {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if parsed.type not in DEVICE_TYPES:
+        raise SnnexitError(f"{what} {device!r}: snnexit runs on {', '.join(DEVICE_TYPES)}, not {parsed.type}")
+    if parsed.type == "cpu":
+        if parsed.index not in (None, 0):
+            raise SnnexitError(f"{what} {device!r}: the CPU is cpu (or cpu:0)")
+    elif parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SnnexitError(f"{what} {device!r} requested but CUDA is not available")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise SnnexitError(f"{what} {device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise SnnexitError(f"{what} {device!r} requested but MPS is not available")
+        if parsed.index not in (None, 0):
+            raise SnnexitError(f"{what} {device!r}: there is one MPS device, mps (or mps:0)")
+    return device
+
+
+def check_range(key: str, value, low, high, what: str = "") -> None:
+    """``low <= value <= high`` for a number (ints and floats, never bools; floats finite), else a
+    :class:`SnnexitError` naming ``key``: ``config key 'lr' must lie in (0, 10], got nan``."""
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and (not isinstance(value, float) or math.isfinite(value)) and low <= value <= high)
+    if not ok:
+        shown = f"{low}..{high}" if isinstance(low, int) and isinstance(high, int) else f"[{low:g}, {high:g}]"
+        raise SnnexitError(f"{key} must lie in {shown}{what}, got {value!r}")
+
+
+def check_positive(key: str, value, high: float, what: str = "") -> None:
+    """``0 < value <= high``, finite, else a :class:`SnnexitError` naming ``key``."""
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and 0 < value <= high)
+    if not ok:
+        raise SnnexitError(f"{key} must be a positive number up to {high:g}{what}, got {value!r}")
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def parameter_count(model: str, width: int | None = None) -> int | None:
+    """Parameters of ``model`` at ``width``, counted on torch's meta device (no memory is taken),
+    for the smallest input (one channel, 8x8, 10 classes): a lower bound for every data set.
+    Uses :func:`snnexit.models.parameter_count` where the models package has it. None when the
+    model cannot be built on the meta device."""
+    kwargs = {} if width is None else {"width": width}
+    dims = {"num_classes": 10, "in_channels": 1, "input_size": 8}
+    counter = getattr(models, "parameter_count", None)
+    try:
+        if counter is not None:
+            return int(counter(model, **dims, **kwargs))
+        with torch.device("meta"):
+            net = models.create_model(model, activation=torch.nn.ReLU, **dims, **kwargs)
+        return sum(p.numel() for p in net.parameters())
+    except TypeError as exc:
+        if width is not None and "width" in str(exc):
+            raise SnnexitError(f"model {model!r} takes no width, got width {width}") from None
+        return None
+    except (RuntimeError, NotImplementedError, ValueError, OverflowError):
+        return None
+
+
+def check_model_memory(model: str, width: int | None, what: str = "width") -> None:
+    """Refuse a ``width`` whose model cannot train in this machine's memory: its parameters times
+    4 bytes times 4 (weights, gradients, Adam's two moments) against the physical memory."""
+    if width is None:
+        return
+    check_range(what, width, 1, MAX_WIDTH, " (the model width)")
+    memory = memory_bytes()
+    count = parameter_count(model, width)
+    if memory is None or count is None:
+        return
+    need = count * 4 * 4
+    if need > memory:
+        raise SnnexitError(f"{what} = {width} makes {model} too large to train here: {count:.3g} parameters need "
+                           f"about {need / 2 ** 30:.3g} GiB (weights, gradients, Adam moments), this machine has "
+                           f"{memory / 2 ** 30:.3g} GiB")
 
 
 @dataclass
@@ -59,27 +164,20 @@ class RunConfig:
         QUANTIZERS.get(self.quantizer)
         if not str(self.out).strip():
             raise SnnexitError("out must name a run folder, got an empty string")
-        if not 1 <= self.T <= MAX_T:
+        if not (isinstance(self.T, int) and 1 <= self.T <= MAX_T):
             raise SnnexitError(f"T must lie in 1..{MAX_T} (steps of the fixed-T baseline), got {self.T}")
-        if self.epochs < 1:
+        if not (isinstance(self.epochs, int) and 1 <= self.epochs):
             raise SnnexitError(f"epochs must be >= 1 (0 would convert an untrained ANN), got {self.epochs}")
-        if not 0 <= self.seed < 2 ** 63:
-            raise SnnexitError(f"seed must lie in 0..2**63 - 1, got {self.seed}")
-        if self.levels < 1:
-            raise SnnexitError(f"levels (L) must be >= 1, got {self.levels}")
-        if self.bits < 1:
-            raise SnnexitError(f"bits must be >= 1, got {self.bits}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise SnnexitError(f"device {self.device!r} requested but CUDA is not available")
-        checks = {
-            "batch_size": (lambda v: v >= 1, "must be >= 1"),
-            "lr": (lambda v: math.isfinite(v) and v > 0, "must be a positive number"),
-            "init_threshold": (lambda v: math.isfinite(v) and v > 0, "must be a positive number"),
-            "width": (lambda v: v is None or v >= 1, "must be >= 1"),
-        }
-        for key, (ok, what) in checks.items():
-            if not ok(getattr(self, key)):
-                raise SnnexitError(f"config key {key!r} {what}, got {getattr(self, key)!r}")
+        check_range("config key 'epochs'", self.epochs, 1, MAX_EPOCHS)
+        check_range("config key 'seed'", self.seed, 0, MAX_SEED)
+        check_range("config key 'levels' (L)", self.levels, 1, MAX_LEVELS)
+        check_range("config key 'bits'", self.bits, 1, MAX_BITS, " (LSQ bit width)")
+        check_range("config key 'batch_size'", self.batch_size, 1, MAX_BATCH)
+        check_positive("config key 'lr'", self.lr, MAX_LR, " (the learning rate)")
+        check_positive("config key 'init_threshold'", self.init_threshold, MAX_INIT_THRESHOLD,
+                       " (QCFS lam at initialisation)")
+        check_device(self.device)
+        check_model_memory(self.model, self.width, "config key 'width'")
 
     def train_key(self) -> str:
         """Hash of everything that determines the trained ANN (the cache key), the version of the
@@ -100,8 +198,9 @@ class TraceSettings:
     batch_size: int = 250  # inputs simulated at once: memory against speed
 
     def validate(self) -> None:
-        if self.batch_size < 1:
+        if isinstance(self.batch_size, int) and self.batch_size < 1:
             raise SnnexitError(f"config key 'trace.batch_size' must be >= 1, got {self.batch_size}")
+        check_range("config key 'trace.batch_size'", self.batch_size, 1, MAX_BATCH)
 
 
 @dataclass
@@ -140,6 +239,14 @@ class FitSettings:
         for key, value in asdict(self).items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise SnnexitError(f"config key 'fit.{key}' must be a finite number, got {value}")
+        # the ranges of every target that reads them, checked whatever the target (a value no target
+        # could use is a mistake even where this target ignores it)
+        if self.eps is not None:
+            check_range("config key 'fit.eps'", self.eps, 0.0, 1.0, " (an accuracy drop or a risk)")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise SnnexitError(f"config key 'fit.delta' must lie in (0, 1) (a failure probability), got {self.delta}")
+        if self.max_steps is not None:
+            check_range("config key 'fit.max_steps'", self.max_steps, 1.0, float(MAX_T), " (mean steps per input)")
         try:
             policy = self.create_policy()
             if hasattr(policy, "check_settings"):
