@@ -135,7 +135,7 @@ COMMON = {
     "lr": floats([0.002, 0.1], [0, -1, 11]),
     "batch_size": ints([8, 64], [0, -1, 2_000_000]),
     "cache_dir": CACHE,
-    "data_dir": {"good": [FOLDER, FRESH], "bad": [], "junk": [FILE, ""]},
+    "data_dir": {"good": [], "bad": [FOLDER, FRESH], "junk": [FILE, ""]},  # the data sets drawn are built in
     "device": {"good": GOOD_DEVICES, "bad": BAD_DEVICES},
     "init_threshold": floats([1, 8], [0, -1, 2e6]),
     "quantizer": names(["qcfs", "lsq"], ["bogus", ""], junk=["relu", "clip"]),

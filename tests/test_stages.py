@@ -358,3 +358,13 @@ def test_a_config_written_before_a_setting_existed_counts_as_its_default(tmp_pat
     settings.fit.policy = "topk"
     with pytest.raises(SnnexitError, match="other settings"):
         folder.check_same_settings(settings, "run")
+
+
+def test_evaluate_refuses_a_policy_file_of_another_policy(runs, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["chain"], copy)
+    assert main(["fit", "--config", str(runs["config"]), "--out", str(copy), "--policy", "topk", "--quiet"]) == 0
+    assert main(["evaluate", "--config", str(runs["config"]), "--out", str(copy), "--quiet"]) == 2
+    assert "policy.json holds topk, this config says dynamic_confidence; pass --policy topk" in capsys.readouterr().err

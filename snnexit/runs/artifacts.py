@@ -221,11 +221,21 @@ class RunFolder:
                                "run `snnexit trace` again")
         return trace
 
-    def check_traces(self, traces: dict[str, Trace], snn_meta: dict | None) -> None:
-        """The traces of one run come from one network: each other's, and the one in ``snn.safetensors``."""
+    def network_of_snn_file(self) -> str | None:
+        """The fingerprint of the network in ``snn.safetensors`` (None without one): read as it is,
+        whatever the settings, since a stage that only reads traces does not check them."""
+        path = self.path / SNN_FILE
+        if not path.is_file():
+            return None
+        _, meta = load_tensors(path, fmt=SNN_FORMAT, version=SNN_VERSION)
+        snn_meta = meta.get("snn_meta")
+        return snn_meta.get("network") if isinstance(snn_meta, dict) else None
+
+    def check_traces(self, traces: dict[str, Trace], network: str | None) -> None:
+        """The traces of one run come from one network: each other's, and ``network`` (the one in
+        ``snn.safetensors``)."""
         val, test = traces[TRACE_FILES[0]], traces[TRACE_FILES[1]]
         check_same_network(val, test, f"{self.path / TRACE_FILES[0]} and {TRACE_FILES[1]}")
-        network = (snn_meta or {}).get("network")
         for name, trace in traces.items():
             if network is not None and trace.meta.get("network") not in (None, network):
                 raise SnnexitError(f"{self.path / name} was traced from another network than {self.path / SNN_FILE}; "

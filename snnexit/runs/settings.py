@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from snnexit.convert import CONVERTERS
-from snnexit.data import DATASETS
+from snnexit.data import DATASETS, is_built_in
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
 from snnexit.exit.certify import CERTIFY_CANDIDATES
@@ -94,26 +94,11 @@ def memory_bytes() -> int | None:
         return None
 
 
-def parameter_count(model: str, width: int | None = None) -> int | None:
-    """Parameters of ``model`` at ``width``, counted on torch's meta device (no memory is taken),
-    for the smallest input (one channel, 8x8, 10 classes): a lower bound for every data set.
-    Uses :func:`snnexit.models.parameter_count` where the models package has it. None when the
-    model cannot be built on the meta device."""
+def parameter_count(model: str, width: int | None = None) -> int:
+    """Parameters of ``model`` at ``width`` for the smallest input (one channel, 8x8, 10 classes):
+    a lower bound for every data set, counted without allocating memory."""
     kwargs = {} if width is None else {"width": width}
-    dims = {"num_classes": 10, "in_channels": 1, "input_size": 8}
-    counter = getattr(models, "parameter_count", None)
-    try:
-        if counter is not None:
-            return int(counter(model, **dims, **kwargs))
-        with torch.device("meta"):
-            net = models.create_model(model, activation=torch.nn.ReLU, **dims, **kwargs)
-        return sum(p.numel() for p in net.parameters())
-    except TypeError as exc:
-        if width is not None and "width" in str(exc):
-            raise SnnexitError(f"model {model!r} takes no width, got width {width}") from None
-        return None
-    except (RuntimeError, NotImplementedError, ValueError, OverflowError):
-        return None
+    return models.parameter_count(model, num_classes=10, in_channels=1, input_size=8, **kwargs)
 
 
 def check_model_memory(model: str, width: int | None, what: str = "width") -> None:
@@ -123,9 +108,9 @@ def check_model_memory(model: str, width: int | None, what: str = "width") -> No
         return
     check_range(what, width, 1, MAX_WIDTH, " (the model width)")
     memory = memory_bytes()
-    count = parameter_count(model, width)
-    if memory is None or count is None:
+    if memory is None:
         return
+    count = parameter_count(model, width)
     need = count * 4 * 4
     if need > memory:
         raise SnnexitError(f"{what} = {width} makes {model} too large to train here: {count:.3g} parameters need "
@@ -178,6 +163,8 @@ class RunConfig:
                        " (QCFS lam at initialisation)")
         check_device(self.device)
         check_model_memory(self.model, self.width, "config key 'width'")
+        if self.data_dir is not None and is_built_in(self.dataset):
+            raise SnnexitError(f"data set {self.dataset!r} is built in: --data-dir does not apply")
 
     def train_key(self) -> str:
         """Hash of everything that determines the trained ANN (the cache key), the version of the

@@ -16,6 +16,7 @@ from dataclasses import asdict
 
 from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
+from snnexit.exit import policy_name
 from snnexit.io import load_tensors, write_json
 from snnexit.runs.ann import ANN_FORMAT, ANN_VERSION, data_dims, load_ann, save_ann, trained_ann
 from snnexit.runs.artifacts import (ANN_FILE, CALIBRATION_TRACE_FILE, POLICY_FILE, RESULTS_FILE, SNN_FILE, STAGES,
@@ -88,9 +89,7 @@ class Run:
             path = self.folder / CALIBRATION_TRACE_FILE
             if self.settings.certify.calibration_inputs is not None and path.is_file():
                 loaded[CALIBRATION_TRACE_FILE] = self.folder.load_trace(CALIBRATION_TRACE_FILE, self.config)
-            snn_file = self.folder / SNN_FILE
-            snn_meta = self.folder.snn_meta(self.config).get("snn_meta") if snn_file.is_file() else None
-            self.folder.check_traces(loaded, snn_meta)
+            self.folder.check_traces(loaded, self.folder.network_of_snn_file())
             self.val, self.test = loaded[TRACE_FILES[0]], loaded[TRACE_FILES[1]]
             self.calibration_trace = loaded.get(CALIBRATION_TRACE_FILE)
         return self.val, self.test
@@ -176,11 +175,13 @@ def fit(r: Run):
 def evaluate(r: Run):
     """Evaluate fixed T, the fitted policy, the certified exit and the oracle on test -> ``results.json``."""
     val, test = r.traces()
-    policy = r.fitted_policy()
+    policy, name = r.fitted_policy(), r.settings.fit.policy
+    if policy_name(policy) != name:
+        raise SnnexitError(f"{r.folder / POLICY_FILE} holds {policy_name(policy)}, this config says {name}; pass "
+                           f"--policy {policy_name(policy)} or run `snnexit fit` again")
     r.calibration_record()
     policies, extras = evaluate_policies(val, test, policy, certify=r.settings.certify.options(),
                                          calibration=r.calibration_trace)
-    name = r.settings.fit.policy
     cert = policies["certified"]
     r.log(f"fitted {name} on validation: {policies[name]['mean_steps']:.2f} mean test steps; "
           f"certified exit ({cert['policy']}): {cert['mean_steps']:.2f}")
