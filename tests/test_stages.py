@@ -368,3 +368,24 @@ def test_evaluate_refuses_a_policy_file_of_another_policy(runs, tmp_path, capsys
     assert main(["fit", "--config", str(runs["config"]), "--out", str(copy), "--policy", "topk", "--quiet"]) == 0
     assert main(["evaluate", "--config", str(runs["config"]), "--out", str(copy), "--quiet"]) == 2
     assert "policy.json holds topk, this config says dynamic_confidence; pass --policy topk" in capsys.readouterr().err
+
+
+def test_a_T_whose_traces_cannot_fit_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    from snnexit.runs import network
+
+    monkeypatch.setattr(network, "memory_bytes", lambda: 2 ** 30)  # a machine with 1 GiB
+    cache = tmp_path / "cache"
+    code = main(["run", "--dataset", "digits", "--T", "20000", "--width", "4", "--epochs", "1", "--cache-dir",
+                 str(cache), "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 2
+    assert "T = 20000 needs about" in capsys.readouterr().err
+    assert not list(cache.glob("ann-*"))  # nothing was trained
+    from snnexit.convert import convert
+    from snnexit.data import load_dataset
+    from snnexit.runs.ann import build_ann
+    from snnexit.runs.settings import RunConfig
+
+    data, config = load_dataset("digits", 0), RunConfig(dataset="digits", T=20000, width=4)
+    layers = len(convert(build_ann(config, data).eval(), "qcfs").spiking_layers())  # the real SNN's
+    expected = 2 * 4 * 20000 * (len(data.val) + len(data.test)) * (data.num_classes + layers)
+    assert network.trace_bytes(config, data) == expected

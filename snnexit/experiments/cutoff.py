@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 from snnexit.calibrate import fit_temperature
-from snnexit.data import DATASETS, DataSplits, load_dataset
+from snnexit.data import DATASETS, DataSplits, is_built_in, load_dataset
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy, fit_and_evaluate
 from snnexit.io import write_json, write_text
@@ -74,6 +74,8 @@ class CutoffSettings:
         """Every setting, the device and the model's size, before any data is loaded or trained."""
         DATASETS.get(self.dataset)
         MODELS.get(self.model)
+        if self.data_dir is not None and is_built_in(self.dataset):
+            raise SnnexitError(f"data set {self.dataset!r} is built in: --data-dir does not apply")
         if self.init not in ("scratch", "converted"):
             raise SnnexitError(f"Unknown init {self.init!r}. Known: converted, scratch")
         NEURONS.get(self.neuron)  # each raises with the known names

@@ -19,8 +19,9 @@ from snnexit.convert import CONVERTERS, convert
 from snnexit.data import DataSplits
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import learn_certify_indices
-from snnexit.runs.ann import ann_view, trained_ann
-from snnexit.runs.settings import RunConfig
+from snnexit.quant import QUANTIZERS
+from snnexit.runs.ann import ann_view, build_ann, trained_ann
+from snnexit.runs.settings import RunConfig, memory_bytes
 from snnexit.simulate import SpikingNetwork, Trace, record_trace
 from snnexit.simulate.cost import fan_out
 from snnexit.train import evaluate_logits
@@ -103,6 +104,30 @@ def trained_snn(config: RunConfig, data: DataSplits, log=print) -> tuple[Spiking
     """``(snn, calibration)`` of the ANN ``config`` trains (or reuses from the cache): the whole
     way from settings to a network that is ready to trace."""
     return calibrated_snn(trained_ann(config, data, log), data, config)
+
+
+def trace_bytes(config: RunConfig, data: DataSplits) -> int:
+    """Memory the validation and test traces of ``config``'s network take while recorded: outputs
+    ``(T, N, C)`` and spike counts ``(T, N, L)`` in float32, twice (the batches and their join).
+    L, the spiking layers, is counted on the ANN built on the meta device (no memory taken)."""
+    make = QUANTIZERS.get(config.quantizer)(levels=config.levels, bits=config.bits,
+                                            init_threshold=config.init_threshold)
+    kind = type(make())
+    with torch.device("meta"):
+        ann = build_ann(config, data)
+    layers = sum(isinstance(m, kind) for m in ann.modules())
+    inputs = len(data.val) + len(data.test)
+    return 2 * 4 * config.T * inputs * (data.num_classes + layers)
+
+
+def check_trace_memory(config: RunConfig, data: DataSplits) -> None:
+    """Refuse a T whose traces cannot fit in this machine's memory, before anything is trained."""
+    memory = memory_bytes()
+    need = trace_bytes(config, data)
+    if memory is not None and need > 0.8 * memory:
+        raise SnnexitError(f"T = {config.T} needs about {need / 2 ** 30:.3g} GiB for the traces of "
+                           f"{len(data.val) + len(data.test)} inputs; this machine has {memory / 2 ** 30:.3g} GiB: "
+                           f"choose a smaller T")
 
 
 def event_steps(config: RunConfig, data: DataSplits) -> None:

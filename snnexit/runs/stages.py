@@ -24,7 +24,8 @@ from snnexit.runs.artifacts import (ANN_FILE, CALIBRATION_TRACE_FILE, POLICY_FIL
 from snnexit.runs.evaluation import assemble_results, curve_prefix, evaluate_policies, fitted_policy_name
 from snnexit.runs.layout import check_results
 from snnexit.runs.lock import folder_lock
-from snnexit.runs.network import calibrated_snn, event_steps, load_calibration_inputs, trace_snn, trace_unlabelled
+from snnexit.runs.network import (calibrated_snn, check_trace_memory, event_steps, load_calibration_inputs, trace_snn,
+                                  trace_unlabelled)
 from snnexit.runs.settings import Settings
 from snnexit.train import train as train_ann
 
@@ -52,6 +53,7 @@ class Run:
             c = self.config
             self._data = load_dataset(c.dataset, c.seed, root=c.data_dir, cache_dir=c.cache_dir)
             event_steps(c, self._data)
+            check_trace_memory(c, self._data)
             self.log(f"loaded {c.dataset}: {len(self._data.train)} train, {len(self._data.val)} val, "
                      f"{len(self._data.test)} test inputs")
         return self._data
