@@ -82,6 +82,7 @@ def world(tmp_path_factory):
               {"alpha": "T"}).save(run / name)
     build_parser("*")  # import every command's module before the clock starts
     with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # junk --out values are relative paths: whatever they create stays in the sandbox
         mp.setattr(snnexit.runs.stages, "_chain", _stub("run"))
         for stage in STAGES:
             mp.setitem(snnexit.runs.stages.STAGE_FUNCTIONS, stage, _stub(stage))
