@@ -51,8 +51,6 @@ from torch import nn
 from torch.distributed.nn.functional import all_reduce
 
 from snnexit.errors import SnnexitError
-from snnexit.io import write_json
-from snnexit.runs.artifacts import RESULTS_FILE
 from snnexit.runs.stages import run
 from snnexit.simulate.network import SpikingNetwork
 from snnexit.simulate.stepper import record_trace
@@ -244,10 +242,7 @@ def run_distributed(settings, log=print, overwrite: bool = False) -> dict | None
         recorder = functools.partial(record_trace_distributed, ctx=ctx)
         trainer = functools.partial(train_distributed, ctx=ctx)
         results = run(settings, log if ctx.is_main else (lambda message: None), trainer=trainer, recorder=recorder,
-                      writes=ctx.is_main, overwrite=overwrite)
-        if ctx.is_main:
-            results["processes"] = ctx.world_size
-            write_json(Path(settings.run.out) / RESULTS_FILE, results)
+                      writes=ctx.is_main, processes=ctx.world_size, overwrite=overwrite)
         if ctx.active:  # no process tears gloo down while another is still writing or sending
             dist.barrier()
         return results if ctx.is_main else None

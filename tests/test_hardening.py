@@ -146,8 +146,7 @@ WRITERS = {  # call -> index of its file argument
     "torch.save": 1, "np.save": 0, "np.savez": 0, "np.savez_compressed": 0, "numpy.save": 0, "savefig": 0,
     "nir.write": 0, "json.dump": 1, "pickle.dump": 1, "st_save_file": 1, "save_file": 1,
 }
-ALLOWED = {("snnexit/runs/artifacts.py", "check_writable"),  # a probe file, removed at once; never a result
-           ("snnexit/runs/lock.py", "folder_lock")}  # created with O_EXCL (a rename would not exclude); never a result
+ALLOWED = {("snnexit/runs/lock.py", "folder_lock")}  # created with O_EXCL (a rename would not exclude); never a result
 
 
 def _dotted(node) -> str:

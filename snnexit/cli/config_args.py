@@ -13,10 +13,6 @@ from snnexit.runs.config_file import load_config, run_fields
 from snnexit.runs.settings import SECTIONS, RunConfig, Settings
 
 
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
 # Flags for RunConfig fields: dest -> (option strings, help). Fields not listed (added later)
 # get ``--field-name``, typed from the dataclass.
 _FLAGS = {
@@ -100,7 +96,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, stages: tuple[str, ...
                         help="TOML config file (command-line flags override it)")
     have = {a.dest for a in parser._actions}
     defaults = RunConfig()
-    hints = _hints(RunConfig)
+    hints = typing.get_type_hints(RunConfig)
     for f in fields(RunConfig):
         if f.name in have or f.name == "extra":
             continue

@@ -7,7 +7,6 @@ from snnexit.cli.config_args import add_config_arguments, settings_from_args
 from snnexit.report import TABLE1_HEADER, policy_label, table1_rows
 from snnexit.distributed import run_distributed, under_torchrun
 from snnexit.runs import RunConfig, run
-from snnexit.runs.paths import check_run_paths
 
 
 def register(sub) -> None:
@@ -49,7 +48,6 @@ def register(sub) -> None:
 
 def main(args) -> int:
     settings = settings_from_args(args)  # defaults < --config FILE < flags on the command line
-    check_run_paths(settings, "run")  # the run folder, every file it gets and the cache: before any work
     config = settings.run
     log = progress_log(args)
     config.progress = config.progress and not log.quiet

@@ -22,7 +22,6 @@ from snnexit.errors import SnnexitError
 from snnexit.report import TABLE1_HEADER, table1_rows
 from snnexit.runs import run_stage
 from snnexit.runs.artifacts import STAGES
-from snnexit.runs.paths import check_run_paths
 
 # settings that determine the trained ANN (RunConfig.train_key): the stages that check a file
 # against them (ann.safetensors, snn.safetensors) use them as much as train does
@@ -79,7 +78,6 @@ def _main(stage: str, options: dict[str, str]):
     def main(args) -> int:
         check_flags_used(stage, args, options)
         settings = settings_from_args(args)
-        check_run_paths(settings, stage)  # the run folder, the files this stage writes, the cache: before any work
         log = progress_log(args)
         settings.run.progress = settings.run.progress and not log.quiet
         log(f"{stage}: started")

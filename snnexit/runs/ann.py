@@ -68,10 +68,12 @@ def ann_cache_paths(config: RunConfig) -> tuple[Path, str, Path]:
     return cache, key, cache / f"ann-{config.dataset}-{config.model}-{key}.safetensors"
 
 
-def load_ann(path: str | Path, config: RunConfig, data) -> nn.Module:
+def load_ann(path: str | Path, config: RunConfig, data, tensors: dict | None = None) -> nn.Module:
     """The ANN saved at ``path`` (the cache or a run's ``ann.safetensors``), built for ``config``
-    and ``data``'s sizes: the one way a trained ANN is loaded."""
-    tensors, _ = load_tensors(path, fmt=ANN_FORMAT, version=ANN_VERSION)
+    and ``data``'s sizes: the one way a trained ANN is loaded (``tensors``: the file's, when the
+    caller has read them already)."""
+    if tensors is None:
+        tensors, _ = load_tensors(path, fmt=ANN_FORMAT, version=ANN_VERSION)
     model = build_ann(config, data)
     try:
         model.load_state_dict(tensors)

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 from snnexit.errors import SnnexitError
 from snnexit.exit import load_policy_with_extra, save_policy
-from snnexit.io import load_tensors, save_tensors, write_json
+from snnexit.io import check_output_folder, load_tensors, save_tensors, write_json
 from snnexit.runs.ann import build_ann
 from snnexit.runs.config_file import save_config
 from snnexit.runs.network import converted
@@ -41,18 +41,6 @@ SPLIT_OF = {TRACE_FILES[0]: "val", TRACE_FILES[1]: "test", CALIBRATION_TRACE_FIL
 SNN_FORMAT, SNN_VERSION = "snn", 1
 STAGES = ("train", "convert", "trace", "fit", "evaluate", "report")
 _NOT_SETTINGS = {"out", "device", "progress", "cache_dir"}  # where and how, not what: may differ between stages
-
-
-def check_writable(out: str | Path) -> Path:
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise SnnexitError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
-    return out
 
 
 def sha256(path: Path) -> str:
@@ -85,14 +73,15 @@ def save_converted(path, model, snn, config: RunConfig, dims: dict, extra_meta: 
     save_tensors(path, tensors, fmt=SNN_FORMAT, version=SNN_VERSION, meta=meta)
 
 
-def load_converted(path, device: str = "cpu", data=None):
+def load_converted(path, device: str = "cpu", data=None, stored: tuple[dict, dict] | None = None):
     """Rebuild the SNN saved by :func:`save_converted`; returns ``(snn, meta)``.
 
     The ANN is rebuilt from the saved config and weights and converted again (``data``: the
     :class:`DataSplits` whose training inputs a data-calibrating converter needs), then the saved
-    SNN parameters and buffers are loaded over it, and the thresholds are checked."""
+    SNN parameters and buffers are loaded over it, and the thresholds are checked. ``stored``: the
+    file's ``(tensors, meta)``, when the caller has read them already."""
     path = Path(path)
-    tensors, meta = load_tensors(path, fmt=SNN_FORMAT, version=SNN_VERSION)
+    tensors, meta = stored if stored is not None else load_tensors(path, fmt=SNN_FORMAT, version=SNN_VERSION)
     ann_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ann.")}
     snn_state = {k[4:]: v for k, v in tensors.items() if k.startswith("snn.")}
     try:
@@ -121,12 +110,24 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._snn_file = None  # (tensors, meta) of snn.safetensors, read once
+
+    def save_snn(self, model, snn, config: RunConfig, dims: dict, extra_meta: dict) -> Path:
+        """Write ``snn.safetensors`` (:func:`save_converted`)."""
+        save_converted(self.path / SNN_FILE, model, snn, config, dims, extra_meta)
+        self._snn_file = None
+        return self.path / SNN_FILE
+
+    def _read_snn_file(self) -> tuple[dict, dict]:
+        if self._snn_file is None:
+            self._snn_file = load_tensors(self.need(SNN_FILE, "convert"), fmt=SNN_FORMAT, version=SNN_VERSION)
+        return self._snn_file
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
     def create(self) -> "RunFolder":
-        check_writable(self.path)
+        check_output_folder(self.path, "run folder")
         return self
 
     def need(self, name: str, stage: str) -> Path:
@@ -193,8 +194,8 @@ class RunFolder:
 
     def snn_meta(self, config: RunConfig) -> dict:
         """The metadata of ``snn.safetensors`` (calibration, data sizes), checked against ``config``."""
-        path = self.need(SNN_FILE, "convert")
-        _, meta = load_tensors(path, fmt=SNN_FORMAT, version=SNN_VERSION)
+        path = self.path / SNN_FILE
+        _, meta = self._read_snn_file()
         self.check_train_key(SNN_FILE, meta, config, "convert")
         if meta.get("converter") != config.converter:
             raise SnnexitError(f"{path} was converted with {meta.get('converter')!r}, this config says "
@@ -205,7 +206,7 @@ class RunFolder:
 
     def load_snn(self, config: RunConfig, data):
         self.snn_meta(config)
-        snn, _ = load_converted(self.path / SNN_FILE, config.device, data)
+        snn, _ = load_converted(self.path / SNN_FILE, config.device, data, stored=self._read_snn_file())
         return snn
 
     def load_trace(self, name: str, config: RunConfig) -> Trace:
@@ -224,10 +225,9 @@ class RunFolder:
     def network_of_snn_file(self) -> str | None:
         """The fingerprint of the network in ``snn.safetensors`` (None without one): read as it is,
         whatever the settings, since a stage that only reads traces does not check them."""
-        path = self.path / SNN_FILE
-        if not path.is_file():
+        if not (self.path / SNN_FILE).is_file():
             return None
-        _, meta = load_tensors(path, fmt=SNN_FORMAT, version=SNN_VERSION)
+        _, meta = self._read_snn_file()
         snn_meta = meta.get("snn_meta")
         return snn_meta.get("network") if isinstance(snn_meta, dict) else None
 

@@ -44,10 +44,6 @@ from snnexit.runs.settings import SECTIONS, RunConfig, Settings
 CONFIG_FORMAT, CONFIG_VERSION = "snnexit-config", 1
 
 
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
 def _type_name(tp) -> str:
     if tp is type(None):
         return "left out"
@@ -115,7 +111,7 @@ def _describe(value) -> str:
 
 
 def _build(cls, values: dict, prefix: str = ""):
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     kwargs = {}
     for key, value in values.items():

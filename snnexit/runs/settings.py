@@ -207,7 +207,7 @@ class FitSettings:
     def policy_kwargs(self) -> dict:
         """Keyword arguments of the policy: the settings it takes, given ones only. A setting given
         to a policy without that parameter (``--eps`` for ``fixed``) is an error."""
-        accepted = set(POLICIES.get(self.policy)().get_params())
+        accepted = set(POLICIES.get(self.policy).param_names())
         given = {k: v for k, v in asdict(self).items() if k not in ("policy", "options") and v is not None}
         if given.get("target") == "no_loss" and "target" not in accepted:
             given.pop("target")  # the default, for a policy without a fitting target (fixed, oracle)

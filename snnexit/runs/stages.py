@@ -5,8 +5,9 @@
 Each stage is a function of a :class:`Run` (its settings, its folder, the data, and what the
 stages before it made). In one process (:func:`run`) the products pass from stage to stage in
 memory; a stage run on its own (``snnexit fit``) finds them in the run folder
-(:mod:`snnexit.runs.artifacts`), checked against the current settings. Either way every stage
-writes its file, so a run folder can be continued one stage at a time.
+(:mod:`snnexit.runs.artifacts`), checked against the current settings. Either way every stage's
+file is written (in one process ``results.json`` once, by the report, with the figures' names),
+so a run folder can be continued one stage at a time.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from snnexit.exit import policy_name
 from snnexit.io import load_tensors, write_json
 from snnexit.runs.ann import ANN_FORMAT, ANN_VERSION, data_dims, load_ann, save_ann, trained_ann
 from snnexit.runs.artifacts import (ANN_FILE, CALIBRATION_TRACE_FILE, POLICY_FILE, RESULTS_FILE, SNN_FILE, STAGES,
-                                    TRACE_FILES, RunFolder, save_converted)
+                                    TRACE_FILES, RunFolder)
 from snnexit.runs.evaluation import assemble_results, curve_prefix, evaluate_policies, fitted_policy_name
 from snnexit.runs.layout import check_results
 from snnexit.runs.lock import folder_lock
 from snnexit.runs.network import (calibrated_snn, check_trace_memory, event_steps, load_calibration_inputs, trace_snn,
                                   trace_unlabelled)
+from snnexit.runs.paths import check_run_paths
 from snnexit.runs.settings import Settings
 from snnexit.train import train as train_ann
 
@@ -35,13 +37,15 @@ class Run:
 
     ``trainer`` and ``recorder`` replace how the ANN is trained and how a split is traced (the
     distributed versions, :mod:`snnexit.distributed`); ``writes`` is False in all processes but
-    one when several run together (they compute, one writes).
+    one when several run together (they compute, one writes); ``processes``: how many, recorded
+    in ``results.json`` when more than one.
     """
 
-    def __init__(self, settings: Settings, log=print, *, trainer=train_ann, recorder=None, writes: bool = True):
+    def __init__(self, settings: Settings, log=print, *, trainer=train_ann, recorder=None, writes: bool = True,
+                 processes: int = 1):
         self.settings, self.config, self.log = settings, settings.run, log
         self.folder = RunFolder(self.config.out)
-        self.trainer, self.recorder, self.writes = trainer, recorder, writes
+        self.trainer, self.recorder, self.writes, self.processes = trainer, recorder, writes, processes
         self._data = None
         self.ann = self.snn = self.calibration = self.data_sizes = None
         self.val = self.test = self.calibration_trace = None
@@ -67,9 +71,9 @@ class Run:
     def trained(self):
         if self.ann is None:
             path = self.folder.need(ANN_FILE, "train")
-            _, meta = load_tensors(path, fmt=ANN_FORMAT, version=ANN_VERSION)
+            tensors, meta = load_tensors(path, fmt=ANN_FORMAT, version=ANN_VERSION)
             self.folder.check_train_key(ANN_FILE, meta, self.config, "train")
-            self.ann = load_ann(path, self.config, self.data).to(self.config.device)
+            self.ann = load_ann(path, self.config, self.data, tensors).to(self.config.device)
         return self.ann
 
     def network(self):
@@ -135,8 +139,7 @@ def convert(r: Run):
           f"test ECE {c['ece_test_before']:.4f} -> {c['ece_test_after']:.4f}")
     r.data_sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
     if r.writes:
-        save_converted(r.folder / SNN_FILE, ann, r.snn, r.config, data_dims(data),
-                       {"calibration": r.calibration, "data": r.data_sizes})
+        r.folder.save_snn(ann, r.snn, r.config, data_dims(data), {"calibration": r.calibration, "data": r.data_sizes})
     return r.folder / SNN_FILE
 
 
@@ -188,6 +191,8 @@ def evaluate(r: Run):
     r.log(f"fitted {name} on validation: {policies[name]['mean_steps']:.2f} mean test steps; "
           f"certified exit ({cert['policy']}): {cert['mean_steps']:.2f}")
     r.results = assemble_results(r.config, r.data_sizes, r.calibration, val, test, policies, extras, fitted=name)
+    if r.processes > 1:
+        r.results["processes"] = r.processes
     return r.folder / RESULTS_FILE
 
 
@@ -232,8 +237,8 @@ STAGE_FUNCTIONS = {"train": train, "convert": convert, "trace": trace, "fit": fi
 def run_stage(name: str, settings: Settings, log=print):
     """One stage on its own (``snnexit <stage>``): its inputs come from the run folder."""
     settings.validate()
+    check_run_paths(settings, name)  # the run folder, the files this stage writes, the cache: before any work
     r = Run(settings, log)
-    r.folder.create()
     with folder_lock(r.folder.path, name):
         r.folder.save_config(settings, name)
         written = STAGE_FUNCTIONS[name](r)
@@ -248,12 +253,12 @@ def run(settings: Settings, log=print, *, overwrite: bool = False, **options) ->
     the figures and every stage's file to ``settings.run.out``; returns the results.
 
     A folder that holds a run with other settings is refused unless ``overwrite``. ``options``:
-    :class:`Run`'s ``trainer``, ``recorder`` and ``writes``."""
+    :class:`Run`'s ``trainer``, ``recorder``, ``writes`` and ``processes``."""
     settings.validate()
     r = Run(settings, log, **options)
     if not r.writes:
         return _chain(r)
-    r.folder.create()
+    check_run_paths(settings, "run")  # the run folder, every file it gets and the cache: before any work
     with folder_lock(r.folder.path, "run"):
         if not overwrite:
             r.folder.check_same_settings(settings, "run")
