@@ -22,7 +22,7 @@ from snnexit.exit import POLICIES, create_policy
 from snnexit.exit.certify import CERTIFY_CANDIDATES
 from snnexit import models
 from snnexit.models import MODELS
-from snnexit.quant import QUANTIZERS
+from snnexit.quant import MAX_BITS, QUANTIZERS
 
 # Bump when a change to training, the models, the quantizers or the data splits changes what the
 # same settings train: every cached ANN then trains afresh instead of being reused.
@@ -31,7 +31,6 @@ MAX_T = 100_000  # far beyond any converted SNN's latency; a trace this long sti
 MAX_EPOCHS = 100_000  # the paper trains 300
 MAX_SEED = 2 ** 63 - 1
 MAX_LEVELS = 2 ** 16  # QCFS L (an LSQ activation of b bits has L = 2**b - 1)
-MAX_BITS = 16
 MAX_BATCH = 2 ** 20  # inputs per batch (training, tracing)
 MAX_WIDTH = 2 ** 20  # far beyond what fits in memory for every built-in model; the memory check is finer
 MAX_LR = 10.0
