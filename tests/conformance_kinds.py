@@ -1,9 +1,9 @@
 """The network kinds of the conformance matrix (tests/test_conformance.py), generated from the registries.
 
 Every registered converter, with every ANN activation it declares (``register_converter(...,
-quantizers=...)``), every registered trainable neuron (direct training), and every imported
-network kind that a module registers in :data:`EXTRA_KINDS` joins the matrix without an edit to
-the matrix itself.
+quantizers=...)``), and every registered trainable neuron (direct training) joins the matrix
+without an edit to the matrix itself. A new *family* of networks (e.g. NIR graphs imported under
+each library's semantics, from that registry) adds one function to :data:`KIND_FAMILIES`.
 
 Each kind builds a small network (8 x 8 x 1 inputs, C = 5 classes) whose arithmetic is exact:
 dyadic weights, thresholds and inputs, BatchNorm with power-of-four variances and eps = 0. Every
@@ -40,10 +40,6 @@ class NetworkKind:
     name: str
     build: Callable[[torch.dtype, int], SpikingNetwork]
     temporal: bool = True  # does it take a sequence of frames (one per step)?
-
-
-# other modules append kinds here (e.g. imported NIR graphs, one per library semantics)
-EXTRA_KINDS: list[Callable[[], list[NetworkKind]]] = []
 
 
 def dyadic(t: torch.Tensor, lo: float = -1.0, hi: float = 1.0, grid: int = GRID) -> torch.Tensor:
@@ -132,9 +128,17 @@ def direct_kind(neuron: str) -> NetworkKind:
     return NetworkKind(f"direct-{neuron}", build)
 
 
+def converted_kinds() -> list[NetworkKind]:
+    return [converted_kind(name, q) for name in CONVERTERS.names() for q in CONVERTERS.get(name).quantizers]
+
+
+def direct_kinds() -> list[NetworkKind]:
+    return [direct_kind(name) for name in NEURONS.names()]
+
+
+# each family lists its kinds from its registry
+KIND_FAMILIES: list[Callable[[], list[NetworkKind]]] = [converted_kinds, direct_kinds]
+
+
 def network_kinds() -> list[NetworkKind]:
-    kinds = [converted_kind(name, q) for name in CONVERTERS.names() for q in CONVERTERS.get(name).quantizers]
-    kinds += [direct_kind(name) for name in NEURONS.names()]
-    for extra in EXTRA_KINDS:
-        kinds += extra()
-    return kinds
+    return [kind for family in KIND_FAMILIES for kind in family()]
