@@ -103,7 +103,8 @@ def _read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
 def _find_root(root: str | None, folder: str, files: list[str], name: str) -> Path:
     layout = f"{folder}/ with {', '.join(files)} (the python version of {name})"
     if root is None:
-        raise SnnexitError(f"{name} needs a local copy: pass its folder as root (--data-dir), expected layout: {layout}")
+        raise SnnexitError(f"{name} needs a local copy: pass its folder as root (--data-dir) or download it (--download); "
+                           f"expected layout: {layout}")
     base = Path(root).expanduser()
     for candidate in (base, base / folder):
         if all((candidate / f).is_file() for f in files):
