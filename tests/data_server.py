@@ -3,7 +3,8 @@ archives of every downloadable data set in its published format and folder struc
 
 ``DataServer.faults[path]`` is a list of faults, one used per request to that path:
 ``("cut", n)`` sends the full ``Content-Length`` but only ``n`` bytes and drops the connection;
-``("status", code)`` answers with that HTTP error; ``("no-range",)`` ignores a ``Range`` header.
+``("status", code)`` answers with that HTTP error; ``("no-range",)`` ignores a ``Range`` header;
+``("redirect", path)`` answers 302 to ``path`` (as figshare and Mendeley Data do).
 Every request is recorded (path, Range header).
 """
 
@@ -37,6 +38,12 @@ class DataServer:
                 fault = server.faults.get(self.path, [None]).pop(0) if server.faults.get(self.path) else None
                 if fault and fault[0] == "status":
                     self.send_error(fault[1])
+                    return
+                if fault and fault[0] == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", fault[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 data = server.files.get(self.path)
                 if data is None:

@@ -11,6 +11,7 @@ import io
 import json
 import socket
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from snnexit.data import sources
 from snnexit.data.archives import JOURNAL, PARTIAL
 from snnexit.data.download import Archive, fetch
 from snnexit.errors import SnnexitError
+from snnexit.runs.config_file import load_config
 
 DOWNLOADABLE = sorted(sources.SOURCES)
 SIZES = {  # (train + val, test) of the synthetic archives
@@ -143,6 +145,17 @@ def test_a_killed_run_resumes_in_the_next(server, monkeypatch, tmp_path):
     load_dataset("nmnist", 0, download=True, log=lambda m: None)
     assert ("/nmnist/Test.zip", "bytes=700-") in server.requests
     assert (folder / "Test.zip").read_bytes() == archives["Test.zip"]
+
+
+def test_a_redirect_is_followed_and_the_range_goes_with_it(server, monkeypatch, tmp_path):
+    archives = publish(server, monkeypatch, "cifar100")
+    name = "/cifar100/cifar-100-python.tar.gz"
+    server.files["/storage/blob"] = archives["cifar-100-python.tar.gz"]
+    server.faults[name] = [("redirect", "/storage/blob"), ("redirect", "/storage/blob")]
+    server.faults["/storage/blob"] = [("cut", 3000)]
+    assert len(load_dataset("cifar100", 0, download=True, log=lambda m: None).test) == 10
+    assert server.requests == [(name, None), ("/storage/blob", None), (name, "bytes=3000-"),
+                               ("/storage/blob", "bytes=3000-")]
 
 
 def test_a_server_that_ignores_the_range_starts_over(server, monkeypatch, tmp_path):
@@ -286,6 +299,32 @@ def test_progress_is_one_line_per_tenth_when_piped(server, capsys, tmp_path):
     fetch(server.url("/big.bin"), tmp_path / "again.bin", md5(server.files["/big.bin"]), log=lines.append, bar=True)
     err = capsys.readouterr().err
     assert len(lines) == 10 and "downloading again.bin:" in err and "B/s" in err  # a bar on stderr, no lines
+
+
+def test_one_process_at_a_time_downloads_into_a_folder(server, monkeypatch, tmp_path):
+    archives = publish(server, monkeypatch, "cifar10")
+    errors = []
+
+    def load():
+        try:
+            load_dataset("cifar10", 0, download=True, log=lambda m: None)
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(server.requests) == len(archives)
+
+
+def test_download_is_a_config_key(tmp_path):
+    (tmp_path / "c.toml").write_text('dataset = "nmnist"\ndownload = true\n')
+    assert load_config(tmp_path / "c.toml").run.download is True
+    (tmp_path / "d.toml").write_text('dataset = "digits"\ndownload = true\n')
+    with pytest.raises(SnnexitError, match="built in: --download does not apply"):
+        load_config(tmp_path / "d.toml")
 
 
 def test_download_is_refused_where_it_does_not_apply():

@@ -26,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from snnexit.errors import SnnexitError
 
 MIRROR_ENV = "SNNEXIT_DATA_MIRROR"
@@ -91,8 +93,6 @@ class TransferProgress:
         self.desc, self.total, self.done, self.log = desc, total, done, log
         self._bar = None
         if bar:
-            from tqdm import tqdm
-
             self._bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=desc, file=sys.stderr,
                              leave=False)
         self._next = self._step_after(done)

@@ -18,8 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from snnexit.data.archives import extract, is_done
+from snnexit.data.builtin import is_built_in
+from snnexit.data.cifar import find_cifar_root
 from snnexit.data.download import Archive, archive_url, fetch, mirror, verify_local
+from snnexit.data.events.layouts import find_layout
+from snnexit.data.events.simulator import default_cache_dir
 from snnexit.errors import SnnexitError
+from snnexit.progress import ProgressLog
 
 _MENDELEY = "https://data.mendeley.com/public-files/datasets"
 _CIFAR10_DVS_FILES = {  # class -> (figshare file id, md5): SpikingJelly's CIFAR10DVS.resource_url_md5()
@@ -71,8 +76,6 @@ SOURCES: dict[str, tuple[Archive, ...]] = {
 
 def check_downloadable(name: str) -> tuple[Archive, ...]:
     """The archives of ``name``, or a one-line error: built in, or no public download."""
-    from snnexit.data.builtin import is_built_in
-
     if is_built_in(name):
         raise SnnexitError(f"data set {name!r} is built in: --download does not apply")
     if name not in SOURCES:
@@ -82,17 +85,12 @@ def check_downloadable(name: str) -> tuple[Archive, ...]:
 
 
 def default_data_folder(name: str, cache_dir=None) -> Path:
-    from snnexit.data.events.simulator import default_cache_dir
-
     return Path(cache_dir or default_cache_dir()) / "data" / name
 
 
 def _readable(name: str, folder: Path) -> bool:
     """Can the data set's reader find a copy in ``folder`` (ours, or one that torchvision, tonic
     or SpikingJelly left there)? Checked by file names only, before any download."""
-    from snnexit.data.cifar import find_cifar_root
-    from snnexit.data.events.layouts import find_layout
-
     try:
         if name in ("cifar10", "cifar100"):
             find_cifar_root(name, folder)
@@ -128,8 +126,6 @@ def ensure_downloaded(name: str, folder=None, cache_dir=None, *, log=None, progr
     else ``log`` lines (None: on stderr with the elapsed time)."""
     archives = check_downloadable(name)
     if log is None:
-        from snnexit.progress import ProgressLog
-
         log = ProgressLog()
     bar = sys.stderr.isatty() if progress is None else bool(progress)
     folder = Path(folder).expanduser() if folder is not None else default_data_folder(name, cache_dir)
