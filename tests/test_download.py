@@ -10,8 +10,10 @@ import hashlib
 import io
 import json
 import socket
+import stat
 import tarfile
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -233,11 +235,22 @@ def _symlink_tar() -> bytes:
     return buf.getvalue()
 
 
+def _zip_symlink() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("cifar-10-batches-py/data_batch_1")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("archive,member", [
     (tar_bytes({"cifar-10-batches-py/../../escaped.txt": b"x"}), "../../escaped.txt"),
     (tar_bytes({"/tmp/snnexit-absolute.txt": b"x"}), "is an absolute path"),
     (_symlink_tar(), "is a link"),
     (zip_bytes({"cifar-10-batches-py/test_batch": b"ok", "../escaped.txt": b"x"}), "climbs out"),
+    (zip_bytes({"C:/Windows/escaped.txt": b"x"}), "names a drive"),
+    (_zip_symlink(), "is a link"),
 ])
 def test_a_member_outside_the_folder_is_refused(server, monkeypatch, tmp_path, archive, member):
     publish(server, monkeypatch, "cifar10", {"cifar-10-python.tar.gz": archive})

@@ -152,7 +152,7 @@ ALLOWED = {
     # downloads: the .part file is renamed to its name only when whole and verified; archive members are
     # written into a partial folder that is moved into place whole (snnexit.data.archives)
     ("snnexit/data/download.py", "_transfer"),
-    ("snnexit/data/archives.py", "_extract_all"),
+    ("snnexit/data/archives.py", "_write_member"),
 }
 
 

@@ -70,23 +70,28 @@ def _tar_members(tf: tarfile.TarFile, where: Path) -> list[tarfile.TarInfo]:
     return members
 
 
+def _write_member(target: Path, is_dir: bool, open_member) -> None:
+    """A checked member (a folder or a regular file) written under the partial folder, with the
+    permissions the umask gives (the archive's modes and owners are not kept)."""
+    if is_dir:
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open_member() as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
 def _extract_all(archive: Path, stage: Path) -> None:
     """Check every member, then write them under ``stage`` (regular files and folders only)."""
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 for info in _zip_members(zf):
-                    target = stage / info.filename.replace("\\", "/")
-                    if info.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
+                    _write_member(stage / info.filename.replace("\\", "/"), info.is_dir(), lambda: zf.open(info))
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                members = _tar_members(tf, archive)
-                tf.extractall(stage, members=members, filter="data")
+                for info in _tar_members(tf, archive):
+                    _write_member(stage / info.name, info.isdir(), lambda: tf.extractfile(info))
         else:
             raise SnnexitError(f"{archive}: neither a zip nor a tar archive; nothing was extracted")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
