@@ -161,6 +161,19 @@ def test_cifar10_dvs_spikingjelly_events_equal_the_aedat_files(tmp_path):
                         load_dataset("cifar10_dvs", 1, str(tmp_path / "sj")))
 
 
+def test_ncaltech101_where_tonic_and_spikingjelly_unpack_it(tmp_path):
+    for where in ("pub/Caltech101", "tonic/NCALTECH101/Caltech101", "sj/extract/Caltech101"):
+        for c, cls in enumerate(["accordion", "airplanes", "anchor"]):
+            (tmp_path / where / cls).mkdir(parents=True)
+            for i in range(3):
+                ev = random_events(30, 180, 240, seed=c * 9 + i)
+                (tmp_path / where / cls / f"image_{i:04d}.bin").write_bytes(ncaltech_bytes(ev))
+    ref = load_dataset("ncaltech101", 0, str(tmp_path / "pub"))
+    assert ref.num_classes == 3
+    for root in ("tonic", "sj"):
+        assert splits_equal(load_dataset("ncaltech101", 0, str(tmp_path / root)), ref), root
+
+
 def test_tonic_cifar10_dvs_aedat4_is_refused_in_one_line(tmp_path):
     (tmp_path / "CIFAR10DVS" / "cat").mkdir(parents=True)
     (tmp_path / "CIFAR10DVS" / "cat" / "cat_0.aedat4").write_bytes(b"#!AER-DAT4.0\r\n")

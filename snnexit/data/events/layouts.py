@@ -9,7 +9,7 @@ made (tonic's ``save_to``, SpikingJelly's ``root``). Tried in this order, the fi
 | nmnist | ``[NMNIST/]Train/<digit>/*.bin``, ``Test/...`` | (the published files) | ``train/<digit>/*.npz``, ``test/...`` | ``frames_number_<T>_split_by_<time|number>/train/<digit>/*.npz`` |
 | cifar10_dvs | ``<class>/*.aedat`` (AEDAT 2.0) | ``CIFAR10DVS/<class>/*.aedat4``: not read | ``<class>/*.npz`` | ``frames_number_.../<class>/*.npz`` |
 | dvs_gesture | ``[DvsGesture/]userXX_<lighting>.aedat`` + ``_labels.csv`` | ``[DVSGesture/]ibmGestureTrain/userXX_<lighting>/<label>.npy``, ``ibmGestureTest/...`` | ``train/<label>/*.npz``, ``test/...`` | ``frames_number_.../train/<label>/*.npz`` |
-| ncaltech101 | ``[Caltech101/]<category>/*.bin`` | ``NCALTECH101/Caltech101/...`` | | |
+| ncaltech101 | ``[Caltech101/]<category>/*.bin`` (SpikingJelly: ``extract/Caltech101/``) | ``NCALTECH101/Caltech101/...`` | | |
 
 Events (files and ``events_np``) are binned by :func:`~snnexit.data.events.binning.to_frames`
 at any T; SpikingJelly's frames are read only when no events are there and only for the T and
