@@ -33,10 +33,10 @@ CERTIFY = ("certify.eps", "certify.delta", "certify.policies", "certify.calibrat
 # where and how a stage runs, not what it computes: every stage takes them
 EVERY_STAGE = ("out", "device", "progress", "cache_dir", "config", "quiet")
 # stage -> the settings (argparse dests: RunConfig fields, "section.key") it uses
-USES = {
-    "train": TRAINING,
-    "convert": TRAINING + ("converter",),
-    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs"),
+USES = {  # download: the stages that load the data
+    "train": TRAINING + ("download",),
+    "convert": TRAINING + ("converter", "download"),
+    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs", "download"),
     # T and the converter: the traces must be this run's; the data set: T defaults to an event data set's frames
     "fit": ("dataset", "T", "converter") + FIT,
     # the training settings: snn.safetensors's; the fit settings: the policy's name in results.json, and

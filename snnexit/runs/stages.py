@@ -56,7 +56,8 @@ class Run:
     def data(self):
         if self._data is None:
             c = self.config
-            self._data = load_dataset(c.dataset, c.seed, root=c.data_dir, cache_dir=c.cache_dir)
+            self._data = load_dataset(c.dataset, c.seed, root=c.data_dir, cache_dir=c.cache_dir,
+                                      download=c.download, log=self.log, progress=c.progress)
             event_steps(c, self._data)
             check_trace_memory(c, self._data)
             self.log(f"loaded {c.dataset}: {len(self._data.train)} train, {len(self._data.val)} val, "
