@@ -207,3 +207,30 @@ def test_the_matrix_is_not_trivial(kind):
         assert distinct >= 2, f"{name} exits at a single step on {kind}: the matrix would test nothing"
     assert not torch.equal(c.test.predictions()[0], c.test.predictions()[-1])
     assert c.test.spikes.sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["qcfs-qcfs", "qffs-lsq", "direct-lif"])
+def test_a_trace_recorded_with_the_engines_arithmetic_gives_its_decisions_in_float(kind):
+    """Real float sums (weights and inputs off the dyadic grid): a kernel sums in an order that
+    depends on the rows it sees, so a trace recorded in batches of 64 need not be what an engine
+    computes one input at a time. Recorded one input at a time with the engine's own plan
+    (``record_trace(..., chunks=plan)``), it is, bit for bit, and so are the decisions."""
+    T = FAST["T"]
+    snn = KINDS[kind].build(torch.float32, 0)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in snn.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 1e-3)  # off the grid: every sum rounds
+    x_val, x = (inputs(n, s, dtype=torch.float32) + torch.rand(n, 1, 8, 8, generator=g) * 1e-3 for n, s in ((64, 1), (24, 2)))
+    labels = torch.randint(0, C, (64,), generator=g)
+    one_by_one = lambda xs, chunks: record_trace(snn, [(xs[i:i + 1], labels[i:i + 1]) for i in range(len(xs))],  # noqa: E731
+                                                 T=T, chunks=chunks)
+    policy = POLICIES.get("dynamic_confidence")(target="max_steps", max_steps=T / 2).fit(one_by_one(x_val, None))
+    for chunks, engine in ((None, EarlyExitEngine(snn, policy, T)),
+                           ([3, 5], ChunkedEngine(snn, policy, T, chunks=[3, 5], threads=None))):
+        trace = one_by_one(x, chunks)  # (whether a batched trace differs depends on this CPU's kernels)
+        expected = policy.exit_steps(trace)
+        for i in range(len(x)):
+            r = engine.run(x[i:i + 1])
+            assert r.exit_steps.item() == expected[i], (chunks, i)
+            assert torch.equal(r.outputs[0], trace.outputs[expected[i] - 1, i]), (chunks, i)

@@ -389,3 +389,60 @@ def test_a_T_whose_traces_cannot_fit_is_refused_before_training(tmp_path, monkey
     layers = len(convert(build_ann(config, data).eval(), "qcfs").spiking_layers())  # the real SNN's
     expected = 2 * 4 * 20000 * (len(data.val) + len(data.test)) * (data.num_classes + layers)
     assert network.trace_bytes(config, data) == expected
+
+
+def test_the_certified_exit_is_a_file_that_deploys(runs):
+    """certified.json gives back the certified exit of results.json: the same rule, the same decisions
+    offline and in both engines, on the run's own network."""
+    from snnexit.data import load_dataset
+    from snnexit.exit import load_certified
+    from snnexit.runs.artifacts import CERTIFIED_FILE, RunFolder
+    from snnexit.runtime import ChunkedEngine, EarlyExitEngine
+
+    for folder in (runs["chain"], runs["run"]):
+        row = json.loads((folder / "results.json").read_text())["policies"]["certified"]
+        certified = RunFolder(folder).load_certified()
+        test = Trace.load(folder / "trace_test.safetensors")
+        assert certified.name == row["policy"] and certified.policy.threshold_ == row["threshold"]
+        assert certified.evaluate(test) == {k: v for k, v in row.items() if k != "cost"}
+        assert certified.to_dict() == load_certified(folder / CERTIFIED_FILE).to_dict()
+    snn, _ = load_converted(runs["run"] / SNN_FILE)
+    x = load_dataset("digits", seed=0).test.x[:40]
+    expected = certified.exit_steps(test)[:40]
+    assert torch.equal(EarlyExitEngine(snn, certified, 8).run(x).exit_steps, expected)
+    assert torch.equal(ChunkedEngine(snn, certified, 8, chunks=3).run(x).exit_steps, expected)
+    assert "stop when" in certified.describe(test.meta) and repr(certified.policy.threshold_) in \
+        certified.describe(test.meta)
+
+
+def test_a_certified_exit_of_another_trace_is_refused(runs, tmp_path):
+    import shutil
+
+    from snnexit.errors import SnnexitError
+    from snnexit.runs.artifacts import RunFolder
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["run"], copy)
+    RunFolder(copy).load_certified()
+    val = Trace.load(copy / "trace_val.safetensors")
+    Trace(val.outputs[:, :-1], val.labels[:-1], val.spikes[:, :-1], val.meta).save(copy / "trace_val.safetensors")
+    with pytest.raises(SnnexitError, match="certified on another trace_val.safetensors"):
+        RunFolder(copy).load_certified()
+
+
+def test_export_writes_the_certified_exit_beside_the_graph(runs, tmp_path, capsys):
+    run, cache = runs["run"], str(runs["tmp"] / "cache")
+    out = tmp_path / "model.nir"
+    assert main(["export", "--in", str(run), "--out", str(out), "--cache-dir", cache, "--policy", "certified"]) == 0
+    rule = tmp_path / "model.exit.json"
+    assert rule.read_text() == (run / "certified.json").read_text()
+    printed = capsys.readouterr().out
+    assert f"Wrote {rule}" in printed and "stop when" in printed
+    # refused before any work: a checkpoint has no certified.json, a missing file, an output over its source
+    assert main(["export", "--in", str(run / "ann.safetensors"), "--dataset", "digits", "--model", "vgg_small",
+                 "--width", "8", "--out", str(out), "--policy", "certified"]) == 2
+    assert "reads the certified.json of a run folder" in capsys.readouterr().err
+    assert main(["export", "--in", str(run), "--out", str(out), "--policy", str(tmp_path / "none.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["export", "--in", str(run), "--out", str(tmp_path / "model.nir"), "--policy", str(rule)]) == 2
+    assert "would overwrite its own source" in capsys.readouterr().err  # model.exit.json is the rule read

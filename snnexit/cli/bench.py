@@ -23,7 +23,9 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=BenchSettings.epochs,
                    help="training epochs of the (cached) ANN (default: the same as snnexit run, so its cache is reused)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--policy", default="dynamic_confidence", help="exit policy fitted on the validation trace")
+    p.add_argument("--policy", default="dynamic_confidence",
+                   help="exit policy: a registered name (fitted on the validation trace), certified (the network's "
+                        "certified exit, as snnexit run makes it) or a policy.json / certified.json file")
     p.add_argument("--latency-inputs", type=positive_int, default=200, help="test inputs timed at batch size 1")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size of the throughput run")
     p.add_argument("--throughput-inputs", type=positive_int, default=None,

@@ -14,7 +14,9 @@ from snnexit.cli.common import positive_int
 from snnexit.errors import SnnexitError
 from snnexit.export import export_nir
 from snnexit.export.standard import calibrate_threshold_scale
-from snnexit.io import check_output_file
+from snnexit.exit import check_rule_fits, describe_exit_rule, load_exit_rule
+from snnexit.io import check_output_file, write_text
+from snnexit.runs.artifacts import CERTIFIED_FILE
 from snnexit.runs.exportable import exportable_snn
 from snnexit.runs.paths import check_cache_folder
 from snnexit.runs.settings import MAX_T, RunConfig, check_positive, check_range
@@ -46,7 +48,32 @@ def register(sub) -> None:
                    help="hard-reset: firing threshold = K * theta; auto (default) picks K on the validation split")
     p.add_argument("--T", type=positive_int, default=None,
                    help="hard-reset with --threshold-scale auto: steps to calibrate over (default: the run's T)")
+    p.add_argument("--policy", default=None, metavar="RULE",
+                   help="also write the exit rule to deploy with the graph, to <out without suffix>.exit.json: "
+                        "certified (the run folder's certified.json) or a policy.json / certified.json file")
     p.set_defaults(func=main)
+
+
+def rule_files(args) -> tuple[Path, Path] | None:
+    """``(the rule file to read, the rule file to write)`` of ``--policy`` (None without it)."""
+    if args.policy is None:
+        return None
+    if args.policy == "certified":
+        if not Path(args.source).is_dir():
+            raise SnnexitError("--policy certified reads the certified.json of a run folder; --in is a checkpoint: "
+                               "pass the path of a certified.json or policy.json instead")
+        source = Path(args.source) / CERTIFIED_FILE
+        if not source.is_file():
+            raise SnnexitError(f"{source}: no such file; run `snnexit evaluate` on {args.source} first")
+    else:
+        source = Path(args.policy)
+        if not source.is_file():
+            raise SnnexitError(f"--policy {args.policy}: no such file (give certified, or a policy.json / "
+                               f"certified.json file)")
+    target = Path(args.out).with_suffix(".exit.json")
+    if target.resolve() in (source.resolve(), Path(args.out).resolve()):
+        raise SnnexitError(f"{target}: the exit rule would overwrite its own source or --out; choose another --out")
+    return source, check_output_file(target, "exit-rule file")
 
 
 def load_snn(args):
@@ -108,7 +135,13 @@ def _threshold_scale(args, snn, data) -> tuple[float, dict | None]:
 
 def main(args) -> int:
     out = check_args(args)
+    rule_paths = rule_files(args)
+    rule = None
+    if rule_paths is not None:
+        rule, extra = load_exit_rule(rule_paths[0])  # a bad file fails before the SNN is built
     snn, data = load_snn(args)
+    if rule is not None:
+        check_rule_fits(rule, int(snn.meta["T"]), snn.meta.get("network"), str(rule_paths[0]), extra)
     variant = args.variant.replace("-", "_")
     k, scores = _threshold_scale(args, snn, data) if variant == "hard_reset" else (1.0, None)
     try:
@@ -127,4 +160,7 @@ def main(args) -> int:
         print("Note: NIR's IF resets hard and starts from v = 0; snnexit's exact semantics (soft reset, v(0) = theta/2, "
               "fire on >=) are in each IF node's metadata (snnexit.export.import_nir reads them). Other readers "
               "(SpikingJelly) cannot run it as meant: export --variant hard-reset for them.", file=sys.stdout)
+    if rule is not None:
+        write_text(rule_paths[1], rule_paths[0].read_text())
+        print(f"Wrote {rule_paths[1]}: the exit rule ({describe_exit_rule(rule, snn.meta)})", file=sys.stdout)
     return 0

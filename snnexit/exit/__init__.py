@@ -13,8 +13,8 @@ from snnexit.exit.conformal import Conformal  # noqa: I001  (registration order 
 from snnexit.exit.persist import load_policy, load_policy_with_extra, policy_from_dict, save_policy
 from snnexit.exit.evaluation import fit_and_evaluate, policy_name, validation_point
 from snnexit.exit.risk import binomial_pvalues, ltt_select, zero_disagreement_bound
-from snnexit.exit.certify import (CertifiedExit, certify_exit, load_certified, load_exit_rule,  # noqa: I001
-                                  save_certified)
+from snnexit.exit.certify import (CertifiedExit, certify_exit, check_rule_fits, describe_exit_rule,  # noqa: I001
+                                  load_certified, load_exit_rule, save_certified)
 from snnexit.exit.scores import log_odds
 
 
@@ -29,7 +29,7 @@ def create_policy(name: str, **kwargs) -> ExitPolicy:
 
 
 __all__ = ["POLICIES", "POLICY_FORMAT", "POLICY_VERSION", "TARGETS", "CertifiedExit", "Conformal", "DynamicConfidence",
-           "Entropy", "certify_exit", "deployable_policy", "load_certified", "load_exit_rule", "log_odds",
+           "Entropy", "certify_exit", "check_rule_fits", "deployable_policy", "describe_exit_rule", "load_certified", "load_exit_rule", "log_odds",
            "save_certified",
            "ExitCurve", "ExitPolicy", "FitTarget", "FixedT", "MaxSoftmax", "MeanOutputConfidence", "NotFittedError",
            "Oracle", "OracleStable", "StepCalibratedConfidence", "ThresholdPolicy", "TopK", "TopKPerStep",

@@ -226,6 +226,7 @@ class ExitPolicy:
         scaling = self.output_scaling(trace.meta) or {"alpha": None, "temperature": None}
         return {
             "threshold": self.fitted_threshold(),
+            "score": getattr(self, "score_meaning", None) if self.fitted_threshold() is not None else None,
             **scaling,
             "test_acc": (pred == trace.labels).double().mean().item() if trace.labelled else None,
             "mean_steps": mean_steps,

@@ -34,7 +34,8 @@ import numpy as np
 from scipy.stats import binom
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import POLICIES, agreement_with_fixed_t, check_is_fitted, check_trace, split_learn_certify
+from snnexit.exit.base import (POLICIES, agreement_with_fixed_t, check_is_fitted, check_trace, deployable_policy,
+                               split_learn_certify)
 from snnexit.exit.curve import exact_curve
 from snnexit.exit.persist import policy_from_dict, read_record
 from snnexit.exit.risk import zero_disagreement_bound
@@ -112,7 +113,8 @@ class CertifiedExit:
         row = {
             "policy": self.name, "eps": self.eps, "delta": self.delta,
             "calibration_size": self.calibration_size, "learn_size": self.learn_size,
-            "threshold": res["threshold"], "alpha": res["alpha"], "temperature": res["temperature"],
+            "threshold": res["threshold"], "score": res["score"], "alpha": res["alpha"],
+            "temperature": res["temperature"],
             "test_acc": res["test_acc"], "test_disagreement": res["disagreement"],
             "disagreement": res["disagreement"], "mean_steps": res["mean_steps"], "saving": res["saving"],
             "n": res["n"], "exit_step_counts": res["exit_step_counts"],
@@ -262,13 +264,30 @@ def load_certified(path) -> CertifiedExit:
     return load_certified_with_extra(path)[0]
 
 
-def load_exit_rule(path) -> tuple[ThresholdPolicy, dict]:
-    """The fitted policy in a file that holds either a certified exit (``certified.json``) or a
-    policy (``policy.json``), and the file's ``extra`` table: what a runtime deploys."""
+def load_exit_rule(path):
+    """The exit rule in a file that holds either a certified exit (``certified.json``: a
+    :class:`CertifiedExit`) or a fitted policy (``policy.json``: an ``ExitPolicy``), and the
+    file's ``extra`` table. Both run in the engines as they are
+    (:func:`~snnexit.exit.base.deployable_policy` gives the policy inside)."""
     record = read_record(path, "policy or certified-exit")
     if isinstance(record, dict) and record.get("format") == CERTIFIED_FORMAT:
-        certified, extra = load_certified_with_extra(path)
-        return certified.policy, extra
+        return load_certified_with_extra(path)
     from snnexit.exit.persist import load_policy_with_extra
 
     return load_policy_with_extra(path)
+
+
+def check_rule_fits(rule, T: int, network: str | None, where: str, extra: dict | None = None) -> None:
+    """Refuse a loaded exit rule (a policy or a certified exit) made for runs of another T or (when its
+    file's ``extra`` names one) another network."""
+    rule = deployable_policy(rule)
+    if getattr(rule, "T_", T) != T:
+        raise SnnexitError(f"{where} was fitted on traces of T = {rule.T_} steps; this run has T = {T}")
+    made_for = (extra or {}).get("network")
+    if network is not None and made_for is not None and made_for != network:
+        raise SnnexitError(f"{where} was made for another network than this one (other weights or settings)")
+
+
+def describe_exit_rule(rule, meta: dict) -> str:
+    """What :meth:`CertifiedExit.describe` or a policy's ``describe_rule`` says about ``rule``."""
+    return rule.describe(meta) if isinstance(rule, CertifiedExit) else rule.describe_rule(meta)

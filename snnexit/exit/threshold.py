@@ -117,6 +117,18 @@ class ThresholdPolicy(ExitPolicy):
                                f"part of at least {least} inputs each: it needs {2 * least} inputs, got {trace.N} "
                                f"(or pass calibration=)")
 
+    def _check_labels(self, trace: Trace, target: FitTarget) -> None:
+        """Refuse an unlabelled fitting trace where the fit needs labels: a score learned from data,
+        or a threshold chosen for accuracy (only target ``risk``, and a given threshold, need none)."""
+        if trace.labelled:
+            return
+        if self.learns_score:
+            raise SnnexitError(f"{type(self).__name__}.fit learns its score from labels; this trace has none")
+        if not self.certifies and self.threshold is None:
+            raise SnnexitError(f"{type(self).__name__}.fit with target {target.kind!r} chooses the threshold by "
+                               f"accuracy, which needs labels; this trace has none (target 'risk' certifies on "
+                               f"unlabelled inputs)")
+
     @property
     def certifies(self) -> bool:
         """Does ``fit`` certify the threshold (target ``risk``, no fixed threshold)?"""
@@ -143,6 +155,7 @@ class ThresholdPolicy(ExitPolicy):
         """
         target = self.check_settings()
         check_trace(trace)
+        self._check_labels(trace, target)
         self._check_fit_size(trace, calibration)
         if calibration is not None:
             if not self.certifies:

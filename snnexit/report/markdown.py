@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from snnexit.exit.target import threshold_text
@@ -80,11 +81,23 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
     write_text(out / "report.md", "\n".join(lines))
 
 
+def score_units(row: dict) -> str:
+    """`` (what the score is)``, and the probability a log-odds threshold stands for."""
+    meaning = row.get("score")
+    if not meaning:
+        return ""
+    if "log-odds" in meaning:
+        x = float(row["threshold"])
+        p = 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))  # no overflow either way
+        return f" ({meaning}; top probability {p:.6g})"
+    return f" ({meaning})"
+
+
 def fitted_point(label: str, fitted: dict, fixed_val_acc: float) -> list[str]:
     """Where the fitted policy's threshold sits on the validation curve it was chosen from."""
     if "val_acc" not in fitted:
         return []
-    return [f"{label} threshold tau = {threshold_text(fitted['threshold'])}, chosen on {fitted['val_size']} validation inputs "
+    return [f"{label} threshold tau = {threshold_text(fitted['threshold'])}{score_units(fitted)}, chosen on {fitted['val_size']} validation inputs "
             f"(validation accuracy {100 * fitted['val_acc']:.2f}% at {fitted['val_mean_steps']:.2f} mean steps, "
             f"fixed-T validation accuracy {100 * fixed_val_acc:.2f}%)."]
 
@@ -101,7 +114,8 @@ def certified_section(cert: dict | None, fixed: dict) -> list[str]:
     return [
         "## Certified exit",
         "",
-        f"Policy `{cert['policy']}`, threshold {threshold_text(cert['threshold'])}. **Guarantee**: with probability at least "
+        f"Policy `{cert['policy']}`, threshold {threshold_text(cert['threshold'])}{score_units(cert)}. "
+        f"The rule to deploy is `certified.json` in this folder. **Guarantee**: with probability at least "
         f"{1 - cert['delta']:.3g} over the {cert['calibration_size']} calibration inputs, its answer differs from the "
         f"fixed-T answer on at most {100 * cert['eps']:.3g}% of new inputs from the same distribution (so it loses at "
         f"most that much accuracy against fixed T). Its score and the choice of policy were learned on "

@@ -8,6 +8,7 @@
     trace_val/trace_test.safetensors      the SNN's outputs and spikes at every step trace
     trace_calibration.safetensors         unlabelled calibration inputs (optional)   trace
     policy.json                           the fitted exit policy (any registered)    fit
+    certified.json                        the certified exit: what to deploy         evaluate
     results.json                          the numbers                                evaluate
     report.md, fig*.png                   the report                                 report
     config.<command>.json, timings.json   resolved settings, seconds per stage
@@ -25,6 +26,7 @@ from types import SimpleNamespace
 
 from snnexit.errors import SnnexitError
 from snnexit.exit import load_policy_with_extra, save_policy
+from snnexit.exit.certify import load_certified_with_extra, save_certified
 from snnexit.io import check_output_folder, load_tensors, save_tensors, write_json
 from snnexit.runs.ann import build_ann
 from snnexit.runs.config_file import save_config
@@ -34,6 +36,7 @@ from snnexit.simulate import Trace
 from snnexit.simulate.trace import check_same_network
 
 ANN_FILE, SNN_FILE, POLICY_FILE, RESULTS_FILE = "ann.safetensors", "snn.safetensors", "policy.json", "results.json"
+CERTIFIED_FILE = "certified.json"
 TRACE_FILES = ("trace_val.safetensors", "trace_test.safetensors")
 CALIBRATION_TRACE_FILE = "trace_calibration.safetensors"
 TIMINGS_FILE = "timings.json"
@@ -256,3 +259,23 @@ class RunFolder:
         if fitted_on.get("sha256") != sha256(self.need(fitted_on["file"], "trace")):
             raise SnnexitError(f"{path} was fitted on another {fitted_on['file']}; run `snnexit fit` again")
         return policy
+
+    def save_certified(self, certified, traces: dict[str, Trace]) -> Path:
+        """``certified.json``: the certified exit's own record, the network it was certified for and the
+        checksums of the traces it learned and was certified on (``traces``: file name -> trace)."""
+        network = next(iter(traces.values())).meta.get("network")
+        fitted_on = {name: sha256(self.path / name) for name in traces if (self.path / name).is_file()}
+        return save_certified(self.path / CERTIFIED_FILE, certified,
+                              extra={"network": network, "T": certified.policy.T_, "fitted_on": fitted_on})
+
+    def load_certified(self):
+        """The certified exit of ``certified.json``, refused when a trace it was made from changed since."""
+        path = self.need(CERTIFIED_FILE, "evaluate")
+        certified, extra = load_certified_with_extra(path)
+        fitted_on = extra.get("fitted_on")
+        if not isinstance(fitted_on, dict) or TRACE_FILES[0] not in fitted_on:
+            raise SnnexitError(f"{path}: does not name the traces it was certified on; run `snnexit evaluate` again")
+        for name, digest in fitted_on.items():
+            if name not in SPLIT_OF or digest != sha256(self.need(name, "trace")):
+                raise SnnexitError(f"{path} was certified on another {name}; run `snnexit evaluate` again")
+        return certified

@@ -37,12 +37,14 @@ def certified_exit(val: Trace, calibration: Trace | None = None, *, eps: float |
 
 
 def evaluate_policies(val: Trace, test: Trace, policy, *, certify: dict | None = None,
-                      calibration: Trace | None = None) -> tuple[dict, dict]:
+                      calibration: Trace | None = None, certified: CertifiedExit | None = None) -> tuple[dict, dict]:
     """Evaluate on ``test``: fixed T, ``policy`` (fitted on ``val``), the certified exit
-    (:func:`certified_exit` with the settings ``certify``: eps, delta, candidates, and the
-    unlabelled ``calibration`` trace) and the oracle. Returns the rows and the curves."""
+    (``certified``, or :func:`certified_exit` with the settings ``certify``: eps, delta,
+    candidates, and the unlabelled ``calibration`` trace) and the oracle. Returns the rows and the
+    curves."""
     name = policy_name(policy)
-    certified = certified_exit(val, calibration, **(certify or {}))
+    if certified is None:
+        certified = certified_exit(val, calibration, **(certify or {}))
     chosen = {"fixed": FixedT(), name: policy, "certified": certified.policy, "oracle": Oracle()}
     results = {key: p.evaluate(test) for key, p in chosen.items()}
     results["certified"] = certified.evaluate(test)

@@ -17,6 +17,7 @@ from snnexit.runs.ann import default_cache_dir
 from snnexit.runs.artifacts import (
     ANN_FILE,
     CALIBRATION_TRACE_FILE,
+    CERTIFIED_FILE,
     POLICY_FILE,
     RESULTS_FILE,
     SNN_FILE,
@@ -33,7 +34,7 @@ STAGE_FILES = {
     "convert": (SNN_FILE,),
     "trace": (*TRACE_FILES, CALIBRATION_TRACE_FILE),
     "fit": (POLICY_FILE,),
-    "evaluate": (RESULTS_FILE,),
+    "evaluate": (CERTIFIED_FILE, RESULTS_FILE),
     "report": (RESULTS_FILE, *REPORT_FILES),
 }
 # the stages that read the data set or the ANN cache (the others read the run folder only)

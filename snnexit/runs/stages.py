@@ -21,9 +21,10 @@ from snnexit.exit import policy_name
 from snnexit.exit.target import threshold_text
 from snnexit.io import load_tensors, write_json
 from snnexit.runs.ann import ANN_FORMAT, ANN_VERSION, data_dims, load_ann, save_ann, trained_ann
-from snnexit.runs.artifacts import (ANN_FILE, CALIBRATION_TRACE_FILE, POLICY_FILE, RESULTS_FILE, SNN_FILE, STAGES,
-                                    TRACE_FILES, RunFolder)
-from snnexit.runs.evaluation import assemble_results, curve_prefix, evaluate_policies, fitted_policy_name
+from snnexit.runs.artifacts import (ANN_FILE, CALIBRATION_TRACE_FILE, CERTIFIED_FILE, POLICY_FILE, RESULTS_FILE,
+                                    SNN_FILE, STAGES, TRACE_FILES, RunFolder)
+from snnexit.runs.evaluation import (assemble_results, certified_exit, curve_prefix, evaluate_policies,
+                                     fitted_policy_name)
 from snnexit.runs.layout import check_results
 from snnexit.runs.lock import folder_lock
 from snnexit.runs.network import (calibrated_snn, check_trace_memory, event_steps, load_calibration_inputs, trace_snn,
@@ -50,7 +51,7 @@ class Run:
         self._data = None
         self.ann = self.snn = self.calibration = self.data_sizes = None
         self.val = self.test = self.calibration_trace = None
-        self.policy = self.results = None
+        self.policy = self.results = self.certified = None
 
     @property
     def data(self):
@@ -180,15 +181,19 @@ def fit(r: Run):
 
 @_timed
 def evaluate(r: Run):
-    """Evaluate fixed T, the fitted policy, the certified exit and the oracle on test -> ``results.json``."""
+    """Certify the exit (-> ``certified.json``) and evaluate fixed T, the fitted policy, the certified
+    exit and the oracle on test -> ``results.json``."""
     val, test = r.traces()
     policy, name = r.fitted_policy(), r.settings.fit.policy
     if policy_name(policy) != name:
         raise SnnexitError(f"{r.folder / POLICY_FILE} holds {policy_name(policy)}, this config says {name}; pass "
                            f"--policy {policy_name(policy)} or run `snnexit fit` again")
     r.calibration_record()
-    policies, extras = evaluate_policies(val, test, policy, certify=r.settings.certify.options(),
-                                         calibration=r.calibration_trace)
+    r.certified = certified_exit(val, r.calibration_trace, **r.settings.certify.options())
+    if r.writes:
+        used = {TRACE_FILES[0]: val, **({CALIBRATION_TRACE_FILE: r.calibration_trace} if r.calibration_trace else {})}
+        r.folder.save_certified(r.certified, used)
+    policies, extras = evaluate_policies(val, test, policy, certified=r.certified)
     cert = policies["certified"]
     r.log(f"fitted {name} on validation: {policies[name]['mean_steps']:.2f} mean test steps; "
           f"certified exit ({cert['policy']}): {cert['mean_steps']:.2f}")

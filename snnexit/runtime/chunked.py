@@ -32,6 +32,7 @@ import torch
 from snnexit.errors import SnnexitError
 from snnexit.simulate.cost import Cost
 from snnexit.simulate.inputs import check_inputs
+from snnexit.simulate.stepper import chunk_frames, chunk_lengths
 from snnexit.runtime.engine import EarlyExitEngine, ExitResult
 from snnexit.runtime.threads import LoadMeter, num_threads
 
@@ -178,14 +179,7 @@ class ChunkedEngine(EarlyExitEngine):
                 raise SnnexitError(f"chunks must be 'auto', a positive int or a list of them, got {chunks!r}")
             self.fixed_schedule = None
         else:
-            lengths = [int(chunks)] if isinstance(chunks, (int, float)) else [int(k) for k in chunks]
-            if not lengths or min(lengths) < 1:
-                raise SnnexitError(f"chunk lengths must be positive integers, got {chunks!r}")
-            if len(lengths) == 1:
-                lengths = lengths * math.ceil(self.T / lengths[0])
-            if sum(lengths) < self.T:
-                raise SnnexitError(f"chunk lengths {lengths} cover {sum(lengths)} steps, fewer than T = {self.T}")
-            self.fixed_schedule = tuple(lengths)
+            self.fixed_schedule = chunk_lengths(chunks, self.T)
         if not (threads in ("auto", None) or (isinstance(threads, int) and threads >= 1)):
             raise SnnexitError(f"threads must be 'auto', a positive int or None, got {threads!r}")
         self.threads = threads
@@ -262,9 +256,7 @@ class ChunkedEngine(EarlyExitEngine):
 
     def _frames(self, x: torch.Tensor, t0: int, k: int, temporal: bool) -> torch.Tensor:
         """``(k, n, ...)`` inputs of steps ``t0 + 1 .. t0 + k``."""
-        if temporal:
-            return x[:, t0:t0 + k].transpose(0, 1)
-        return x.unsqueeze(0).expand(k, *x.shape)
+        return chunk_frames(x, t0, k, temporal)
 
     def _measure_rows(self, x: torch.Tensor, temporal: bool) -> None:
         """Bytes one input-step of a chunk holds (for the memory cap), from one step of the network."""
