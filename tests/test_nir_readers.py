@@ -11,9 +11,10 @@ from snnexit.cli import main
 from snnexit.convert import convert
 from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
-from snnexit.export import export_nir, import_nir, to_nir
-from snnexit.export.nir import fold_scales
-from snnexit.export.standard import calibrate_threshold_scale, spikingjelly_trace
+from snnexit.nir import export_nir, import_nir, to_nir
+from snnexit.nir.export import fold_scales
+from snnexit.nir.readers import library_trace
+from snnexit.nir.variants import calibrate_threshold_scale
 from snnexit.neurons import IFNeuron
 from snnexit.runs.ann import trained_ann
 from snnexit.runs.settings import RunConfig
@@ -40,7 +41,7 @@ def test_spikingjelly_runs_the_hard_reset_export_as_we_do(digits_snn, tmp_path):
     export_nir(snn, tmp_path / "hr.nir", variant="hard_reset", threshold_scale=0.7)
     graph = nir.read(tmp_path / "hr.nir")
     assert not any(isinstance(n, nir.Scale) for n in graph.nodes.values())  # amplitudes folded into weights
-    theirs = spikingjelly_trace(tmp_path / "hr.nir", data.test.batches(200), T)
+    theirs = library_trace(tmp_path / "hr.nir", "spikingjelly", data.test.batches(200), T, dt=1.0)
     ours = record_trace(import_nir(tmp_path / "hr.nir"), data.test.batches(200), T=T)
     assert torch.equal(theirs.labels, ours.labels)
     assert torch.allclose(theirs.outputs, ours.outputs, atol=1e-5)
@@ -58,7 +59,7 @@ def test_hard_reset_neuron_by_hand():
     graph = to_nir(snn, (1,), "hard_reset", 0.5)
     x = torch.tensor([[0.3]])
     out = record_trace(import_nir(graph), [(x, torch.zeros(1, dtype=torch.long))], T=6).outputs[:, 0, 0]
-    sj = spikingjelly_trace(graph, [(x, torch.zeros(1, dtype=torch.long))], 6).outputs[:, 0, 0]
+    sj = library_trace(graph, "spikingjelly", [(x, torch.zeros(1, dtype=torch.long))], 6, dt=1.0).outputs[:, 0, 0]
     v, spikes = 0.0, []
     for _ in range(6):  # threshold 0.5: v = 0.3, 0.6 -> spike, 0.3, 0.6 -> spike, ...
         v += 0.3
@@ -72,7 +73,7 @@ def test_hard_reset_neuron_by_hand():
 def test_exact_export_is_refused_by_spikingjelly_with_a_reason(digits_snn):
     snn, data, _ = digits_snn
     with pytest.raises(SnnexitError, match="Scale"):
-        spikingjelly_trace(to_nir(snn), data.test.batches(200), 2)
+        library_trace(to_nir(snn), "spikingjelly", data.test.batches(200), 2, dt=1.0)
 
 
 def test_folding_scales_keeps_the_exact_network(digits_snn):
@@ -100,7 +101,7 @@ def test_accuracy_per_step_of_both_readers_against_ours(digits_snn):
     snn, data, _ = digits_snn
     k, _ = calibrate_threshold_scale(snn, data.val.batches(200), T)
     graph = to_nir(snn, None, "hard_reset", k)
-    theirs = spikingjelly_trace(graph, data.test.batches(200), T)
+    theirs = library_trace(graph, "spikingjelly", data.test.batches(200), T, dt=1.0)
     ours_hr = record_trace(import_nir(graph), data.test.batches(200), T=T)
     exact = record_trace(snn, data.test.batches(200), T=T)
     assert torch.allclose(theirs.accuracy_per_step(), ours_hr.accuracy_per_step())

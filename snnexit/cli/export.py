@@ -12,8 +12,8 @@ from pathlib import Path
 
 from snnexit.cli.common import positive_int
 from snnexit.errors import SnnexitError
-from snnexit.export import export_nir
-from snnexit.export.standard import calibrate_threshold_scale
+from snnexit.nir import export_nir
+from snnexit.nir.variants import calibrate_threshold_scale
 from snnexit.io import check_output_file
 from snnexit.runs.exportable import exportable_snn
 from snnexit.runs.paths import check_cache_folder
@@ -125,6 +125,6 @@ def main(args) -> int:
               f"{chosen}. Other NIR readers (SpikingJelly's import_from_nir) run it as written.", file=sys.stdout)
     else:
         print("Note: NIR's IF resets hard and starts from v = 0; snnexit's exact semantics (soft reset, v(0) = theta/2, "
-              "fire on >=) are in each IF node's metadata (snnexit.export.import_nir reads them). Other readers "
+              "fire on >=) are in each IF node's metadata (snnexit.nir.import_nir reads them). Other readers "
               "(SpikingJelly) cannot run it as meant: export --variant hard-reset for them.", file=sys.stdout)
     return 0

@@ -13,7 +13,13 @@ starts from, 0.5), ``snnexit_fire = ">="`` and ``snnexit_threshold`` (theta); th
 ``snnexit_meta`` (the SNN's meta as JSON: converter, alpha, temperature). :func:`import_nir`
 with ``semantics="snnexit"`` reads them and reproduces our SNN bit for bit (same torch ops in
 the same order); ``semantics="nir"`` runs the standard NIR semantics instead. (The importer is
-in ``snnexit.export.nir_import``; this module writes and reads the graphs.)
+:mod:`snnexit.nir.importer`; this module writes and reads the graphs.)
+
+**For other readers** (:mod:`snnexit.nir.variants`): ``variant="hard_reset"`` is a network whose
+standard reading (hard reset to 0, ``v(0) = 0``) is its meaning, for SpikingJelly and the spec;
+``variant="subtract"`` keeps the subtractive reset, which snnTorch and Sinabs read into an ``IF``
+node with ``r = 1``, and drops only what NIR cannot say (``v(0) = theta / 2``). Both fold each
+spike's amplitude theta into the next layer's weights (no ``Scale`` node: those readers have none).
 
 **Graph layout.** Each spiking layer becomes ``IF`` (binary spikes) followed by ``Scale``
 (theta: the amplitude our spikes carry). BatchNorm is folded into the conv/linear before it
@@ -79,7 +85,7 @@ def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
-VARIANTS = ("exact", "hard_reset")
+VARIANTS = ("exact", "hard_reset", "subtract")
 
 
 def _module_to_nir(m: nn.Module, path: str, in_shape: tuple, out_shape: tuple, variant: str = "exact",
@@ -117,9 +123,10 @@ def _module_to_nir(m: nn.Module, path: str, in_shape: tuple, out_shape: tuple, v
     if isinstance(m, IFNeuron):
         theta = float(m.threshold)
         ones = np.ones(in_shape, np.float32)
-        if variant == "hard_reset":  # what a standard reader runs: the metadata says so too
+        if variant in ("hard_reset", "subtract"):  # what another reader runs: the metadata says so too
             fire_at = float(np.float32(theta * threshold_scale))
-            meta = {"snnexit_reset": "zero", "snnexit_v_init": 0.0, "snnexit_fire": ">=", "snnexit_threshold": fire_at}
+            meta = {"snnexit_reset": "zero" if variant == "hard_reset" else "subtract", "snnexit_v_init": 0.0,
+                    "snnexit_fire": ">=", "snnexit_threshold": fire_at}
         else:
             fire_at = theta
             meta = {"snnexit_reset": "subtract", "snnexit_v_init": float(m.v_init), "snnexit_fire": ">=",
@@ -137,9 +144,10 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...] | None = None, vari
 
     ``variant="exact"``: ``IF`` + ``Scale`` per spiking layer, the QCFS semantics in metadata
     (module doc). ``variant="hard_reset"``: a network that other NIR readers run as written
-    (:mod:`snnexit.export.standard`): hard reset to 0, ``v(0) = 0``, firing threshold
+    (:mod:`snnexit.nir.variants`): hard reset to 0, ``v(0) = 0``, firing threshold
     ``threshold_scale * theta``, each spike's amplitude theta folded into the next layer's weights
-    (:func:`fold_scales`).
+    (:func:`fold_scales`). ``variant="subtract"``: the same but resetting by subtraction (snnTorch
+    and Sinabs read ``IF`` so).
     """
     if variant not in VARIANTS:
         raise SnnexitError(f"Unknown NIR variant {variant!r}. Known: {', '.join(VARIANTS)}")
@@ -205,7 +213,7 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...] | None = None, vari
             "snnexit_output": "per-step output of the last layer; accumulate over steps for Y[t]",
             "snnexit_variant": variant}
     graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
-    if variant == "hard_reset":
+    if variant != "exact":
         graph = fold_scales(graph)
     return graph
 
