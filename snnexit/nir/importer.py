@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 import nir
+import numpy as np
 import torch
 
 from snnexit.errors import SnnexitError
@@ -26,7 +27,6 @@ from snnexit.nir.export import read_nir
 from snnexit.nir.graph import GraphModule
 from snnexit.nir.layers import layer_module
 from snnexit.nir.semantics import NEURON_NODES, Semantics, create_semantics, meta_value
-from snnexit.simulate.inputs import probe_step
 from snnexit.simulate.network import SpikingNetwork
 
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten",
@@ -92,15 +92,45 @@ def _step(semantics: Semantics, dt: float | None) -> float | None:
     return None if dt is None else float(dt)
 
 
-def _input_shape(graph, input_name: str, meta: dict) -> tuple[int, ...] | None:
+def _declared_shape(graph, input_name: str) -> tuple[int, ...] | None:
     raw = meta_value(graph.metadata, "snnexit_input_shape")
     if raw:
         return tuple(json.loads(raw))
     shape = (graph.nodes[input_name].input_type or {}).get("input")
     if shape is None:
         return None
-    shape = tuple(int(s) for s in list(shape))
+    shape = tuple(int(s) for s in np.asarray(shape).reshape(-1))
     return shape if shape and all(s > 0 for s in shape) else None
+
+
+def input_shape(snn: SpikingNetwork, graph, input_name: str) -> tuple[int, ...] | None:
+    """The shape of one input: snnexit's metadata, else the graph's input node, checked by one
+    step on a zero input whose output must be one vector per input. Some writers (Norse, snnTorch
+    without ``ignore_dims``) put the batch dimension into the input node's type: then the shape
+    without its first dimension is the one that gives one vector per input."""
+    declared = _declared_shape(graph, input_name)
+    if declared is None:
+        return None
+    what = f"the input of shape {declared} (the graph's input node)"
+    for shape in (declared, declared[1:]) if len(declared) > 1 else (declared,):
+        out = _probe(snn, shape, what)
+        if out.dim() == 2:
+            return shape
+    raise SnnexitError(f"NIR graph: one input of shape {declared} (its input node) gives an output of shape "
+                       f"{tuple(out.shape[1:])}; the output must be a vector of class scores")
+
+
+@torch.no_grad()
+def _probe(snn: SpikingNetwork, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    """The output of one step on a zero input of ``shape`` (state reset before and after)."""
+    snn.eval().reset()
+    try:
+        return snn.step(torch.zeros((1, *shape)))
+    except (RuntimeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SnnexitError(f"{what} cannot be run: {reason}") from None
+    finally:
+        snn.reset()
 
 
 def import_nir(graph_or_path, semantics="snnexit", dt: float | None = None) -> SpikingNetwork:
@@ -124,6 +154,10 @@ def import_nir(graph_or_path, semantics="snnexit", dt: float | None = None) -> S
     if len(inputs) != 1 or len(outputs) != 1:
         raise SnnexitError(f"NIR graph needs exactly one input and one output node, got {inputs} and {outputs}")
     body = GraphModule(_ops(nodes, sem, dt), edges, inputs[0], outputs[0], sem.recurrent_start)
+    if body.blocks and not sem.recurrent:
+        loop = body.blocks[0].order
+        raise SnnexitError(f"NIR nodes {', '.join(repr(n) for n in loop)} form a recurrent loop, which {sem.label} "
+                           f"cannot run (semantics '{sem.name}'); import with semantics='nir' for the spec's meaning")
     meta = {}
     raw = meta_value(graph.metadata, "snnexit_meta")
     if raw:
@@ -131,10 +165,9 @@ def import_nir(graph_or_path, semantics="snnexit", dt: float | None = None) -> S
             meta = json.loads(raw)
         except (TypeError, json.JSONDecodeError):
             raise SnnexitError("NIR graph has corrupt snnexit_meta metadata") from None
-    shape = _input_shape(graph, inputs[0], meta)
     meta.update(nir_semantics=sem.name, nir_dt=dt)
     snn = SpikingNetwork(body, meta=meta)
+    shape = input_shape(snn, graph, inputs[0])
     if shape is not None:
-        probe_step(snn, torch.zeros((1, *shape)), (1, *shape), f"the input of shape {shape} (the graph's input node)")
         snn.meta["input_shape"] = list(shape)
     return snn

@@ -19,7 +19,8 @@ snnTorch 1.0.0    ``IF``: ``Leaky`` with subtractive reset (without reset delay)
 Sinabs 3.1.3      time constants in steps (``dt = 1``), exact decay ``exp(-dt / tau)``, input not
                   scaled (``r`` ignored; ``LI`` needs ``r = 1``), several spikes per step
                   (``trunc(v / theta)``), subtractive reset; ``IF``: membrane floored at
-                  ``-v_threshold``; no ``CubaLIF``.
+                  ``-v_threshold``; no ``CubaLIF``; no recurrent graphs (its importer runs a whole
+                  sequence per call, so a recurrent edge would never carry anything).
 Norse 1.1.0       forward Euler with ``dt = 1e-3``; reset to 0 whatever ``v_reset`` (``CubaLIF``:
                   subtractive with ``cuba_reset="subtract"``); ``r`` ignored except in
                   ``CubaLIF``; ``LIF``, ``LI`` start at ``v_leak``; ``IF`` adds its input as is.
@@ -109,6 +110,7 @@ class SinabsSemantics(Semantics):
     name: str = "sinabs"
     label: str = "Sinabs reads it"
     dt: float | None = 1.0  # Sinabs reads time constants in steps
+    recurrent: bool = False
 
     @staticmethod
     def _decay(tau, dt) -> torch.Tensor:

@@ -9,13 +9,16 @@ The libraries are optional: each is imported only when asked for.
 Where an importer cannot run a graph as the library means it, the fix is named and kept small:
 snnTorch 1.0.0 builds ``Flatten`` over the batch dimension (``Flatten(start_dim, end_dim)`` of
 NIR's batch-free dims), so its ``Flatten`` modules are shifted by one dimension, which computes
-what running each input alone would; its ``IF`` leak (beta 0.9, 1 on snnTorch's main branch) is
-kept unless ``snntorch_if_beta`` says otherwise.
+what running each input alone would; its ``IF`` modules are built with ``init_hidden=False``, so
+they return ``(spikes, membrane)``, which the next layer cannot take: they return their spikes as
+its other modules do; their leak (beta 0.9; 1 on snnTorch's main branch) is kept unless
+``snntorch_if_beta`` says otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import warnings
@@ -54,14 +57,16 @@ def _snntorch(graph, dt, options):
     from snntorch.import_nir import import_from_nir
 
     with _quiet():
-        net = import_from_nir(graph)
+        net = import_from_nir(copy.deepcopy(graph))  # 1.0.0 rewrites the graph it is given
     for m in net.modules():
         if isinstance(m, torch.nn.Flatten) and m.start_dim >= 0:
             m.start_dim += 1
             m.end_dim = m.end_dim + 1 if m.end_dim >= 0 else m.end_dim
-        beta = options.get("snntorch_if_beta")
-        if beta is not None and isinstance(m, snntorch.Leaky) and m.reset_mechanism == "subtract":
-            m.beta = torch.as_tensor(float(beta))  # the modules built from IF nodes
+        if isinstance(m, snntorch.Leaky) and m.reset_mechanism == "subtract":  # the modules built from IF nodes
+            m.init_hidden = True
+            beta = options.get("snntorch_if_beta")
+            if beta is not None:
+                m.beta = torch.as_tensor(float(beta))
 
     def run(x, T, temporal):
         for m in net.modules():

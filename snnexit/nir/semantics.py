@@ -54,12 +54,14 @@ def meta_value(meta: dict | None, key: str):
 class Semantics:
     """How a reader runs NIR's neuron nodes (module doc). ``dt``: the default step in seconds
     (None: the caller must give one); ``recurrent_start``: what a recurrent edge carries at the
-    first step (``snnexit.nir.graph``)."""
+    first step (``snnexit.nir.graph``); ``recurrent``: False for a reader that cannot run a graph
+    with recurrent edges (it is refused)."""
 
     name: str = "nir"
     label: str = "the NIR spec"
     dt: float | None = None
     recurrent_start: str = "zero"
+    recurrent: bool = True
 
     def neuron(self, name: str, node, dt: float) -> nn.Module:
         build = {nir.IF: self.if_, nir.LIF: self.lif, nir.CubaLIF: self.cuba_lif, nir.LI: self.li,
