@@ -90,3 +90,13 @@ def test_T_beyond_the_frames_is_a_clear_error(events, monkeypatch, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"T = {FRAMES + 1} exceeds the {FRAMES} frames of event_mnist" in err and f"--T {FRAMES}" in err
+
+
+def test_a_converter_without_frames_is_refused_before_training(events, monkeypatch, capsys):
+    """QFFS delivers a static input for a window of steps: event frames would be cut off silently."""
+    monkeypatch.setitem(DATASETS._entries, "event_mnist", functools.partial(event_mnist, T=FRAMES, n_per_class=12))
+    code = main(["run", *ARGS, "--converter", "qffs", "--quantizer", "lsq", "--cache-dir", str(events["cache"]),
+                 "--out", str(events["tmp"] / "qffs")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not any("epoch" in line for line in lines)  # refused before the first epoch
+    assert "converter 'qffs'" in lines[-1] and "cannot run the frames of event_mnist" in lines[-1]

@@ -16,7 +16,26 @@ from snnexit.errors import SnnexitError
 from snnexit.registry import Registry
 
 CONVERTERS: Registry = Registry("converter")
-register_converter = CONVERTERS.register
+
+
+def register_converter(name: str, *, quantizers: tuple[str, ...], needs_calibration: bool = False,
+                       temporal: bool = True):
+    """Register a converter under ``name`` with what it declares about itself, so that every check
+    runs from the registry before any work (and the conformance tests build each kind from it):
+
+    * ``quantizers``: the ANN activations (``--quantizer`` names) whose layers it turns into neurons;
+    * ``needs_calibration``: it sets thresholds from data (``calibration_data=`` training inputs);
+    * ``temporal``: its network can take a sequence of frames (one per step); False for a network
+      that delivers a static input for a fixed window (QFFS).
+    """
+
+    def decorator(fn):
+        fn.quantizers = tuple(quantizers)
+        fn.needs_calibration = bool(needs_calibration)
+        fn.temporal = bool(temporal)
+        return CONVERTERS.register(name)(fn)
+
+    return decorator
 
 # Linear (or affine at inference) layers that an SNN can apply once per time step unchanged.
 PASS_THROUGH = (nn.Conv2d, nn.Conv1d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d,

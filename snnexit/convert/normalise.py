@@ -129,13 +129,13 @@ def _convert_normalised(model: nn.Module, name: str, calibration_data, percentil
                                       "scales": [scales[p] for p in scales]})
 
 
-@register_converter("max")
+@register_converter("max", quantizers=("relu", "clip"), needs_calibration=True)
 def convert_max(model: nn.Module, calibration_data=None, v_init: float = 0.5, batch_size: int = 256) -> SpikingNetwork:
     """Diehl et al. 2015: per-layer threshold = the max activation on the calibration data."""
     return _convert_normalised(model, "max", calibration_data, None, v_init, batch_size)
 
 
-@register_converter("robust")
+@register_converter("robust", quantizers=("relu", "clip"), needs_calibration=True)
 def convert_robust(model: nn.Module, calibration_data=None, percentile: float = 99.9, v_init: float = 0.5,
                    batch_size: int = 256) -> SpikingNetwork:
     """Rueckauer et al. 2017: per-layer threshold = the 99.9th percentile of positive activations."""
@@ -143,6 +143,3 @@ def convert_robust(model: nn.Module, calibration_data=None, percentile: float = 
         raise SnnexitError(f"percentile must lie in (0, 100], got {percentile}")
     return _convert_normalised(model, "robust", calibration_data, percentile, v_init, batch_size)
 
-
-convert_max.needs_calibration = True
-convert_robust.needs_calibration = True

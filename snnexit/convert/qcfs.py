@@ -26,7 +26,7 @@ from snnexit.quant.qcfs import QCFS
 from snnexit.simulate.network import SpikingNetwork
 
 
-@register_converter("qcfs")
+@register_converter("qcfs", quantizers=("qcfs", "lsq"))
 def convert_qcfs(model: nn.Module, fold_bn: bool = False) -> SpikingNetwork:
     levels = set()
     if fold_bn:

@@ -77,15 +77,38 @@ class QFFSNetwork(SpikingNetwork):
         super().reset()
         self.steps_done = 0
 
-    def step(self, x: torch.Tensor) -> torch.Tensor:
-        self.steps_done += 1
-        active = self.steps_done <= self.window
+    temporal_input = False  # the input is delivered for the first ``window`` steps, then switched off
+
+    def _open_window(self, active: bool) -> None:
         for m in self.body.modules():
             if isinstance(m, WindowedBias):
                 m.active = active
-        return self.body(x if active else torch.zeros_like(x))
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        self.steps_done += 1
+        active = self.steps_done <= self.window
+        self._open_window(active)
+        return self.run_body(x if active else torch.zeros_like(x))
 
     forward = step
+
+    def step_chunk(self, x: torch.Tensor) -> torch.Tensor:
+        """``k`` steps at once (``x`` ``(k, N, ...)``), with the window applied per step, not per
+        chunk: a chunk that straddles the window's end runs as a chunk of the steps inside it
+        (input and biases on) and a chunk of those after it (off), so every step sees what
+        :meth:`step` would show it."""
+        k = x.shape[0]
+        inside = min(k, max(0, self.window - self.steps_done))  # steps of this chunk within the window
+        outputs, counts = [], []
+        for part, active in ((x[:inside], True), (x[inside:], False)):
+            if part.shape[0] == 0:
+                continue
+            self._open_window(active)
+            outputs.append(super().step_chunk(part if active else torch.zeros_like(part)))
+            counts.append(self._chunk_counts)
+        self.steps_done += k
+        self._chunk_counts = torch.cat(counts)  # (k, N, L)
+        return torch.cat(outputs)  # (k, N, C)
 
 
 def _has_constant(module: nn.Module) -> bool:
@@ -94,7 +117,7 @@ def _has_constant(module: nn.Module) -> bool:
     return isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))
 
 
-@register_converter("qffs")
+@register_converter("qffs", quantizers=("qcfs", "lsq"), temporal=False)
 def convert_qffs(model: nn.Module, v_init: float = 0.5) -> QFFSNetwork:
     folded = fold_batchnorm_pairs(model)
     acts = [(p, m) for p, m in folded.named_modules() if isinstance(m, QCFS)]

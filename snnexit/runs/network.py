@@ -131,7 +131,12 @@ def check_trace_memory(config: RunConfig, data: DataSplits) -> None:
 
 
 def event_steps(config: RunConfig, data: DataSplits) -> None:
-    """Refuse a T longer than the recordings of event data: the SNN sees one frame per step."""
+    """Refuse event data that the run cannot simulate, before anything is trained: a converter
+    whose network takes no sequence of frames (QFFS), or a T longer than the recordings (the SNN
+    sees one frame per step)."""
+    if data.temporal and not getattr(CONVERTERS.get(config.converter), "temporal", True):
+        raise SnnexitError(f"converter {config.converter!r} delivers a static input for a fixed window of steps: it "
+                           f"cannot run the frames of {data.name}; choose another --converter")
     if data.temporal and config.T > data.train.x.shape[1]:
         frames = data.train.x.shape[1]
         raise SnnexitError(f"T = {config.T} exceeds the {frames} frames of {data.name}: the converted SNN sees one "

@@ -142,6 +142,10 @@ def check_inputs(snn, x, *, temporal: bool = False, T: int | None = None, what: 
         raise SnnexitError(f"{what} must be a torch tensor or a numpy array of floats, got {type(x).__name__}")
     if not x.is_floating_point():
         raise SnnexitError(f"{what} must hold floating-point values (e.g. float32), got {x.dtype}")
+    if temporal and not getattr(snn, "temporal_input", True):
+        converter = getattr(snn, "meta", {}).get("converter", type(snn).__name__)
+        raise SnnexitError(f"this network ({converter}) delivers a static input for a fixed window of steps: it cannot "
+                           f"take a sequence of frames (temporal input); use another converter for event data")
     lead = 2 if temporal else 1  # batch (and time) dimensions before one input
     layout = "(N, T, ...)" if temporal else "(N, ...)"
     rule = input_rule(snn)

@@ -38,12 +38,22 @@ class SpikingNetwork(nn.Module):
         for m in self.stateful_modules():
             m.select(index)
 
+    # False for a network that cannot take a sequence of frames (one per step), e.g. one that
+    # delivers a static input for a fixed window of steps (QFFS): check_inputs refuses it
+    temporal_input = True
+
     def step(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run_body(x)
+
+    forward = step
+
+    def run_body(self, x: torch.Tensor) -> torch.Tensor:
+        """The body on ``x`` (one step, or a chunk's ``k * N`` rows), in the memory layout chosen by
+        :meth:`optimize`. A network with behaviour of its own per step (QFFS's input window)
+        overrides :meth:`step` and :meth:`step_chunk` around this call."""
         if self._channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.body(x)
-
-    forward = step
 
     def step_chunk(self, x: torch.Tensor) -> torch.Tensor:
         """Advance ``k`` steps at once, layer by layer: ``x`` ``(k, N, ...)`` holds each step's
@@ -59,15 +69,17 @@ class SpikingNetwork(nn.Module):
         for m in layers:
             m.chunk = k
         try:
-            y = self.step(flat)
+            y = self.run_body(flat)
         finally:
             for m in layers:
                 m.chunk = None
+        self._chunk_counts = (torch.stack([m.chunk_spike_counts for m in layers], dim=2) if layers
+                              else torch.zeros(k, n, 0, device=y.device))  # (k, N, L)
         return y.reshape(k, n, *y.shape[1:])
 
     def chunk_spike_counts(self) -> torch.Tensor:
         """(k, N, L) spikes emitted by each input in each spiking layer at each step of the last chunk."""
-        return torch.stack([m.chunk_spike_counts for _, m in self.spiking_layers()], dim=2)
+        return self._chunk_counts
 
     _channels_last = False
 
