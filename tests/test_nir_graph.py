@@ -103,7 +103,7 @@ def test_subgraphs_are_inlined():
     x = torch.rand(4, IN) * 2
     a = record_trace(import_nir(flat, "nir", dt=1e-3), [(x, None)], T=6)
     b = record_trace(import_nir(nested, "nir", dt=1e-3), [(x, None)], T=6)
-    assert torch.equal(a.outputs, b.outputs) and b.meta["layer_names"] == ["blocks.0.ops.1_lif"]
+    assert torch.equal(a.outputs, b.outputs) and b.meta["layer_names"] == ["units.loop_0.ops.1_lif"]
 
 
 def test_an_input_node_that_names_the_batch_is_read_without_it():

@@ -92,3 +92,8 @@ class LeakyIntegrator(StatefulModule):
             self.state = initial_state(x, p)
         v, self.state = integrator_step(x, self.state, p)
         return v
+
+    def indicator(self) -> torch.nn.Module:
+        """Its twin in the fan-out pass (:func:`snnexit.simulate.cost.fan_out`): elementwise, one
+        connection per neuron."""
+        return torch.nn.Identity()

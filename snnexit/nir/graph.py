@@ -19,6 +19,7 @@ single steps.
 
 from __future__ import annotations
 
+import copy
 from collections import namedtuple
 
 import torch
@@ -66,6 +67,15 @@ class RecurrentBlock(StatefulModule):
         self.delayed = [(u, v) for u, v in inner if position[v] <= position[u]]  # edges back in time
         self.forward_preds = {n: [u for u, v in inner if v == n and (u, v) not in self.delayed] for n in order}
         self._State = namedtuple("FeedbackState", [f"edge{i}" for i in range(len(self.delayed))])
+        self.indicator_pass = False
+
+    def indicator(self) -> "RecurrentBlock":
+        """Its twin in the fan-out pass (:func:`snnexit.simulate.cost.fan_out`): one step in which
+        each delayed edge also delivers what its source sent, so the loop's connections count."""
+        twin = copy.deepcopy(self)
+        twin.reset()
+        twin.indicator_pass = True
+        return twin
 
     def op(self, name: str) -> nn.Module:
         return self.ops[self.keys[name]]
@@ -94,6 +104,9 @@ class RecurrentBlock(StatefulModule):
                 raise SnnexitError(f"NIR node '{n}' has no input at the first step of its recurrent loop")
             values[n] = _call(n, self.op(n), _sum(parts), single_step=True)
         self.state = self._State(*(values[u] for u, _ in self.delayed))
+        if self.indicator_pass:
+            for u, v in self.delayed:
+                self.op(v)(values[u])
         return values
 
     def forward(self, external: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -178,15 +191,15 @@ class GraphModule(nn.Module):
         keys = self._keys(names)
         comps = _components(names, succ)
         unit_of = {n: i for i, comp in enumerate(comps) for n in comp}
-        self.units: list[tuple[str, object]] = []  # ("node", name) or ("block", index into self.blocks)
-        self.blocks = nn.ModuleList()
-        self.ops = nn.ModuleDict()
+        # one module per unit, registered in the order they run: spiking layers are listed in that order
+        self.units = nn.ModuleDict()
+        self.plan: list[tuple[str, str]] = []  # ("node", name) or ("block", key of the block in self.units)
         self.preds, self.input_name, self.output_name = preds, input_name, output_name
         for i in self._unit_order(comps, unit_of, succ, names):
             comp = comps[i]
             if len(comp) == 1 and comp[0] not in succ[comp[0]]:
-                self.units.append(("node", comp[0]))
-                self.ops[keys[comp[0]]] = ops[comp[0]]
+                self.plan.append(("node", comp[0]))
+                self.units[keys[comp[0]]] = ops[comp[0]]
                 continue
             if input_name in comp or output_name in comp:
                 raise SnnexitError(f"NIR graph: the input or output node is part of a recurrent loop ({comp})")
@@ -195,9 +208,14 @@ class GraphModule(nn.Module):
                 raise SnnexitError(f"NIR graph: the recurrent loop {comp} receives no input")
             order = _block_order(comp, entries, succ)
             inner = [(a, b) for a, b in edges if a in comp and b in comp]
-            self.units.append(("block", len(self.blocks)))
-            self.blocks.append(RecurrentBlock(order, ops, keys, inner, start))
+            key = f"loop_{len(self.blocks)}"
+            self.plan.append(("block", key))
+            self.units[key] = RecurrentBlock(order, ops, keys, inner, start)
         self.keys = keys
+
+    @property
+    def blocks(self) -> list["RecurrentBlock"]:
+        return [m for m in self.units.values() if isinstance(m, RecurrentBlock)]
 
     @staticmethod
     def _ancestors(node: str, preds: dict[str, list[str]]) -> set[str]:
@@ -243,18 +261,17 @@ class GraphModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values: dict[str, torch.Tensor] = {}
-        for kind, ref in self.units:
+        for kind, ref in self.plan:
             if kind == "node":
-                name = ref
-                if name == self.input_name:
-                    values[name] = x
+                if ref == self.input_name:
+                    values[ref] = x
                     continue
-                incoming = [values[p] for p in self.preds[name] if p in values]
+                incoming = [values[p] for p in self.preds[ref] if p in values]
                 if not incoming:
-                    raise SnnexitError(f"NIR node '{name}' has no input")
-                values[name] = _call(name, self.ops[self.keys[name]], _sum(incoming))
+                    raise SnnexitError(f"NIR node '{ref}' has no input")
+                values[ref] = _call(ref, self.units[self.keys[ref]], _sum(incoming))
             else:
-                block = self.blocks[ref]
+                block = self.units[ref]
                 external = {n: _sum([values[p] for p in self.preds[n] if p in values])
                             for n in block.order if any(p in values for p in self.preds[n])}
                 values.update(block(external))

@@ -54,7 +54,7 @@ def _steps(x: torch.Tensor, T: int, temporal: bool):
 def _snntorch(graph, dt, options):
     # optional dependency, imported only here: snntorch
     import snntorch
-    from snntorch.import_nir import import_from_nir
+    from snntorch.import_nir import import_from_nir  # (the same optional dependency)
 
     with _quiet():
         net = import_from_nir(copy.deepcopy(graph))  # 1.0.0 rewrites the graph it is given

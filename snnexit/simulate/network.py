@@ -73,7 +73,8 @@ class SpikingNetwork(nn.Module):
         finally:
             for m in layers:
                 m.chunk = None
-        self._chunk_counts = (torch.stack([m.chunk_spike_counts for m in layers], dim=2) if layers
+        spiking = [m for _, m in self.spiking_layers()]
+        self._chunk_counts = (torch.stack([m.chunk_spike_counts for m in spiking], dim=2) if spiking
                               else torch.zeros(k, n, 0, device=y.device))  # (k, N, L)
         return y.reshape(k, n, *y.shape[1:])
 
