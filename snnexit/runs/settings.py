@@ -179,9 +179,10 @@ class RunConfig:
         if not isinstance(self.nir, str) or not Path(self.nir).is_file():
             raise SnnexitError(f"NIR file {self.nir}: no such file")
         # the readers' registry lives with the NIR importer (h5py): loaded only when a run names a NIR file
-        from snnexit.nir import SEMANTICS
+        from snnexit.nir import SEMANTICS, import_nir
 
         SEMANTICS.get(self.semantics)  # raises with the known names
+        import_nir(self.nir, self.semantics, dt=self.dt)  # a node, dt or shape it cannot run: refused before any work
 
     @property
     def imported(self) -> bool:
