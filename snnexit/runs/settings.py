@@ -174,14 +174,16 @@ class RunConfig:
     def _validate_nir(self) -> None:
         if self.dt is not None:
             check_positive("config key 'dt'", self.dt, 1e6, " (seconds per step of the NIR file's time constants)")
+        if self.nir is None and self.semantics == "snnexit":
+            return
+        # the readers' registry lives with the NIR importer (h5py): loaded only when a run names a reader
+        from snnexit.nir import SEMANTICS, import_nir
+
+        SEMANTICS.get(self.semantics)  # raises with the known names
         if self.nir is None:
             return
         if not isinstance(self.nir, str) or not Path(self.nir).is_file():
             raise SnnexitError(f"NIR file {self.nir}: no such file")
-        # the readers' registry lives with the NIR importer (h5py): loaded only when a run names a NIR file
-        from snnexit.nir import SEMANTICS, import_nir
-
-        SEMANTICS.get(self.semantics)  # raises with the known names
         import_nir(self.nir, self.semantics, dt=self.dt)  # a node, dt or shape it cannot run: refused before any work
 
     @property
