@@ -251,6 +251,7 @@ PER_COMMAND = {
         "width": {"good": [], "bad": ["4", "0"]},
         "data_dir": {"good": [], "bad": [FOLDER]},
         "variant": names(["exact", "hard-reset", "subtract"]),
+        "pooling": names(["avg", "sum"]),
         "threshold_scale": {"good": ["auto", "1.5", "0.8"], "bad": ["nan", "-1", "0", "x", "inf", "2e6"]},
         "T": ints([8], [0, 100_001]),
     },

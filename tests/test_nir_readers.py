@@ -1,4 +1,5 @@
-"""NIR that another library runs: SpikingJelly's own reader (``import_from_nir``) on our exports."""
+"""NIR that another library runs: SpikingJelly's own reader (``import_from_nir``) on our hard-reset
+export, snnTorch's and Sinabs's on our subtract export."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import torch
 from snnexit.cli import main
 from snnexit.convert import convert
 from snnexit.data import load_dataset
+from dataclasses import replace
+
 from snnexit.errors import SnnexitError
-from snnexit.nir import export_nir, import_nir, to_nir
+from snnexit.nir import SEMANTICS, export_nir, import_nir, to_nir
 from snnexit.nir.export import fold_scales
 from snnexit.nir.readers import library_trace
 from snnexit.nir.variants import calibrate_threshold_scale
@@ -124,3 +127,47 @@ def test_cli_exports_the_hard_reset_variant(digits_snn, tmp_path, capsys):
     fired_at = sorted(float(np.unique(n.v_threshold)[0]) for n in ifs)  # the file keeps no layer order
     assert fired_at == pytest.approx(sorted(k * t for t in thetas), rel=1e-6)
     assert all(np.all(np.asarray(n.v_reset) == 0) for n in ifs)
+
+
+def test_snntorch_and_sinabs_run_the_subtract_export_as_we_read_it(digits_snn):
+    """The subtract export: snnTorch (1.0.0's leaky IF, and its main branch's leak-free one) and
+    Sinabs (sum pooling, several spikes per step) run it as our importer reads it under their
+    semantics; and it is a trained network for them (better than chance at T)."""
+    pytest.importorskip("snntorch")
+    pytest.importorskip("sinabs")
+    snn, data, _ = digits_snn
+    test = list(data.test.batches(200))
+    graph, summed = to_nir(snn, None, "subtract", 0.8), to_nir(snn, None, "subtract", 0.8, pooling="sum")
+    cases = [(graph, "snntorch", {}, replace(SEMANTICS.create("snntorch"), if_beta=0.9)),
+             (graph, "snntorch", {"snntorch_if_beta": 1.0}, "snntorch"), (summed, "sinabs", {}, "sinabs")]
+    for g, library, options, semantics in cases:
+        theirs = library_trace(g, library, test, T, **options)
+        ours = record_trace(import_nir(g, semantics), test, T=T)
+        assert torch.allclose(theirs.outputs, ours.outputs, rtol=1e-5, atol=1e-4), library
+        assert torch.equal(theirs.predictions(), ours.predictions()), library
+        assert theirs.accuracy_per_step()[-1] > 0.5, library
+
+
+def test_sum_pooling_is_the_same_network(digits_snn):
+    """AvgPool2d as SumPool2d with 1/4 in the next layer's weights: binary spikes sum exactly and a
+    power of two scales exactly, so the outputs are bit for bit those of the average pool."""
+    snn, data, _ = digits_snn
+    avg, summed = to_nir(snn, None, "subtract", 0.9), to_nir(snn, None, "subtract", 0.9, pooling="sum")
+    assert any(isinstance(n, nir.SumPool2d) for n in summed.nodes.values())
+    assert not any(isinstance(n, nir.AvgPool2d) for n in summed.nodes.values())
+    a = record_trace(import_nir(avg), data.test.batches(200), T=T)
+    b = record_trace(import_nir(summed), data.test.batches(200), T=T)
+    assert torch.equal(a.outputs, b.outputs)
+
+
+def test_cli_exports_the_subtract_variant(digits_snn, tmp_path, capsys):
+    snn, data, cache = digits_snn
+    (weights,) = cache.glob("ann-digits-*.safetensors")
+    out = tmp_path / "sub.nir"
+    assert main(["export", "--in", str(weights), "--dataset", "digits", "--model", "vgg_small", "--width", "8",
+                 "--variant", "subtract", "--pooling", "sum", "--threshold-scale", "0.8", "--out", str(out)]) == 0
+    assert "snnTorch's import_nir, Sinabs's from_nir" in capsys.readouterr().out
+    graph = nir.read(out)
+    ifs = [n for n in graph.nodes.values() if isinstance(n, nir.IF)]
+    assert ifs and all(str(n.metadata["snnexit_reset"]) == "subtract" and np.all(np.asarray(n.r) == 1) for n in ifs)
+    assert any(isinstance(n, nir.SumPool2d) for n in graph.nodes.values())
