@@ -148,3 +148,23 @@ def test_bad_outputs_are_refused(tmp_path, capsys):
         assert re.search(message, err), err
     with pytest.raises(SnnexitError, match="accumulated must be True"):
         Trace.from_arrays(val, val_y, accumulated="yes")
+
+
+@pytest.mark.slow
+def test_the_snntorch_example_runs(tmp_path):
+    """examples/byo_snntorch.py: trained in snnTorch, read by snnexit with the same outputs, an exit
+    certified and run by both engines with the offline decisions."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "examples" / "byo_snntorch.py"), "--out", str(tmp_path / "n.json"),
+                           "--nir", str(tmp_path / "m.nir")], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    numbers = json.loads((tmp_path / "n.json").read_text())
+    assert numbers["snntorch_vs_snnexit_max_output_difference"] == 0
+    assert numbers["runtime"]["engines_take_the_offline_decisions"]
+    assert numbers["fixed_T_test_accuracy"] > 0.9 and numbers["certified"]["saving"] > 0

@@ -35,14 +35,17 @@ def area_under_accuracy(trace) -> float:
 
 
 def calibrate_threshold_scale(snn, batches: Iterable, T: int, input_shape=None, scales=DEFAULT_SCALES,
-                              temporal: bool = False, variant: str = "hard_reset") -> tuple[float, dict]:
+                              temporal: bool = False, variant: str = "hard_reset", semantics="snnexit",
+                              pooling: str = "avg") -> tuple[float, dict]:
     """The threshold scale ``k`` of the ``variant`` export with the highest mean accuracy over
-    steps 1..T on ``batches`` (validation data: never the test split), as snnexit reads the
-    export; returns ``(k, {k: score})``."""
+    steps 1..T on ``batches`` (validation data: never the test split), as ``semantics`` reads the
+    export (default: snnexit, from the export's metadata; a library's semantics picks ``k`` for
+    that reader: Sinabs's several spikes per step want another ``k`` than snnTorch's one);
+    returns ``(k, {k: score})``."""
     batches = list(batches)
     scores = {}
     for k in scales:
-        net = import_nir(to_nir(snn, input_shape, variant, k), "snnexit")
+        net = import_nir(to_nir(snn, input_shape, variant, k, pooling), semantics)
         scores[float(k)] = area_under_accuracy(record_trace(net, batches, T=T, temporal=temporal))
     best = max(scores, key=lambda k: (scores[k], k))  # ties: the larger k, the fewer spikes
     return best, scores
