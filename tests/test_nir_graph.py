@@ -154,3 +154,68 @@ def test_every_reader_is_registered():
     assert SEMANTICS.names() == ["nir", "norse", "sinabs", "snnexit", "snntorch", "spikingjelly"]
     with pytest.raises(SnnexitError, match="Unknown NIR semantics 'lava'. Known: nir, norse"):
         import_nir(recurrent_graph(), "lava")
+
+
+def _chain(nodes: dict, in_shape) -> nir.NIRGraph:
+    names = ["in", *nodes, "output"]
+    graph_nodes = {"in": nir.Input(input_type={"input": np.array(in_shape)}), **nodes,
+                   "output": nir.Output(output_type={"output": np.array([OUT])})}
+    return nir.NIRGraph(nodes=graph_nodes, edges=list(zip(names, names[1:])), type_check=False)
+
+
+def test_stateless_nodes_compute_what_torch_computes():
+    """Conv1d, Conv2d (grouped, padded, strided), AvgPool2d with padding, SumPool2d, Flatten, Scale,
+    Linear and Affine, against torch's functional ops written out by hand."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    x2 = torch.rand(3, 4, 9, 9, generator=g)
+    w2, b2 = torch.randn(6, 2, 3, 3, generator=g), torch.randn(6, generator=g)
+    scale = torch.rand(6, 5, 5, generator=g)
+    wl = torch.randn(OUT, 6 * 2 * 2, generator=g)
+    graph = _chain({"conv": nir.Conv2d(input_shape=(9, 9), weight=w2.numpy(), stride=2, padding=1, dilation=1,
+                                       groups=2, bias=b2.numpy()),
+                    "scale": nir.Scale(scale=scale.numpy()),
+                    "avg": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([1, 1])),
+                    "sum": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([1, 1]), padding=np.array([0, 0])),
+                    "flat": nir.Flatten(input_type={"input": np.array([6, 2, 2])}, start_dim=0, end_dim=-1),
+                    "fc": nir.Linear(weight=wl.numpy())}, [4, 9, 9])
+    by_hand = F.conv2d(x2, w2, b2, stride=2, padding=1, groups=2) * scale
+    by_hand = F.avg_pool2d(F.avg_pool2d(by_hand, 2, 2, 1), 2, 1) * 4
+    by_hand = by_hand.flatten(1) @ wl.T
+    assert torch.allclose(import_nir(graph, "nir").step(x2), by_hand, atol=1e-5)
+    x1 = torch.rand(3, 2, 12, generator=g)
+    w1, b1, wa, ba = (torch.randn(4, 2, 5, generator=g), torch.randn(4, generator=g),
+                      torch.randn(OUT, 4 * 4, generator=g), torch.randn(OUT, generator=g))
+    graph = _chain({"conv": nir.Conv1d(input_shape=12, weight=w1.numpy(), stride=2, padding=0, dilation=1, groups=1,
+                                       bias=b1.numpy()),
+                    "flat": nir.Flatten(input_type={"input": np.array([4, 4])}, start_dim=0, end_dim=-1),
+                    "fc": nir.Affine(weight=wa.numpy(), bias=ba.numpy())}, [2, 12])
+    expected = F.conv1d(x1, w1, b1, stride=2).flatten(1) @ wa.T + ba
+    assert torch.allclose(import_nir(graph, "nir").step(x1), expected, atol=1e-5)
+
+
+def test_integrators_by_hand():
+    """NIR's I (v += dt r x) and LI (forward Euler towards v_leak), output their potential."""
+    dt, tau, r, leak = 0.5, 2.0, 1.5, 0.25
+    x = torch.rand(2, OUT)
+    for node, update in ((nir.I(r=np.full(OUT, r, np.float32)), lambda v: v + dt * r * x),
+                         (nir.LI(tau=np.full(OUT, tau, np.float32), r=np.full(OUT, r, np.float32),
+                                 v_leak=np.full(OUT, leak, np.float32)), lambda v: v + (leak - v + r * x) * dt / tau)):
+        net = import_nir(_chain({"n": node}, [OUT]), "nir", dt=dt)
+        v = torch.zeros(2, OUT)
+        for _ in range(5):
+            v = update(v)
+            assert torch.allclose(net.step(x), v, atol=1e-6)
+
+
+def test_fan_out_counts_the_recurrent_connections():
+    """SynOps of an imported recurrent network: a spike of the loop's layer reaches the output
+    layer's neurons and, through the loop, the layer itself."""
+    from snnexit.simulate.cost import fan_out
+
+    graph = recurrent_graph()
+    snn = import_nir(graph, "nir", dt=1e-3)
+    rec, out = graph.nodes["rec"].weight, graph.nodes["out"].weight
+    expected = float(((rec != 0).sum() + (out != 0).sum()) / H)
+    assert fan_out(snn, torch.zeros(1, IN)) == [pytest.approx(expected)]
