@@ -38,8 +38,8 @@ def register(sub) -> None:
 def main(args) -> int:
     # torch, scipy: imported only by the command that runs
     from snnexit.exit import save_policy
-    from snnexit.runs.outputs import certify_outputs, deploy_rule, load_outputs
-    from snnexit.runs.settings import CertifySettings
+    from snnexit.runs.outputs import certify_outputs, deploy_rule, load_outputs  # (as above)
+    from snnexit.runs.settings import CertifySettings  # (as above)
 
     settings = CertifySettings(eps=args.eps, delta=args.delta, policies=args.policies)
     settings.validate()
