@@ -18,6 +18,7 @@ from scipy.special import softmax
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, ThresholdPolicy, create_policy, exact_curve, ltt_select
 from snnexit.exit.base import agreement_with_fixed_t, split_learn_certify
+from snnexit.exit.scores import probability_from_log_odds
 from snnexit.exit.certify import (CERTIFY_CANDIDATES, certifiable_disagreement_rate, certify_exit,
                                   smallest_certifiable_eps)
 from snnexit.simulate.trace import Trace
@@ -27,6 +28,11 @@ CERTIFIABLE = [name for name in POLICIES.names()
 
 
 # ---- Dynamic Confidence's alpha ------------------------------------------------------------
+def confidence(name: str, trace: Trace) -> np.ndarray:
+    """The paper's c_t: the top softmax probability, which the policy's score holds as log-odds."""
+    return probability_from_log_odds(create_policy(name).scores(trace)).numpy()
+
+
 def _hand_trace(alpha, T=4, temperature=1.7):
     per_step = torch.tensor([[[2.0, 0.5, -1.0], [0.1, 0.3, 0.2]],
                              [[1.5, 1.0, -0.5], [0.4, -0.2, 0.9]],
@@ -39,21 +45,21 @@ def test_dynamic_confidence_for_qcfs_is_softmax_of_output_over_run_length_and_te
     tr = _hand_trace("T")
     Y = tr.outputs.numpy()
     expected = np.stack([softmax(Y[t] / 4 / 1.7, axis=-1).max(-1) for t in range(4)])
-    np.testing.assert_allclose(create_policy("dynamic_confidence").scores(tr).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(confidence("dynamic_confidence", tr), expected, rtol=1e-12)
     # alpha = T is the run's own length: the same outputs stopped after 3 steps divide by 3
     short = tr.truncate(3)
     expected3 = np.stack([softmax(Y[t] / 3 / 1.7, axis=-1).max(-1) for t in range(3)])
-    np.testing.assert_allclose(create_policy("dynamic_confidence").scores(short).numpy(), expected3, rtol=1e-12)
+    np.testing.assert_allclose(confidence("dynamic_confidence", short), expected3, rtol=1e-12)
 
 
 def test_mean_output_confidence_divides_by_the_step_and_qffs_by_its_constant():
     tr = _hand_trace("T")
     Y = tr.outputs.numpy()
     expected = np.stack([softmax(Y[t] / (t + 1) / 1.7, axis=-1).max(-1) for t in range(4)])
-    np.testing.assert_allclose(create_policy("mean_output_confidence").scores(tr).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(confidence("mean_output_confidence", tr), expected, rtol=1e-12)
     qffs = _hand_trace(3)
     expected = np.stack([softmax(Y[t] / 3 / 1.7, axis=-1).max(-1) for t in range(4)])
-    np.testing.assert_allclose(create_policy("dynamic_confidence").scores(qffs).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(confidence("dynamic_confidence", qffs), expected, rtol=1e-12)
 
 
 def test_evaluate_records_alpha_and_temperature():

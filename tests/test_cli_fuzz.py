@@ -144,6 +144,7 @@ COMMON = {
     "batch_size": ints([8, 64], [0, -1, 2_000_000]),
     "cache_dir": CACHE,
     "data_dir": {"good": [], "bad": [FOLDER, FRESH], "junk": [FILE, ""]},  # the data sets drawn are built in
+    "download": {},  # a switch, refused: the data sets drawn are built in (REFUSED_SWITCHES)
     "device": {"good": GOOD_DEVICES, "bad": BAD_DEVICES},
     "init_threshold": floats([1, 8], [0, -1, 2e6]),
     "quantizer": names(["qcfs", "lsq"], ["bogus", ""], junk=["relu", "clip"]),
@@ -267,6 +268,8 @@ BASE = {
     "cutoff-train": {"dataset": "digits", "out": FRESH, "cache_dir": "<cache>"},
     "export": {"source": "<run>", "out": FRESH + ".nir"},
 }
+# switches that are refused whatever the command: the data sets drawn are built in, nothing to download
+REFUSED_SWITCHES = {"download"}
 JUNK = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8) | st.sampled_from(
     ["", "-1", "0", "1", "nan", "inf", "1e400", "9" * 30, "abc", "3.5", FILE, FOLDER, PROC, "cuda", "gpu0", " ",
      "é", "--", "-"])
@@ -304,7 +307,7 @@ def argv_for(draw, command: str):
     for dest in chosen:
         spec, action = values(command, dest), acts[dest]
         if action.nargs == 0:  # a switch
-            given[dest] = (None, "bad" if unused(command, dest) else "good")
+            given[dest] = (None, "bad" if unused(command, dest) or dest in REFUSED_SWITCHES else "good")
             continue
         kind = draw(st.sampled_from([k for k in ("good", "bad") if spec.get(k)] + ["junk"]))
         if kind == "junk" and (not spec.get("junk") or draw(st.booleans())):
@@ -424,6 +427,10 @@ def test_fuzz_command_line_at_length(world, command, data):
     (["train", "--T", "8"], "train does not use --T"),
     (["fit", "--trace-batch-size", "8"], "fit does not use --trace-batch-size"),
     (["export", "--dataset", "digits"], "--dataset: for a checkpoint"),
+    (["run", "--download"], "data set 'digits' is built in: --download does not apply"),
+    (["cutoff-train", "--download"], "data set 'digits' is built in: --download does not apply"),
+    (["report", "--download"], "report does not use --download"),
+    (["train", "--dataset", "imagefolder", "--download"], "'imagefolder' has no public download"),
 ])
 def test_bad_input_is_one_line_and_exit_2(world, argv, message):
     command = argv[0]

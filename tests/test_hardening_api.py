@@ -198,15 +198,16 @@ def test_built_in_data_sets_refuse_a_data_folder(name, tmp_path):
 
 
 # ---------------------------------------------------------------- policies
-PROBABILITY_SCORES = ["conformal", "dynamic_confidence", "entropy", "max_softmax", "mean_output_confidence",
-                      "step_calibrated_confidence", "topk_per_step"]
+PROBABILITY_SCORES = ["conformal", "topk_per_step"]  # shares of calibration inputs, in [0, 1]
+LOG_ODDS_SCORES = ["dynamic_confidence", "max_softmax", "mean_output_confidence", "step_calibrated_confidence"]
 THRESHOLDED = [n for n in POLICIES.names() if issubclass(POLICIES.get(n), ThresholdPolicy)]
 
 
 def test_every_thresholded_policy_states_its_score_range():
     assert sorted(n for n in THRESHOLDED if POLICIES.get(n).score_range == (0.0, 1.0)) == PROBABILITY_SCORES
-    assert POLICIES.get("topk").score_range == (0.0, math.inf)
-    assert set(THRESHOLDED) == set(PROBABILITY_SCORES) | {"topk"}
+    assert sorted(n for n in THRESHOLDED if POLICIES.get(n).score_range is None) == LOG_ODDS_SCORES
+    assert POLICIES.get("topk").score_range == POLICIES.get("entropy").score_range == (0.0, math.inf)
+    assert set(THRESHOLDED) == set(PROBABILITY_SCORES) | set(LOG_ODDS_SCORES) | {"topk", "entropy"}
 
 
 @pytest.mark.parametrize("name", PROBABILITY_SCORES)
@@ -221,11 +222,22 @@ def test_a_fixed_threshold_outside_a_probability_is_refused(name):
         create_policy(name, threshold=2.0).fit(random_trace(T=4, N=20))
 
 
+@pytest.mark.parametrize("name", LOG_ODDS_SCORES)
+def test_a_log_odds_threshold_is_any_finite_number(name):
+    for good in (-3.0, 0, 4.595, 40.0):
+        create_policy(name, threshold=good).check_settings()
+    for bad in (math.inf, math.nan, "0.9", True):
+        with pytest.raises(SnnexitError, match="threshold must be a finite number"):
+            create_policy(name, threshold=bad).check_settings()
+
+
 def test_topk_gap_threshold_must_not_be_negative():
     with pytest.raises(SnnexitError, match=r"^threshold must be >= 0, the range of topk's score \(a gap between "
                                            r"outputs\); got -0.5$"):
         create_policy("topk", threshold=-0.5).check_settings()
     create_policy("topk", threshold=7.5).check_settings()  # a gap has no upper bound
+    with pytest.raises(SnnexitError, match=r"^threshold must be >= 0, the range of entropy's score"):
+        create_policy("entropy", threshold=-0.5).check_settings()
 
 
 @pytest.mark.parametrize("name", THRESHOLDED)
@@ -264,15 +276,15 @@ def _record(name="dynamic_confidence", **kwargs):
                                                 (2.0, "threshold must lie in \\[0, 1\\]"),
                                                 (True, "threshold must be a finite number, got True")])
 def test_hand_edited_record_with_a_bad_fixed_threshold(threshold, message):
-    record = _record(threshold=0.5)
+    record = _record("topk_per_step", threshold=0.5)  # a score in [0, 1]
     record["params"]["threshold"] = threshold
     record["fitted"]["threshold_"] = threshold
-    with pytest.raises(SnnexitError, match=f"^dynamic_confidence record: {message}"):
+    with pytest.raises(SnnexitError, match=f"^topk_per_step record: {message}"):
         policy_from_dict(record)
 
 
 def test_hand_edited_record_with_bad_fitted_values():
-    good = _record()
+    good = _record("topk_per_step")  # a score in [0, 1]
     assert policy_from_dict(copy.deepcopy(good)).threshold_ == good["fitted"]["threshold_"]
     for change, message in [(lambda f: f.update(threshold_=1.5), "threshold_ must lie in \\[0, 1\\]"),
                             (lambda f: f.update(threshold_=-0.5), "threshold_ must lie in \\[0, 1\\]"),
@@ -284,7 +296,7 @@ def test_hand_edited_record_with_bad_fitted_values():
                              "curve_.mean_steps must lie in \\[1, T_ = 4\\]")]:
         record = copy.deepcopy(good)
         change(record["fitted"])
-        with pytest.raises(SnnexitError, match=f"^dynamic_confidence record: {message}"):
+        with pytest.raises(SnnexitError, match=f"^topk_per_step record: {message}"):
             policy_from_dict(record)
     topk = _record("topk")
     topk["fitted"]["threshold_"] = -1.0

@@ -102,7 +102,7 @@ def test_round_trip_gives_an_identical_policy(name, label, kwargs, fit_kwargs, t
     if fit_kwargs is not None:
         policy.fit(_fit_trace(), **fit_kwargs)
     record = _strict_json(policy.to_dict())
-    assert record["format"] == "snnexit-policy" and record["version"] == 2 and record["policy"] == name
+    assert record["format"] == "snnexit-policy" and record["version"] == 3 and record["policy"] == name
     assert record["params"] == policy.get_params()
     fitted = {k for k in vars(policy) if k.endswith("_") and not k.startswith("_")}
     assert set(record["fitted"]) == fitted
@@ -152,7 +152,9 @@ def _mutated(change, name="dynamic_confidence", **kwargs):
 BAD = [
     ("no format", lambda r: r.pop("format"), "not a policy record: format None"),
     ("format", lambda r: r.update(format="snnexit-trace"), "not a policy record: format 'snnexit-trace'"),
-    ("version 1", lambda r: r.update(version=1), "version 1 cannot be read: this snnexit reads version 2"),
+    ("version 1", lambda r: r.update(version=1), "version 1 cannot be read: this snnexit reads version 3"),
+    ("version 2", lambda r: r.update(version=2), "version 2 cannot be read: this snnexit reads version 3 .its softmax "
+                                                 "thresholds were probabilities"),
     ("version bool", lambda r: r.update(version=True), "version True cannot be read"),
     ("unknown key", lambda r: r.update(fitted_on="val.pt"), "unknown keys 'fitted_on'"),
     ("unknown policy", lambda r: r.update(policy="dynamic"), "Unknown policy 'dynamic'. Known: conformal"),
@@ -402,7 +404,7 @@ def test_certified_exit_round_trips_and_refuses_inconsistent_records():
     assert loaded.evaluate(test) == cert.evaluate(test)
     assert torch.equal(loaded.exit_steps(test), cert.exit_steps(test))
     for change, message in [(lambda r: r.update(format="x"), "not a certified-exit record"),
-                            (lambda r: r.update(version=2), "version 2 cannot be read"),
+                            (lambda r: r.update(version=1), "version 1 cannot be read"),
                             (lambda r: r.update(name="entropy"), "names 'entropy' but holds"),
                             (lambda r: r.update(eps=0.1), "differ from its policy's"),
                             (lambda r: r.update(calibration_size=3), "calibration_size equal to the policy's"),

@@ -29,6 +29,8 @@ _FLAGS = {
     "batch_size": (["--batch-size"], "training batch size"),
     "cache_dir": (["--cache-dir"], "where trained ANNs are cached (default ~/.cache/snnexit or $SNNEXIT_CACHE)"),
     "data_dir": (["--data-dir"], "local folder of a real data set"),
+    "download": (["--download"], "download of the data set (checksummed, resumable) into --data-dir or the cache "
+                 "unless it is there; SNNEXIT_DATA_MIRROR names a mirror"),
     "device": (["--device"], "torch device: cpu, cuda, cuda:1, ..."),
     "init_threshold": (["--init-threshold"], "QCFS threshold lam at initialisation"),
     "quantizer": (["--quantizer"], "the ANN's activation: qcfs, lsq, relu or clip"),

@@ -64,7 +64,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/cutoff", help="output folder (default runs/cutoff)")
     p.add_argument("--cache-dir", default=None, help="where trained ANNs and event frames are cached")
     p.add_argument("--data-dir", default=None, help="local folder of a real data set (cifar10_dvs, dvs_gesture, "
-                   "ncaltech101, cifar10, ...)")
+                   "ncaltech101, nmnist, cifar10, ...)")
+    p.add_argument("--download", action="store_true", help="download the data set (checksummed, resumable) into "
+                   "--data-dir or the cache unless it is there; SNNEXIT_DATA_MIRROR names a mirror")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     add_device(p)
     p.set_defaults(func=main)
@@ -82,7 +84,7 @@ def main(args) -> int:
         reset=args.reset, tau=args.tau, surrogate=args.surrogate, T=args.T, epochs=args.epochs,
         finetune_epochs=args.finetune_epochs, loss=args.loss, lr=args.lr, finetune_lr=args.finetune_lr,
         batch_size=args.batch_size, ann_epochs=args.ann_epochs, seed=args.seed, device=args.device,
-        cache_dir=args.cache_dir, data_dir=args.data_dir,
+        cache_dir=args.cache_dir, data_dir=args.data_dir, download=args.download,
         progress=args.progress and sys.stderr.isatty() and not getattr(args, "quiet", False))
     if args.table:
         settings = replace(settings, table_reg_weights=[w for w in (weights or [0.1]) if w > 0] or [0.1])

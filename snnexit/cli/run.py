@@ -16,7 +16,7 @@ def register(sub) -> None:
                                    "and test sets, fit Dynamic Confidence on validation (as the paper does) and a certified exit (half the "
                                    "validation split learns, the other half plus any --calibration-inputs certifies), "
                                    "report on test. Event data "
-                                   "(event_mnist, cifar10_dvs, dvs_gesture, ncaltech101: (T, 2, H, W) frames): the ANN "
+                                   "(event_mnist, nmnist, cifar10_dvs, dvs_gesture, ncaltech101: (T, 2, H, W) frames): the ANN "
                                    "learns the mean frame, the converted SNN sees one frame per step, T defaults to "
                                    "(and may not exceed) the number of frames; to train an SNN directly on the "
                                    "frames use `snnexit cutoff-train`. With --nir FILE --semantics NAME the network "
@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="where trained ANNs and event frames are cached (default ~/.cache/snnexit or $SNNEXIT_CACHE)")
     p.add_argument("--data-dir", default=None, help="local folder of a real data set (cifar10, cifar100, imagefolder, cifar10_dvs, "
-                   "dvs_gesture, ncaltech101)")
+                   "dvs_gesture, ncaltech101, nmnist)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run made with other settings in --out (default: refuse it)")

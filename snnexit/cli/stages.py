@@ -35,10 +35,10 @@ NETWORK = ("nir", "semantics", "dt")
 # where and how a stage runs, not what it computes: every stage takes them
 EVERY_STAGE = ("out", "device", "progress", "cache_dir", "config", "quiet")
 # stage -> the settings (argparse dests: RunConfig fields, "section.key") it uses
-USES = {
-    "train": TRAINING + NETWORK,
-    "convert": TRAINING + ("converter",) + NETWORK,
-    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs") + NETWORK,
+USES = {  # download: the stages that load the data
+    "train": TRAINING + ("download",) + NETWORK,
+    "convert": TRAINING + ("converter", "download") + NETWORK,
+    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs", "download") + NETWORK,
     # T and the converter: the traces must be this run's; the data set: T defaults to an event data set's frames
     "fit": ("dataset", "T", "converter") + FIT + NETWORK,
     # the training settings: snn.safetensors's; the fit settings: the policy's name in results.json, and

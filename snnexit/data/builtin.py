@@ -57,13 +57,25 @@ def digits(seed: int = 0, root: str | None = None) -> DataSplits:
     return make_splits("digits", x, d.target.astype(np.int64), 10, seed)
 
 
-def load_dataset(name: str, seed: int = 0, root: str | None = None, cache_dir=None) -> DataSplits:
+def load_dataset(name: str, seed: int = 0, root: str | None = None, cache_dir=None, *, download: bool = False,
+                 log=None, progress: bool | None = None) -> DataSplits:
     """Every factory takes ``seed`` and ``root`` (the local folder of a real data set; a built-in
     one refuses a root: :func:`is_built_in`); those that cache what they build (event frames)
-    also take ``cache_dir`` (None: ``$SNNEXIT_CACHE`` or ``~/.cache/snnexit``)."""
+    also take ``cache_dir`` (None: ``$SNNEXIT_CACHE`` or ``~/.cache/snnexit``).
+
+    ``download=True`` first makes sure the data set is in ``root`` (None: ``<cache>/data/<name>``):
+    its published archives fetched, verified and unpacked once, unless they or a copy another
+    tool left there already are (:func:`snnexit.data.sources.ensure_downloaded`; ``log`` and
+    ``progress`` show how it goes)."""
     factory = DATASETS.get(name)
     if is_built_in(name):
         refuse_root(name, root)
+        if download:
+            raise SnnexitError(f"data set {name!r} is built in: --download does not apply")
+    if download:
+        from snnexit.data.sources import ensure_downloaded  # only a download needs it
+
+        root = str(ensure_downloaded(name, root, cache_dir, log=log, progress=progress))
     kwargs = {"cache_dir": cache_dir} if _takes(factory, "cache_dir") else {}
     return factory(seed=seed, root=root, **kwargs)
 

@@ -1,7 +1,7 @@
 """CIFAR-10 and CIFAR-100 from a local copy of the "python version" pickle batches.
 
-Expected layouts (the folders the official archives unpack to; ``root`` may be the folder
-itself or its parent)::
+Expected layouts (the folders the official archives unpack to, where torchvision's
+``download=True`` leaves them; ``root`` may be the folder itself or its parent)::
 
     cifar-10-batches-py/   data_batch_1 .. data_batch_5, test_batch, batches.meta
     cifar-100-python/      train, test, meta
@@ -103,7 +103,8 @@ def _read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
 def _find_root(root: str | None, folder: str, files: list[str], name: str) -> Path:
     layout = f"{folder}/ with {', '.join(files)} (the python version of {name})"
     if root is None:
-        raise SnnexitError(f"{name} needs a local copy: pass its folder as root (--data-dir), expected layout: {layout}")
+        raise SnnexitError(f"{name} needs a local copy: pass its folder as root (--data-dir) or download it (--download); "
+                           f"expected layout: {layout}")
     base = Path(root).expanduser()
     for candidate in (base, base / folder):
         if all((candidate / f).is_file() for f in files):
@@ -112,6 +113,20 @@ def _find_root(root: str | None, folder: str, files: list[str], name: str) -> Pa
         raise SnnexitError(f"{name} folder {base} does not exist; expected layout: {layout}")
     missing = [f for f in files if not (base / f).is_file() and not (base / folder / f).is_file()]
     raise SnnexitError(f"{base} is not a {name} folder: missing {', '.join(missing)}; expected layout: {layout}")
+
+
+# data set -> (the folder its archive unpacks to, the files read there, its name in messages)
+CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "CIFAR-10"),
+    "cifar100": ("cifar-100-python", ["train", "test"], "CIFAR-100"),
+}
+
+
+def find_cifar_root(name: str, root) -> Path:
+    """The folder of ``name``'s batches: ``root`` itself or its ``cifar-10-batches-py`` /
+    ``cifar-100-python`` subfolder (where torchvision and the official archive put them)."""
+    folder, files, title = CIFAR_FILES[name]
+    return _find_root(root, folder, files, title)
 
 
 def _class_names(path: Path, key: str) -> list[str] | None:
@@ -138,8 +153,8 @@ def _to_splits(name: str, train: tuple, test: tuple, num_classes: int, seed: int
 @DATASETS.register("cifar10")
 def cifar10(seed: int = 0, root: str | None = None) -> AugmentedSplits:
     """CIFAR-10 from ``root`` (``cifar-10-batches-py``): 50k train (10% of it validation), 10k test."""
-    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    base = _find_root(root, "cifar-10-batches-py", files, "CIFAR-10")
+    files = CIFAR_FILES["cifar10"][1]
+    base = find_cifar_root("cifar10", root)
     parts = [_read_batch(base / f, "labels", 10) for f in files[:5]]
     train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     test = _read_batch(base / "test_batch", "labels", 10)
@@ -151,7 +166,7 @@ def cifar10(seed: int = 0, root: str | None = None) -> AugmentedSplits:
 @DATASETS.register("cifar100")
 def cifar100(seed: int = 0, root: str | None = None) -> AugmentedSplits:
     """CIFAR-100 (fine labels) from ``root`` (``cifar-100-python``): 50k train (10% validation), 10k test."""
-    base = _find_root(root, "cifar-100-python", ["train", "test"], "CIFAR-100")
+    base = find_cifar_root("cifar100", root)
     train = _read_batch(base / "train", "fine_labels", 100)
     test = _read_batch(base / "test", "fine_labels", 100)
     data = _to_splits("cifar100", train, test, 100, seed, CIFAR100_MEAN, CIFAR100_STD)

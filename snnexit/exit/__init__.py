@@ -1,7 +1,7 @@
 """Exit policies (estimators over traces), the exact curve, risk control and the oracle bounds."""
 
 from snnexit.exit.base import (POLICIES, POLICY_FORMAT, POLICY_VERSION, ExitPolicy, NotFittedError,
-                               agreement_with_fixed_t, check_is_fitted, check_trace, fixed_t_accuracy, policy_params,
+                               agreement_with_fixed_t, check_is_fitted, deployable_policy, check_trace, fixed_t_accuracy, policy_params,
                                predictions_at, register_policy, summarize_curve)
 from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
 from snnexit.exit.target import TARGETS, FitTarget
@@ -13,6 +13,9 @@ from snnexit.exit.conformal import Conformal  # noqa: I001  (registration order 
 from snnexit.exit.persist import load_policy, load_policy_with_extra, policy_from_dict, save_policy
 from snnexit.exit.evaluation import fit_and_evaluate, policy_name, validation_point
 from snnexit.exit.risk import binomial_pvalues, ltt_select, zero_disagreement_bound
+from snnexit.exit.certify import (CertifiedExit, certify_exit, load_certified, load_exit_rule,  # noqa: I001
+                                  save_certified)
+from snnexit.exit.scores import log_odds
 
 
 def online_policy_names() -> list[str]:
@@ -25,7 +28,9 @@ def create_policy(name: str, **kwargs) -> ExitPolicy:
     return POLICIES.get(name)(**kwargs)
 
 
-__all__ = ["POLICIES", "POLICY_FORMAT", "POLICY_VERSION", "TARGETS", "Conformal", "DynamicConfidence", "Entropy",
+__all__ = ["POLICIES", "POLICY_FORMAT", "POLICY_VERSION", "TARGETS", "CertifiedExit", "Conformal", "DynamicConfidence",
+           "Entropy", "certify_exit", "deployable_policy", "load_certified", "load_exit_rule", "log_odds",
+           "save_certified",
            "ExitCurve", "ExitPolicy", "FitTarget", "FixedT", "MaxSoftmax", "MeanOutputConfidence", "NotFittedError",
            "Oracle", "OracleStable", "StepCalibratedConfidence", "ThresholdPolicy", "TopK", "TopKPerStep",
            "agreement_with_fixed_t", "alpha_at", "binomial_pvalues", "check_is_fitted", "check_trace", "create_policy",

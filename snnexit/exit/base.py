@@ -32,7 +32,8 @@ from snnexit.registry import Registry
 from snnexit.simulate.trace import Trace
 
 POLICIES: Registry = Registry("policy")
-POLICY_FORMAT, POLICY_VERSION = "snnexit-policy", 2  # the record of ExitPolicy.to_dict
+POLICY_FORMAT, POLICY_VERSION = "snnexit-policy", 3  # the record of ExitPolicy.to_dict
+# version 3: softmax scores are log-odds / log-entropies (portable thresholds); 2 held probabilities
 
 
 def register_policy(name: str | None = None):
@@ -78,6 +79,13 @@ def check_is_fitted(policy, attributes: str | tuple[str, ...] | None = None) -> 
     if missing:
         raise NotFittedError(f"{type(policy).__name__} is not fitted (no {', '.join(missing)}): call "
                              f"fit(validation_trace) first")
+
+
+def deployable_policy(rule):
+    """The exit policy a runtime runs for ``rule``: a policy itself, or the fitted policy that a
+    certified exit (:class:`~snnexit.exit.certify.CertifiedExit`) certified."""
+    inner = getattr(rule, "policy", None)
+    return inner if isinstance(inner, ExitPolicy) else rule
 
 
 def check_step_range(policy, n_steps: int, t: int) -> None:

@@ -36,13 +36,14 @@ from scipy.stats import binom
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import POLICIES, agreement_with_fixed_t, check_is_fitted, check_trace, split_learn_certify
 from snnexit.exit.curve import exact_curve
-from snnexit.exit.persist import policy_from_dict
+from snnexit.exit.persist import policy_from_dict, read_record
 from snnexit.exit.risk import zero_disagreement_bound
 from snnexit.exit.target import check_fraction
 from snnexit.exit.threshold import ThresholdPolicy
+from snnexit.io import write_json
 from snnexit.simulate.trace import Trace
 
-CERTIFIED_FORMAT, CERTIFIED_VERSION = "snnexit-certified-exit", 1  # the record of CertifiedExit.to_dict
+CERTIFIED_FORMAT, CERTIFIED_VERSION = "snnexit-certified-exit", 2  # 2: policy records of version 3  # the record of CertifiedExit.to_dict
 
 # every deployable thresholded policy: the ones with an online rule that need no labels at test
 CERTIFY_CANDIDATES = ("dynamic_confidence", "mean_output_confidence", "max_softmax", "entropy", "topk",
@@ -131,6 +132,13 @@ class CertifiedExit:
     def predict(self, trace: Trace):
         return self.policy.predict(trace)
 
+    def describe(self, meta: dict) -> str:
+        """The rule to deploy, in words, with every number it needs (exact digits) for a network
+        whose traces carry ``meta`` (its alpha and temperature)."""
+        return (f"{self.policy.describe_rule(meta)}. Certified: with probability >= {1 - self.delta:g} over "
+                f"{self.calibration_size} calibration inputs, the exit answer differs from the fixed-T answer on at "
+                f"most {self.eps:g} of new inputs.")
+
     def to_dict(self) -> dict:
         """JSON-able record of the certified exit, its fitted policy included (exact floats)."""
         return {"format": CERTIFIED_FORMAT, "version": CERTIFIED_VERSION, "name": self.name, "eps": self.eps,
@@ -139,15 +147,17 @@ class CertifiedExit:
 
     @classmethod
     def from_dict(cls, record) -> "CertifiedExit":
-        """The certified exit a :meth:`to_dict` record describes; refuses an inconsistent one."""
+        """The certified exit a :meth:`to_dict` record describes; refuses an inconsistent one.
+        (An ``extra`` table, as :func:`save_certified` adds, is the caller's and is ignored.)"""
         if not isinstance(record, dict) or record.get("format") != CERTIFIED_FORMAT:
             raise SnnexitError(f"not a certified-exit record (format {CERTIFIED_FORMAT!r} expected)")
         if isinstance(record.get("version"), bool) or record.get("version") != CERTIFIED_VERSION:
             raise SnnexitError(f"certified-exit record version {record.get('version')!r} cannot be read: this "
                                f"snnexit reads version {CERTIFIED_VERSION}")
         keys = {"format", "version", "name", "eps", "delta", "calibration_size", "learn_size", "candidates", "policy"}
-        if set(record) != keys:
-            raise SnnexitError(f"certified-exit record needs exactly the keys {', '.join(sorted(keys))}")
+        if set(record) - {"extra"} != keys:
+            raise SnnexitError(f"certified-exit record needs exactly the keys {', '.join(sorted(keys))} (and "
+                               f"optionally extra)")
         policy = policy_from_dict(record["policy"])
         name, candidates = record["name"], record["candidates"]
         if policy.name != name:
@@ -220,3 +230,45 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
     best = min(names, key=lambda k: (scores[k] or 0.0, names.index(k)))  # ties: the earlier candidate
     policy = _create(best, kwargs.get(best, {}), target="risk", eps=eps, delta=delta).fit(learn, calibration)
     return CertifiedExit(best, policy, float(eps), float(delta), n, learn.N, scores)
+
+
+def save_certified(path, certified: CertifiedExit, extra: dict | None = None):
+    """Write ``certified.to_dict()`` (plus ``extra``, a JSON-able table for the caller: the network
+    and traces it belongs to) to ``path`` atomically; :func:`load_certified` reads it back."""
+    record = certified.to_dict()
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise SnnexitError(f"extra must be a table (dict), got {type(extra).__name__}")
+        record["extra"] = extra
+    write_json(path, record)
+    return path
+
+
+def load_certified_with_extra(path) -> tuple[CertifiedExit, dict]:
+    """The certified exit saved at ``path`` and the ``extra`` table saved with it ({} if none)."""
+    record = read_record(path, "certified-exit")
+    try:
+        certified = CertifiedExit.from_dict(record)
+    except SnnexitError as exc:
+        raise SnnexitError(f"{path}: {exc}") from None
+    extra = record.get("extra", {})
+    if not isinstance(extra, dict):
+        raise SnnexitError(f"{path}: extra must be a table")
+    return certified, extra
+
+
+def load_certified(path) -> CertifiedExit:
+    """The certified exit saved at ``path`` by :func:`save_certified`: the same decisions, bit for bit."""
+    return load_certified_with_extra(path)[0]
+
+
+def load_exit_rule(path) -> tuple[ThresholdPolicy, dict]:
+    """The fitted policy in a file that holds either a certified exit (``certified.json``) or a
+    policy (``policy.json``), and the file's ``extra`` table: what a runtime deploys."""
+    record = read_record(path, "policy or certified-exit")
+    if isinstance(record, dict) and record.get("format") == CERTIFIED_FORMAT:
+        certified, extra = load_certified_with_extra(path)
+        return certified.policy, extra
+    from snnexit.exit.persist import load_policy_with_extra
+
+    return load_policy_with_extra(path)

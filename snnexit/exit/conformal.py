@@ -1,14 +1,15 @@
 """SpikeCP (Chen, Park & Simeone, 2023): stop once the conformal prediction set is small.
 
 Split-conformal calibration on the fitting trace, separately at every step t: with class
-probabilities ``p = softmax(Y[t] / alpha_t / T_cal)`` and nonconformity ``1 - p_y``, the
-calibration scores ``s_i = 1 - p_{y_i}`` give the set at miscoverage level a,
+probabilities ``p = softmax(Y[t] / alpha_t / T_cal)`` and nonconformity ``-log p_y`` (SpikeCP's
+``1 - p_y`` ordered the same way, without rounding to 1 where ``p_y`` is tiny), the
+calibration scores ``s_i = -log p_{y_i}`` give the set at miscoverage level a,
 
-    Gamma_t(x) = { y : 1 - p_y(x) <= s_(k) },   k = ceil((n + 1)(1 - a)),
+    Gamma_t(x) = { y : -log p_y(x) <= s_(k) },   k = ceil((n + 1)(1 - a)),
 
 which holds the true class with probability >= 1 - a. The set has at most one class (the
-stopping rule) iff the runner-up class is out: ``1 - p_2(x) > s_(k)``, i.e. iff at least k
-calibration scores lie below ``1 - p_2(x)``. The score ``#{i : s_i < 1 - p_2(x)} / (n + 1)``
+stopping rule) iff the runner-up class is out: ``-log p_2(x) > s_(k)``, i.e. iff at least k
+calibration scores lie below ``-log p_2(x)``. The score ``#{i : s_i < -log p_2(x)} / (n + 1)``
 (one minus the runner-up's conformal p-value) therefore exits exactly when the set is a
 singleton (or empty) at level ``a = 1 - threshold``-ish, and one sort sweeps every level.
 Targets: the four shared ones, plus ``"coverage"``: the miscoverage level a = ``eps`` given
@@ -22,7 +23,7 @@ import math
 import torch
 
 from snnexit.exit.base import policy_params, register_policy
-from snnexit.exit.scores import ScaledOutputSettings, second_probability
+from snnexit.exit.scores import ScaledOutputSettings, minus_log_second_probability
 from snnexit.exit.steptable import StepTablePolicy
 from snnexit.exit.target import FitTarget
 from snnexit.exit.threshold import ThresholdPolicy
@@ -49,14 +50,17 @@ class Conformal(ScaledOutputSettings, StepTablePolicy):
     fitted_attributes = StepTablePolicy.fitted_attributes + ("miscoverage_",)
 
     def raw_step(self, accumulated, t, meta):
-        return 1.0 - second_probability(self.scaled(accumulated, t, meta))
+        return minus_log_second_probability(self.scaled(accumulated, t, meta))
+
+    def raw_formula(self, meta):
+        return f"-log p_2 (the runner-up's softmax probability) of {self.scaling_formula(meta)}"
 
     def _tables(self, raw, trace: Trace):
         T, N = raw.shape
-        probs = torch.stack([torch.softmax(self.scaled(trace.outputs[t], t + 1, trace.meta), -1)
-                             for t in range(T)])  # (T, N, C)
-        labels = trace.labels.long().to(probs.device).view(1, N, 1).expand(T, N, 1)
-        nonconformity = (1.0 - probs.gather(2, labels)[..., 0]).cpu()  # (T, N)
+        log_probs = torch.stack([torch.log_softmax(self.scaled(trace.outputs[t].double(), t + 1, trace.meta), -1)
+                                 for t in range(T)])  # (T, N, C)
+        labels = trace.labels.long().to(log_probs.device).view(1, N, 1).expand(T, N, 1)
+        nonconformity = (-log_probs.gather(2, labels)[..., 0]).cpu()  # (T, N): -log p_y
         table = torch.arange(N + 1, dtype=torch.float64).expand(T, N + 1) / (N + 1)
         return nonconformity.sort(dim=1).values, table
 

@@ -90,9 +90,10 @@ class ExitCurve:
 
 
 def exit_steps_from_scores(scores: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(N,) 1-based exit step: the first t with ``score > threshold``, else T."""
+    """(N,) 1-based exit step: the first t with ``score > threshold``, else T. Scores of a floating
+    dtype are compared with the threshold rounded to that dtype (as a float32 deployment compares)."""
     T = scores.shape[0]
-    above = scores.double() > threshold  # (T, N)
+    above = scores > torch.tensor(threshold, dtype=scores.dtype if scores.is_floating_point() else torch.float64)
     first = torch.where(above.any(0), above.int().argmax(0), torch.full_like(above[0], T - 1, dtype=torch.long))
     return first.long() + 1
 

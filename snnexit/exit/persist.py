@@ -2,7 +2,7 @@
 
 ``policy.to_dict()`` (:meth:`ExitPolicy.to_dict`) gives::
 
-    {"format": "snnexit-policy", "version": 2, "policy": <registry name>,
+    {"format": "snnexit-policy", "version": 3, "policy": <registry name>,
      "params": get_params(), "fitted": {<every fitted attribute>: <its JSON form>}}
 
 and :func:`policy_from_dict` rebuilds the policy from it, refusing a record that is not one
@@ -37,8 +37,9 @@ def policy_from_dict(record) -> ExitPolicy:
         raise SnnexitError(f"not a policy record: format {record.get('format')!r}, expected {POLICY_FORMAT!r}")
     version = record.get("version")
     if isinstance(version, bool) or version != POLICY_VERSION:
+        older = " (its softmax thresholds were probabilities, now log-odds: fit the policy again)" if version == 2 else ""
         raise SnnexitError(f"policy record version {version!r} cannot be read: this snnexit reads version "
-                           f"{POLICY_VERSION}")
+                           f"{POLICY_VERSION}{older}")
     unknown = [key for key in record if key not in RECORD_KEYS]
     if unknown:
         raise SnnexitError(f"policy record has unknown keys {', '.join(map(repr, unknown))}")
@@ -138,15 +139,21 @@ def save_policy(path, policy: ExitPolicy, extra: dict | None = None) -> Path:
     return Path(path)
 
 
+def read_record(path, what: str = "policy"):
+    """The JSON record in the file ``path`` (a one-line error when there is none to read)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SnnexitError(f"{path}: no such {what} file") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise SnnexitError(f"{path}: not a readable JSON {what} file ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
 def load_policy_with_extra(path) -> tuple[ExitPolicy, dict]:
     """The policy saved at ``path`` and the ``extra`` table saved with it ({} if none)."""
     path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SnnexitError(f"{path}: no such policy file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SnnexitError(f"{path}: not a readable JSON policy file ({exc})") from None
+    record = read_record(path)
     try:
         policy = policy_from_dict(record)
     except SnnexitError as exc:

@@ -11,8 +11,8 @@ from snnexit.calibrate import fit_temperature
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import (ExitPolicy, check_is_fitted, check_step_range, check_trace, policy_params,
                                register_policy)
-from snnexit.exit.scores import (ScaledOutputSettings, alpha_at, max_softmax, one_minus_normalised_entropy,
-                                 scaled_logits)
+from snnexit.exit.scores import (ScaledOutputSettings, alpha_at, describe_alpha, neg_log_normalised_entropy,
+                                 scaled_logits, top_log_odds)
 from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.simulate.trace import Trace
 
@@ -37,6 +37,11 @@ class FixedT(ExitPolicy):
 class DynamicConfidence(ScaledOutputSettings, ThresholdPolicy):
     """Li, Jones & Furber (ICCV 2023): ``c_t = max softmax(Y[t] / alpha / T_cal)``.
 
+    The score is ``c_t`` as log-odds, ``log(c_t / (1 - c_t))`` (:func:`~snnexit.exit.scores.top_log_odds`):
+    the same order of inputs, so the same exits, but a threshold that keeps its meaning in
+    float32 and fixed point where ``c_t`` itself rounds to 1. A threshold of 4.595 is the
+    paper's ``tau = 0.99`` (:func:`~snnexit.exit.scores.log_odds`).
+
     alpha is the network's own (``meta["alpha"]``): the simulation length T of the run for
     QCFS (the paper's Sec. 5.2; a constant, so the confidence rises with t and meets the ANN's
     at t = T), the same for the other rate-coded networks (data-normalised conversion, direct
@@ -50,11 +55,14 @@ class DynamicConfidence(ScaledOutputSettings, ThresholdPolicy):
             fitted attributes).
     """
 
-    score_range = (0.0, 1.0)
-    score_meaning = "a softmax probability"
+    score_range = None  # log-odds: any real number
+    score_meaning = "the log-odds of the top softmax probability, log(p / (1 - p))"
 
     def score_step(self, accumulated, t, meta):
-        return max_softmax(self.scaled(accumulated, t, meta))
+        return top_log_odds(self.scaled(accumulated, t, meta))
+
+    def score_formula(self, meta):
+        return f"z_top - logsumexp(z_rest) (the top class's log-odds) of {self.scaling_formula(meta)}"
 
 
 @register_policy("mean_output_confidence")
@@ -101,7 +109,7 @@ class StepCalibratedConfidence(DynamicConfidence):
     def _fit_scores(self, trace: Trace) -> None:
         temps = []
         for t in range(trace.T):
-            logits = scaled_logits(trace.outputs[t], t + 1, trace.meta, 1.0, self.use_alpha)
+            logits = scaled_logits(trace.outputs[t].double(), t + 1, trace.meta, 1.0, self.use_alpha)
             temp = fit_temperature(logits, trace.labels)
             # constant logits leave the NLL flat (any temperature) or minimal at infinity (uniform)
             temps.append(min(max(temp, 1e-3), 1e6) if math.isfinite(temp) else 1e6)
@@ -111,19 +119,33 @@ class StepCalibratedConfidence(DynamicConfidence):
         check_is_fitted(self, "step_temperatures_")
         check_step_range(self, self.step_temperatures_.shape[0], t)
         logits = scaled_logits(accumulated, t, meta, 1.0, self.use_alpha)
-        return max_softmax(logits / float(self.step_temperatures_[t - 1]))
+        return top_log_odds(logits / float(self.step_temperatures_[t - 1]))
+
+    def score_formula(self, meta):
+        check_is_fitted(self, "step_temperatures_")
+        temps = ", ".join(repr(float(v)) for v in self.step_temperatures_)
+        alpha = describe_alpha(meta, self.alpha_rule) if self.use_alpha else {"rule": "none", "value": 1.0}
+        value = "t" if alpha["rule"] == "t" else repr(float(alpha["value"]))
+        return (f"z_top - logsumexp(z_rest) of z = Y[t] / (alpha * T_t), alpha = {value}, per-step temperatures "
+                f"T_t = [{temps}]")
 
 
 @register_policy("entropy")
 class Entropy(DynamicConfidence):
     """DT-SNN (Li et al., DAC 2023): exit when the normalised entropy of the output's softmax is
-    low. Score ``1 - H(p) / log C`` with ``p = softmax(Y[t] / alpha / T_cal)`` scaled as Dynamic
-    Confidence scales it (the network's alpha), so "score > tau" means "entropy < 1 - tau"."""
+    low. Score ``-log(H(p) / log C)`` with ``p = softmax(Y[t] / alpha / T_cal)`` scaled as Dynamic
+    Confidence scales it (the network's alpha), so "score > tau" means "normalised entropy <
+    exp(-tau)" (:func:`~snnexit.exit.scores.neg_log_normalised_entropy`: ``1 - H / log C``, the
+    published form, saturates at 1 as the softmax does)."""
 
-    score_meaning = "1 - normalised entropy"
+    score_range = (0.0, math.inf)
+    score_meaning = "-log of the normalised entropy"
 
     def score_step(self, accumulated, t, meta):
-        return one_minus_normalised_entropy(self.scaled(accumulated, t, meta))
+        return neg_log_normalised_entropy(self.scaled(accumulated, t, meta))
+
+    def score_formula(self, meta):
+        return f"-log(H(softmax(z)) / log C) of {self.scaling_formula(meta)}"
 
 
 @register_policy("oracle")

@@ -30,6 +30,27 @@ class StepTablePolicy(ThresholdPolicy):
     def raw_step(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    def raw_formula(self, meta: dict) -> str:
+        """The raw statistic in words (for :meth:`describe_rule`)."""
+        raise NotImplementedError
+
+    def raw_thresholds(self) -> torch.Tensor:
+        """(T_,) float64: the fitted rule as one threshold per step on the raw statistic, "exit after
+        step t iff raw > tau_t" (-inf: always; inf: never). The table maps the number of
+        calibration values below ``raw`` monotonically, so the first count whose score passes the
+        threshold decides."""
+        check_is_fitted(self, ("T_", "threshold_", "sorted_values_", "score_table_"))
+        passes = self.score_table_ > self.threshold_  # (T_, N + 1)
+        first = torch.where(passes.any(1), passes.int().argmax(1), torch.full((self.T_,), passes.shape[1]))
+        padded = torch.cat([torch.full((self.T_, 1), -torch.inf, dtype=torch.float64), self.sorted_values_,
+                            torch.full((self.T_, 1), torch.inf, dtype=torch.float64)], 1)
+        return padded.gather(1, first.view(-1, 1)).view(-1)  # count >= i <=> raw > sorted[i - 1]
+
+    def describe_rule(self, meta: dict) -> str:
+        taus = ", ".join(repr(float(v)) for v in self.raw_thresholds())
+        return (f"after each step t < {self.T_}, stop when {self.raw_formula(meta)} > tau_t, tau = [{taus}] "
+                f"(-inf: always, inf: never); else stop at t = {self.T_}")
+
     def _tables(self, raw: torch.Tensor, trace: Trace) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -52,6 +73,6 @@ class StepTablePolicy(ThresholdPolicy):
         if device not in cache:  # one copy per device, made once
             cache[device] = (self.sorted_values_.to(device), self.score_table_.to(device))
         sorted_values, table = cache[device]
-        raw = self.raw_step(accumulated, t, meta).double().contiguous()
+        raw = self.raw_step(accumulated, t, meta).to(sorted_values.dtype).contiguous()  # float32 scores: exact
         below = torch.searchsorted(sorted_values[t - 1], raw, side="left")  # (N,) calibration values < raw
         return table[t - 1][below]

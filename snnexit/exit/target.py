@@ -35,6 +35,12 @@ def check_fraction(name: str, value, low_open: bool = False, high_open: bool = F
     return float(value)
 
 
+def threshold_text(threshold) -> str:
+    """A threshold with the digits that reproduce it (Python's shortest round-trip form), for
+    tables and logs: a rule applied as printed takes the decisions that were fitted and certified."""
+    return repr(float(threshold))
+
+
 def check_threshold(value, score_range: tuple[float, float] | None = None, score: str = "the score",
                     name: str = "threshold", tolerance: float = 0.0) -> None:
     """A threshold must be a finite number (None: none given) within ``score_range`` (low,

@@ -26,7 +26,7 @@ from snnexit.errors import SnnexitError
 from snnexit.exit.base import (ExitPolicy, agreement_with_fixed_t, check_fitted_T, check_is_fitted, check_trace,
                                policy_params, split_learn_certify)
 from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
-from snnexit.exit.target import TARGETS, FitTarget, check_threshold
+from snnexit.exit.target import TARGETS, FitTarget, check_threshold, threshold_text
 from snnexit.simulate.trace import Trace
 
 
@@ -122,9 +122,11 @@ class ThresholdPolicy(ExitPolicy):
         """Does ``fit`` certify the threshold (target ``risk``, no fixed threshold)?"""
         return self.target == "risk" and self.threshold is None
 
-    def scores(self, trace: Trace) -> torch.Tensor:
-        """(T, N) score at every step (a loop over steps, each vectorised over inputs)."""
-        return torch.stack([self.score_step(trace.outputs[t], t + 1, trace.meta) for t in range(trace.T)])
+    def scores(self, trace: Trace, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """(T, N) score at every step (a loop over steps, each vectorised over inputs), computed in
+        ``dtype``: float64, in which snnexit fits, certifies and decides; float32 to see what a
+        float32 deployment of the same rule computes."""
+        return torch.stack([self.score_step(trace.outputs[t].to(dtype), t + 1, trace.meta) for t in range(trace.T)])
 
     def curve(self, trace: Trace) -> ExitCurve:
         """The exact curve of this score on ``trace``, with agreement counts for risk control."""
@@ -194,12 +196,26 @@ class ThresholdPolicy(ExitPolicy):
         check_is_fitted(self)
         return self.threshold_
 
-    def exit_steps(self, trace: Trace) -> torch.Tensor:
+    def score_formula(self, meta: dict) -> str:
+        """How the score is computed from the accumulated output ``Y[t]``, in words, with the numbers
+        of a network whose traces carry ``meta``."""
+        return self.describe_score()
+
+    def describe_rule(self, meta: dict) -> str:
+        """The fitted rule in words, with every number it needs in the digits that reproduce it: what a
+        chip's host, another simulator or fixed-point code implements to take these decisions."""
+        check_is_fitted(self)
+        return (f"after each step t < {self.T_}, stop when {self.score_formula(meta)} > "
+                f"{threshold_text(self.threshold_)}; else stop at t = {self.T_}")
+
+    def exit_steps(self, trace: Trace, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Each input's exit step; ``dtype`` as in :meth:`scores` (in float32 the threshold is
+        compared as the float32 number nearest to it, as a float32 deployment compares it)."""
         check_is_fitted(self)
         check_trace(trace)
         check_fitted_T(self, trace)
-        return exit_steps_from_scores(self.scores(trace), self.threshold_)
+        return exit_steps_from_scores(self.scores(trace, dtype), self.threshold_)
 
     def decide(self, accumulated, t, meta, labels=None):
         check_is_fitted(self)
-        return self.score_step(accumulated, t, meta).double() > self.threshold_
+        return self.score_step(accumulated.double(), t, meta) > self.threshold_

@@ -60,6 +60,13 @@ class TopK(ThresholdPolicy):
         gap = topk_gap(accumulated, self.k)
         return gap / alpha_at(t, meta) if self.use_alpha else gap
 
+    def score_formula(self, meta):
+        gap = f"top1(Y[t]) - top{self.k}(Y[t])"
+        if not self.use_alpha:
+            return gap
+        alpha = meta.get("alpha", "T")
+        return f"({gap}) / alpha, alpha = {'t' if alpha == 't' else repr(alpha_at(1, meta))}"
+
 
 @register_policy("topk_per_step")
 @policy_params
@@ -92,6 +99,9 @@ class TopKPerStep(StepTablePolicy):
         _check_k_classes(self.k, accumulated.shape[-1])
         return topk_gap(accumulated, self.k)
 
+    def raw_formula(self, meta):
+        return f"top1(Y[t]) - top{self.k}(Y[t])"
+
     def _tables(self, raw, trace: Trace):
         T, N = raw.shape
         correct = trace.correct().cpu().double()  # (T, N)
@@ -114,11 +124,5 @@ class TopKPerStep(StepTablePolicy):
 
     def fit(self, trace: Trace, calibration: Trace | None = None) -> "TopKPerStep":
         super().fit(trace, calibration)
-        # tau_t: exit iff gap > tau_t. The table is non-decreasing in the gap's rank.
-        above = (self.score_table_ > self.threshold_)  # (T, N + 1)
-        first = torch.where(above.any(1), above.int().argmax(1), torch.full((self.T_,), self.sorted_values_.shape[1] + 1))
-        padded = torch.cat([torch.full((self.T_, 1), -np.inf, dtype=torch.float64), self.sorted_values_,
-                            torch.full((self.T_, 1), np.inf, dtype=torch.float64)], 1)
-        # the first table index i with score > threshold: exit iff more than i - 1 calibration gaps lie below
-        self.step_thresholds_ = padded.gather(1, first.view(-1, 1)).view(-1).numpy()
+        self.step_thresholds_ = self.raw_thresholds().numpy()  # tau_t: exit iff gap > tau_t
         return self

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from snnexit.calibrate import fit_temperature
 from snnexit.data import DATASETS, DataSplits, is_built_in, load_dataset
+from snnexit.data.sources import check_downloadable
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy, fit_and_evaluate
 from snnexit.io import write_json, write_text
@@ -68,6 +69,7 @@ class CutoffSettings:
     device: str = "cpu"
     cache_dir: str | None = None
     data_dir: str | None = None  # local folder of a real data set (cifar10_dvs, dvs_gesture, ncaltech101, ...)
+    download: bool = False  # fetch the data set into data_dir (or the cache) first, unless it is there
     progress: bool = False
 
     def validate(self) -> None:
@@ -76,6 +78,8 @@ class CutoffSettings:
         MODELS.get(self.model)
         if self.data_dir is not None and is_built_in(self.dataset):
             raise SnnexitError(f"data set {self.dataset!r} is built in: --data-dir does not apply")
+        if self.download:
+            check_downloadable(self.dataset)
         if self.init not in ("scratch", "converted"):
             raise SnnexitError(f"Unknown init {self.init!r}. Known: converted, scratch")
         NEURONS.get(self.neuron)  # each raises with the known names
@@ -105,7 +109,7 @@ class CutoffSettings:
 def settings_key(settings: CutoffSettings) -> str:
     """Checkpoint names carry a hash of every setting, so a rerun with other settings in the same
     folder starts afresh instead of resuming someone else's training."""
-    blob = json.dumps({k: v for k, v in asdict(settings).items() if k != "progress"}, sort_keys=True)
+    blob = json.dumps({k: v for k, v in asdict(settings).items() if k not in ("progress", "download")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -204,7 +208,8 @@ def cutoff_table(settings: CutoffSettings, out: Path | None = None, log=print) -
     ``[0] + table_reg_weights``; see the module docstring."""
     settings.validate()
     started = time.perf_counter()
-    data = load_dataset(settings.dataset, settings.seed, root=settings.data_dir, cache_dir=settings.cache_dir)
+    data = load_dataset(settings.dataset, settings.seed, root=settings.data_dir, cache_dir=settings.cache_dir,
+                        download=settings.download, log=log, progress=settings.progress)
     T = steps_for(settings, data)
     base = initial_network(settings, data, log)
     timings = {}
@@ -257,7 +262,8 @@ def cutoff_table(settings: CutoffSettings, out: Path | None = None, log=print) -
 def single_run(settings: CutoffSettings, out: Path, log=print) -> dict:
     settings.validate()
     started = time.perf_counter()
-    data = load_dataset(settings.dataset, settings.seed, root=settings.data_dir, cache_dir=settings.cache_dir)
+    data = load_dataset(settings.dataset, settings.seed, root=settings.data_dir, cache_dir=settings.cache_dir,
+                        download=settings.download, log=log, progress=settings.progress)
     T = steps_for(settings, data)
     snn = initial_network(settings, data, log)
     converted = settings.init == "converted"

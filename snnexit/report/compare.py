@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from snnexit.exit.target import threshold_text  # noqa: E402
 from snnexit.io import atomic_write  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def comparison_markdown(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, r in result["policies"].items():
-        th = "" if r["threshold"] is None else f"{r['threshold']:.6g}"
+        th = "" if r["threshold"] is None else threshold_text(r["threshold"])
         val_acc = f"{100 * r['val_acc']:.2f}%" if "val_acc" in r else ""
         flag = "" if r["no_loss_on_test"] else " (loss)"
         hind = _pct(r["hindsight"]["oracle_capture"]) if "hindsight" in r else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from snnexit.exit.target import threshold_text
 from snnexit.io import write_json, write_text
 from snnexit.report.plots import plot_accuracy_vs_steps, plot_confidence, plot_exit_histogram, plot_pareto
 from snnexit.report.tables import TABLE1_HEADER, policy_label, table1_rows
@@ -88,7 +89,7 @@ def fitted_point(label: str, fitted: dict, fixed_val_acc: float) -> list[str]:
     """Where the fitted policy's threshold sits on the validation curve it was chosen from."""
     if "val_acc" not in fitted:
         return []
-    return [f"{label} threshold tau = {fitted['threshold']:.6g}, chosen on {fitted['val_size']} validation inputs "
+    return [f"{label} threshold tau = {threshold_text(fitted['threshold'])}, chosen on {fitted['val_size']} validation inputs "
             f"(validation accuracy {100 * fitted['val_acc']:.2f}% at {fitted['val_mean_steps']:.2f} mean steps, "
             f"fixed-T validation accuracy {100 * fixed_val_acc:.2f}%)."]
 
@@ -105,7 +106,7 @@ def certified_section(cert: dict | None, fixed: dict) -> list[str]:
     return [
         "## Certified exit",
         "",
-        f"Policy `{cert['policy']}`, threshold {cert['threshold']:.6g}. **Guarantee**: with probability at least "
+        f"Policy `{cert['policy']}`, threshold {threshold_text(cert['threshold'])}. **Guarantee**: with probability at least "
         f"{1 - cert['delta']:.3g} over the {cert['calibration_size']} calibration inputs, its answer differs from the "
         f"fixed-T answer on at most {100 * cert['eps']:.3g}% of new inputs from the same distribution (so it loses at "
         f"most that much accuracy against fixed T). Its score and the choice of policy were learned on "

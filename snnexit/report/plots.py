@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from snnexit.exit import DynamicConfidence  # noqa: E402
+from snnexit.exit.scores import probability_from_log_odds  # noqa: E402
 from snnexit.io import atomic_write  # noqa: E402
 from snnexit.simulate.trace import Trace  # noqa: E402
 
@@ -55,7 +56,8 @@ def plot_confidence(trace: Trace, path: Path) -> None:
     for ax, (use_alpha, title, label) in zip(axes, panels):
         policy = DynamicConfidence(use_alpha=use_alpha, temperature=None if use_alpha else 1.0)
         ax.plot(t, accuracy, marker=".", label="accuracy (mean correctness)")
-        ax.plot(t, policy.scores(trace).mean(1).numpy(), marker=".", label=f"mean confidence: {label}")
+        confidence = probability_from_log_odds(policy.scores(trace))  # the score holds it as log-odds
+        ax.plot(t, confidence.mean(1).numpy(), marker=".", label=f"mean confidence: {label}")
         ax.set(xlabel="time step t", title=title, ylim=(0, 1.02))
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)

@@ -43,7 +43,7 @@ TIMINGS_FILE = "timings.json"
 SPLIT_OF = {TRACE_FILES[0]: "val", TRACE_FILES[1]: "test", CALIBRATION_TRACE_FILE: "calibration"}
 SNN_FORMAT, SNN_VERSION = "snn", 1
 STAGES = ("train", "convert", "trace", "fit", "evaluate", "report")
-_NOT_SETTINGS = {"out", "device", "progress", "cache_dir"}  # where and how, not what: may differ between stages
+_NOT_SETTINGS = {"out", "device", "progress", "cache_dir", "download"}  # where and how, not what: may differ between stages
 
 
 def sha256(path: Path) -> str:

@@ -17,6 +17,7 @@ import torch
 
 from snnexit.convert import CONVERTERS
 from snnexit.data import DATASETS, is_built_in
+from snnexit.data.sources import check_downloadable
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
 from snnexit.exit.certify import CERTIFY_CANDIDATES
@@ -138,6 +139,7 @@ class RunConfig:
     device: str = "cpu"
     cache_dir: str | None = None
     data_dir: str | None = None  # local folder of a real data set (cifar10, cifar100, imagefolder)
+    download: bool = False  # fetch the data set into data_dir (or the cache) first, unless it is there
     progress: bool = True
     # a NIR graph to run instead of training and converting an ANN (snnexit.runs.imported), read as
     # `semantics` says (nir, snnexit, snntorch, sinabs, norse, spikingjelly) with `dt` seconds per step
@@ -169,6 +171,8 @@ class RunConfig:
         check_model_memory(self.model, self.width, "config key 'width'")
         if self.data_dir is not None and is_built_in(self.dataset):
             raise SnnexitError(f"data set {self.dataset!r} is built in: --data-dir does not apply")
+        if self.download:
+            check_downloadable(self.dataset)
         self._validate_nir()
 
     def _validate_nir(self) -> None:

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
 from snnexit.exit import policy_name
+from snnexit.exit.target import threshold_text
 from snnexit.io import load_tensors, write_json
 from snnexit.runs.ann import ANN_FORMAT, ANN_VERSION, data_dims, load_ann, save_ann, trained_ann
 from snnexit.runs.artifacts import (ANN_FILE, CALIBRATION_TRACE_FILE, POLICY_FILE, RESULTS_FILE, SNN_FILE, STAGES,
@@ -56,7 +57,8 @@ class Run:
     def data(self):
         if self._data is None:
             c = self.config
-            self._data = load_dataset(c.dataset, c.seed, root=c.data_dir, cache_dir=c.cache_dir)
+            self._data = load_dataset(c.dataset, c.seed, root=c.data_dir, cache_dir=c.cache_dir,
+                                      download=c.download, log=self.log, progress=c.progress)
             event_steps(c, self._data)
             if not c.imported:  # counts the spiking layers of the ANN the run would train
                 check_trace_memory(c, self._data)
@@ -200,7 +202,7 @@ def fit(r: Run):
         r.folder.save_policy(r.policy)
     point = getattr(r.policy, "point_", None)
     if point is not None:
-        r.log(f"{r.settings.fit.policy} threshold {r.policy.threshold_:.6g}: validation accuracy "
+        r.log(f"{r.settings.fit.policy} threshold {threshold_text(r.policy.threshold_)}: validation accuracy "
               f"{r.policy.curve_.accuracy[point]:.4f} at {r.policy.curve_.mean_steps[point]:.2f} mean steps")
     return r.folder / POLICY_FILE
 

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 import torch
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import check_is_fitted
+from snnexit.exit.base import check_is_fitted, deployable_policy
 from snnexit.simulate.cost import Cost, fan_out, input_macs
 from snnexit.simulate.inputs import check_inputs
 from snnexit.simulate.network import SpikingNetwork
@@ -202,7 +202,8 @@ class EarlyExitEngine:
 
     Args:
         snn: the converted network.
-        policy: a fitted exit policy (any ``ExitPolicy`` with ``decide``).
+        policy: a fitted exit policy (any ``ExitPolicy`` with ``decide``), or a certified exit
+            (``certify_exit(...)``, ``load_certified("certified.json")``).
         T: the most steps any input runs (the fixed-T budget).
         device: where to simulate ("cpu", "cuda", ...).
         compact: drop finished inputs from the batch and the neuron states (True), or keep
@@ -216,6 +217,7 @@ class EarlyExitEngine:
                  compact: bool = True, count_spikes: bool = True, fan_out: list[float] | None = None):
         if not isinstance(snn, SpikingNetwork):
             raise SnnexitError(f"expected a SpikingNetwork, got {type(snn).__name__}")
+        policy = deployable_policy(policy)  # a certified exit runs the policy it certified
         if int(T) < 1:
             raise SnnexitError(f"T must be >= 1, got {T}")
         if not hasattr(policy, "decide"):
