@@ -40,11 +40,13 @@ import snnexit.cli.cutoff
 import snnexit.cli.table
 import snnexit.experiments.bench
 import snnexit.runs.exportable
+import snnexit.runs.outputs
 import snnexit.runs.stages
 from snnexit.cli import COMMANDS, build_parser, main
 from snnexit.cli.stages import EVERY_STAGE, USES
 from snnexit.runs.artifacts import STAGES
 from snnexit.simulate.trace import Trace
+from test_nir_run import digits_mlp
 
 SECONDS_PER_EXAMPLE = 10.0  # the checks are cheap: an example that takes longer did real work
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -73,6 +75,10 @@ def world(tmp_path_factory):
     (root / "good.toml").write_text('dataset = "digits"\nepochs = 2\n')
     (root / "bad.toml").write_text("dataset = [\n")
     np.save(root / "calibration.npy", np.zeros((4, 1, 8, 8), dtype=np.float32))
+    digits_mlp(root / "mlp.nir")  # a NIR graph written as snnTorch writes one (flat digits inputs)
+    g = np.random.default_rng(0)
+    np.savez(root / "val.npz", outputs=g.normal(size=(6, 40, 3)), labels=g.integers(0, 3, 40))
+    np.savez(root / "test.npz", outputs=g.normal(size=(6, 30, 3)))
     run = root / "run"  # a finished run: results.json names its settings, traces for compare
     run.mkdir()
     (run / "results.json").write_text(json.dumps({"config": {"dataset": "digits", "model": "vgg_small"}}))
@@ -92,6 +98,7 @@ def world(tmp_path_factory):
         mp.setattr(snnexit.cli.cutoff, "single_run", _stub("cutoff-train"))
         mp.setattr(snnexit.cli.cutoff, "cutoff_table", _stub("cutoff-train"))
         mp.setattr(snnexit.runs.exportable, "load_dataset", _stub("export"))
+        mp.setattr(snnexit.runs.outputs, "certify_outputs", _stub("certify"))
         mp.setattr(snnexit.runs.stages, "load_dataset", _stub("data loading past the stubs"))
         yield {"root": root, "count": itertools.count()}
 
@@ -160,7 +167,12 @@ COMMON = {
     "certify.delta": floats([0.05], [0, 1, -1]),
     "certify.policies": names(["all", "topk", "dynamic_confidence,entropy"], ["", "bogus", ","]),
     "certify.calibration_inputs": {"good": ["<calibration.npy>"], "bad": ["<missing>", FOLDER, ""]},
+    # the base reads NIR files as snnTorch does: the graph's LIF nodes need a reader that has them
+    "nir": {"good": ["<mlp.nir>"], "bad": ["<missing>", FOLDER, FILE, ""]},
+    "semantics": names(["snntorch", "norse"], ["bogus", ""], junk=["nir", "snnexit", "sinabs", "spikingjelly"]),
+    "dt": {"good": [], "bad": ["0", "-1"] + NON_FINITE + NOT_NUMBER, "junk": ["0.001", "1", "1e-4"]},
 }
+NPZ = {"good": ["<val.npz>"], "bad": ["<missing>", FOLDER, FILE, "<test.npz>"]}  # test.npz has no labels
 PER_COMMAND = {
     "compare": {
         "run": {"good": ["<run>"], "bad": ["<missing>", FOLDER, FILE]},
@@ -219,6 +231,16 @@ PER_COMMAND = {
         "seed": ints([0, 3], [-1, 2 ** 63]),
         "table": {},
     },
+    "certify": {
+        "val": NPZ,
+        "test": {"good": ["<test.npz>", "<val.npz>"], "bad": ["<missing>", FOLDER, FILE]},
+        "calibration": {"good": ["<test.npz>"], "bad": ["<missing>", FOLDER, FILE]},
+        "outputs": names(["per-step", "accumulated"]),
+        "eps": floats([0.05, 0.5], [0, 1, 2]),
+        "delta": floats([0.05], [0, 1, -1]),
+        "policies": names(["all", "topk", "dynamic_confidence,entropy"], ["", "bogus", ","]),
+        "out": {"good": [FRESH + ".json"], "bad": [FOLDER, PROC + "/x.json", "", f"{FILE}/x.json"]},
+    },
     "export": {
         "source": {"good": ["<run>"], "bad": ["<missing>", FOLDER, ""], "junk": [FILE]},
         "out": {"good": [FRESH + ".nir"], "bad": [FOLDER, PROC + "/x.nir", "", f"{FILE}/x.nir"]},
@@ -229,15 +251,17 @@ PER_COMMAND = {
         "levels": {"good": [], "bad": ["4", "0"]},
         "width": {"good": [], "bad": ["4", "0"]},
         "data_dir": {"good": [], "bad": [FOLDER]},
-        "variant": names(["exact", "hard-reset"]),
+        "variant": names(["exact", "hard-reset", "subtract"]),
+        "pooling": names(["avg", "sum"]),
         "threshold_scale": {"good": ["auto", "1.5", "0.8"], "bad": ["nan", "-1", "0", "x", "inf", "2e6"]},
         "T": ints([8], [0, 100_001]),
     },
 }
 # always given (a drawn flag of the same dest replaces it)
 BASE = {
-    "run": {"dataset": "digits", "out": FRESH, "cache_dir": "<cache>"},
-    **{stage: {"dataset": "digits", "out": FRESH, "cache_dir": "<cache>"} for stage in STAGES},
+    "run": {"dataset": "digits", "out": FRESH, "cache_dir": "<cache>", "semantics": "snntorch"},
+    **{stage: {"dataset": "digits", "out": FRESH, "cache_dir": "<cache>", "semantics": "snntorch"} for stage in STAGES},
+    "certify": {"val": "<val.npz>", "test": "<test.npz>", "outputs": "per-step"},
     "compare": {"run": "<run>", "out": FRESH},
     "table": {"datasets": "digits", "models": "vgg_small", "out": FRESH, "cache_dir": "<cache>"},
     "bench": {"dataset": "digits", "out": FRESH + ".json", "cache_dir": "<cache>", "devices": "cpu"},
@@ -311,7 +335,8 @@ def concrete(argv: list[str], world) -> list[str]:
     names = {FILE: root / "afile", FOLDER: root / "adir", FRESH: root / "fresh" / f"{n}", PROC: "/proc/snnexit-fuzz",
              "<cache>": root / "cache", "<run>": root / "run", "<missing>": root / "missing" / f"{n}",
              "<good.toml>": root / "good.toml", "<bad.toml>": root / "bad.toml",
-             "<calibration.npy>": root / "calibration.npy"}
+             "<calibration.npy>": root / "calibration.npy", "<mlp.nir>": root / "mlp.nir",
+             "<val.npz>": root / "val.npz", "<test.npz>": root / "test.npz"}
     out = []
     for word in argv:
         for token, path in names.items():

@@ -30,19 +30,21 @@ TRAINING = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "q
 FIT = ("fit.policy", "fit.target", "fit.threshold", "fit.temperature", "fit.eps", "fit.max_steps", "fit.delta",
        "fit.options")
 CERTIFY = ("certify.eps", "certify.delta", "certify.policies", "certify.calibration_inputs")
+# an imported network (--nir FILE): where the network comes from, as the data set is, every stage takes
+NETWORK = ("nir", "semantics", "dt")
 # where and how a stage runs, not what it computes: every stage takes them
 EVERY_STAGE = ("out", "device", "progress", "cache_dir", "config", "quiet")
 # stage -> the settings (argparse dests: RunConfig fields, "section.key") it uses
 USES = {  # download: the stages that load the data
-    "train": TRAINING + ("download",),
-    "convert": TRAINING + ("converter", "download"),
-    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs", "download"),
+    "train": TRAINING + ("download",) + NETWORK,
+    "convert": TRAINING + ("converter", "download") + NETWORK,
+    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs", "download") + NETWORK,
     # T and the converter: the traces must be this run's; the data set: T defaults to an event data set's frames
-    "fit": ("dataset", "T", "converter") + FIT,
+    "fit": ("dataset", "T", "converter") + FIT + NETWORK,
     # the training settings: snn.safetensors's; the fit settings: the policy's name in results.json, and
     # they must make a valid policy together (--policy conformal needs --target coverage)
-    "evaluate": TRAINING + ("converter", "T") + FIT + CERTIFY,
-    "report": ("dataset", "T", "converter"),
+    "evaluate": TRAINING + ("converter", "T") + FIT + CERTIFY + NETWORK,
+    "report": ("dataset", "T", "converter") + NETWORK,
 }
 WHAT_IT_DOES = {
     "train": "it trains the ANN",
@@ -54,8 +56,9 @@ WHAT_IT_DOES = {
 }
 
 HELP = {
-    "train": "train the QCFS ANN (or reuse the cached one) -> ann.safetensors",
-    "convert": "calibrate and convert the trained ANN to an SNN -> snn.safetensors",
+    "train": "train the QCFS ANN (or reuse the cached one) -> ann.safetensors; nothing with --nir",
+    "convert": "calibrate and convert the trained ANN to an SNN -> snn.safetensors; with --nir FILE: import it -> "
+               "network.json",
     "trace": "simulate the SNN on validation and test -> trace_val/trace_test.safetensors",
     "fit": "fit an exit policy (--policy NAME, default Dynamic Confidence) on the validation trace -> policy.json",
     "evaluate": "evaluate fixed T, the fitted policy, a certified exit and the oracle on the test trace -> results.json",
@@ -84,10 +87,10 @@ def _main(stage: str, options: dict[str, str]):
         written, r = run_stage(stage, settings, log=log)
         if stage == "evaluate":
             print(TABLE1_HEADER)
-            print("\n".join(table1_rows(settings.run.dataset, settings.run.model, settings.run.converter, r.results)))
+            print("\n".join(table1_rows(settings.run.dataset, *settings.run.labels(), r.results)))
         names = ", ".join(str(p) for p in written) if isinstance(written, tuple) else str(written)
         log(f"{stage}: done")
-        print(f"Wrote {names}")
+        print(f"Wrote {names}" if written is not None else f"Nothing to {stage}: the network comes from {settings.run.nir}")
         return 0
 
     return main

@@ -141,6 +141,11 @@ class RunConfig:
     data_dir: str | None = None  # local folder of a real data set (cifar10, cifar100, imagefolder)
     download: bool = False  # fetch the data set into data_dir (or the cache) first, unless it is there
     progress: bool = True
+    # a NIR graph to run instead of training and converting an ANN (snnexit.runs.imported), read as
+    # `semantics` says (nir, snnexit, snntorch, sinabs, norse, spikingjelly) with `dt` seconds per step
+    nir: str | None = None
+    semantics: str = "snnexit"
+    dt: float | None = None  # None: the reader's own step
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -168,6 +173,37 @@ class RunConfig:
             raise SnnexitError(f"data set {self.dataset!r} is built in: --data-dir does not apply")
         if self.download:
             check_downloadable(self.dataset)
+        self._validate_nir()
+
+    def _validate_nir(self) -> None:
+        if self.dt is not None:
+            check_positive("config key 'dt'", self.dt, 1e6, " (seconds per step of the NIR file's time constants)")
+        if self.nir is None and self.semantics == "snnexit":
+            return
+        # the readers' registry lives with the NIR importer (h5py): loaded only when a run names a reader
+        from snnexit.nir import SEMANTICS, import_nir
+
+        SEMANTICS.get(self.semantics)  # raises with the known names
+        if self.nir is None:
+            return
+        if not isinstance(self.nir, str) or not Path(self.nir).is_file():
+            raise SnnexitError(f"NIR file {self.nir}: no such file")
+        import_nir(self.nir, self.semantics, dt=self.dt)  # a node, dt or shape it cannot run: refused before any work
+
+    @property
+    def imported(self) -> bool:
+        """Does the run take its network from a NIR file (no ANN to train or convert)?"""
+        return self.nir is not None
+
+    def network_source(self) -> str:
+        """What made the run's network: its converter, or ``nir`` (traces record it as their converter)."""
+        return "nir" if self.imported else self.converter
+
+    def labels(self) -> tuple[str, str]:
+        """``(model, converter)`` as tables show them: for an imported network, the file and its reader."""
+        if self.imported:
+            return Path(self.nir).name, f"nir ({self.semantics})"
+        return self.model, self.converter
 
     def train_key(self) -> str:
         """Hash of everything that determines the trained ANN (the cache key), the version of the

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from snnexit.errors import SnnexitError
@@ -128,6 +129,28 @@ class Trace:
             raise SnnexitError(f"cannot truncate a trace of {self.T} steps to {T}")
         spikes = None if self.spikes is None else self.spikes[:T]
         return Trace(self.outputs[:T], self.labels, spikes, dict(self.meta))
+
+    @classmethod
+    def from_arrays(cls, outputs, labels=None, *, accumulated: bool, meta: dict | None = None) -> "Trace":
+        """The trace of outputs recorded elsewhere (a chip, another simulator): ``outputs``
+        ``(T, N, C)`` at every step, either per step (``accumulated=False``: summed here into
+        ``Y[t]``) or already accumulated (``accumulated=True``); there is no default, say which.
+        ``labels`` ``(N,)`` integers or None. Float64 outputs stay float64; others become float32."""
+        if not isinstance(accumulated, bool):
+            raise SnnexitError(f"accumulated must be True (Y[t] = sum of steps 1..t) or False (one step each), "
+                               f"got {accumulated!r}")
+        y = torch.as_tensor(np.ascontiguousarray(outputs))
+        if y.dim() != 3:
+            raise SnnexitError(f"outputs must have shape (T, N, C), got {tuple(y.shape)}")
+        y = y.double() if y.dtype == torch.float64 else y.float()
+        if not accumulated:
+            y = y.cumsum(0)
+        if labels is not None:
+            labels = torch.as_tensor(np.ascontiguousarray(labels))
+            if labels.is_floating_point() or labels.is_complex():
+                raise SnnexitError(f"labels must be integers, got {labels.dtype}")
+            labels = labels.long()
+        return cls(y, labels, None, dict(meta or {}))
 
     # ---- persistence -------------------------------------------------------------
     def save(self, path) -> None:
