@@ -74,6 +74,13 @@ def _create(name: str, kwargs: dict, **settings) -> ThresholdPolicy:
     cls = POLICIES.get(name)
     if not issubclass(cls, ThresholdPolicy) or cls.uses_labels_at_test or not cls.online:
         raise SnnexitError(f"policy {name!r} has no certifiable threshold; certifiable: {', '.join(CERTIFY_CANDIDATES)}")
+    if not isinstance(kwargs, dict):
+        raise SnnexitError(f"policy_kwargs[{name!r}] must be a table of {name}'s parameters, got {kwargs!r:.60}")
+    known = cls.param_names()
+    bad = [key for key in kwargs if key not in known or key in settings]
+    if bad:
+        raise SnnexitError(f"policy_kwargs[{name!r}]: {name} takes no {', '.join(map(repr, bad))} here; its own "
+                           f"parameters: {', '.join(k for k in known if k not in settings)}")
     return cls(**settings, **kwargs)
 
 
@@ -208,8 +215,9 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
         raise SnnexitError(f"learning and calibration traces differ: (T, C) = {(learn.T, learn.C)} vs "
                            f"{(calibration.T, calibration.C)}")
     check_other_inputs(learn, calibration)
-    if not candidates:
-        raise SnnexitError("no candidate policies to certify")
+    if isinstance(candidates, str) or not isinstance(candidates, (list, tuple)) or not candidates or \
+            not all(isinstance(name, str) for name in candidates):
+        raise SnnexitError(f"candidates must be a non-empty list of policy names, got {candidates!r:.80}")
     least = ThresholdPolicy.min_fit_inputs
     if calibration.N < least:
         raise SnnexitError(f"certify_exit needs at least {least} calibration inputs, got {calibration.N}")
@@ -223,7 +231,9 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
     eps = smallest_certifiable_eps(n, delta) if eps is None else check_fraction("eps", eps, low_open=True,
                                                                                  high_open=True)
     rate = certifiable_disagreement_rate(n, eps, delta)
-    kwargs = policy_kwargs or {}
+    kwargs = {} if policy_kwargs is None else policy_kwargs
+    if not isinstance(kwargs, dict):
+        raise SnnexitError(f"policy_kwargs must map policy names to their settings, got {kwargs!r:.60}")
     names = list(dict.fromkeys(candidates))
     if len(names) == 1:
         _create(names[0], kwargs.get(names[0], {}), target="risk", eps=eps, delta=delta)  # refuse early

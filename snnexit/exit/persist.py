@@ -16,10 +16,11 @@ add a file (written atomically) and an optional ``extra`` table for the caller's
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import POLICIES, POLICY_FORMAT, POLICY_VERSION, ExitPolicy
+from snnexit.exit.base import POLICIES, POLICY_FORMAT, POLICY_VERSION, ExitPolicy, check_is_fitted
 from snnexit.exit.codec import decode_fitted
 from snnexit.exit.target import check_threshold
 from snnexit.exit.threshold import ThresholdPolicy
@@ -131,7 +132,10 @@ def _check_threshold_values(policy: ThresholdPolicy, values: dict) -> None:
 
 def save_policy(path, policy: ExitPolicy, extra: dict | None = None) -> Path:
     """Write ``policy.to_dict()`` (plus ``extra``, a JSON-able table for the caller) to ``path``
-    atomically; returns the path."""
+    atomically; returns the path. A policy that needs a fit is saved only fitted."""
+    if not isinstance(policy, ExitPolicy):
+        raise SnnexitError(f"save_policy saves an exit policy, got {type(policy).__name__}")
+    check_is_fitted(policy)
     record = policy.to_dict()
     if extra is not None:
         if not isinstance(extra, dict):
@@ -143,6 +147,8 @@ def save_policy(path, policy: ExitPolicy, extra: dict | None = None) -> Path:
 
 def read_record(path, what: str = "policy"):
     """The JSON record in the file ``path`` (a one-line error when there is none to read)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise SnnexitError(f"a {what} file is a path, got {path!r}")
     path = Path(path)
     try:
         return json.loads(path.read_text())
@@ -154,7 +160,6 @@ def read_record(path, what: str = "policy"):
 
 def load_policy_with_extra(path) -> tuple[ExitPolicy, dict]:
     """The policy saved at ``path`` and the ``extra`` table saved with it ({} if none)."""
-    path = Path(path)
     record = read_record(path)
     try:
         policy = policy_from_dict(record)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import torch
 from snnexit.convert import CONVERTERS
 from snnexit.data import DATASETS, is_built_in
 from snnexit.data.sources import check_downloadable
+from snnexit.checks import (DEVICE_TYPES, MAX_SEED, check_device, check_positive, check_range,  # noqa: F401
+                            memory_bytes)
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
 from snnexit.exit.certify import CERTIFY_CANDIDATES
@@ -30,68 +31,12 @@ from snnexit.quant import MAX_BITS, QUANTIZERS
 TRAINING_CODE_VERSION = 2
 MAX_T = 100_000  # far beyond any converted SNN's latency; a trace this long still fits in memory for small splits
 MAX_EPOCHS = 100_000  # the paper trains 300
-MAX_SEED = 2 ** 63 - 1
 MAX_LEVELS = 2 ** 16  # QCFS L (an LSQ activation of b bits has L = 2**b - 1)
 MAX_BATCH = 2 ** 20  # inputs per batch (training, tracing)
 MAX_WIDTH = 2 ** 20  # far beyond what fits in memory for every built-in model; the memory check is finer
 MAX_LR = 10.0
 MAX_INIT_THRESHOLD = 1e6
-DEVICE_TYPES = ("cpu", "cuda", "mps")
 
-
-def check_device(device, what: str = "device") -> str:
-    """``device`` if this machine has it, else a :class:`SnnexitError` naming it: a torch device
-    string (``cpu``, ``cuda``, ``cuda:1``, ``mps``) whose accelerator is available and whose index
-    is within the devices present. Every command checks its devices with this, before any work."""
-    if not isinstance(device, str) or not device.strip():
-        raise SnnexitError(f"{what} must name a torch device (cpu, cuda, cuda:1, ...), got {device!r}")
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise SnnexitError(f"{what} {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if parsed.type not in DEVICE_TYPES:
-        raise SnnexitError(f"{what} {device!r}: snnexit runs on {', '.join(DEVICE_TYPES)}, not {parsed.type}")
-    if parsed.type == "cpu":
-        if parsed.index not in (None, 0):
-            raise SnnexitError(f"{what} {device!r}: the CPU is cpu (or cpu:0)")
-    elif parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SnnexitError(f"{what} {device!r} requested but CUDA is not available")
-        count = torch.cuda.device_count()
-        if parsed.index is not None and parsed.index >= count:
-            raise SnnexitError(f"{what} {device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
-    elif parsed.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise SnnexitError(f"{what} {device!r} requested but MPS is not available")
-        if parsed.index not in (None, 0):
-            raise SnnexitError(f"{what} {device!r}: there is one MPS device, mps (or mps:0)")
-    return device
-
-
-def check_range(key: str, value, low, high, what: str = "") -> None:
-    """``low <= value <= high`` for a number (ints and floats, never bools; floats finite), else a
-    :class:`SnnexitError` naming ``key``: ``config key 'lr' must lie in (0, 10], got nan``."""
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and (not isinstance(value, float) or math.isfinite(value)) and low <= value <= high)
-    if not ok:
-        shown = f"{low}..{high}" if isinstance(low, int) and isinstance(high, int) else f"[{low:g}, {high:g}]"
-        raise SnnexitError(f"{key} must lie in {shown}{what}, got {value!r}")
-
-
-def check_positive(key: str, value, high: float, what: str = "") -> None:
-    """``0 < value <= high``, finite, else a :class:`SnnexitError` naming ``key``."""
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-          and 0 < value <= high)
-    if not ok:
-        raise SnnexitError(f"{key} must be a positive number up to {high:g}{what}, got {value!r}")
-
-
-def memory_bytes() -> int | None:
-    """This machine's physical memory in bytes (None where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def parameter_count(model: str, width: int | None = None) -> int:
