@@ -96,8 +96,11 @@ class RunConfig:
     def validate(self) -> None:
         DATASETS.get(self.dataset)  # each raises with the known names
         MODELS.get(self.model)
-        CONVERTERS.get(self.converter)
         QUANTIZERS.get(self.quantizer)
+        takes = getattr(CONVERTERS.get(self.converter), "quantizers", None)
+        if self.nir is None and takes is not None and self.quantizer not in takes:
+            raise SnnexitError(f"converter {self.converter!r} converts ANNs with {' or '.join(takes)} activations, not "
+                               f"--quantizer {self.quantizer!r}: pass --quantizer {takes[0]} (or another converter)")
         if not str(self.out).strip():
             raise SnnexitError("out must name a run folder, got an empty string")
         if not (isinstance(self.T, int) and 1 <= self.T <= MAX_T):
