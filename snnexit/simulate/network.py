@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from snnexit.simulate.scaling import OutputScaling
 from snnexit.neurons.modules import SpikingNeuron, StatefulModule
 
 
@@ -20,6 +21,11 @@ class SpikingNetwork(nn.Module):
         super().__init__()
         self.body = body
         self.meta = dict(meta or {})
+
+    @property
+    def scaling(self) -> OutputScaling:
+        """The output scaling this network states in its meta (alpha, temperature; defaults where absent)."""
+        return OutputScaling.of(self.meta)
 
     def spiking_layers(self) -> list[tuple[str, SpikingNeuron]]:
         return [(n, m) for n, m in self.body.named_modules() if isinstance(m, SpikingNeuron)]

@@ -20,7 +20,6 @@ on construction, so a truncated or loaded trace scores with its own run length).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,14 +27,10 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.io import load_tensors, save_tensors
+from snnexit.simulate.scaling import OutputScaling
 
 TRACE_FORMAT = "trace"
 TRACE_VERSION = 1
-
-
-def _is_number(x) -> bool:
-    """A finite real number (not a bool): what numeric trace meta must be."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass
@@ -91,12 +86,15 @@ class Trace:
                 raise SnnexitError(f"trace spikes must have shape (T, N, L) with (T, N) = {(T, N)}, got {tuple(s.shape)}")
         if not isinstance(self.meta, dict):
             raise SnnexitError(f"trace meta must be a dict, got {type(self.meta).__name__}")
-        alpha = self.meta.get("alpha", "T")
-        if alpha not in ("t", "T") and not (_is_number(alpha) and alpha > 0):
-            raise SnnexitError(f"trace meta 'alpha' must be 'T', 't' or a positive number, got {alpha!r}")
-        temperature = self.meta.get("temperature", 1.0)
-        if not (_is_number(temperature) and temperature > 0):
-            raise SnnexitError(f"trace meta 'temperature' must be a positive number, got {temperature!r}")
+        try:
+            OutputScaling.of(self.meta)
+        except SnnexitError as exc:
+            raise SnnexitError(f"trace meta: {exc}") from None
+
+    @property
+    def scaling(self) -> OutputScaling:
+        """The output scaling this trace's network states (:class:`OutputScaling`)."""
+        return OutputScaling.of(self.meta)
 
     # ---- derived views (pure) ----------------------------------------------------
     def predictions(self) -> torch.Tensor:
