@@ -21,7 +21,7 @@ from snnexit.checks import (DEVICE_TYPES, MAX_SEED, check_device, check_positive
                             memory_bytes)
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
-from snnexit.exit.certify import CERTIFY_CANDIDATES
+from snnexit.exit.certify import certifiable_policies
 from snnexit import models
 from snnexit.models import MODELS
 from snnexit.quant import MAX_BITS, QUANTIZERS
@@ -245,7 +245,7 @@ class CertifySettings:
 
     def candidates(self) -> tuple[str, ...]:
         if self.policies.strip() == "all":
-            return CERTIFY_CANDIDATES
+            return certifiable_policies()
         return tuple(name.strip() for name in self.policies.split(",") if name.strip())
 
     def validate(self) -> None:
@@ -257,9 +257,9 @@ class CertifySettings:
         if not names:
             raise SnnexitError("config table [certify]: policies is empty; give names or 'all'")
         for name in names:
-            if name not in CERTIFY_CANDIDATES:
+            if name not in certifiable_policies():
                 raise SnnexitError(f"config table [certify]: policy {name!r} cannot be certified. "
-                                   f"Certifiable: {', '.join(CERTIFY_CANDIDATES)}")
+                                   f"Certifiable: {', '.join(certifiable_policies())}")
         if self.calibration_inputs is not None and not Path(self.calibration_inputs).is_file():
             raise SnnexitError(f"calibration inputs {self.calibration_inputs}: no such file (expected a .npy array)")
 
