@@ -43,6 +43,7 @@ class NetworkKind:
     name: str
     build: Callable[[torch.dtype, int], SpikingNetwork]
     temporal: bool = True  # does it take a sequence of frames (one per step)?
+    default: bool = True  # in the default suite's matrix (False: only in the slow one, which runs every kind)
 
 
 def dyadic(t: torch.Tensor, lo: float = -1.0, hi: float = 1.0, grid: int = GRID) -> torch.Tensor:
@@ -187,12 +188,18 @@ def nir_graph(semantics: str, recurrent: bool, seed: int) -> "nir.NIRGraph":
     return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
 
 
+# the imported kinds of the default suite: one feed-forward graph, one recurrent loop, one reader
+# whose neurons fire several spikes per step (every reader and loop runs in the slow matrix)
+DEFAULT_NIR = ("nir-snntorch", "nir-norse-recurrent", "nir-sinabs")
+
+
 def nir_kind(semantics: str, recurrent: bool) -> NetworkKind:
     def build(dtype: torch.dtype, seed: int) -> SpikingNetwork:
         dt = 1.0 if semantics == "nir" else None  # the spec has no step of its own
         return import_nir(nir_graph(semantics, recurrent, seed), semantics, dt=dt).to(dtype).eval()
 
-    return NetworkKind(f"nir-{semantics}{'-recurrent' if recurrent else ''}", build)
+    name = f"nir-{semantics}{'-recurrent' if recurrent else ''}"
+    return NetworkKind(name, build, default=name in DEFAULT_NIR)
 
 
 def nir_kinds() -> list[NetworkKind]:

@@ -9,9 +9,11 @@ tables below, so a new converter, neuron, imported network kind or policy joins 
 without an edit here. The networks' arithmetic is exact (tests/conformance_kinds.py): any
 difference is a bug in a path.
 
-The default suite runs every kind, engine, chunk plan, batch size, policy and input mode in
-float32 (the default precision) on few inputs; ``-m slow`` runs more inputs, a longer T and
-float64 as well.
+The default suite runs every engine, chunk plan, batch size, policy and input mode in float32
+(the default precision) on few inputs, for every converted and directly trained kind and three
+imported ones (a feed-forward graph, a recurrent loop, a multi-spike reader); ``-m slow`` runs
+every kind (every NIR reader, feed-forward and recurrent) in float64, with more inputs and a
+longer T.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from snnexit.runtime.engine import EarlyExitEngine
 from snnexit.simulate import record_trace
 
 KINDS = {kind.name: kind for kind in network_kinds()}
+# one test per kind: the default suite's kinds there, the others with the slow matrix
+EACH_KIND = [pytest.param(name, marks=() if kind.default else pytest.mark.slow) for name, kind in KINDS.items()]
 BATCH_SIZES = (1, 7, 256)
-FAST = dict(T=8, n_val=200, n_test=256, n_one=3, n_seven=14)  # batch 1 on n_one inputs, batch 7 on n_seven
-SLOW = dict(T=16, n_val=400, n_test=256, n_one=40, n_seven=256)
+FAST = dict(T=8, n_val=200, n_test=256, n_one=3, n_seven=7)  # batch 1 on n_one inputs, batch 7 on n_seven
+SLOW = dict(T=16, n_val=400, n_test=256, n_one=6, n_seven=28)
 
 
 def chunk_plans(T: int) -> dict[str, object]:
@@ -152,10 +156,10 @@ def check_cell(c: Case, engine_name: str, batch_size: int) -> None:
             f"{where}: spikes up to the exits differ from the trace's"
 
 
-def matrix(sizes: dict, dtypes) -> list:
+def matrix(sizes: dict, dtypes, every_kind: bool) -> list:
     return [pytest.param(kind, dtype, temporal, engine, batch, id=f"{kind}-{str(dtype)[6:]}-"
                          f"{'temporal' if temporal else 'static'}-{engine}-b{batch}")
-            for kind in KINDS for dtype in dtypes for temporal in (False, True)
+            for kind in KINDS if every_kind or KINDS[kind].default for dtype in dtypes for temporal in (False, True)
             for engine in ENGINES for batch in BATCH_SIZES]
 
 
@@ -169,18 +173,18 @@ def run_matrix_cell(kind, dtype, temporal, engine, batch, sizes):
     check_cell(case(kind, dtype, temporal, sizes), engine, batch)
 
 
-@pytest.mark.parametrize("kind, dtype, temporal, engine, batch", matrix(FAST, (torch.float32,)))
+@pytest.mark.parametrize("kind, dtype, temporal, engine, batch", matrix(FAST, (torch.float32,), every_kind=False))
 def test_every_path_takes_the_offline_decisions(kind, dtype, temporal, engine, batch):
     run_matrix_cell(kind, dtype, temporal, engine, batch, FAST)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, dtype, temporal, engine, batch", matrix(SLOW, (torch.float32, torch.float64)))
+@pytest.mark.parametrize("kind, dtype, temporal, engine, batch", matrix(SLOW, (torch.float64,), every_kind=True))
 def test_every_path_takes_the_offline_decisions_longer(kind, dtype, temporal, engine, batch):
     run_matrix_cell(kind, dtype, temporal, engine, batch, SLOW)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", EACH_KIND)
 @pytest.mark.parametrize("temporal", [False, True], ids=["static", "temporal"])
 def test_fixed_T_runs_are_the_step_by_step_simulation(kind, temporal):
     """With fixed T every engine's outputs and spikes are the trace's last step, and a trace
@@ -201,7 +205,7 @@ def test_fixed_T_runs_are_the_step_by_step_simulation(kind, temporal):
         assert torch.equal(spikes, c.test.spikes.double().sum(0)), engine
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", EACH_KIND)
 def test_the_matrix_is_not_trivial(kind):
     """The equality means something: on every kind, the policies' exits spread over several steps
     and the network's outputs change over time."""
