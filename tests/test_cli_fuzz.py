@@ -130,7 +130,7 @@ COMMON = {
     "T": ints([4, 32], [0, -1, 100_001, 10 ** 30]),
     "epochs": ints([1, 3], [0, -1, 100_001]),
     "seed": ints([0, 12345], [-1, 2 ** 63]),
-    "levels": ints([1, 4, 16], [0, -2, 70_000]),
+    "levels": ints([1, 4, 16], [0, -2, 70_000]),  # the base's quantizer is qcfs: L is read
     "converter": names(["qcfs"], ["magic", ""], junk=["qffs", "max", "robust"]),
     "width": ints([4, 16], [0, -3, 100_000, 10 ** 7]),
     "lr": floats([0.002, 0.1], [0, -1, 11]),
@@ -140,8 +140,8 @@ COMMON = {
     "download": {},  # a switch, refused: the data sets drawn are built in (REFUSED_SWITCHES)
     "device": {"good": GOOD_DEVICES, "bad": BAD_DEVICES},
     "init_threshold": floats([1, 8], [0, -1, 2e6]),
-    "quantizer": names(["qcfs", "lsq"], ["bogus", ""], junk=["relu", "clip"]),
-    "bits": ints([2, 8], [0, 17, 64]),
+    "quantizer": names(["qcfs"], ["bogus", ""], junk=["lsq", "relu", "clip"]),  # lsq: --L would be refused
+    "bits": ints([], [0, 17, 64], junk=[2, 8]),  # read by lsq only: refused with the base's qcfs
     "out": OUT_FOLDER,
     "config": {"good": ["<good.toml>"], "bad": [FOLDER, "<missing>", "<bad.toml>", FILE, ""]},
     "progress": {},
@@ -152,9 +152,10 @@ COMMON = {
     "fit.target": names(["no_loss"], junk=["max_drop", "max_steps", "risk", "coverage"]),
     "fit.threshold": floats([0.9, 0.5, -1]),
     "fit.temperature": floats([1.5], [-1, 0]),
-    "fit.eps": floats([0.01, 0.5], [2, -0.1]),
-    "fit.max_steps": floats([3, 1], [0, -1]),
-    "fit.delta": floats([0.1], [0, 1, 2]),
+    # read by some targets only: refused with the base's no_loss (a junk --target may make them valid)
+    "fit.eps": floats([], [2, -0.1, 0.01, 0.5]),
+    "fit.max_steps": floats([], [0, -1, 3, 1]),
+    "fit.delta": floats([], [0, 1, 2, 0.1]),
     "fit.options": {"good": ["use_alpha=true"], "bad": ["k=3", "x", "=3", "1x=2"]},
     "certify.eps": floats([0.05], [0, 1, 2]),
     "certify.delta": floats([0.05], [0, 1, -1]),
@@ -169,19 +170,20 @@ PER_COMMAND = {
         "out": {"good": [FRESH], "bad": [FILE, PROC, f"{FILE}/sub"]},
         "policies": names(["dynamic_confidence", "fixed,oracle", "topk"], ["bogus", ",", "fixed,bogus"]),
         "target": names(["no_loss"], ["bogus", ""], junk=["max_drop", "max_steps", "risk"]),  # they need --eps ...
-        "eps": floats([0.01, 0.5], [2, -0.1]),
-        "max_steps": floats([3, 1], [0, -1]),
-        "delta": floats([0.1], [0, 1]),
+        "eps": floats([], [2, -0.1, 0.01, 0.5]),  # with the base's target no_loss: does nothing, refused
+        "max_steps": floats([], [0, -1, 3, 1]),
+        "delta": floats([], [0, 1, 0.1]),
         "risk": {"good": ["0.1 0.1"], "bad": ["2 0.1", "nan 0.5", "0.1", "x y"]},
     },
     "table": {
         "datasets": {"good": ["digits", "digits mnist5k"], "bad": ["bogus", "digits bogus"]},
         "models": {"good": ["vgg_small", "vgg_small resnet20"], "bad": ["alexnet", "vgg_small alexnet"]},
-        "converters": {"good": ["qcfs", "qcfs qffs"], "bad": ["max", "bogus"]},
+        "converters": {"good": ["qcfs qffs"], "bad": ["max", "bogus"], "junk": ["qcfs"]},  # qcfs: --T-qffs refused
         "bits": ints([1, 2, 8], [0, 17, -1]),
         "epochs": ints([1, 3], [0, -1, 100_001]),
         "T_qcfs": ints([8, 32], [0, 100_001]),
         "T_qffs": ints([4, 16], [0, 100_001]),
+        "overwrite": {},
         "seed": ints([0, 7], [-1, 2 ** 63]),
         "threads": ints([1, 2], [0, -1, 100_000]),
     },
@@ -203,19 +205,19 @@ PER_COMMAND = {
     },
     "cutoff-train": {
         "width": ints([4, 8], [0, 100_000]),
-        "init": names(["scratch", "converted"]),
-        "neuron": names(["if", "lif"]),
+        "init": names(["scratch"], junk=["converted"]),  # converted: --epochs, --lr, --neuron ... refused
+        "neuron": names(["lif"], junk=["if"]),  # if: --tau refused
         "reset": names(["soft", "hard"]),
         "tau": floats([2, 1.5], [0.5, -1, 0]),
         "surrogate": names(["triangle", "sigmoid", "atan"]),
         "T": ints([2, 8], [0, -1, 100_001]),
-        "epochs": ints([0, 1], [-1, 100_001]),
-        "finetune_epochs": ints([0, 2], [-1]),
+        "epochs": ints([1], [-1, 100_001], junk=[0]),  # 0 from scratch trains nothing (refused) unless --table
+        "finetune_epochs": ints([], [-1], junk=[0, 2]),  # read with --table or --init converted only
         "loss": names(["tet", "mean"]),
         "reg_weight": {"good": ["0", "0.1"], "bad": ["nan", "-1", "x", "inf"], "junk": ["0.1,0.2", ""]},
         "lr": floats([0.01], [0, -1, 11]),
-        "finetune_lr": floats([0.002], [0, -1, 11]),
-        "ann_epochs": ints([1, 15], [-1], junk=[0]),
+        "finetune_lr": floats([], [0, -1, 11], junk=[0.002]),  # read with --table or --init converted only
+        "ann_epochs": ints([], [-1], junk=[0, 1, 15]),  # read with --init converted only
         "seed": ints([0, 3], [-1, 2 ** 63]),
         "table": {},
     },
@@ -229,9 +231,13 @@ PER_COMMAND = {
         "levels": {"good": [], "bad": ["4", "0"]},
         "width": {"good": [], "bad": ["4", "0"]},
         "data_dir": {"good": [], "bad": [FOLDER]},
-        "variant": names(["exact", "hard-reset"]),
-        "threshold_scale": {"good": ["auto", "1.5", "0.8"], "bad": ["nan", "-1", "0", "x", "inf", "2e6"]},
-        "T": ints([8], [0, 100_001]),
+        "variant": names(["exact"], junk=["hard-reset"]),
+        # hard-reset only: with the base's exact variant they do nothing, refused
+        "threshold_scale": {"good": [], "bad": ["nan", "-1", "0", "x", "inf", "2e6", "auto", "1.5", "0.8"]},
+        "T": ints([], [0, 100_001, 8]),
+        # the base's run folder has no certified.json: certified is refused; a file that is no exit rule may fail late
+        "policy": {"good": [], "bad": ["certified", "<missing>", FOLDER], "junk": [FILE]},
+        "overwrite": {},
     },
 }
 # always given (a drawn flag of the same dest replaces it)

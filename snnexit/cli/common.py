@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from snnexit.environment import user_path
+from snnexit.errors import SnnexitError
 from snnexit.progress import ProgressLog
 
 
@@ -25,6 +27,15 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def path_arg(text: str) -> str:
+    """A path flag's value: ``~`` expanded (also in ``--out=~/x``, which no shell expands), and a
+    name the system can take (no name over NAME_MAX bytes)."""
+    try:
+        return user_path(text, "path")
+    except SnnexitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,8 @@ import types
 import typing
 from dataclasses import fields
 
-from snnexit.runs.config_file import load_config, run_fields
+from snnexit.runs.config_file import run_fields
+from snnexit.runs.resolve import resolve_settings
 from snnexit.runs.settings import SECTIONS, RunConfig, Settings
 
 
@@ -87,6 +88,8 @@ def _policy_option(text: str) -> tuple[str, object]:
         parsed = json.loads(value)
     except ValueError:
         parsed = value
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"the value of {key.strip()!r} is nested too deeply") from None
     return key.strip(), parsed
 
 
@@ -140,8 +143,18 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     return out
 
 
+def flag_names() -> dict[str, str]:
+    """Setting -> the flag that gives it (``{"dataset": "--dataset", "fit.options": "--policy-option"}``)."""
+    names = {dest: options[0] for dest, (options, _) in _FLAGS.items()}
+    names.update({f"{section}.{key}": option for flags in _STAGE_FLAGS.values() for option, section, key, _, _ in flags})
+    names["fit.options"] = "--policy-option"
+    return names
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Resolve ``--config FILE`` plus the flags on the command line; progress bars only on a tty."""
-    settings = load_config(getattr(args, "config", None), overrides_from_args(args))
+    """Resolve the command's settings (:func:`snnexit.runs.resolve.resolve_settings`: defaults, a
+    stage's run folder, ``--config FILE``, the flags on the command line); progress bars only on a tty."""
+    settings = resolve_settings(args.command, getattr(args, "config", None), overrides_from_args(args),
+                                flag_names())
     settings.run.progress = bool(settings.run.progress and sys.stderr.isatty())
     return settings

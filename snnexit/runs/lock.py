@@ -23,7 +23,7 @@ _UNREADABLE_GRACE_S = 30.0  # a lock file still empty after this long: its write
 
 
 def _holder(path: Path) -> dict | None:
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, RecursionError):  # unreadable: a holder unknown
         holder = json.loads(path.read_text())
         if isinstance(holder, dict):
             return holder
