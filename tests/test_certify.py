@@ -211,12 +211,21 @@ def test_learned_scores_never_certify_on_the_inputs_they_learned_from(pool):
 
 
 def test_bad_certification_requests_are_refused(pool):
-    tr = draw(pool, 100, np.random.default_rng(7))
+    tr, cal = draw(pool, 100, np.random.default_rng(7)), draw(pool, 100, np.random.default_rng(8))
     with pytest.raises(SnnexitError, match="labels"):
-        certify_exit(Trace(tr.outputs, None, None, tr.meta), tr)
+        certify_exit(Trace(tr.outputs, None, None, tr.meta), cal)
     with pytest.raises(SnnexitError, match="cannot be certified"):
-        certify_exit(tr, tr, eps=1e-4)
+        certify_exit(tr, cal, eps=1e-4)
     with pytest.raises(SnnexitError, match="certifiable"):
-        certify_exit(tr, tr, candidates=["oracle"])
+        certify_exit(tr, cal, candidates=["oracle"])
     with pytest.raises(SnnexitError, match="target='risk'"):
-        create_policy("dynamic_confidence").fit(tr, calibration=tr)
+        create_policy("dynamic_confidence").fit(tr, calibration=cal)
+    with pytest.raises(SnnexitError, match="the calibration trace is the learning trace"):
+        create_policy("dynamic_confidence", target="risk", eps=0.2, delta=0.1).fit(tr, calibration=tr)
+
+
+def test_certifying_on_the_learning_trace_is_refused():
+    learn = population(N=200, seed=4)
+    for calibration in (learn, Trace(learn.outputs.clone(), None, None, learn.meta)):
+        with pytest.raises(SnnexitError, match="the calibration trace is the learning trace"):
+            certify_exit(learn, calibration, eps=0.2)

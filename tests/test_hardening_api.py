@@ -535,7 +535,7 @@ def test_parameter_count_of_a_huge_model_allocates_nothing():
 def test_fitting_an_unlabelled_trace_needs_a_target_that_needs_no_labels(name):
     """Accuracy targets and learned scores need labels: a one-line error, not a TypeError inside the
     curve; target risk (and a given threshold, for a score learned from nothing) fit on unlabelled inputs."""
-    labelled = random_trace(T=4, N=40, seed=3)
+    labelled, other = random_trace(T=4, N=40, seed=3), random_trace(T=4, N=40, seed=4)
     unlabelled = Trace(labelled.outputs, None, None, labelled.meta)
     for target in ("no_loss", "max_steps"):
         kwargs = {"max_steps": 2.0} if target == "max_steps" else {}
@@ -545,7 +545,7 @@ def test_fitting_an_unlabelled_trace_needs_a_target_that_needs_no_labels(name):
     if risky.learns_score:
         with pytest.raises(SnnexitError, match="learns its score from labels"):
             risky.fit(unlabelled)
-        risky.fit(labelled, calibration=unlabelled)
+        risky.fit(labelled, calibration=Trace(other.outputs, None, None, other.meta))
     else:
         risky.fit(unlabelled)
     assert risky.certification_size_ == 40 or risky.learns_score

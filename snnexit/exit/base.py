@@ -111,6 +111,15 @@ def check_trace(trace) -> Trace:
     return trace
 
 
+def check_other_inputs(learn: Trace, calibration: Trace) -> None:
+    """Refuse certifying on the learning trace itself (or a copy of it): a threshold certified on the
+    inputs that learned the scores certifies nothing. (Single inputs cannot be told apart by their
+    outputs: different inputs of a quantized network often give identical outputs.)"""
+    if calibration is learn or (calibration.N == learn.N and torch.equal(calibration.outputs, learn.outputs)):
+        raise SnnexitError("the calibration trace is the learning trace: a threshold certified on the inputs that "
+                           "learned the scores certifies nothing; certify on other inputs (split_learn_certify)")
+
+
 def predictions_at(trace: Trace, exit_steps: torch.Tensor) -> torch.Tensor:
     """(N,) the argmax of the accumulated output at each input's exit step."""
     idx = (exit_steps.long() - 1).view(1, -1, 1).expand(1, -1, trace.C).to(trace.outputs.device)
@@ -211,6 +220,10 @@ class ExitPolicy:
         accumulated output ``(N, C)``? Must take exactly the decisions of ``exit_steps`` on a
         trace (a runtime stops at T regardless). ``labels`` only for oracles."""
         raise NotImplementedError(f"{type(self).__name__} has no online decision rule")
+
+    def check_output(self, meta: dict, classes: int | None = None) -> None:
+        """Refuse a network or trace whose outputs this fitted policy cannot decide on (another
+        number of classes, another stated output scaling); a policy that learned nothing takes any."""
 
     def output_scaling(self, meta: dict) -> dict | None:
         """The alpha and temperature the score divides the accumulated output by (None: no softmax)."""

@@ -34,10 +34,10 @@ import numpy as np
 from scipy.stats import binom
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import (POLICIES, agreement_with_fixed_t, check_is_fitted, check_trace, deployable_policy,
-                               split_learn_certify)
+from snnexit.exit.base import (POLICIES, agreement_with_fixed_t, check_is_fitted, check_other_inputs, check_trace,
+                               deployable_policy, split_learn_certify)
 from snnexit.exit.curve import exact_curve
-from snnexit.exit.persist import policy_from_dict, read_record
+from snnexit.exit.persist import load_policy_with_extra, policy_from_dict, read_record
 from snnexit.exit.risk import zero_disagreement_bound
 from snnexit.exit.target import check_fraction
 from snnexit.exit.threshold import ThresholdPolicy
@@ -207,6 +207,7 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
     if (learn.T, learn.C) != (calibration.T, calibration.C):
         raise SnnexitError(f"learning and calibration traces differ: (T, C) = {(learn.T, learn.C)} vs "
                            f"{(calibration.T, calibration.C)}")
+    check_other_inputs(learn, calibration)
     if not candidates:
         raise SnnexitError("no candidate policies to certify")
     least = ThresholdPolicy.min_fit_inputs
@@ -272,8 +273,6 @@ def load_exit_rule(path):
     record = read_record(path, "policy or certified-exit")
     if isinstance(record, dict) and record.get("format") == CERTIFIED_FORMAT:
         return load_certified_with_extra(path)
-    from snnexit.exit.persist import load_policy_with_extra
-
     return load_policy_with_extra(path)
 
 

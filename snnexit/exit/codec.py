@@ -16,10 +16,12 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.exit.curve import ExitCurve
+from snnexit.simulate.scaling import OutputScaling
 
-# fitted attribute -> ("int" | "float" | "curve") or (container, dtype, ndim)
+# fitted attribute -> ("int" | "float" | "curve" | "scaling") or (container, dtype, ndim)
 FITTED_KINDS: dict[str, str | tuple[str, str, int]] = {
-    "T_": "int", "point_": "int", "certification_size_": "int", "learn_size_": "int",
+    "T_": "int", "classes_": "int", "point_": "int", "certification_size_": "int", "learn_size_": "int",
+    "scaling_": "scaling",
     "threshold_": "float", "miscoverage_": "float", "curve_": "curve",
     "pvalues_": ("array", "float64", 1), "step_thresholds_": ("array", "float64", 1),
     "step_temperatures_": ("tensor", "float64", 1), "sorted_values_": ("tensor", "float64", 2),
@@ -134,6 +136,10 @@ def encode_fitted(name: str, value):
         return encode_float(value)
     if kind == "curve":
         return encode_curve(value)
+    if kind == "scaling":
+        if not isinstance(value, OutputScaling):
+            raise TypeError(f"{name}: expected an OutputScaling, got {type(value).__name__}")
+        return value.to_dict()
     container, dtype, ndim = kind
     if (container == "tensor") != isinstance(value, torch.Tensor) or value.ndim != ndim:
         raise TypeError(f"{name}: expected a {ndim}-dimensional {container}, got {type(value).__name__}")
@@ -151,6 +157,11 @@ def decode_fitted(name: str, value):
         return decode_float(value, name)
     if kind == "curve":
         return decode_curve(value)
+    if kind == "scaling":
+        try:
+            return OutputScaling.from_dict(value)
+        except SnnexitError as exc:
+            raise SnnexitError(f"{name}: {exc}") from None
     container, dtype, ndim = kind
     array = decode_array(value, dtype, ndim, name)
     return torch.from_numpy(array) if container == "tensor" else array

@@ -86,6 +86,8 @@ def _check_fitted_values(policy: ExitPolicy, values: dict) -> None:
     T = values["T_"]
     if T < 1:
         raise SnnexitError(f"T_ must be a positive integer, got {T}")
+    if "classes_" in values and values["classes_"] < 2:
+        raise SnnexitError(f"classes_ must be an integer >= 2, got {values['classes_']}")
     if isinstance(policy, ThresholdPolicy):
         _check_threshold_values(policy, values)
     for key in ("step_temperatures_", "step_thresholds_"):

@@ -23,10 +23,11 @@ from typing import ClassVar
 import torch
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import (ExitPolicy, agreement_with_fixed_t, check_fitted_T, check_is_fitted, check_trace,
-                               policy_params, split_learn_certify)
+from snnexit.exit.base import (ExitPolicy, agreement_with_fixed_t, check_fitted_T, check_is_fitted, check_other_inputs,
+                               check_trace, policy_params, split_learn_certify)
 from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
 from snnexit.exit.target import TARGETS, FitTarget, check_threshold, threshold_text
+from snnexit.simulate.scaling import OutputScaling, stated_scaling
 from snnexit.simulate.trace import Trace
 
 
@@ -46,7 +47,10 @@ class ThresholdPolicy(ExitPolicy):
 
     Subclasses declare only the parameters they add (:func:`~snnexit.exit.base.policy_params`).
 
-    Fitted attributes (every fit): ``T_``; ``threshold_``; ``curve_``, the exact curve of the
+    Fitted attributes (every fit): ``T_``; ``classes_`` (C); ``scaling_`` (the
+    :class:`~snnexit.simulate.scaling.OutputScaling` the score applies, resolved from the fitting
+    trace: the policy carries it, so its decisions never depend on what a network's meta says
+    later, and :meth:`check_output` refuses a network or trace that states another); ``threshold_``; ``curve_``, the exact curve of the
     fitting trace (for ``risk`` without a fixed threshold: of the certifying inputs, label-free
     when they are unlabelled); ``point_``, the point of ``curve_`` that ``threshold_`` realises
     (the number of its thresholds above ``threshold_``). For ``risk`` without a fixed threshold
@@ -67,7 +71,7 @@ class ThresholdPolicy(ExitPolicy):
     score_meaning: ClassVar[str] = "the score"
     min_fit_inputs: ClassVar[int] = 2  # a threshold chosen on fewer inputs is chosen on nothing
     learns_score = False  # True: fit learns the score itself (tables, temperatures) from labelled data
-    fitted_attributes = ("T_", "threshold_", "curve_", "point_")
+    fitted_attributes = ("T_", "classes_", "scaling_", "threshold_", "curve_", "point_")
     optional_fitted_attributes = ("pvalues_", "certification_size_", "learn_size_")  # risk
 
     # --- subclasses -------------------------------------------------------------------
@@ -84,6 +88,34 @@ class ThresholdPolicy(ExitPolicy):
     def _direct_threshold(self, target: FitTarget) -> float | None:
         """Targets that fix the threshold without the curve (e.g. SNNCutoff's precision)."""
         return None
+
+    # --- output scaling ------------------------------------------------------------------
+    def resolved_scaling(self, meta: dict) -> OutputScaling:
+        """The output scaling the score applies on a run ``meta`` describes (default: the network's)."""
+        return OutputScaling.of(meta)
+
+    def meta_keys(self) -> tuple[str, ...]:
+        """What of a network's stated scaling (``alpha``, ``temperature``) the score takes from it."""
+        return ()
+
+    def scaling_for(self, meta: dict) -> OutputScaling:
+        """The fitted scaling (``scaling_``), or before a fit the one ``meta`` resolves to."""
+        fitted = self.__dict__.get("scaling_")
+        return fitted if fitted is not None else self.resolved_scaling(meta)
+
+    def check_output(self, meta: dict, classes: int | None = None) -> None:
+        """Refuse output of another number of classes, or a network or trace that states another
+        scaling than the one this policy was fitted with (where the score takes it from there)."""
+        check_is_fitted(self, ("classes_", "scaling_"))
+        name = type(self).__name__
+        if classes is not None and classes != self.classes_:
+            raise SnnexitError(f"{name} was fitted on outputs of {self.classes_} classes; these have {classes}")
+        stated = stated_scaling(meta)
+        fitted = self.scaling_.to_dict()
+        for key in self.meta_keys():
+            if key in stated and OutputScaling.of({**fitted, key: stated[key]}).to_dict()[key] != fitted[key]:
+                raise SnnexitError(f"{name} was fitted with {key} = {fitted[key]!r}; this network or trace has "
+                                   f"{key} = {stated[key]!r}: fit the policy on this network's traces")
 
     # --- shared -----------------------------------------------------------------------
     @property
@@ -162,11 +194,12 @@ class ThresholdPolicy(ExitPolicy):
                 raise SnnexitError("a separate calibration trace certifies a threshold: it needs target='risk' "
                                    "and no fixed threshold")
             check_trace(calibration)
+            check_other_inputs(trace, calibration)
             if (calibration.T, calibration.C) != (trace.T, trace.C):
                 raise SnnexitError(f"calibration trace (T, C) = {(calibration.T, calibration.C)} differs from the "
                                    f"fitting trace's {(trace.T, trace.C)}")
         self._forget_fit()
-        self.T_ = trace.T
+        self.T_, self.classes_, self.scaling_ = trace.T, trace.C, self.resolved_scaling(trace.meta)
         if self.certifies:
             learn, certify = trace, calibration
             if certify is None:
@@ -227,8 +260,10 @@ class ThresholdPolicy(ExitPolicy):
         check_is_fitted(self)
         check_trace(trace)
         check_fitted_T(self, trace)
+        self.check_output(trace.meta, trace.C)
         return exit_steps_from_scores(self.scores(trace, dtype), self.threshold_)
 
     def decide(self, accumulated, t, meta, labels=None):
         check_is_fitted(self)
+        self.check_output(meta, accumulated.shape[-1])
         return self.score_step(accumulated.double(), t, meta) > self.threshold_

@@ -226,6 +226,8 @@ class EarlyExitEngine:
             raise SnnexitError(f"{type(policy).__name__} has no online rule (it needs future steps): evaluate it on a "
                                f"trace instead")
         check_is_fitted(policy)
+        if hasattr(policy, "check_output"):
+            policy.check_output(snn.meta)  # the network states the scaling the policy was fitted with
         fitted_T = getattr(policy, "T_", None) if getattr(policy, "needs_fit", False) else None
         if fitted_T is not None and fitted_T != int(T):
             raise SnnexitError(f"{type(policy).__name__} was fitted on traces of T_ = {fitted_T} steps; this engine "
