@@ -98,8 +98,9 @@ def check_path_name(path: str | os.PathLike, what: str = "path") -> Path:
     if len(os.fsencode(longest)) > NAME_MAX:  # the usual limit; a file system may allow more
         name_max = _limit(Path(os.path.abspath(text)).parent, "PC_NAME_MAX", NAME_MAX)
         if len(os.fsencode(longest)) > name_max:
-            raise SnnexitError(f"{what} {shorten(text)}: the name {shorten(longest)} has {len(os.fsencode(longest))} "
-                               f"bytes, the file system allows {name_max}; choose a shorter name")
+            where = "" if longest == text else f" (in {shorten(longest)})"
+            raise SnnexitError(f"{what} {shorten(text)}: a name of {len(os.fsencode(longest))} bytes{where}, the file "
+                               f"system allows {name_max}; choose a shorter name")
     return Path(text)
 
 

@@ -73,6 +73,13 @@ def world(tmp_path_factory):
     (root / "good.toml").write_text('dataset = "digits"\nepochs = 2\n')
     (root / "bad.toml").write_text("dataset = [\n")
     np.save(root / "calibration.npy", np.zeros((4, 1, 8, 8), dtype=np.float32))
+    (root / "empty.npy").write_bytes(b"")
+    np.savez(root / "archive.npz", x=np.zeros((4, 1, 8, 8), dtype=np.float32))
+    (root / "deep.json").write_text("[" * 100_000)  # nested past Python's recursion limit
+    (root / "deep.toml").write_text("a = " + "[" * 100_000)
+    (root / "home").mkdir()  # HOME: where ~ leads
+    (root / "userdir").mkdir()  # a folder snnexit did not write, holding a user's own file of a name it writes
+    (root / "userdir" / "report.md").write_text("# my notes\n")
     run = root / "run"  # a finished run: results.json names its settings, traces for compare
     run.mkdir()
     (run / "results.json").write_text(json.dumps({"config": {"dataset": "digits", "model": "vgg_small"}}))
@@ -83,6 +90,7 @@ def world(tmp_path_factory):
     build_parser("*")  # import every command's module before the clock starts
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)  # junk --out values are relative paths: whatever they create stays in the sandbox
+        mp.setenv("HOME", str(root / "home"))  # ~ in a path leads into the sandbox too
         mp.setattr(snnexit.runs.stages, "_chain", _stub("run"))
         for stage in STAGES:
             mp.setitem(snnexit.runs.stages.STAGE_FUNCTIONS, stage, _stub(stage))
@@ -99,15 +107,19 @@ def world(tmp_path_factory):
 # ---- the values --------------------------------------------------------------------------------
 # Symbolic paths, made concrete per example: "<fresh>" is a new path under the sandbox each time.
 FILE, FOLDER, FRESH, PROC = "<file>", "<folder>", "<fresh>", "<proc>"
+HOME_FRESH = "~/<n>"  # a fresh path under HOME, given with ~ (in --out=~/x no shell expands it)
+LONG = "a" * 300  # a name longer than NAME_MAX (255 bytes): ENAMETOOLONG from the first stat
+DEEP = "<deep.json>"
 CUDA = torch.cuda.is_available()
 GOOD_DEVICES = ["cpu"] + (["cuda", "cuda:0"] if CUDA else [])
 BAD_DEVICES = ["gpu0", "tpu", "cuda:99", "meta", "", "CPU"] + ([] if CUDA else ["cuda", "cuda:0"])
 NOT_INT = ["x", "1.5", "1e3", ""]
 NOT_NUMBER = ["x", "", "1,2"]
 NON_FINITE = ["nan", "inf", "-inf", "1e400"]
-OUT_FOLDER = {"good": [FRESH], "bad": [FILE, PROC, f"{FILE}/sub"]}
-OUT_FILE = {"good": [FRESH + ".json"], "bad": [FOLDER, PROC + "/x.json", "", f"{FILE}/x.json"]}
-CACHE = {"good": ["<cache>", FRESH], "bad": [FILE, PROC, "", f"{FILE}/sub"]}
+OUT_FOLDER = {"good": [FRESH, HOME_FRESH], "bad": [FILE, PROC, f"{FILE}/sub", LONG, f"{FRESH}/{LONG}/x"]}
+OUT_FILE = {"good": [FRESH + ".json", HOME_FRESH + ".json"], "bad": [FOLDER, PROC + "/x.json", "", f"{FILE}/x.json",
+                                                                 LONG + ".json"]}
+CACHE = {"good": ["<cache>", FRESH, HOME_FRESH], "bad": [FILE, PROC, "", f"{FILE}/sub", LONG]}
 
 
 def ints(good, bad=(), junk=()):
@@ -143,7 +155,7 @@ COMMON = {
     "quantizer": names(["qcfs"], ["bogus", ""], junk=["lsq", "relu", "clip"]),  # lsq: --L would be refused
     "bits": ints([], [0, 17, 64], junk=[2, 8]),  # read by lsq only: refused with the base's qcfs
     "out": OUT_FOLDER,
-    "config": {"good": ["<good.toml>"], "bad": [FOLDER, "<missing>", "<bad.toml>", FILE, ""]},
+    "config": {"good": ["<good.toml>"], "bad": [FOLDER, "<missing>", "<bad.toml>", FILE, "", DEEP, "<deep.toml>", LONG]},
     "progress": {},
     "overwrite": {},
     "quiet": {},
@@ -160,13 +172,14 @@ COMMON = {
     "certify.eps": floats([0.05], [0, 1, 2]),
     "certify.delta": floats([0.05], [0, 1, -1]),
     "certify.policies": names(["all", "topk", "dynamic_confidence,entropy"], ["", "bogus", ","]),
-    "certify.calibration_inputs": {"good": ["<calibration.npy>"], "bad": ["<missing>", FOLDER, ""]},
+    "certify.calibration_inputs": {"good": ["<calibration.npy>"], "bad": ["<missing>", FOLDER, "", "<empty.npy>",
+                                                                     "<archive.npz>", DEEP, LONG]},
 }
 PER_COMMAND = {
     "compare": {
-        "run": {"good": ["<run>"], "bad": ["<missing>", FOLDER, FILE]},
-        "val": {"good": [], "bad": ["<run>/trace_val.safetensors", "<missing>", FILE]},  # --run is in the base
-        "test": {"good": [], "bad": ["<run>/trace_test.safetensors", "<missing>", FILE]},
+        "run": {"good": ["<run>"], "bad": ["<missing>", FOLDER, FILE, LONG]},
+        "val": {"good": [], "bad": ["<run>/trace_val.safetensors", "<missing>", FILE, LONG]},  # --run is in the base
+        "test": {"good": [], "bad": ["<run>/trace_test.safetensors", "<missing>", FILE, LONG]},
         "out": {"good": [FRESH], "bad": [FILE, PROC, f"{FILE}/sub"]},
         "policies": names(["dynamic_confidence", "fixed,oracle", "topk"], ["bogus", ",", "fixed,bogus"]),
         "target": names(["no_loss"], ["bogus", ""], junk=["max_drop", "max_steps", "risk"]),  # they need --eps ...
@@ -222,7 +235,7 @@ PER_COMMAND = {
         "table": {},
     },
     "export": {
-        "source": {"good": ["<run>"], "bad": ["<missing>", FOLDER, ""], "junk": [FILE]},
+        "source": {"good": ["<run>"], "bad": ["<missing>", FOLDER, "", LONG], "junk": [FILE]},
         "out": {"good": [FRESH + ".nir"], "bad": [FOLDER, PROC + "/x.nir", "", f"{FILE}/x.nir"]},
         "format": names(["nir"]),
         # with a run folder (the base), the checkpoint flags are refused
@@ -254,7 +267,7 @@ BASE = {
 REFUSED_SWITCHES = {"download"}
 JUNK = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8) | st.sampled_from(
     ["", "-1", "0", "1", "nan", "inf", "1e400", "9" * 30, "abc", "3.5", FILE, FOLDER, PROC, "cuda", "gpu0", " ",
-     "é", "--", "-"])
+     "é", "--", "-", "~", "~/x", "~no-such-user/x", LONG, "a" * 255, DEEP])
 
 
 def actions(command: str) -> dict[str, argparse.Action]:
@@ -317,7 +330,9 @@ def concrete(argv: list[str], world) -> list[str]:
     names = {FILE: root / "afile", FOLDER: root / "adir", FRESH: root / "fresh" / f"{n}", PROC: "/proc/snnexit-fuzz",
              "<cache>": root / "cache", "<run>": root / "run", "<missing>": root / "missing" / f"{n}",
              "<good.toml>": root / "good.toml", "<bad.toml>": root / "bad.toml",
-             "<calibration.npy>": root / "calibration.npy"}
+             "<calibration.npy>": root / "calibration.npy", "<empty.npy>": root / "empty.npy",
+             "<archive.npz>": root / "archive.npz", DEEP: root / "deep.json", "<deep.toml>": root / "deep.toml",
+             "<userdir>": root / "userdir", "<n>": f"fresh-{n}"}
     out = []
     for word in argv:
         for token, path in names.items():
@@ -412,6 +427,42 @@ def test_fuzz_command_line_at_length(world, command, data):
     (["cutoff-train", "--download"], "data set 'digits' is built in: --download does not apply"),
     (["report", "--download"], "report does not use --download"),
     (["train", "--dataset", "imagefolder", "--download"], "'imagefolder' has no public download"),
+    # the second hostile sweep (issue 24): data lost, idle flags, late checks, odd paths, deep files
+    (["run", "--out", "<userdir>"], "userdir holds report.md and is no folder snnexit wrote"),
+    (["report", "--out", "<userdir>"], "userdir holds report.md and is no folder snnexit wrote"),
+    (["export", "--in", FILE, "--dataset", "digits", "--model", "vgg_small", "--out", FILE],
+     "is an input of this export"),
+    (["export", "--out", FILE], "exists and is no NIR graph"),
+    (["export", "--threshold-scale", "0.8"], "--threshold-scale does nothing with --variant exact"),
+    (["export", "--T", "8"], "--T does nothing with --variant exact"),
+    (["export", "--variant", "hard-reset", "--threshold-scale", "0.8", "--T", "8"],
+     "--T does nothing with --threshold-scale 0.8"),
+    (["run", "--bits", "3"], "--bits 3 does nothing with quantizer 'qcfs'"),
+    (["run", "--quantizer", "lsq", "--L", "8"], "--L 8 does nothing with quantizer 'lsq'"),
+    (["run", "--quantizer", "relu", "--converter", "max", "--init-threshold", "2"],
+     "--init-threshold 2.0 does nothing with quantizer 'relu'"),
+    (["fit", "--eps", "0.01"], "fit.eps (--eps) does nothing with target 'no_loss'"),
+    (["fit", "--target", "max_drop", "--eps", "0.01", "--max-steps", "3"], "fit.max_steps (--max-steps) does nothing"),
+    (["fit", "--threshold", "2", "--target", "max_drop", "--eps", "0.1"], "does nothing with a fixed threshold"),
+    (["compare", "--eps", "0.01"], "--eps does nothing with --target no_loss"),
+    (["compare", "--target", "max_drop", "--eps", "0.01", "--delta", "0.1"], "--delta does nothing"),
+    (["cutoff-train", "--neuron", "if", "--tau", "2"], "--tau does nothing with --neuron if"),
+    (["cutoff-train", "--epochs", "0"], "--epochs 0 with --init scratch trains nothing"),
+    (["cutoff-train", "--ann-epochs", "3"], "--ann-epochs does nothing with --init scratch"),
+    (["cutoff-train", "--init", "converted", "--epochs", "3"], "--epochs does nothing with --init converted"),
+    (["cutoff-train", "--finetune-lr", "0.01"], "--finetune-lr does nothing with --init scratch"),
+    (["table", "--datasets", "event_mnist"], "the qffs converter cannot run its frames"),
+    (["table", "--datasets", "event_mnist", "--converters", "qcfs"], "pass --T-qcfs 16 or fewer"),
+    (["table", "--converters", "qcfs", "--T-qffs", "4"], "--T-qffs does nothing without qffs in --converters"),
+    (["run", "--calibration-inputs", "<empty.npy>"], "the file is empty"),
+    (["run", "--calibration-inputs", "<archive.npz>"], "an .npz archive, not one .npy array"),
+    (["run", "--config", DEEP], "invalid JSON (nested too deeply to read)"),
+    (["fit", "--config", "<deep.toml>"], "invalid TOML (nested too deeply to read)"),
+    (["trace", "--policy-option", "k=" + "[" * 50_000], "trace does not use --policy-option"),
+    (["fit", "--policy", "topk", "--policy-option", "k=" + "[" * 50_000], "k (top-1 minus top-k) must be an integer"),
+    (["run", "--out", LONG], "a name of 300 bytes, the file system allows"),
+    (["run", "--cache-dir", f"{FRESH}/{LONG}"], "a name of 300 bytes"),
+    (["run", "--config", LONG], "config file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(world, argv, message):
     command = argv[0]

@@ -86,10 +86,8 @@ def _policy_option(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a parameter name, got {text!r}")
     try:
         parsed = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to read: the text itself
         parsed = value
-    except RecursionError:
-        raise argparse.ArgumentTypeError(f"the value of {key.strip()!r} is nested too deeply") from None
     return key.strip(), parsed
 
 

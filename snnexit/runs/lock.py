@@ -83,8 +83,14 @@ def folder_lock(folder: str | Path, command: str):
                                f"--out (remove {path} only if that process is gone)") from None
         except OSError as exc:
             raise SnnexitError(f"run folder {folder}: cannot create its lock file ({exc.strerror or exc})") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+        except OSError as exc:  # a full disk, a file-size limit: no lock may stay behind, unreadable
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            raise SnnexitError(f"run folder {folder}: cannot write its lock file {path} "
+                               f"({exc.strerror or exc})") from None
         break
     else:
         raise SnnexitError(f"run folder {folder}: could not take its lock ({path})")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from snnexit.environment import expand_user
+from snnexit.environment import expand_user, user_path
 from snnexit.errors import SnnexitError
 from snnexit.quant import QUANTIZERS
 from snnexit.runs.config_file import (flatten, newest_saved_config, read_config_file, settings_from_dict,
@@ -97,7 +97,7 @@ def resolve_settings(command: str, config: str | Path | None = None, overrides: 
     if command in STAGE_NAMES:
         out = given["out"][0] if "out" in given else RunConfig.out
         if isinstance(out, str) and out.strip():
-            stored = newest_saved_config(expand_user(out))
+            stored = newest_saved_config(user_path(out, "run folder (out)"))
     if stored is None:
         merged = unflatten({key: value for key, (value, _) in given.items()})
     else:
