@@ -180,7 +180,7 @@ PER_COMMAND = {
         "run": {"good": ["<run>"], "bad": ["<missing>", FOLDER, FILE, LONG]},
         "val": {"good": [], "bad": ["<run>/trace_val.safetensors", "<missing>", FILE, LONG]},  # --run is in the base
         "test": {"good": [], "bad": ["<run>/trace_test.safetensors", "<missing>", FILE, LONG]},
-        "out": {"good": [FRESH], "bad": [FILE, PROC, f"{FILE}/sub"]},
+        "out": {"good": [FRESH, HOME_FRESH], "bad": [FILE, PROC, f"{FILE}/sub", LONG]},
         "policies": names(["dynamic_confidence", "fixed,oracle", "topk"], ["bogus", ",", "fixed,bogus"]),
         "target": names(["no_loss"], ["bogus", ""], junk=["max_drop", "max_steps", "risk"]),  # they need --eps ...
         "eps": floats([], [2, -0.1, 0.01, 0.5]),  # with the base's target no_loss: does nothing, refused
@@ -236,7 +236,8 @@ PER_COMMAND = {
     },
     "export": {
         "source": {"good": ["<run>"], "bad": ["<missing>", FOLDER, "", LONG], "junk": [FILE]},
-        "out": {"good": [FRESH + ".nir"], "bad": [FOLDER, PROC + "/x.nir", "", f"{FILE}/x.nir"]},
+        "out": {"good": [FRESH + ".nir", HOME_FRESH + ".nir"], "bad": [FOLDER, PROC + "/x.nir", "", f"{FILE}/x.nir",
+                                                                  FILE, LONG + ".nir"]},
         "format": names(["nir"]),
         # with a run folder (the base), the checkpoint flags are refused
         "dataset": {"good": [], "bad": ["digits", "bogus"]},
@@ -365,6 +366,7 @@ def check(command: str, argv: list[str], verdict: str, world) -> None:
         raise AssertionError(f"snnexit {' '.join(argv)} raised {type(exc).__name__}: {exc}") from exc
     shown = f"snnexit {' '.join(argv)} -> {outcome}\n{err}"
     assert "Traceback" not in err, shown
+    assert not (world["root"] / "~").exists(), shown  # ~ was expanded, never made a folder of that name
     assert outcome in ("reached", 0, 2, "SystemExit(2)"), shown
     assert seconds < SECONDS_PER_EXAMPLE, shown
     if outcome == 2:

@@ -149,6 +149,25 @@ def test_evaluate_refuses_calibration_inputs_without_their_trace(tmp_path, capsy
     assert "trace_calibration.safetensors: no such file; run `snnexit trace`" in _one_line(capsys)
 
 
+@pytest.mark.parametrize("name,argv,message", [
+    ("config.trace.json", ["fit"], "run folder config"),
+    ("results.json", ["report"], "results.json: invalid JSON (nested too deeply to read)"),
+    ("results.json", ["export", "--out", "x.nir"], "results"),
+    ("timings.json", ["fit"], None),  # rewritten: the seconds of a stage are no input
+])
+def test_run_folder_files_nested_too_deeply(tmp_path, monkeypatch, capsys, name, argv, message):
+    folder = fit_folder(tmp_path / "run")
+    (folder / name).write_text("[" * 100_000)
+    monkeypatch.chdir(tmp_path)
+    where = ["--in", str(folder)] if argv[0] == "export" else ["--out", str(folder)]
+    code = main([*argv, *where, "--quiet"])
+    if message is None:
+        assert code == 0 and json.loads((folder / name).read_text())["fit"] >= 0
+    else:
+        line = _one_line(capsys)
+        assert code == 2 and message in line and "nested too deeply to read" in line, line
+
+
 # ---- late checks come first --------------------------------------------------------------------
 def test_trace_checks_the_calibration_inputs_before_anything_else(tmp_path, capsys):
     """Wrong-shaped calibration inputs are refused before the stage reads or simulates its network
