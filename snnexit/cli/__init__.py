@@ -145,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         _say("interrupted")
         return 130
     except BrokenPipeError:
-        if not _reader_gone(sys.stdout):
+        gone = [stream for stream in (sys.stdout, sys.stderr) if _reader_gone(stream)]
+        if not gone:
             raise  # a pipe of our own broke (a worker process): a bug, with its traceback
-        drop_stream(sys.stdout)
+        for stream in gone:
+            drop_stream(stream)
         return 0
 
 

@@ -8,7 +8,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from snnexit.cli.common import add_device, path_arg, positive_int
+from snnexit.cli.common import add_device, path_arg, positive_int, progress_log
 from snnexit.environment import user_path
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES
@@ -62,7 +62,7 @@ def main(args) -> int:
     settings.validate()  # before any training or timing: the settings, the devices,
     check_cache_folder(args.cache_dir)  # the cache
     check_output_file(args.out, "output file (--out)")  # and the JSON file
-    results = bench(settings, log=lambda m: print(m, file=sys.stderr))
+    results = bench(settings, log=progress_log(args))  # stderr, stamped; --quiet: none
     write_json(args.out, results)
     print(results["table2"])
     print(f"Wrote {args.out}")

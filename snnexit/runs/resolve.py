@@ -103,6 +103,7 @@ def resolve_settings(command: str, config: str | Path | None = None, overrides: 
     else:
         merged = unflatten(_inherit(command, flatten(stored[0]), given))
         _check_no_contradiction(command, given, flatten(stored[0]), stored[1])
+        source = f"{stored[1]}" if config is None else f"{source} with {stored[1]}"  # where a bad value may be
     settings = settings_from_values(merged, source)
     _check_activation_given(settings.run, given)
     return settings
@@ -123,7 +124,8 @@ def _given(file_values: dict, overrides: dict, config, flags: dict) -> dict:
 
 def _inherit(command: str, stored: dict, given: dict) -> dict:
     """The folder's settings with the given ones on top (flat): see the module docstring."""
-    merged = {k: v for k, v in stored.items() if k not in NOT_INHERITED}
+    known = set(flatten(Settings().to_dict()))  # a key another version wrote is no setting here
+    merged = {k: v for k, v in stored.items() if k not in NOT_INHERITED and k in known}
     if any(k in given for k in ("fit.target", "fit.threshold")):
         for key in TARGET_GROUP:
             merged.pop(key, None)
