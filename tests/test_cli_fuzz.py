@@ -40,11 +40,13 @@ import snnexit.cli.cutoff
 import snnexit.cli.table
 import snnexit.experiments.bench
 import snnexit.runs.exportable
+import snnexit.runs.outputs
 import snnexit.runs.stages
 from snnexit.cli import COMMANDS, build_parser, main
 from snnexit.cli.stages import EVERY_STAGE, USES
 from snnexit.runs.artifacts import STAGES
 from snnexit.simulate.trace import Trace
+from test_nir_run import digits_mlp
 
 SECONDS_PER_EXAMPLE = 10.0  # the checks are cheap: an example that takes longer did real work
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -80,6 +82,10 @@ def world(tmp_path_factory):
     (root / "home").mkdir()  # HOME: where ~ leads
     (root / "userdir").mkdir()  # a folder snnexit did not write, holding a user's own file of a name it writes
     (root / "userdir" / "report.md").write_text("# my notes\n")
+    digits_mlp(root / "mlp.nir")  # a NIR graph written as snnTorch writes one (flat digits inputs)
+    g = np.random.default_rng(0)
+    np.savez(root / "val.npz", outputs=g.normal(size=(6, 40, 3)), labels=g.integers(0, 3, 40))
+    np.savez(root / "test.npz", outputs=g.normal(size=(6, 30, 3)))
     run = root / "run"  # a finished run: results.json names its settings, traces for compare
     run.mkdir()
     (run / "results.json").write_text(json.dumps({"config": {"dataset": "digits", "model": "vgg_small"}}))
@@ -100,6 +106,7 @@ def world(tmp_path_factory):
         mp.setattr(snnexit.cli.cutoff, "single_run", _stub("cutoff-train"))
         mp.setattr(snnexit.cli.cutoff, "cutoff_table", _stub("cutoff-train"))
         mp.setattr(snnexit.runs.exportable, "load_dataset", _stub("export"))
+        mp.setattr(snnexit.runs.outputs, "certify_outputs", _stub("certify"))
         mp.setattr(snnexit.runs.stages, "load_dataset", _stub("data loading past the stubs"))
         yield {"root": root, "count": itertools.count()}
 
@@ -174,7 +181,12 @@ COMMON = {
     "certify.policies": names(["all", "topk", "dynamic_confidence,entropy"], ["", "bogus", ","]),
     "certify.calibration_inputs": {"good": ["<calibration.npy>"], "bad": ["<missing>", FOLDER, "", "<empty.npy>",
                                                                      "<archive.npz>", DEEP, LONG]},
+    # the base reads NIR files as snnTorch does: the graph's LIF nodes need a reader that has them
+    "nir": {"good": ["<mlp.nir>"], "bad": ["<missing>", FOLDER, FILE, "", LONG]},
+    "semantics": names(["snntorch", "norse"], ["bogus", ""], junk=["nir", "snnexit", "sinabs", "spikingjelly"]),
+    "dt": {"good": [], "bad": ["0", "-1"] + NON_FINITE + NOT_NUMBER, "junk": ["0.001", "1", "1e-4"]},
 }
+NPZ = {"good": ["<val.npz>"], "bad": ["<missing>", FOLDER, FILE, "<test.npz>"]}  # test.npz has no labels
 PER_COMMAND = {
     "compare": {
         "run": {"good": ["<run>"], "bad": ["<missing>", FOLDER, FILE, LONG]},
@@ -234,6 +246,16 @@ PER_COMMAND = {
         "seed": ints([0, 3], [-1, 2 ** 63]),
         "table": {},
     },
+    "certify": {
+        "val": NPZ,
+        "test": {"good": ["<test.npz>", "<val.npz>"], "bad": ["<missing>", FOLDER, FILE]},
+        "calibration": {"good": ["<test.npz>"], "bad": ["<missing>", FOLDER, FILE]},
+        "outputs": names(["per-step", "accumulated"]),
+        "eps": floats([0.05, 0.5], [0, 1, 2]),
+        "delta": floats([0.05], [0, 1, -1]),
+        "policies": names(["all", "topk", "dynamic_confidence,entropy"], ["", "bogus", ","]),
+        "out": {"good": [FRESH + ".json"], "bad": [FOLDER, PROC + "/x.json", "", f"{FILE}/x.json"]},
+    },
     "export": {
         "source": {"good": ["<run>"], "bad": ["<missing>", FOLDER, "", LONG], "junk": [FILE]},
         "out": {"good": [FRESH + ".nir", HOME_FRESH + ".nir"], "bad": [FOLDER, PROC + "/x.nir", "", f"{FILE}/x.nir",
@@ -245,8 +267,9 @@ PER_COMMAND = {
         "levels": {"good": [], "bad": ["4", "0"]},
         "width": {"good": [], "bad": ["4", "0"]},
         "data_dir": {"good": [], "bad": [FOLDER]},
-        "variant": names(["exact"], junk=["hard-reset"]),
-        # hard-reset only: with the base's exact variant they do nothing, refused
+        "variant": names(["exact"], junk=["hard-reset", "subtract"]),
+        "pooling": names(["avg", "sum"]),
+        # hard-reset and subtract only: with the base's exact variant they do nothing, refused
         "threshold_scale": {"good": [], "bad": ["nan", "-1", "0", "x", "inf", "2e6", "auto", "1.5", "0.8"]},
         "T": ints([], [0, 100_001, 8]),
         # the base's run folder has no certified.json: certified is refused; a file that is no exit rule may fail late
@@ -256,8 +279,9 @@ PER_COMMAND = {
 }
 # always given (a drawn flag of the same dest replaces it)
 BASE = {
-    "run": {"dataset": "digits", "out": FRESH, "cache_dir": "<cache>"},
-    **{stage: {"dataset": "digits", "out": FRESH, "cache_dir": "<cache>"} for stage in STAGES},
+    "run": {"dataset": "digits", "out": FRESH, "cache_dir": "<cache>", "semantics": "snntorch"},
+    **{stage: {"dataset": "digits", "out": FRESH, "cache_dir": "<cache>", "semantics": "snntorch"} for stage in STAGES},
+    "certify": {"val": "<val.npz>", "test": "<test.npz>", "outputs": "per-step"},
     "compare": {"run": "<run>", "out": FRESH},
     "table": {"datasets": "digits", "models": "vgg_small", "out": FRESH, "cache_dir": "<cache>"},
     "bench": {"dataset": "digits", "out": FRESH + ".json", "cache_dir": "<cache>", "devices": "cpu"},
@@ -333,7 +357,8 @@ def concrete(argv: list[str], world) -> list[str]:
              "<good.toml>": root / "good.toml", "<bad.toml>": root / "bad.toml",
              "<calibration.npy>": root / "calibration.npy", "<empty.npy>": root / "empty.npy",
              "<archive.npz>": root / "archive.npz", DEEP: root / "deep.json", "<deep.toml>": root / "deep.toml",
-             "<userdir>": root / "userdir", "<n>": f"fresh-{n}"}
+             "<userdir>": root / "userdir", "<n>": f"fresh-{n}", "<mlp.nir>": root / "mlp.nir",
+             "<val.npz>": root / "val.npz", "<test.npz>": root / "test.npz"}
     out = []
     for word in argv:
         for token, path in names.items():

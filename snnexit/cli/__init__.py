@@ -26,8 +26,9 @@ from snnexit.progress import drop_stream
 # command -> (module in snnexit.cli that registers it, its one-line help)
 COMMANDS = {
     "run": ("run", "train (or reuse), convert, trace, fit Dynamic Confidence and a certified exit, report (images or event frames)"),
-    "train": ("stages", "train the QCFS ANN (or reuse the cached one) -> ann.safetensors"),
-    "convert": ("stages", "calibrate and convert the trained ANN to an SNN -> snn.safetensors"),
+    "train": ("stages", "train the QCFS ANN (or reuse the cached one) -> ann.safetensors; nothing with --nir"),
+    "convert": ("stages", "calibrate and convert the trained ANN to an SNN -> snn.safetensors; with --nir FILE: import it -> "
+                          "network.json"),
     "trace": ("stages", "simulate the SNN on validation and test -> trace_val/trace_test.safetensors"),
     "fit": ("stages", "fit an exit policy (--policy NAME, default Dynamic Confidence) on the validation trace -> policy.json"),
     "evaluate": ("stages", "evaluate fixed T, the fitted policy, a certified exit and the oracle on the test trace -> results.json"),
@@ -37,6 +38,7 @@ COMMANDS = {
     "bench": ("bench", "wall-clock time of fixed T vs early exit (latency at batch 1, throughput)"),
     "cutoff-train": ("cutoff", "direct SNN training / converted fine-tuning with the cutoff regulariser"),
     "export": ("export", "export a converted SNN (NIR)"),
+    "certify": ("certify", "certify an exit from outputs recorded anywhere (a chip, a simulator): --val/--test OUT.npz"),
 }
 QUIET_HELP = "no progress lines on stderr (results and errors still print)"
 

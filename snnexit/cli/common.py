@@ -6,6 +6,7 @@ import argparse
 
 from snnexit.environment import user_path
 from snnexit.errors import SnnexitError
+from snnexit.io import read_json_file
 from snnexit.progress import ProgressLog
 
 
@@ -36,6 +37,16 @@ def path_arg(text: str) -> str:
         return user_path(text, "path")
     except SnnexitError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def is_exit_rule(path) -> bool:
+    """Does the file ``path`` hold an exit rule as snnexit writes them (policy.json, certified.json:
+    a JSON object naming its snnexit format)? An output may replace such a file, never another."""
+    try:
+        record = read_json_file(path)
+    except SnnexitError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("format"), str) and record["format"].startswith("snnexit")
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -36,6 +36,11 @@ _FLAGS = {
     "init_threshold": (["--init-threshold"], "QCFS threshold lam at initialisation"),
     "quantizer": (["--quantizer"], "the ANN's activation: qcfs, lsq, relu or clip"),
     "bits": (["--bits"], "LSQ bit width b"),
+    "nir": (["--nir"], "a NIR graph file: run this network (read as --semantics says) instead of training and "
+                       "converting one"),
+    "semantics": (["--semantics"], "how the NIR file's neurons are read: nir, snnexit, snntorch, sinabs, norse, "
+                                   "spikingjelly (the library that wrote it; default snnexit)"),
+    "dt": (["--dt"], "seconds per step for the NIR file's time constants (default: the reader's own)"),
 }
 _STAGE_FLAGS = {
     # option, section, key, type, help

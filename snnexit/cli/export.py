@@ -10,12 +10,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from snnexit.cli.common import path_arg, positive_int
+from snnexit.cli.common import is_exit_rule, path_arg, positive_int
 from snnexit.errors import SnnexitError
-from snnexit.export import export_nir
-from snnexit.export.standard import calibrate_threshold_scale
 from snnexit.exit import check_rule_fits, describe_exit_rule, load_exit_rule
-from snnexit.io import check_output_file, read_json_file, write_text
+from snnexit.io import check_output_file, write_text
+from snnexit.nir import export_nir
+from snnexit.nir.variants import calibrate_threshold_scale
 from snnexit.runs.artifacts import CERTIFIED_FILE, RESULTS_FILE
 from snnexit.runs.exportable import exportable_snn
 from snnexit.runs.paths import check_cache_folder
@@ -40,14 +40,20 @@ def register(sub) -> None:
     p.add_argument("--width", type=positive_int, default=None, help="with a checkpoint: model width")
     p.add_argument("--data-dir", default=None, type=path_arg, help="with a checkpoint: local folder of a real data set")
     p.add_argument("--cache-dir", default=None, type=path_arg, help="ANN cache (default: the run's own, else ~/.cache/snnexit)")
-    p.add_argument("--variant", choices=("exact", "hard-reset"), default="exact",
+    p.add_argument("--variant", choices=("exact", "hard-reset", "subtract"), default="exact",
                    help="exact (default): IF + Scale with the QCFS semantics in metadata, read exactly by snnexit; "
                         "hard-reset: hard reset, v(0) = 0, binary spikes, thresholds scaled for hard reset: what "
-                        "other NIR readers (SpikingJelly) run as written, at some cost in accuracy")
+                        "SpikingJelly runs as written; subtract: reset by subtraction, v(0) = 0, binary spikes: what "
+                        "snnTorch and Sinabs read (IF with r = 1); both at some cost in accuracy")
+    p.add_argument("--pooling", choices=("avg", "sum"), default="avg",
+                   help="avg (default): AvgPool2d nodes; sum: SumPool2d with 1/area folded into the next layer "
+                        "(Sinabs and Norse have no AvgPool2d)")
     p.add_argument("--threshold-scale", default=None, metavar="K",
-                   help="hard-reset only: firing threshold = K * theta; auto (default) picks K on the validation split")
+                   help="hard-reset, subtract only: firing threshold = K * theta; auto (default) picks K on the "
+                        "validation split")
     p.add_argument("--T", type=positive_int, default=None,
-                   help="hard-reset with --threshold-scale auto only: steps to calibrate over (default: the run's T)")
+                   help="hard-reset, subtract with --threshold-scale auto only: steps to calibrate over (default: the "
+                        "run's T)")
     p.add_argument("--policy", default=None, type=path_arg, metavar="RULE",
                    help="also write the exit rule to deploy with the graph, to <out without suffix>.exit.json: "
                         "certified (the run folder's certified.json) or a policy.json / certified.json file")
@@ -75,19 +81,10 @@ def rule_files(args) -> tuple[Path, Path] | None:
     target = Path(args.out).with_suffix(".exit.json")
     if target.resolve() in (source.resolve(), Path(args.out).resolve()):
         raise SnnexitError(f"{target}: the exit rule would overwrite its own source or --out; choose another --out")
-    if target.exists() and not args.overwrite and not _is_exit_rule(target):
+    if target.exists() and not args.overwrite and not is_exit_rule(target):
         raise SnnexitError(f"{target} exists and holds no exit rule: the exit rule would replace it; pass "
                            f"--overwrite to replace it, or choose another --out")
     return source, check_output_file(target, "exit-rule file")
-
-
-def _is_exit_rule(path: Path) -> bool:
-    """A policy.json / certified.json as snnexit writes them (a JSON object naming its format)."""
-    try:
-        record = read_json_file(path)
-    except SnnexitError:
-        return False
-    return isinstance(record, dict) and isinstance(record.get("format"), str) and record["format"].startswith("snnexit")
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # how every NIR file (HDF5) begins
@@ -121,7 +118,7 @@ def check_variant_flags(args) -> None:
         for flag, value in (("--threshold-scale", args.threshold_scale), ("--T", args.T)):
             if value is not None:
                 raise SnnexitError(f"{flag} does nothing with --variant exact (the exact graph keeps the thresholds "
-                                   f"and needs no calibration); drop it, or pass --variant hard-reset")
+                                   f"and needs no calibration); drop it, or pass --variant hard-reset or subtract")
     elif args.T is not None and args.threshold_scale not in (None, "auto"):
         raise SnnexitError(f"--T does nothing with --threshold-scale {args.threshold_scale} (T is the length of the "
                            f"calibration that --threshold-scale auto runs); drop one of them")
@@ -176,7 +173,7 @@ def checkpoint_config(args) -> RunConfig:
     return config
 
 
-def _threshold_scale(args, snn, data) -> tuple[float, dict | None]:
+def _threshold_scale(args, snn, data, variant: str) -> tuple[float, dict | None]:
     """``--threshold-scale``: a number, or ``auto``: the best on the validation split."""
     given = _given_scale(args.threshold_scale)
     if given is not None:
@@ -184,7 +181,7 @@ def _threshold_scale(args, snn, data) -> tuple[float, dict | None]:
     T = args.T or int(snn.meta.get("T") or 32)
     if data.temporal:
         T = min(T, data.val.x.shape[1])
-    return calibrate_threshold_scale(snn, data.val.batches(250), T, temporal=data.temporal)
+    return calibrate_threshold_scale(snn, data.val.batches(250), T, temporal=data.temporal, variant=variant)
 
 
 def main(args) -> int:
@@ -197,22 +194,24 @@ def main(args) -> int:
     if rule is not None:
         check_rule_fits(rule, int(snn.meta["T"]), snn.meta.get("network"), str(rule_paths[0]), extra)
     variant = args.variant.replace("-", "_")
-    k, scores = _threshold_scale(args, snn, data) if variant == "hard_reset" else (1.0, None)
+    k, scores = _threshold_scale(args, snn, data, variant) if variant != "exact" else (1.0, None)
     try:
-        graph = export_nir(snn, out, variant=variant, threshold_scale=k)
+        graph = export_nir(snn, out, variant=variant, threshold_scale=k, pooling=args.pooling)
     except PermissionError as exc:
         raise SnnexitError(f"cannot write {out}: {exc.strerror or exc}") from None
     spiking = sum(1 for n in graph.nodes.values() if type(n).__name__ == "IF")
     print(f"Wrote {out}: NIR graph with {len(graph.nodes)} nodes ({spiking} IF layers), input shape "
           f"{tuple(snn.meta['input_shape'])}.", file=sys.stdout)
-    if variant == "hard_reset":
+    if variant != "exact":
         chosen = ("chosen on the validation split (mean accuracy over steps: "
                   + ", ".join(f"{s:g}: {v:.4f}" for s, v in scores.items()) + ")") if scores else "given"
-        print(f"Variant hard-reset: hard reset to 0, v(0) = 0, fire on >=, binary spikes; thresholds {k:g} * theta, "
-              f"{chosen}. Other NIR readers (SpikingJelly's import_from_nir) run it as written.", file=sys.stdout)
+        what = ("hard-reset: hard reset to 0" if variant == "hard_reset" else "subtract: reset by subtracting the threshold")
+        readers = "SpikingJelly's import_from_nir" if variant == "hard_reset" else "snnTorch's import_nir, Sinabs's from_nir"
+        print(f"Variant {what}, v(0) = 0, binary spikes; thresholds {k:g} * theta, {chosen}. Other NIR readers "
+              f"({readers}) run it as written.", file=sys.stdout)
     else:
         print("Note: NIR's IF resets hard and starts from v = 0; snnexit's exact semantics (soft reset, v(0) = theta/2, "
-              "fire on >=) are in each IF node's metadata (snnexit.export.import_nir reads them). Other readers "
+              "fire on >=) are in each IF node's metadata (snnexit.nir.import_nir reads them). Other readers "
               "(SpikingJelly) cannot run it as meant: export --variant hard-reset for them.", file=sys.stdout)
     if rule is not None:
         write_text(rule_paths[1], rule_paths[0].read_text())

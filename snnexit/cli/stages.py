@@ -37,8 +37,9 @@ WHAT_IT_DOES = {
 }
 
 HELP = {
-    "train": "train the QCFS ANN (or reuse the cached one) -> ann.safetensors",
-    "convert": "calibrate and convert the trained ANN to an SNN -> snn.safetensors",
+    "train": "train the QCFS ANN (or reuse the cached one) -> ann.safetensors; nothing with --nir",
+    "convert": "calibrate and convert the trained ANN to an SNN -> snn.safetensors; with --nir FILE: import it -> "
+               "network.json",
     "trace": "simulate the SNN on validation and test -> trace_val/trace_test.safetensors",
     "fit": "fit an exit policy (--policy NAME, default Dynamic Confidence) on the validation trace -> policy.json",
     "evaluate": "evaluate fixed T, the fitted policy, a certified exit and the oracle on the test trace -> results.json",
@@ -67,10 +68,10 @@ def _main(stage: str, options: dict[str, str]):
         written, r = run_stage(stage, settings, log=log, overwrite=args.overwrite)
         if stage == "evaluate":
             print(TABLE1_HEADER)
-            print("\n".join(table1_rows(settings.run.dataset, settings.run.model, settings.run.converter, r.results)))
+            print("\n".join(table1_rows(settings.run.dataset, *settings.run.labels(), r.results)))
         names = ", ".join(str(p) for p in written) if isinstance(written, tuple) else str(written)
         log(f"{stage}: done")
-        print(f"Wrote {names}")
+        print(f"Wrote {names}" if written is not None else f"Nothing to {stage}: the network comes from {settings.run.nir}")
         return 0
 
     return main

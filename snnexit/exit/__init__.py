@@ -1,5 +1,6 @@
 """Exit policies (estimators over traces), the exact curve, risk control and the oracle bounds."""
 
+from snnexit.errors import SnnexitError
 from snnexit.exit.base import (POLICIES, POLICY_FORMAT, POLICY_VERSION, ExitPolicy, NotFittedError,
                                agreement_with_fixed_t, check_is_fitted, deployable_policy, check_trace, fixed_t_accuracy, policy_params,
                                predictions_at, register_policy, summarize_curve)
@@ -24,8 +25,14 @@ def online_policy_names() -> list[str]:
 
 
 def create_policy(name: str, **kwargs) -> ExitPolicy:
-    """``create_policy("topk", k=3)``; an unknown name lists the known ones."""
-    return POLICIES.get(name)(**kwargs)
+    """``create_policy("topk", k=3)``; an unknown name lists the known ones, an unknown parameter the
+    policy's own."""
+    cls = POLICIES.get(name)
+    unknown = [key for key in kwargs if key not in cls.param_names()]
+    if unknown:
+        raise SnnexitError(f"{name} has no parameter {', '.join(map(repr, unknown))}; its parameters: "
+                           f"{', '.join(cls.param_names()) or 'none'}")
+    return cls(**kwargs)
 
 
 __all__ = ["POLICIES", "POLICY_FORMAT", "POLICY_VERSION", "TARGETS", "CertifiedExit", "Conformal", "DynamicConfidence",

@@ -42,15 +42,19 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
     write_json(out / "results.json", results)
     cal = results["calibration"]
     capture = results["oracle_capture"]
+    model, converter = (Path(cfg["nir"]).name, f"nir ({cfg.get('semantics')})") if cfg.get("nir") else \
+        (cfg["model"], cfg["converter"])
+    network = (f"the network of {cfg['nir']}, read as {cfg.get('semantics')} reads it (no ANN, nothing trained)"
+               if cfg.get("nir") else f"{cfg['epochs']} training epochs; QCFS L = {cfg['levels']}")
     lines = [
-        f"# snnexit run: {cfg['dataset']} / {cfg['model']} / {cfg['converter']}",
+        f"# snnexit run: {cfg['dataset']} / {model} / {converter}",
         "",
         f"Data: {results['data']['train']} train, {results['data']['val']} validation (calibration and "
         f"threshold fitting only), {results['data']['test']} test inputs; seed {cfg['seed']}; "
-        f"{cfg['epochs']} training epochs; QCFS L = {cfg['levels']}; T = {T}.",
+        f"{network}; T = {T}.",
         "",
         TABLE1_HEADER,
-        *table1_rows(cfg["dataset"], cfg["model"], cfg["converter"], results),
+        *table1_rows(cfg["dataset"], model, converter, results),
         "",
         *fitted_point(label, fitted, results["snn"]["val_acc_per_step"][-1]),
         f"Test accuracy change against fixed T: {100 * (fitted['test_acc'] - pol['fixed']['test_acc']):+.2f} points. "
@@ -63,7 +67,8 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
         *certified_section(pol.get("certified"), pol["fixed"]),
         *scaling_section(pol),
         *cost_section(pol),
-        "## Calibration (ANN, temperature scaling on the learning half of the validation split)",
+        "## Calibration (" + ("the network's own fixed-T output" if cfg.get("nir") else "ANN")
+        + ", temperature scaling on the learning half of the validation split)",
         "",
         f"Temperature {cal['temperature']:.4f}"
         + (f", fitted on {cal['temperature_fit_size']} validation inputs." if "temperature_fit_size" in cal else ".")

@@ -5,6 +5,8 @@
     ann.safetensors                       trained ANN (also in the cache)            train
     snn.safetensors                       ANN weights + converter + thresholds,      convert
                                           the calibration (temperature), data sizes
+    network.json                          an imported network (--nir): its file's    convert
+                                          checksum, reader, fingerprint, data sizes
     trace_val/trace_test.safetensors      the SNN's outputs and spikes at every step trace
     trace_calibration.safetensors         unlabelled calibration inputs (optional)   trace
     policy.json                           the fitted exit policy (any registered)    fit
@@ -30,6 +32,7 @@ from snnexit.exit.certify import load_certified_with_extra, save_certified
 from snnexit.io import check_output_folder, load_tensors, read_json_file, save_tensors, write_json
 from snnexit.runs.ann import build_ann
 from snnexit.runs.config_file import flatten, newest_saved_config, next_sequence, save_config
+from snnexit.runs.imported import NETWORK_FILE, check_network_record, write_network_file
 from snnexit.runs.network import converted
 from snnexit.runs.settings import RunConfig, Settings
 from snnexit.simulate import Trace
@@ -236,18 +239,37 @@ class RunFolder:
         """The trace ``name``, checked against the settings and against its own split."""
         path = self.need(name, "trace")
         trace = Trace.load(path)
-        if trace.T != config.T or trace.meta.get("converter") != config.converter:
+        if trace.meta.get("converter") == "nir" and not config.imported:
+            raise SnnexitError(f"{path} holds outputs of a network imported from NIR ({trace.meta.get('nir_file')}); "
+                               f"pass --nir FILE --semantics NAME as the run did")
+        if trace.T != config.T or trace.meta.get("converter") != config.network_source():
             raise SnnexitError(f"{path} has T = {trace.T} and converter {trace.meta.get('converter')!r}, this config "
-                               f"says T = {config.T} and {config.converter!r}; run `snnexit trace` again")
+                               f"says T = {config.T} and {config.network_source()!r}; run `snnexit trace` again")
         split = trace.meta.get("split")
         if split is not None and split != SPLIT_OF[name]:
             raise SnnexitError(f"{path} holds the {split} trace, not the {SPLIT_OF[name]} one (a copied file?); "
                                "run `snnexit trace` again")
         return trace
 
+    def save_network_record(self, record: dict) -> Path:
+        """``network.json``: what the convert stage of an imported network made (snnexit.runs.imported)."""
+        write_network_file(self.path / NETWORK_FILE, record)
+        return self.path / NETWORK_FILE
+
+    def network_record(self, config: RunConfig) -> dict:
+        """``network.json``, checked against ``config`` (the same NIR file, reader and step)."""
+        return check_network_record(self.read_json(NETWORK_FILE, "convert"), config, self.path / NETWORK_FILE)
+
     def network_of_snn_file(self) -> str | None:
-        """The fingerprint of the network in ``snn.safetensors`` (None without one): read as it is,
-        whatever the settings, since a stage that only reads traces does not check them."""
+        """The fingerprint of the network in ``snn.safetensors`` or ``network.json`` (None without
+        either): read as it is, whatever the settings, since a stage that only reads traces does not
+        check them."""
+        if (self.path / NETWORK_FILE).is_file() and not (self.path / SNN_FILE).is_file():
+            try:
+                record = read_json_file(self.path / NETWORK_FILE)
+            except SnnexitError:  # unreadable, not JSON, nested too deeply: no fingerprint to check against
+                return None
+            return record.get("network") if isinstance(record, dict) else None
         if not (self.path / SNN_FILE).is_file():
             return None
         _, meta = self._read_snn_file()

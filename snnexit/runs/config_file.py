@@ -46,7 +46,7 @@ CONFIG_FORMAT, CONFIG_VERSION = "snnexit-config", 1
 HEADER = ("format", "version", "stage", "sequence")  # of a config saved beside results; not settings
 # the settings that name files or folders: ``~`` is expanded and the names are checked
 PATH_KEYS = {"out": "run folder (out)", "cache_dir": "cache folder (cache_dir)", "data_dir": "data folder (data_dir)",
-             ("certify", "calibration_inputs"): "calibration inputs (calibration_inputs)"}
+             "nir": "NIR graph (nir)", ("certify", "calibration_inputs"): "calibration inputs (calibration_inputs)"}
 
 
 def _type_name(tp) -> str:

@@ -25,6 +25,7 @@ from snnexit.runs.artifacts import (
     TIMINGS_FILE,
     TRACE_FILES,
 )
+from snnexit.runs.imported import NETWORK_FILE
 
 # report.md and snnexit.report.markdown.FIGURES (not imported: it loads matplotlib; a test compares them)
 REPORT_FILES = ("report.md", "fig1_accuracy_vs_steps.png", "fig2_confidence.png", "fig3_pareto.png",
@@ -32,7 +33,7 @@ REPORT_FILES = ("report.md", "fig1_accuracy_vs_steps.png", "fig2_confidence.png"
 # the files of the run folder that each stage writes (besides config.<stage>.json and timings.json)
 STAGE_FILES = {
     "train": (ANN_FILE,),
-    "convert": (SNN_FILE,),
+    "convert": (SNN_FILE, NETWORK_FILE),
     "trace": (*TRACE_FILES, CALIBRATION_TRACE_FILE),
     "fit": (POLICY_FILE,),
     "evaluate": (CERTIFIED_FILE, RESULTS_FILE),

@@ -38,29 +38,31 @@ TRAINING = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "q
 FIT = ("fit.policy", "fit.target", "fit.threshold", "fit.temperature", "fit.eps", "fit.max_steps", "fit.delta",
        "fit.options")
 CERTIFY = ("certify.eps", "certify.delta", "certify.policies", "certify.calibration_inputs")
+# an imported network (--nir FILE): where the network comes from, as the data set is, every stage takes
+NETWORK = ("nir", "semantics", "dt")
 # where and how a stage runs, not what it computes: every stage takes them
 EVERY_STAGE = ("out", "device", "progress", "cache_dir", "config", "quiet", "overwrite")
 # stage -> the settings (argparse dests: RunConfig fields, "section.key") it uses
 USES = {  # download: the stages that load the data
-    "train": TRAINING + ("download",),
-    "convert": TRAINING + ("converter", "download"),
-    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs", "download"),
+    "train": TRAINING + ("download",) + NETWORK,
+    "convert": TRAINING + ("converter", "download") + NETWORK,
+    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs", "download") + NETWORK,
     # T and the converter: the traces must be this run's; the data set: T defaults to an event data set's frames
-    "fit": ("dataset", "T", "converter") + FIT,
+    "fit": ("dataset", "T", "converter") + FIT + NETWORK,
     # the training settings: snn.safetensors's; the fit settings: policy.json's, and they must make a
     # valid policy together (--policy conformal needs --target coverage)
-    "evaluate": TRAINING + ("converter", "T") + FIT + CERTIFY,
-    "report": ("dataset", "T", "converter"),
+    "evaluate": TRAINING + ("converter", "T") + FIT + CERTIFY + NETWORK,
+    "report": ("dataset", "T", "converter") + NETWORK,
 }
 # stage -> the settings the files it reads from the run folder were made with: a value given for
 # one must equal the folder's
 READS = {
     "train": (),
-    "convert": TRAINING,  # ann.safetensors
-    "trace": TRAINING + ("converter",),  # snn.safetensors
-    "fit": ("dataset", "T", "converter"),  # the traces
-    "evaluate": TRAINING + ("converter", "T") + FIT + ("certify.calibration_inputs",),  # ... and policy.json
-    "report": ("dataset", "T", "converter"),  # results.json and the traces
+    "convert": TRAINING,  # ann.safetensors (an imported network: the NIR file itself, no folder file)
+    "trace": TRAINING + ("converter",) + NETWORK,  # snn.safetensors or network.json
+    "fit": ("dataset", "T", "converter") + NETWORK,  # the traces
+    "evaluate": TRAINING + ("converter", "T") + FIT + ("certify.calibration_inputs",) + NETWORK,  # ... and policy.json
+    "report": ("dataset", "T", "converter") + NETWORK,  # results.json and the traces
 }
 # where and how a command runs: never taken from the folder (another machine, another cache)
 NOT_INHERITED = ("out", "device", "progress", "cache_dir", "download")
@@ -148,7 +150,7 @@ def _same(key: str, given, stored) -> bool:
     place; a switch is no number."""
     if key == "fit.options" and isinstance(given, dict) and isinstance(stored, dict):
         return all(stored[name] == value for name, value in given.items() if name in stored)
-    if key in ("data_dir", "certify.calibration_inputs") and isinstance(given, str) and isinstance(stored, str):
+    if key in ("data_dir", "nir", "certify.calibration_inputs") and isinstance(given, str) and isinstance(stored, str):
         return Path(expand_user(given)).resolve() == Path(expand_user(stored)).resolve()
     if isinstance(given, bool) != isinstance(stored, bool):
         return False

@@ -24,6 +24,7 @@ from snnexit.runs.artifacts import (ANN_FILE, CALIBRATION_TRACE_FILE, CERTIFIED_
                                     SNN_FILE, STAGES, TRACE_FILES, RunFolder, check_fitted_as_said)
 from snnexit.runs.evaluation import (assemble_results, certified_exit, curve_prefix, evaluate_policies,
                                      fitted_policy_name)
+from snnexit.runs.imported import NETWORK_FILE, calibrate_traces, imported_network, network_record
 from snnexit.runs.layout import check_results
 from snnexit.runs.lock import folder_lock
 from snnexit.runs.network import (calibrated_snn, check_trace_memory, event_steps, load_calibration_inputs, trace_snn,
@@ -60,7 +61,8 @@ class Run:
             self._data = load_dataset(c.dataset, c.seed, root=c.data_dir, cache_dir=c.cache_dir,
                                       download=c.download, log=self.log, progress=c.progress)
             event_steps(c, self._data)
-            check_trace_memory(c, self._data)
+            if not c.imported:  # counts the spiking layers of the ANN the run would train
+                check_trace_memory(c, self._data)
             self.log(f"loaded {c.dataset}: {len(self._data.train)} train, {len(self._data.val)} val, "
                      f"{len(self._data.test)} test inputs")
         return self._data
@@ -81,12 +83,24 @@ class Run:
 
     def network(self):
         if self.snn is None:
-            self.calibration_record()
-            self.snn = self.folder.load_snn(self.config, self.data)
+            if self.config.imported:
+                self.data_sizes = self.folder.network_record(self.config)["data"]
+                self.snn = imported_network(self.config, self.data, self.log)
+            else:
+                self.calibration_record()
+                self.snn = self.folder.load_snn(self.config, self.data)
         return self.snn
 
     def calibration_record(self) -> dict:
-        """The ANN's calibration (temperature, ECE, accuracies); also sets the data sizes."""
+        """The ANN's calibration (temperature, ECE, accuracies); also sets the data sizes. For an
+        imported network: the temperature fitted on its own outputs, kept in the validation trace."""
+        if self.calibration is None and self.config.imported:
+            self.data_sizes = self.folder.network_record(self.config)["data"]
+            val, _ = self.traces()
+            self.calibration = val.meta.get("calibration")
+            if not isinstance(self.calibration, dict):
+                raise SnnexitError(f"{self.folder / TRACE_FILES[0]} lacks the temperature of the imported network; "
+                                   "run `snnexit trace` again")
         if self.calibration is None:
             meta = self.folder.snn_meta(self.config)
             self.calibration, self.data_sizes = meta["calibration"], meta["data"]
@@ -124,7 +138,10 @@ def _timed(stage):
 
 @_timed
 def train(r: Run):
-    """Train the ANN (or reuse the cached one) -> ``ann.safetensors``."""
+    """Train the ANN (or reuse the cached one) -> ``ann.safetensors``; nothing for an imported network."""
+    if r.config.imported:
+        r.log(f"the network comes from {r.config.nir}: nothing to train")
+        return None
     r.ann = trained_ann(r.config, r.data, r.log, trainer=r.trainer, write_cache=r.writes)
     if r.writes:
         save_ann(r.folder / ANN_FILE, r.ann, r.config, {"train_key": r.config.train_key(),
@@ -134,7 +151,16 @@ def train(r: Run):
 
 @_timed
 def convert(r: Run):
-    """Calibrate the trained ANN (temperature) and convert it -> ``snn.safetensors``."""
+    """Calibrate the trained ANN (temperature) and convert it -> ``snn.safetensors``; an imported
+    network is imported and checked against the data instead -> ``network.json``."""
+    if r.config.imported:
+        data = r.data
+        r.data_sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+        r.snn = imported_network(r.config, data, r.log)
+        r.log(f"imported {r.config.nir} as {r.config.semantics} reads it: {len(r.snn.spiking_layers())} spiking layers")
+        if r.writes:
+            r.folder.save_network_record(network_record(r.config, r.snn, r.data_sizes))
+        return r.folder / NETWORK_FILE
     ann, data = r.trained(), r.data
     r.snn, r.calibration = calibrated_snn(ann, data, r.config)
     c = r.calibration
@@ -156,6 +182,9 @@ def trace(r: Run):
     r.log(f"traced: SNN test accuracy {float(r.test.accuracy_per_step()[-1]):.4f} at T = {r.config.T}")
     if extra is not None:
         r.calibration_trace = trace_unlabelled(snn, extra, r.config, batch_size=batch, temporal=data.temporal)
+    if r.config.imported:
+        r.calibration = calibrate_traces(snn, r.val, r.test, r.calibration_trace)
+        r.log(f"temperature {r.calibration['temperature']:.4g}, fitted on the network's own outputs")
     written = tuple(r.folder / name for name in TRACE_FILES)
     if r.writes:
         r.val.save(written[0])

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from snnexit.checks import check_integer
 from snnexit.errors import SnnexitError
 from snnexit.simulate.cost import Cost
 from snnexit.simulate.inputs import check_inputs
@@ -85,6 +86,23 @@ def plan_chunks(survival: torch.Tensor, n: int, chunk_time) -> tuple[int, ...]:
         plan.append(choice[s])
         s += choice[s]
     return tuple(plan)
+
+
+def exit_step_hint(exit_steps, T: int) -> torch.Tensor:
+    """Exit steps given as a hint for the plan, checked: whole numbers in 1..T, at least one."""
+    try:
+        steps = torch.as_tensor(exit_steps)
+    except (TypeError, ValueError, RuntimeError):
+        raise SnnexitError(f"exit_steps must be a sequence of steps in 1..{T}, got {type(exit_steps).__name__}") from None
+    if steps.dim() != 1 or steps.numel() == 0 or steps.is_complex() or steps.dtype == torch.bool:
+        raise SnnexitError(f"exit_steps must be a non-empty 1-d sequence of steps in 1..{T}, got shape "
+                           f"{tuple(steps.shape)} of {steps.dtype}")
+    if steps.is_floating_point() and not bool((torch.isfinite(steps) & (steps == steps.round())).all()):
+        raise SnnexitError(f"exit_steps must be whole steps in 1..{T}: NaN, infinite or fractional values given")
+    steps = steps.long().cpu()
+    if int(steps.min()) < 1 or int(steps.max()) > T:
+        raise SnnexitError(f"exit_steps must lie in 1..{T}, got values in {int(steps.min())}..{int(steps.max())}")
+    return steps
 
 
 class ChunkPlanner:
@@ -183,9 +201,9 @@ class ChunkedEngine(EarlyExitEngine):
         if not (threads in ("auto", None) or (isinstance(threads, int) and threads >= 1)):
             raise SnnexitError(f"threads must be 'auto', a positive int or None, got {threads!r}")
         self.threads = threads
-        self.max_chunk_bytes = int(max_chunk_bytes)
-        self.timing_repeats = int(timing_repeats)
-        self.hint = None if exit_steps is None else torch.as_tensor(exit_steps).long().cpu()
+        self.max_chunk_bytes = check_integer("max_chunk_bytes", max_chunk_bytes, 1)
+        self.timing_repeats = check_integer("timing_repeats", timing_repeats, 1)
+        self.hint = None if exit_steps is None else exit_step_hint(exit_steps, self.T)
         self.seen: list[torch.Tensor] = []  # exit steps of earlier runs, when there is no hint
         self.planner = ChunkPlanner(self)
         self.load = LoadMeter()

@@ -12,7 +12,8 @@ Counts per input ``n`` that exits after ``k_n`` steps (fixed T: ``k_n = T``):
 ``fan_out_l`` is the mean number of neurons (of any later spiking layer or of the output layer)
 that one neuron of layer ``l`` connects to: the non-zero entries of the Jacobian of the linear
 map from layer ``l``'s spikes to the inputs of the layers they feed, averaged over layer
-``l``'s neurons. :func:`fan_out` computes it from the modules that consume each layer's output
+``l``'s neurons (a module may give its own twin for this pass, ``indicator()``: a leaky
+integrator passes its input on, a recurrent block also delivers its loop's connections). :func:`fan_out` computes it from the modules that consume each layer's output
 (conv, linear, pooling, batch norm, flatten, residual additions) in one forward pass of an
 "indicator" copy of the network: every weight becomes ``[w != 0]``, average pooling becomes sum
 pooling, batch norm and biases vanish, and layer ``l`` emits ones while every other spiking
@@ -260,7 +261,8 @@ class _Probe(nn.Module):
         self.neurons = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.arrived = x.flatten(1).sum(1)
+        arrived = x.flatten(1).sum(1)  # a recurrent layer also receives its loop's connections: they add up
+        self.arrived = arrived if self.arrived is None else self.arrived + arrived
         self.neurons = x[0].numel()
         out = torch.zeros_like(x)
         out[self.index] = 1
@@ -278,7 +280,10 @@ def _indicator_copy(body: nn.Module, is_spiking) -> tuple[nn.Module, list[_Probe
         for name, child in list(parent.named_children()):
             path = f"{prefix}.{name}" if prefix else name
             new = None
-            if is_spiking(child):
+            if hasattr(child, "indicator") and not is_spiking(child):  # a module that says what it connects
+                new = child.indicator()
+                swap(new, path)
+            elif is_spiking(child):
                 new = _Probe(len(probes))
                 probes.append(new)
             elif isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):

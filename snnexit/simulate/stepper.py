@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable
 
 import torch
 from tqdm.auto import tqdm
 
+from snnexit.checks import check_integer, memory_bytes
 from snnexit.errors import SnnexitError
 from snnexit.simulate.cost import input_macs
 from snnexit.simulate.inputs import check_inputs
@@ -18,7 +20,7 @@ from snnexit.simulate.trace import Trace
 def chunk_lengths(chunks, T: int) -> tuple[int, ...]:
     """A chunk plan as lengths covering at least T steps: ``k`` (chunks of k steps) or a sequence of
     lengths; refused with one line when it is neither."""
-    whole = lambda k: not isinstance(k, bool) and hasattr(k, "__index__")  # noqa: E731  (2.5 is no length)
+    whole = lambda k: isinstance(k, numbers.Integral) and not isinstance(k, bool)  # noqa: E731  (2.5 is no length)
     if not (whole(chunks) or isinstance(chunks, (list, tuple))):
         raise SnnexitError(f"chunks must be a positive int or a list of them, got {chunks!r}")
     lengths = [chunks] if whole(chunks) else list(chunks)
@@ -55,6 +57,7 @@ def simulate_batch(snn: SpikingNetwork, x: torch.Tensor, T: int, temporal: bool 
     trace meant to certify decisions taken by one engine at one batch size is recorded with that
     engine's plan at that batch size (README: "Deploying the certified exit").
     """
+    T = check_integer("T", T, 1)
     x = check_inputs(snn, x, temporal=temporal, T=T, probe=True)
     snn.reset()
     outputs, spikes = [], []
@@ -82,6 +85,33 @@ def simulate_batch(snn: SpikingNetwork, x: torch.Tensor, T: int, temporal: bool 
     return torch.stack(outputs), torch.stack(spikes)
 
 
+def check_batches(batches) -> list:
+    """``batches`` as a list of ``(x, y)`` pairs, labelled throughout or not at all (a trace with
+    labels on some inputs only would silently lose them all)."""
+    try:
+        batches = list(batches)
+        pairs = [(x, y) for x, y in batches]
+    except (TypeError, ValueError):
+        raise SnnexitError("batches must yield (x, y) pairs (y = None for unlabelled inputs)") from None
+    labelled = [y is not None for _, y in pairs]
+    if any(labelled) and not all(labelled):
+        with_, without = labelled.index(True), labelled.index(False)
+        raise SnnexitError(f"batch {with_} has labels and batch {without} has none: label every batch, or none "
+                           f"(an unlabelled trace still certifies an exit)")
+    return pairs
+
+
+def check_trace_memory(snn: SpikingNetwork, batches: list, T: int) -> None:
+    """Refuse a trace that cannot fit in this machine's memory, before any step: outputs and spike
+    counts ``(T, N, C + L)`` in float32, twice (the batches and their join); C counted as >= 2."""
+    memory = memory_bytes()
+    inputs = sum(int(x.shape[0]) for x, _ in batches if hasattr(x, "shape") and len(x.shape) > 0)
+    need = 2 * 4 * T * inputs * (2 + len(snn.spiking_layers()))
+    if memory is not None and need > 0.8 * memory:
+        raise SnnexitError(f"a trace of T = {T} steps for {inputs} inputs needs at least {need / 2 ** 30:.3g} GiB; "
+                           f"this machine has {memory / 2 ** 30:.3g} GiB: trace fewer inputs or steps")
+
+
 @torch.no_grad()
 def record_trace(snn: SpikingNetwork, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], T: int,
                  device: str | torch.device = "cpu", temporal: bool = False, progress: bool = False,
@@ -91,14 +121,15 @@ def record_trace(snn: SpikingNetwork, batches: Iterable[tuple[torch.Tensor, torc
     ``batches`` yields ``(x, y)``; ``y = None`` for unlabelled inputs (the trace then has no labels).
     ``chunks``: the arithmetic of the chunked engine with that plan (:func:`simulate_batch`).
     """
-    if T < 1:
-        raise SnnexitError(f"T must be >= 1, got {T}")
+    T = check_integer("T", T, 1)
     if chunks is not None:
         chunk_lengths(chunks, T)  # a bad plan fails before any step
+    batches = check_batches(batches)
+    check_trace_memory(snn, batches, T)
     snn = snn.to(device).eval()
     outs, spks, labels = [], [], []
     first = None
-    for i, (x, y) in enumerate(tqdm(list(batches), desc=desc, disable=not progress, leave=False)):
+    for i, (x, y) in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
         try:
             x = check_inputs(snn, x, temporal=temporal, T=T).to(device)
         except SnnexitError as exc:
