@@ -248,13 +248,14 @@ PER_COMMAND = {
     },
     "certify": {
         "val": NPZ,
-        "test": {"good": ["<test.npz>", "<val.npz>"], "bad": ["<missing>", FOLDER, FILE]},
-        "calibration": {"good": ["<test.npz>"], "bad": ["<missing>", FOLDER, FILE]},
+        "test": {"good": ["<test.npz>"], "bad": ["<missing>", FOLDER, FILE, "<val.npz>", LONG]},  # val.npz: the base's --val
+        "calibration": {"good": ["<test.npz>"], "bad": ["<missing>", FOLDER, FILE, LONG]},
         "outputs": names(["per-step", "accumulated"]),
         "eps": floats([0.05, 0.5], [0, 1, 2]),
         "delta": floats([0.05], [0, 1, -1]),
         "policies": names(["all", "topk", "dynamic_confidence,entropy"], ["", "bogus", ","]),
-        "out": {"good": [FRESH + ".json"], "bad": [FOLDER, PROC + "/x.json", "", f"{FILE}/x.json"]},
+        "out": {"good": [FRESH + ".json", HOME_FRESH + ".json"],
+                "bad": [FOLDER, PROC + "/x.json", "", f"{FILE}/x.json", FILE, "<val.npz>", LONG + ".json"]},
     },
     "export": {
         "source": {"good": ["<run>"], "bad": ["<missing>", FOLDER, "", LONG], "junk": [FILE]},
@@ -490,6 +491,9 @@ def test_fuzz_command_line_at_length(world, command, data):
     (["run", "--out", LONG], "a name of 300 bytes, the file system allows"),
     (["run", "--cache-dir", f"{FRESH}/{LONG}"], "a name of 300 bytes"),
     (["run", "--config", LONG], "config file"),
+    (["certify", "--out", "<val.npz>"], "is the --val file"),
+    (["certify", "--out", FILE], "exists and holds no exit rule"),
+    (["certify", "--test", "<val.npz>"], "--val and --test are the same file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(world, argv, message):
     command = argv[0]
