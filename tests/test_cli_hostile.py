@@ -17,7 +17,8 @@ import torch
 from snnexit.cli import main
 from snnexit.runs import Settings
 from snnexit.runs.artifacts import POLICY_FILE, TRACE_FILES, RunFolder
-from snnexit.runs.paths import check_replaceable, is_snnexit_folder, mark_folder
+from snnexit.runs.ownership import check_replaceable, is_snnexit_folder, mark_folder
+from snnexit.runs.paths import run_files
 from snnexit.runs.settings import CertifySettings, RunConfig
 from snnexit.simulate import Trace
 from run_folders import fit_folder
@@ -48,9 +49,9 @@ def test_what_counts_as_a_folder_snnexit_wrote(tmp_path):
     folder.mkdir()
     (folder / "results.json").write_text("{}")
     with pytest.raises(Exception, match="is no folder snnexit wrote"):
-        check_replaceable(folder, ["results.json"])
-    check_replaceable(folder, ["results.json"], overwrite=True)  # told to
-    check_replaceable(folder, ["report.md"])  # nothing there to replace
+        check_replaceable(folder, ["results.json"], "run")
+    check_replaceable(folder, ["results.json"], "run", overwrite=True)  # told to
+    check_replaceable(folder, ["report.md"], "run")  # nothing there to replace
     (folder / "config.x.json").write_text('{"not": "ours"}')
     assert not is_snnexit_folder(folder)
     RunFolder(folder).save_config(Settings(), "fit")  # a config of ours
@@ -61,8 +62,29 @@ def test_what_counts_as_a_folder_snnexit_wrote(tmp_path):
     assert is_snnexit_folder(other)
     third = tmp_path / "h"
     third.mkdir()
-    mark_folder(third, "compare")
+    mark_folder(third, "compare", ["compare.md"])
     assert is_snnexit_folder(third)
+    (third / "compare.md").write_text("a comparison")
+    check_replaceable(third, ["compare.md"], "compare")  # the same command's own file
+    with pytest.raises(Exception, match="was written by `snnexit compare`, and `snnexit table` would replace it"):
+        check_replaceable(third, ["compare.md"], "table")
+
+
+def test_one_kind_of_command_does_not_replace_anothers_files(tmp_path, capsys):
+    """cutoff-train into a run's folder, or run into cutoff-train's, would replace results.json and the
+    traces of another kind of run: refused unless --overwrite, before any training."""
+    run = fit_folder(tmp_path / "run")
+    mark_folder(run, "run", run_files("run"))
+    (run / "results.json").write_text("{}")
+    assert main(["cutoff-train", "--dataset", "digits", "--out", str(run), "--quiet"]) == 2
+    assert "results.json was written by `snnexit run`, and `snnexit cutoff-train` would replace it" in _one_line(capsys)
+    cutoff = tmp_path / "cutoff"
+    cutoff.mkdir()
+    mark_folder(cutoff, "cutoff-train", ["results.json", "report.md", *TRACE_FILES])
+    (cutoff / "report.md").write_text("# cutoff-train on digits\n")
+    assert main(["run", "--dataset", "digits", "--out", str(cutoff), "--quiet"]) == 2
+    assert "report.md was written by `snnexit cutoff-train`, and `snnexit run` would replace it" in _one_line(capsys)
+    assert (cutoff / "report.md").read_text() == "# cutoff-train on digits\n"
 
 
 def test_compare_writes_only_where_it_may(tmp_path, capsys):

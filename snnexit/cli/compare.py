@@ -14,7 +14,8 @@ from snnexit.exit.compare import compare_policies
 from snnexit.exit.target import TARGET_KINDS, FitTarget
 from snnexit.io import check_output_folder, write_json, write_text
 from snnexit.report.compare import comparison_markdown, plot_comparison
-from snnexit.runs.paths import check_files_in, check_replaceable, mark_folder
+from snnexit.runs.ownership import check_replaceable, mark_folder
+from snnexit.runs.paths import check_files_in
 from snnexit.runs.settings import MAX_T, TARGET_READS, check_range
 from snnexit.simulate.trace import Trace, check_same_network
 
@@ -116,8 +117,8 @@ def main(args) -> int:
     check_same_network(val, test, f"{val_path} and {test_path}")
     check_splits(val, test, val_path, test_path)
     out = check_files_in(check_output_folder(out, "output folder (--out)"), OUT_FILES)
-    check_replaceable(out, OUT_FILES, args.overwrite)
-    mark_folder(out, "compare")
+    check_replaceable(out, OUT_FILES, "compare", args.overwrite)
+    mark_folder(out, "compare", OUT_FILES)
     result = compare_policies(val, test, names, target=args.target, eps=args.eps, max_steps=args.max_steps,
                               delta=args.delta, risk=tuple(args.risk) if args.risk else None)
     result["val_trace"], result["test_trace"] = str(val_path), str(test_path)

@@ -19,7 +19,8 @@ from snnexit.experiments.cutoff import CutoffSettings, cutoff_table, single_run
 from snnexit.io import check_output_folder
 from snnexit.report.cutoff import markdown_table
 from snnexit.runs.artifacts import TRACE_FILES
-from snnexit.runs.paths import check_cache_folder, check_files_in, check_replaceable, mark_folder
+from snnexit.runs.ownership import check_replaceable, mark_folder
+from snnexit.runs.paths import check_cache_folder, check_files_in
 
 DESCRIPTION = ("Train an SNN directly (BPTT) or fine-tune a converted one, with the SNNCutoff cutoff regulariser "
                "(--reg-weight), and evaluate every exit policy on its traces.")
@@ -130,8 +131,8 @@ def main(args) -> int:
     check_cache_folder(args.cache_dir)  # the cache, the output folder and the files it gets
     files = ("table.json", "table.md") if args.table else ("results.json", "report.md", *TRACE_FILES)
     out = check_files_in(check_output_folder(args.out, "output folder (--out)"), files)
-    check_replaceable(out, files, args.overwrite)
-    mark_folder(out, "cutoff-train")
+    check_replaceable(out, files, "cutoff-train", args.overwrite)
+    mark_folder(out, "cutoff-train", files)
     log = progress_log(args)
     if args.table:
         result = cutoff_table(settings, out, log)

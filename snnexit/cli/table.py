@@ -17,7 +17,8 @@ from snnexit.errors import SnnexitError
 from snnexit.experiments.table1 import DEFAULT_EPOCHS, DEFAULT_T, run_grid
 from snnexit.io import check_output_folder, write_json, write_text
 from snnexit.report.tables import grid_markdown, grid_verdict
-from snnexit.runs.paths import check_cache_folder, check_files_in, check_replaceable, mark_folder
+from snnexit.runs.ownership import check_replaceable, mark_folder
+from snnexit.runs.paths import check_cache_folder, check_files_in
 from snnexit.runs.settings import MAX_T, RunConfig, check_range
 
 
@@ -74,7 +75,7 @@ def check_args(args) -> Path:
                           seed=args.seed, device=args.device, cache_dir=args.cache_dir).validate()
     check_cache_folder(args.cache_dir)
     out = check_files_in(check_output_folder(args.out, "output folder (--out)"), OUT_FILES)
-    check_replaceable(out, OUT_FILES, args.overwrite)
+    check_replaceable(out, OUT_FILES, "table", args.overwrite)
     return out
 
 
@@ -109,7 +110,7 @@ def main(args) -> int:
         torch.set_num_threads(args.threads)
     epochs = {d: args.epochs for d in args.datasets} if args.epochs else None
     started = time.perf_counter()
-    mark_folder(out, "table")
+    mark_folder(out, "table", OUT_FILES)
     cells = run_grid(args.datasets, args.models, args.converters, bits=args.bits, epochs=epochs,
                      T={c: steps(args, c) for c in ("qcfs", "qffs")}, width=args.width, seed=args.seed,
                      device=args.device, cache_dir=args.cache_dir, log=progress_log(args))

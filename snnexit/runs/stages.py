@@ -29,7 +29,8 @@ from snnexit.runs.layout import check_results
 from snnexit.runs.lock import folder_lock
 from snnexit.runs.network import (calibrated_snn, check_trace_memory, event_steps, load_calibration_inputs, trace_snn,
                                   trace_unlabelled)
-from snnexit.runs.paths import check_run_paths, mark_folder
+from snnexit.runs.ownership import mark_folder
+from snnexit.runs.paths import check_run_paths, run_files
 from snnexit.runs.resolve import settings_of_files
 from snnexit.runs.settings import Settings
 from snnexit.train import train as train_ann
@@ -280,7 +281,7 @@ def run_stage(name: str, settings: Settings, log=print, *, overwrite: bool = Fal
     check_run_paths(settings, name, overwrite)  # the run folder, the files this stage writes, the cache: before any work
     r = Run(settings, log)
     with folder_lock(r.folder.path, name):
-        mark_folder(r.folder.path, name)
+        mark_folder(r.folder.path, name, run_files(name))
         written = STAGE_FUNCTIONS[name](r)
         if name == "evaluate":
             r.results["seconds"] = _total_seconds(r)
@@ -304,7 +305,7 @@ def run(settings: Settings, log=print, *, overwrite: bool = False, **options) ->
     with folder_lock(r.folder.path, "run"):
         if not overwrite:
             r.folder.check_same_settings(settings, settings_of_files(r.folder.path))
-        mark_folder(r.folder.path, "run")
+        mark_folder(r.folder.path, "run", run_files("run"))
         if (r.folder / RESULTS_FILE).is_file():
             log(f"replacing the results in {r.folder.path} (a run with these settings, or --overwrite)")
         r.folder.save_config(settings, "run")
