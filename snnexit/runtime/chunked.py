@@ -186,11 +186,15 @@ class ChunkedEngine(EarlyExitEngine):
             and other processes leave the cores free), an int, or None (torch's setting).
         max_chunk_bytes: memory cap for one chunk's activations; it bounds the chunk length.
         timing_repeats: repeats per measured chunk length when planning.
+        chunk_time: a cost model ``(k, m) -> seconds`` of a chunk of k steps on m inputs, planned
+            with instead of measured times: the same plan on every run and machine (a deployment
+            whose traces are recorded with the engine's plan wants exactly that).
     """
 
     def __init__(self, snn, policy, T: int, device: str | torch.device = "cpu", chunks="auto",
                  exit_steps: torch.Tensor | None = None, threads="auto", count_spikes: bool = True,
-                 fan_out: list[float] | None = None, max_chunk_bytes: int = 256 * 2 ** 20, timing_repeats: int = 3):
+                 fan_out: list[float] | None = None, max_chunk_bytes: int = 256 * 2 ** 20, timing_repeats: int = 3,
+                 chunk_time=None):
         super().__init__(snn, policy, T, device, compact=True, count_spikes=count_spikes, fan_out=fan_out)
         if isinstance(chunks, str):
             if chunks != "auto":
@@ -203,6 +207,9 @@ class ChunkedEngine(EarlyExitEngine):
         self.threads = threads
         self.max_chunk_bytes = check_integer("max_chunk_bytes", max_chunk_bytes, 1)
         self.timing_repeats = check_integer("timing_repeats", timing_repeats, 1)
+        if chunk_time is not None and not callable(chunk_time):
+            raise SnnexitError(f"chunk_time must be a function (k, m) -> seconds, got {type(chunk_time).__name__}")
+        self.chunk_time = chunk_time
         self.hint = None if exit_steps is None else exit_step_hint(exit_steps, self.T)
         self.seen: list[torch.Tensor] = []  # exit steps of earlier runs, when there is no hint
         self.planner = ChunkPlanner(self)
@@ -265,8 +272,11 @@ class ChunkedEngine(EarlyExitEngine):
         if key not in self._plans:
             self._measure_rows(x, temporal)
             max_k = self._max_chunk(n)
-            self.planner.measure(x, key[0], max_k, temporal)
-            fn = self.planner.chunk_time(key[0], n)
+            if self.chunk_time is None:
+                self.planner.measure(x, key[0], max_k, temporal)
+                fn = self.planner.chunk_time(key[0], n)
+            else:
+                fn = self.chunk_time
             self._plans[key] = plan_chunks(self._survival(), n, lambda k, m: fn(k, m) if k <= max_k else math.inf)
         return self._plans[key]
 
