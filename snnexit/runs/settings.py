@@ -177,6 +177,10 @@ class TraceSettings:
         check_range("config key 'trace.batch_size'", self.batch_size, 1, MAX_BATCH)
 
 
+# the fitting targets (snnexit.exit.target) that read each of their settings
+TARGET_READS = {"eps": ("max_drop", "risk", "precision", "coverage"), "max_steps": ("max_steps",), "delta": ("risk",)}
+
+
 @dataclass
 class FitSettings:
     """The exit policy fitted on the validation trace: a registered name, the fitting target and
@@ -209,6 +213,19 @@ class FitSettings:
     def create_policy(self):
         return create_policy(self.policy, **self.policy_kwargs())
 
+    def check_used(self) -> None:
+        """Refuse a setting that the target (or a fixed threshold) makes idle: ``--eps`` with
+        ``no_loss`` would be ignored, not obeyed."""
+        if self.threshold is not None and self.target != "no_loss":
+            raise SnnexitError(f"fit.target (--target) {self.target!r} does nothing with a fixed threshold "
+                               f"(--threshold {self.threshold!r} skips the choice); drop one of them")
+        for key, flag in (("eps", "--eps"), ("max_steps", "--max-steps"), ("delta", "--delta")):
+            readers = TARGET_READS[key]
+            if getattr(self, key) is not None and self.target not in readers:
+                why = "a fixed threshold" if self.threshold is not None else f"target {self.target!r}"
+                raise SnnexitError(f"fit.{key} ({flag}) does nothing with {why}: only the targets "
+                                   f"{', '.join(readers)} read it; drop it, or choose one of them (--target)")
+
     def validate(self) -> None:
         for key, value in asdict(self).items():
             if isinstance(value, float) and not math.isfinite(value):
@@ -229,6 +246,7 @@ class FitSettings:
             raise SnnexitError(f"config table [fit]: {exc}") from None
         except TypeError as exc:  # a policy's constructor refused an option
             raise SnnexitError(f"config table [fit]: {exc}") from None
+        self.check_used()  # after the policy's own checks: a parameter it lacks is named as such
 
 
 @dataclass
@@ -260,8 +278,12 @@ class CertifySettings:
             if name not in certifiable_policies():
                 raise SnnexitError(f"config table [certify]: policy {name!r} cannot be certified. "
                                    f"Certifiable: {', '.join(certifiable_policies())}")
-        if self.calibration_inputs is not None and not Path(self.calibration_inputs).is_file():
-            raise SnnexitError(f"calibration inputs {self.calibration_inputs}: no such file (expected a .npy array)")
+        if self.calibration_inputs is not None:
+            if not Path(self.calibration_inputs).is_file():
+                raise SnnexitError(f"calibration inputs {self.calibration_inputs}: no such file (expected a .npy array)")
+            from snnexit.runs.network import check_calibration_file  # network imports these settings
+
+            check_calibration_file(self.calibration_inputs)  # its header: the data is checked when the data set is loaded
 
     def options(self) -> dict:
         """Keyword arguments of :func:`snnexit.runs.evaluation.certified_exit`."""
