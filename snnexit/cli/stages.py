@@ -26,23 +26,25 @@ from snnexit.runs.artifacts import STAGES
 # settings that determine the trained ANN (RunConfig.train_key): the stages that check a file
 # against them (ann.safetensors, snn.safetensors) use them as much as train does
 TRAINING = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "quantizer", "bits", "batch_size", "lr",
-            "width", "data_dir")
+            "width", "data_dir", "ann_event_input")
 FIT = ("fit.policy", "fit.target", "fit.threshold", "fit.temperature", "fit.eps", "fit.max_steps", "fit.delta",
        "fit.options")
+CONVERSION = ("converter", "conversion_fix", "conversion_fix_inputs")  # how snn.safetensors was made from the ANN
 CERTIFY = ("certify.eps", "certify.delta", "certify.policies", "certify.calibration_inputs")
 # where and how a stage runs, not what it computes: every stage takes them
 EVERY_STAGE = ("out", "device", "progress", "cache_dir", "config", "quiet")
 # stage -> the settings (argparse dests: RunConfig fields, "section.key") it uses
 USES = {  # download: the stages that load the data
     "train": TRAINING + ("download",),
-    "convert": TRAINING + ("converter", "download"),
-    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs", "download"),
+    # T: the horizon a conversion fix is fitted over
+    "convert": TRAINING + CONVERSION + ("T", "download"),
+    "trace": TRAINING + CONVERSION + ("T", "trace.batch_size", "certify.calibration_inputs", "download"),
     # T and the converter: the traces must be this run's; the data set: T defaults to an event data set's frames
-    "fit": ("dataset", "T", "converter") + FIT,
+    "fit": ("dataset", "T") + CONVERSION + FIT,
     # the training settings: snn.safetensors's; the fit settings: the policy's name in results.json, and
     # they must make a valid policy together (--policy conformal needs --target coverage)
-    "evaluate": TRAINING + ("converter", "T") + FIT + CERTIFY,
-    "report": ("dataset", "T", "converter"),
+    "evaluate": TRAINING + CONVERSION + ("T",) + FIT + CERTIFY,
+    "report": ("dataset", "T") + CONVERSION,
 }
 WHAT_IT_DOES = {
     "train": "it trains the ANN",

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from snnexit.convert import CONVERTERS
-from snnexit.data import DATASETS, is_built_in
+from snnexit.convert.fixes import check_fix, default_fix
+from snnexit.data import DATASETS, default_frames, is_built_in
 from snnexit.data.sources import check_downloadable
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
@@ -37,6 +38,8 @@ MAX_WIDTH = 2 ** 20  # far beyond what fits in memory for every built-in model; 
 MAX_LR = 10.0
 MAX_INIT_THRESHOLD = 1e6
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+# event data: what the ANN trains on (snnexit.runs.ann.ann_training_split); its tests and calibration see mean frames
+ANN_EVENT_INPUTS = ("prefix_means", "mean_frame")
 
 
 def check_device(device, what: str = "device") -> str:
@@ -129,6 +132,14 @@ class RunConfig:
     levels: int = 4  # QCFS L
     init_threshold: float = 1.0  # QCFS lam at init; 1 suits inputs in [0, 1] (the paper uses 8 on CIFAR)
     converter: str = "qcfs"
+    # a correction of the converted SNN fitted on training inputs after conversion (snnexit.convert.fixes):
+    # none, step_bias (FTBC), mean_bias (Li et al. 2021); None: the converter's default (fix_name()).
+    # The ANN and its cache stay as they are.
+    conversion_fix: str | None = None
+    conversion_fix_inputs: int = 256  # training inputs the fix is fitted on (a seeded draw)
+    # event data only: the ANN trains on prefix_means (the mean of the first k frames, k drawn per input: what the
+    # converted SNN has integrated after k steps) or mean_frame (each recording's mean frame, as before)
+    ann_event_input: str = "prefix_means"
     # the ANN's activation: qcfs (L = levels), lsq (b = bits, L = 2**b - 1; converts with qcfs or qffs),
     # relu or clip (ReLU clipped at init_threshold; for the data-normalisation converters max/robust)
     quantizer: str = "qcfs"
@@ -148,6 +159,10 @@ class RunConfig:
         MODELS.get(self.model)
         CONVERTERS.get(self.converter)
         QUANTIZERS.get(self.quantizer)
+        if self.conversion_fix is not None:
+            check_fix(self.conversion_fix, self.converter)
+        if self.ann_event_input not in ANN_EVENT_INPUTS:
+            raise SnnexitError(f"Unknown ann_event_input {self.ann_event_input!r}. Known: {', '.join(ANN_EVENT_INPUTS)}")
         if not str(self.out).strip():
             raise SnnexitError("out must name a run folder, got an empty string")
         if not (isinstance(self.T, int) and 1 <= self.T <= MAX_T):
@@ -159,6 +174,8 @@ class RunConfig:
         check_range("config key 'levels' (L)", self.levels, 1, MAX_LEVELS)
         check_range("config key 'bits'", self.bits, 1, MAX_BITS, " (LSQ bit width)")
         check_range("config key 'batch_size'", self.batch_size, 1, MAX_BATCH)
+        check_range("config key 'conversion_fix_inputs'", self.conversion_fix_inputs, 1, MAX_BATCH,
+                    " (training inputs the conversion fix is fitted on)")
         check_positive("config key 'lr'", self.lr, MAX_LR, " (the learning rate)")
         check_positive("config key 'init_threshold'", self.init_threshold, MAX_INIT_THRESHOLD,
                        " (QCFS lam at initialisation)")
@@ -169,6 +186,10 @@ class RunConfig:
         if self.download:
             check_downloadable(self.dataset)
 
+    def fix_name(self) -> str:
+        """The conversion fix this run applies: the one it names, or the converter's default."""
+        return default_fix(self.converter) if self.conversion_fix is None else self.conversion_fix
+
     def train_key(self) -> str:
         """Hash of everything that determines the trained ANN (the cache key), the version of the
         training code included: a cache written by older code is not silently reused."""
@@ -177,6 +198,8 @@ class RunConfig:
         settings["training_code"] = TRAINING_CODE_VERSION
         if self.quantizer != "qcfs":  # absent for QCFS: old cache keys stay valid
             settings.update(quantizer=self.quantizer, bits=self.bits)
+        if self.ann_event_input != "mean_frame" and self.dataset in DATASETS and default_frames(self.dataset):
+            settings["ann_event_input"] = self.ann_event_input  # event data (absent for mean frames: old keys stay)
         if self.data_dir is not None:  # another local copy may hold other images (absent: old keys stay valid)
             settings["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
         blob = json.dumps(settings, sort_keys=True)

@@ -133,9 +133,9 @@ def train(r: Run):
 
 @_timed
 def convert(r: Run):
-    """Calibrate the trained ANN (temperature) and convert it -> ``snn.safetensors``."""
+    """Calibrate the trained ANN (temperature), convert it and apply the conversion fix -> ``snn.safetensors``."""
     ann, data = r.trained(), r.data
-    r.snn, r.calibration = calibrated_snn(ann, data, r.config)
+    r.snn, r.calibration = calibrated_snn(ann, data, r.config, r.log)
     c = r.calibration
     r.log(f"ANN test accuracy {c['test_acc']:.4f}; temperature {c['temperature']:.3f}, "
           f"test ECE {c['ece_test_before']:.4f} -> {c['ece_test_after']:.4f}")
