@@ -302,3 +302,79 @@ def test_a_fix_fits_on_training_inputs_only():
     others = {tuple(r.flatten().tolist()) for split in (data.val, data.test) for r in split.x} - rows
     assert not any(tuple(r.flatten().tolist()) in others for r in x)
     assert torch.equal(x, fix_inputs(RunConfig(dataset="digits", seed=3, conversion_fix_inputs=100), data))  # seeded
+
+
+# ---- event data: what the ANN trains on ------------------------------------------------------------------------
+def test_prefix_means_are_the_means_of_the_first_k_frames():
+    from snnexit.data.transforms import PrefixMeans
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(50, 7, 2, 3, 3, generator=g)
+    out = PrefixMeans()(x, torch.Generator().manual_seed(5))
+    k = torch.randint(1, 8, (50,), generator=torch.Generator().manual_seed(5))  # the same draw
+    for i in range(50):
+        assert torch.allclose(out[i], x[i, :k[i]].mean(0), atol=1e-6)
+    assert set(k.tolist()) == set(range(1, 8))  # every prefix length occurs
+    with pytest.raises(SnnexitError, match="expected float event frames"):
+        PrefixMeans()(torch.zeros(2, 3, dtype=torch.long), g)
+
+
+def test_the_event_ann_trains_on_prefix_means_under_its_own_cache_key():
+    from snnexit.data.splits import DataSplits, Split
+    from snnexit.data.transforms import PrefixMeans
+    from snnexit.runs.ann import ann_training_split
+    from snnexit.runs.settings import RunConfig
+
+    frames = torch.rand(12, 4, 2, 5, 5)
+    data = DataSplits("event_mnist", Split(frames, torch.arange(12) % 3), Split(frames[:3], torch.arange(3)),
+                      Split(frames[:3], torch.arange(3)), 3)
+    data.temporal = True
+    split, augment = ann_training_split(data, RunConfig(dataset="event_mnist"))
+    assert split.x.shape == frames.shape and isinstance(augment, PrefixMeans)
+    split, augment = ann_training_split(data, RunConfig(dataset="event_mnist", ann_event_input="mean_frame"))
+    assert torch.equal(split.x, frames.mean(1)) and augment is None
+    key = lambda **kw: RunConfig(**kw).train_key()  # noqa: E731
+    assert key(dataset="event_mnist") != key(dataset="event_mnist", ann_event_input="mean_frame")
+    assert key(dataset="digits") == key(dataset="digits", ann_event_input="mean_frame")  # static data: no change
+    with pytest.raises(SnnexitError, match="Unknown ann_event_input 'sum'. Known: prefix_means, mean_frame"):
+        RunConfig(ann_event_input="sum").validate()
+
+
+def test_nir_export_refuses_a_fixed_network():
+    from snnexit.export.nir import to_nir
+
+    _, snn, _, _ = fitted("step_bias")
+    with pytest.raises(SnnexitError, match="conversion fix gave it an input current per step"):
+        to_nir(snn, (1, 8, 8))
+
+
+def test_measured_rate_errors_are_the_rms_of_the_rate_code_against_the_ann():
+    """``measure=True`` reports each layer's error before and after, at steps 1, 2, 4, ..., T;
+    recomputed here by brute force from every step's outputs."""
+    T = 6
+    ann = small_qcfs_ann(1)
+    x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    plain, snn = convert(ann, "qcfs"), convert(ann, "qcfs")
+    report = apply_conversion_fix(snn, ann, "step_bias", x, T, measure=True)
+    errors = report.facts["errors"]
+    assert errors["steps"] == [1, 2, 4, 6]
+
+    def brute(net):
+        out = {}
+        for path, m in net.spiking_layers():
+            outs = []
+            h = m.register_forward_hook(lambda _m, _a, y: outs.append(y.double()))
+            net.reset()
+            with torch.no_grad():
+                for _ in range(T):
+                    net.step(x)
+            h.remove()
+            a = ann_activations(ann, [path], x)[path].clamp(0, float(m.threshold)).double()
+            cum = torch.cumsum(torch.stack(outs), 0)
+            out[path] = [float(((cum[t - 1] / t - a) / float(m.threshold)).pow(2).mean().sqrt()) for t in (1, 2, 4, 6)]
+        return out
+
+    want_before, want_after = brute(plain), brute(snn)
+    for row in errors["layers"]:
+        assert row["rms_error_before"] == pytest.approx(want_before[row["layer"]], abs=1e-5)
+        assert row["rms_error_after"] == pytest.approx(want_after[row["layer"]], abs=1e-5)

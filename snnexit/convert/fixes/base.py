@@ -247,19 +247,14 @@ def layer_errors(snn: SpikingNetwork, targets: ActivationTargets, inputs: torch.
     return meter.errors
 
 
-def error_facts(layers, before: dict[str, list[float]], after: dict[str, list[float]], T: int, **per_layer) -> dict:
-    """The report of a fix: per layer its rate-code error before and after, at :func:`report_steps`."""
-    return {"steps": report_steps(T),
-            "layers": [{"layer": p, "rms_error_before": before[p], "rms_error_after": after[p],
-                        **{k: v[p] for k, v in per_layer.items()}} for p, _ in layers]}
-
-
 def apply_conversion_fix(snn: SpikingNetwork, ann: nn.Module, name: str, inputs: torch.Tensor, T: int,
-                         temporal: bool = False) -> FixReport:
+                         temporal: bool = False, measure: bool = False) -> FixReport:
     """Correct ``snn`` in place with the fix ``name``, fitted on training ``inputs`` (what the SNN
     sees: static inputs, or ``(N, T', ...)`` frames with ``temporal``) over the first ``T`` steps
     (the ANN sees the input, or the prefix means of the frames: :class:`ActivationTargets`).
-    Records the fix in ``snn.meta["conversion_fix"]`` and returns its :class:`FixReport`."""
+    Records the fix in ``snn.meta["conversion_fix"]`` and returns its :class:`FixReport`; with
+    ``measure``, its facts hold each layer's :class:`RateErrors` on ``inputs`` before and after
+    (two more runs of ``T`` steps, outside the seconds reported)."""
     fix = CONVERSION_FIXES.get(name)
     converter = snn.meta.get("converter")
     if converter is not None:
@@ -268,11 +263,18 @@ def apply_conversion_fix(snn: SpikingNetwork, ann: nn.Module, name: str, inputs:
         raise SnnexitError("a conversion fix needs at least one training input")
     if temporal and inputs.shape[1] < T:
         raise SnnexitError(f"a conversion fix over T = {T} steps needs {T} frames per input, got {inputs.shape[1]}")
-    started = time.perf_counter()
-    make_correctable(snn)
+    layers = make_correctable(snn)
     snn.eval()
+    targets = ActivationTargets(snn, ann, inputs, temporal) if measure else None
+    before = layer_errors(snn, targets, inputs, T, temporal) if measure else None
+    started = time.perf_counter()
     facts = fix(snn, ann, inputs, int(T), bool(temporal))
-    report = FixReport(name, time.perf_counter() - started, int(inputs.shape[0]), int(T), facts)
+    seconds = time.perf_counter() - started
+    if measure:
+        after = layer_errors(snn, targets, inputs, T, temporal)
+        facts["errors"] = {"steps": report_steps(T), "layers": [
+            {"layer": p, "rms_error_before": before[p], "rms_error_after": after[p]} for p, _ in layers]}
+    report = FixReport(name, seconds, int(inputs.shape[0]), int(T), facts)
     snn.meta["conversion_fix"] = {"name": name, "inputs": report.inputs, "horizon": report.horizon,
                                   "seconds": report.seconds}
     snn.reset()

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from snnexit.convert.fixes.base import (ActivationTargets, channel_sums, error_facts, layer_errors, make_correctable,
-                                        register_conversion_fix, simulate)
+from snnexit.convert.fixes.base import (ActivationTargets, channel_sums, make_correctable, register_conversion_fix,
+                                        simulate)
 
 
 @torch.no_grad()
@@ -39,7 +39,6 @@ def mean_outputs(snn, path_module, inputs: torch.Tensor, T: int, temporal: bool)
 def mean_bias(snn, ann, inputs: torch.Tensor, T: int, temporal: bool, rounds: int = 1) -> dict:
     targets = ActivationTargets(snn, ann, inputs, temporal)
     layers = make_correctable(snn)
-    before = layer_errors(snn, targets, inputs, T, temporal)
     horizon = targets.at(T - 1)  # the ANN on what the SNN has seen over the horizon
     for path, m in layers:
         channels = horizon[path].shape[1] if horizon[path].dim() >= 2 else 1
@@ -50,4 +49,4 @@ def mean_bias(snn, ann, inputs: torch.Tensor, T: int, temporal: bool, rounds: in
         for _ in range(rounds):
             got = mean_outputs(snn, m, inputs, T, temporal) / (per_channel * T)
             m.current[0] += (want - got).to(m.current.dtype)
-    return error_facts(layers, before, layer_errors(snn, targets, inputs, T, temporal), T)
+    return {"current_abs_mean": {p: float(m.current.abs().mean() / m.threshold) for p, m in layers}}

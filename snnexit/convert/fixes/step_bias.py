@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from snnexit.convert.fixes.base import (ActivationTargets, RateErrors, channel_sums, error_facts, layer_errors,
-                                        make_correctable, register_conversion_fix, simulate)
+from snnexit.convert.fixes.base import (ActivationTargets, channel_sums, make_correctable, register_conversion_fix,
+                                        simulate)
 
 MARGIN = 1 / 64  # of theta: how far inside its interval a current stays from a firing boundary
 
@@ -60,7 +60,6 @@ def step_bias(snn, ann, inputs: torch.Tensor, T: int, temporal: bool) -> dict:
     """Fit one current per step and channel for steps ``1..T`` (module doc)."""
     targets = ActivationTargets(snn, ann, inputs, temporal)
     layers = make_correctable(snn)
-    before = layer_errors(snn, targets, inputs, T, temporal)
     first = targets.at(0)
     for path, m in layers:
         channels = first[path].shape[1] if first[path].dim() >= 2 else 1
@@ -90,13 +89,11 @@ def step_bias(snn, ann, inputs: torch.Tensor, T: int, temporal: bool) -> dict:
             fired[path] = fired[path] + channel_sums((out != 0).double())
         return hook
 
-    # one pass: at each step every layer solves for its current, then runs (the meter sees the fixed network)
+    # one pass: at each step every layer, in forward order, solves for its current and then runs
     hooks = [h for p, m in layers for h in (m.register_forward_pre_hook(solve(p)), m.register_forward_hook(count(p)))]
-    meter = RateErrors(dict(layers), targets, T)
     try:
         simulate(snn, inputs, T, temporal)
     finally:
-        meter.close()
         for h in hooks:
             h.remove()
-    return error_facts(layers, before, meter.errors, T)
+    return {"current_abs_mean": {p: float(m.current.abs().mean() / m.threshold) for p, m in layers}}
