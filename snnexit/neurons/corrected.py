@@ -1,14 +1,12 @@
 """The soft-reset IF neuron of a converted network after a conversion fix (``snnexit.convert.fixes``).
 
 :class:`CorrectedIF` is :class:`~snnexit.neurons.modules.IFNeuron` (soft reset, fire on ``>=``,
-spikes carry theta) with two corrections a conversion fix may set from training inputs:
-
-* ``v_start``: the initial potential as a fraction of theta, a scalar (one per layer) or one
-  value per neuron (broadcast over the input of one step, e.g. ``(C, H, W)``);
-* ``current``: an extra input current per step and channel, ``(S, C)``: step ``t`` (1-based)
-  adds ``current[min(t, S) - 1]`` to the layer's input (channel = dimension 1 of the input).
-  ``S = 1`` is a constant bias; ``S > 1`` a bias per time step (after S steps the last row
-  stays on).
+spikes carry theta, ``v(0) = v_start * theta``) plus the correction a conversion fix sets from
+training inputs: ``current``, an extra input current per step and channel, ``(S, C)``. Step
+``t`` (1-based) adds ``current[min(t, S) - 1]`` to the layer's input (channel = dimension 1 of
+the input): ``S = 1`` is a constant bias, ``S > 1`` a bias per time step (after S steps the last
+row stays on). ``v_start`` is a buffer (saved with the network), a scalar or any shape that
+broadcasts over one input.
 
 One step::
 
@@ -38,7 +36,7 @@ class CorrectedIF(SpikingNeuron):
 
     Args:
         threshold: theta.
-        v_start: ``v(0) / theta``: a number or a tensor broadcastable to one step's input of one sample.
+        v_start: ``v(0) / theta`` (the converters' 1/2): a number, or a tensor that broadcasts over one input.
         current: ``(S, C)`` extra input current per step (rows) and channel; None: ``(1, 1)`` zeros.
     """
 

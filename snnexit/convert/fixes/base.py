@@ -2,9 +2,9 @@
 
 A conversion fix takes a converted network (its spiking layers soft-reset ``IFNeuron``s: the
 ``qcfs``, ``max`` and ``robust`` converters), the ANN it came from and a few hundred training
-inputs, and sets per-layer corrections of :class:`~snnexit.neurons.corrected.CorrectedIF` (an
-extra input current per step and channel, an initial potential) so that the spiking layers'
-outputs follow the ANN's activations from the first steps on. It is forward-only (no
+inputs, and sets the extra input currents of :class:`~snnexit.neurons.corrected.CorrectedIF`
+(per step and channel, or per channel) so that the spiking layers' outputs follow the ANN's
+activations from the first steps on. It is forward-only (no
 gradients) and uses training inputs only: validation and test belong to fitting and certifying
 the exit.
 
@@ -20,7 +20,7 @@ the conformance matrix builds each fixed network from the registry.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -84,20 +84,13 @@ def check_fix(name: str, converter: str) -> None:
 @dataclass
 class FixReport:
     """What a fix cost and did: its name, seconds, the training inputs it used, the horizon it
-    fitted (steps), and its own facts (per layer: the error before and after, ...)."""
+    fitted (steps), and its own facts (with ``measure``: each layer's error before and after)."""
 
     name: str
     seconds: float
     inputs: int
     horizon: int
     facts: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def spiking_paths(snn: SpikingNetwork) -> list[str]:
-    return [path for path, _ in snn.body.named_modules() if isinstance(_, (IFNeuron, CorrectedIF))]
 
 
 def make_correctable(snn: SpikingNetwork) -> list[tuple[str, CorrectedIF]]:
