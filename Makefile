@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	# SpikingJelly is an independent reference in tests and benchmarks; its deps would pull torchvision
 	$(BIN)/pip install --quiet --no-deps spikingjelly loguru
+	# the NIR readers of the tests (snnTorch, Sinabs, Norse), pinned in pyproject's nir-readers extra
+	$(BIN)/pip install --quiet --no-deps $$($(BIN)/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['nir-readers']))")
 	touch $(STAMP)
 
 install: $(STAMP)

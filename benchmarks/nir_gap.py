@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snnexit.runs.exportable import exportable_snn  # noqa: E402
 from snnexit.data import load_dataset  # noqa: E402
-from snnexit.export import export_nir, fold_all_batchnorm, import_nir  # noqa: E402
+from snnexit.nir import export_nir, fold_all_batchnorm, import_nir  # noqa: E402
 from snnexit.io import write_json  # noqa: E402
 from snnexit.simulate import SpikingNetwork, record_trace  # noqa: E402
 
@@ -52,7 +52,7 @@ def main() -> None:
             "snnexit": snn,
             "snnexit_bn_folded": SpikingNetwork(fold_all_batchnorm(snn.body), snn.meta),
             "nir_exact": import_nir(path, "snnexit"),
-            "nir_standard": import_nir(path, "nir"),
+            "nir_standard": import_nir(path, "nir", dt=1.0),
         }
     traces, seconds = {}, {}
     for name, net in nets.items():

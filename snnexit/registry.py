@@ -30,7 +30,7 @@ class Registry(Generic[F]):
         return decorator
 
     def get(self, name: str) -> F:
-        if name not in self._entries:
+        if not isinstance(name, str) or name not in self._entries:
             raise SnnexitError(f"Unknown {self.kind} {name!r}. Known: {', '.join(self.names())}")
         return self._entries[name]
 
@@ -38,7 +38,7 @@ class Registry(Generic[F]):
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
     def create(self, name: str, *args, **kwargs):
         return self.get(name)(*args, **kwargs)

@@ -18,12 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import nir
+import numpy as np
 import torch
 from torch import nn
 
 from snnexit.convert import CONVERTERS, convert
 from snnexit.convert.fixes import CONVERSION_FIXES, apply_conversion_fix
 from snnexit.neurons.corrected import CorrectedIF
+from snnexit.nir import SEMANTICS, import_nir
 from snnexit.neurons.modules import NEURONS, SpikingNeuron
 from snnexit.quant import QUANTIZERS
 from snnexit.simulate import SpikingNetwork
@@ -42,6 +45,7 @@ class NetworkKind:
     name: str
     build: Callable[[torch.dtype, int], SpikingNetwork]
     temporal: bool = True  # does it take a sequence of frames (one per step)?
+    default: bool = True  # in the default suite's matrix (False: only in the slow one, which runs every kind)
 
 
 def dyadic(t: torch.Tensor, lo: float = -1.0, hi: float = 1.0, grid: int = GRID) -> torch.Tensor:
@@ -176,8 +180,77 @@ def fixed_kinds() -> list[NetworkKind]:
     return [fixed_kind(name) for name in CONVERSION_FIXES.names()]
 
 
+def _nir_neurons(semantics: str, shape: tuple, layer: int):
+    """A neuron node the reader ``semantics`` reads (its own kinds: IF, LIF, CubaLIF, LI), per layer
+    (0, 1; 2: the readout, None for none), with time constants of a few steps in its own dt."""
+    full = lambda v: np.full(shape, v, np.float32)  # noqa: E731
+    dt = {"nir": 1.0, "snnexit": 1.0, "sinabs": 1.0, "norse": 1e-3, "snntorch": 1e-4, "spikingjelly": 1e-4}[semantics]
+    lif = nir.LIF(tau=full(4 * dt), r=full(4.0 if semantics == "snntorch" else 1.0), v_leak=full(0), v_threshold=full(0.75),
+                  v_reset=full(0))
+    cuba = nir.CubaLIF(tau_syn=full(2 * dt), tau_mem=full(4 * dt), v_leak=full(0), v_threshold=full(1.0),
+                       r=full(1.0 if semantics == "norse" else 4.0), w_in=full(1.0 if semantics == "norse" else 2.0))
+    if_ = nir.IF(r=full(1 / dt), v_threshold=full(0.75 + 0.25 * layer), v_reset=full(0),
+                 metadata={"snnexit_reset": "subtract", "snnexit_v_init": 0.5, "snnexit_fire": ">="})
+    li = nir.LI(tau=full(4 * dt), r=full(1), v_leak=full(0))
+    table = {"nir": (lif, cuba, li), "snnexit": (if_, if_, None), "snntorch": (lif, cuba, None),
+             "sinabs": (if_, lif, li), "norse": (lif, cuba, li), "spikingjelly": (if_, cuba, None)}
+    return table[semantics][layer]
+
+
+def nir_graph(semantics: str, recurrent: bool, seed: int) -> "nir.NIRGraph":
+    """conv - neuron - pool - flatten - affine - neuron (fed back through an Affine if
+    ``recurrent``) - affine [- leaky integrator]: dyadic weights, the reader's own neurons."""
+    g = torch.Generator().manual_seed(seed)
+
+    def w(*shape, gain=WEIGHT_GAIN):
+        values = torch.randn(shape, generator=g, dtype=torch.float64) * gain / float(np.prod(shape[1:])) ** 0.5
+        return dyadic(values, -2.0, 2.0, grid=2 * GRID).numpy().astype(np.float32)
+
+    pool = nir.SumPool2d if semantics in ("sinabs", "norse") else nir.AvgPool2d
+    nodes = {"input": nir.Input(input_type={"input": np.array([1, SIDE, SIDE])}),
+             "conv": nir.Conv2d(input_shape=(SIDE, SIDE), weight=w(4, 1, 3, 3), stride=1, padding=1, dilation=1,
+                                groups=1, bias=w(4, gain=0.5)),
+             "n0": _nir_neurons(semantics, (4, SIDE, SIDE), 0),
+             "pool": pool(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+             "flat": nir.Flatten(input_type={"input": np.array([4, SIDE // 2, SIDE // 2])}, start_dim=0, end_dim=-1),
+             "fc": nir.Affine(w(16, 4 * (SIDE // 2) ** 2, gain=DIRECT_GAIN), w(16, gain=0.5)),
+             "n1": _nir_neurons(semantics, (16,), 1), "out": nir.Affine(w(C, 16), w(C, gain=0.5)),
+             "output": nir.Output(output_type={"output": np.array([C])})}
+    edges = [("input", "conv"), ("conv", "n0"), ("n0", "pool"), ("pool", "flat"), ("flat", "fc"), ("fc", "n1"),
+             ("n1", "out")]
+    readout = _nir_neurons(semantics, (C,), 2)
+    edges += [("out", "readout"), ("readout", "output")] if readout is not None else [("out", "output")]
+    if readout is not None:
+        nodes["readout"] = readout
+    if recurrent:
+        nodes["rec"] = nir.Affine(w(16, 16, gain=1.0), w(16, gain=0.25))
+        edges += [("n1", "rec"), ("rec", "n1")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+# the imported kinds of the default suite: one feed-forward graph, one recurrent loop, one reader
+# whose neurons fire several spikes per step (every reader and loop runs in the slow matrix)
+DEFAULT_NIR = ("nir-snntorch", "nir-norse-recurrent", "nir-sinabs")
+
+
+def nir_kind(semantics: str, recurrent: bool) -> NetworkKind:
+    def build(dtype: torch.dtype, seed: int) -> SpikingNetwork:
+        dt = 1.0 if semantics == "nir" else None  # the spec has no step of its own
+        return import_nir(nir_graph(semantics, recurrent, seed), semantics, dt=dt).to(dtype).eval()
+
+    name = f"nir-{semantics}{'-recurrent' if recurrent else ''}"
+    return NetworkKind(name, build, default=name in DEFAULT_NIR)
+
+
+def nir_kinds() -> list[NetworkKind]:
+    """NIR graphs imported under every registered reader's semantics, feed-forward and (where the
+    reader runs loops) recurrent."""
+    return [nir_kind(name, recurrent) for name in SEMANTICS.names()
+            for recurrent in ((False, True) if SEMANTICS.create(name).recurrent else (False,))]
+
+
 # each family lists its kinds from its registry
-KIND_FAMILIES: list[Callable[[], list[NetworkKind]]] = [converted_kinds, direct_kinds, fixed_kinds]
+KIND_FAMILIES: list[Callable[[], list[NetworkKind]]] = [converted_kinds, direct_kinds, fixed_kinds, nir_kinds]
 
 
 def network_kinds() -> list[NetworkKind]:

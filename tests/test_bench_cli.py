@@ -58,3 +58,31 @@ def test_bench_refuses_cuda_when_absent(tmp_path, capsys):
     args = ["bench", "--dataset", "digits", "--devices", "cuda", "--out", str(tmp_path / "b.json")]
     assert main(args) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_bench_times_the_certified_exit_of_a_run_folder(tmp_path, capsys):
+    """`--policy certified` certifies as `snnexit run` does; `--policy RUN/certified.json` times that
+    very rule on the run's network; a rule of another T or another network is refused."""
+    cache = str(tmp_path / "cache")
+    assert main(["run", "--dataset", "digits", "--epochs", "1", "--T", "6", "--out", str(tmp_path / "run"),
+                 "--cache-dir", cache, "--no-progress"]) == 0
+    common = ["bench", "--dataset", "digits", "--epochs", "1", "--T", "6", "--latency-inputs", "2", "--batch-size",
+              "64", "--throughput-inputs", "64", "--repeats", "1", "--no-busy", "--devices", "cpu",
+              "--cache-dir", cache]
+    certified_file = tmp_path / "run" / "certified.json"
+    expected = json.loads(certified_file.read_text())["policy"]["fitted"]["threshold_"]
+    for policy in ("certified", str(certified_file)):
+        out = tmp_path / "bench.json"
+        assert main([*common, "--policy", policy, "--out", str(out)]) == 0
+        results = json.loads(out.read_text())
+        assert results["threshold"] == expected  # the same validation trace certifies the same rule
+        for agree in results["rows"][0]["runtime_vs_offline"].values():
+            assert agree["exit_steps_equal"] == agree["n"] == agree["predictions_equal"]
+    capsys.readouterr()
+    longer = [("8" if i == common.index("--T") + 1 else a) for i, a in enumerate(common)]
+    assert main([*longer, "--policy", str(certified_file), "--out", str(tmp_path / "b.json")]) == 2
+    assert "fitted on traces of T = 6 steps; this run has T = 8" in capsys.readouterr().err
+    assert main([*common, "--seed", "1", "--policy", str(certified_file), "--out", str(tmp_path / "b.json")]) == 2
+    assert "made for another network" in capsys.readouterr().err
+    assert main([*common, "--policy", "nonsense", "--out", str(tmp_path / "b.json")]) == 2
+    assert "or a policy.json / certified.json file" in capsys.readouterr().err

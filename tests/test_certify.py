@@ -19,7 +19,7 @@ from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, ThresholdPolicy, create_policy, exact_curve, ltt_select
 from snnexit.exit.base import agreement_with_fixed_t, split_learn_certify
 from snnexit.exit.scores import probability_from_log_odds
-from snnexit.exit.certify import (CERTIFY_CANDIDATES, certifiable_disagreement_rate, certify_exit,
+from snnexit.exit.certify import (certifiable_disagreement_rate, certifiable_policies, certify_exit,
                                   smallest_certifiable_eps)
 from snnexit.simulate.trace import Trace
 
@@ -182,7 +182,7 @@ def test_default_eps_is_the_smallest_the_pool_certifies_and_the_pick_is_the_chea
     learn, cal = draw(pool, 300, rng), draw(pool, 600, rng, labelled=False)
     cert = certify_exit(learn, cal)
     assert cert.eps == pytest.approx(1 - 0.05 ** (1 / 600), rel=1e-6) and cert.delta == 0.05
-    assert set(cert.candidates) == set(CERTIFY_CANDIDATES)
+    assert set(cert.candidates) == set(certifiable_policies()) == set(CERTIFIABLE)
     assert cert.name == min(cert.candidates, key=cert.candidates.get)
     # zero disagreements on the calibration inputs at the certified threshold
     assert cert.policy.curve_.disagreement[cert.policy.point_] == 0.0
@@ -211,12 +211,21 @@ def test_learned_scores_never_certify_on_the_inputs_they_learned_from(pool):
 
 
 def test_bad_certification_requests_are_refused(pool):
-    tr = draw(pool, 100, np.random.default_rng(7))
+    tr, cal = draw(pool, 100, np.random.default_rng(7)), draw(pool, 100, np.random.default_rng(8))
     with pytest.raises(SnnexitError, match="labels"):
-        certify_exit(Trace(tr.outputs, None, None, tr.meta), tr)
+        certify_exit(Trace(tr.outputs, None, None, tr.meta), cal)
     with pytest.raises(SnnexitError, match="cannot be certified"):
-        certify_exit(tr, tr, eps=1e-4)
+        certify_exit(tr, cal, eps=1e-4)
     with pytest.raises(SnnexitError, match="certifiable"):
-        certify_exit(tr, tr, candidates=["oracle"])
+        certify_exit(tr, cal, candidates=["oracle"])
     with pytest.raises(SnnexitError, match="target='risk'"):
-        create_policy("dynamic_confidence").fit(tr, calibration=tr)
+        create_policy("dynamic_confidence").fit(tr, calibration=cal)
+    with pytest.raises(SnnexitError, match="the calibration trace is the learning trace"):
+        create_policy("dynamic_confidence", target="risk", eps=0.2, delta=0.1).fit(tr, calibration=tr)
+
+
+def test_certifying_on_the_learning_trace_is_refused():
+    learn = population(N=200, seed=4)
+    for calibration in (learn, Trace(learn.outputs.clone(), None, None, learn.meta)):
+        with pytest.raises(SnnexitError, match="the calibration trace is the learning trace"):
+            certify_exit(learn, calibration, eps=0.2)

@@ -148,3 +148,21 @@ def test_overrides_of_none_are_ignored_and_tables_merge(tmp_path):
 def test_settings_round_trip_through_dicts():
     s = Settings()
     assert asdict(s.run) == {k: v for k, v in s.to_dict().items() if k not in ("trace", "fit", "certify")}
+
+
+def test_a_converter_refuses_an_activation_it_does_not_take_before_training():
+    """Each converter declares the ANN activations it converts (register_converter): a mismatch is
+    refused when the settings are checked, not after training."""
+    from snnexit.convert import CONVERTERS
+    from snnexit.errors import SnnexitError
+    from snnexit.quant import QUANTIZERS
+
+    for converter in CONVERTERS.names():
+        takes = CONVERTERS.get(converter).quantizers
+        for quantizer in QUANTIZERS.names():
+            config = RunConfig(dataset="digits", converter=converter, quantizer=quantizer)
+            if quantizer in takes:
+                config.validate()
+            else:
+                with pytest.raises(SnnexitError, match=f"converter {converter!r} converts ANNs with"):
+                    config.validate()

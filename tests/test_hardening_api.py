@@ -529,3 +529,23 @@ def test_parameter_count_of_a_huge_model_allocates_nothing():
         parameter_count("vgg_small", num_classes=10, in_channels=1, input_size=28, depth=3)
     with pytest.raises(SnnexitError, match="Unknown model"):
         parameter_count("vgg99", num_classes=10, in_channels=1, input_size=28)
+
+
+@pytest.mark.parametrize("name", THRESHOLDED)
+def test_fitting_an_unlabelled_trace_needs_a_target_that_needs_no_labels(name):
+    """Accuracy targets and learned scores need labels: a one-line error, not a TypeError inside the
+    curve; target risk (and a given threshold, for a score learned from nothing) fit on unlabelled inputs."""
+    labelled, other = random_trace(T=4, N=40, seed=3), random_trace(T=4, N=40, seed=4)
+    unlabelled = Trace(labelled.outputs, None, None, labelled.meta)
+    for target in ("no_loss", "max_steps"):
+        kwargs = {"max_steps": 2.0} if target == "max_steps" else {}
+        with pytest.raises(SnnexitError, match="needs labels|learns its score from labels"):
+            create_policy(name, target=target, **kwargs).fit(unlabelled)
+    risky = create_policy(name, target="risk", eps=0.5, delta=0.5)
+    if risky.learns_score:
+        with pytest.raises(SnnexitError, match="learns its score from labels"):
+            risky.fit(unlabelled)
+        risky.fit(labelled, calibration=Trace(other.outputs, None, None, other.meta))
+    else:
+        risky.fit(unlabelled)
+    assert risky.certification_size_ == 40 or risky.learns_score

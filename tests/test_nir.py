@@ -11,7 +11,7 @@ from snnexit.cli import main as cli_main
 from snnexit.convert import convert
 from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
-from snnexit.export import export_nir, fold_all_batchnorm, import_nir, read_nir, to_nir
+from snnexit.nir import export_nir, fold_all_batchnorm, import_nir, read_nir, to_nir
 from snnexit.io import save_tensors
 from snnexit.models import create_model
 from snnexit.runs.ann import ANN_FORMAT, ANN_VERSION, build_ann
@@ -113,7 +113,7 @@ def test_standard_nir_semantics_follow_the_spec_by_brute_force():
                                 "if": nir.IF(r=np.ones(6, np.float32), v_threshold=thr, v_reset=reset),
                                 "out": nir.Output(output_type={"output": np.array([6])})},
                          edges=[("in", "fc"), ("fc", "if"), ("if", "out")], metadata={})
-    net = import_nir(graph, "nir")
+    net = import_nir(graph, "nir", dt=1.0)
     x = rng.normal(size=(5, 4)).astype(np.float32)
     v = np.zeros((5, 6), np.float32)
     for _ in range(10):
@@ -136,7 +136,7 @@ def test_standard_semantics_differ_from_ours_on_constant_input(tmp_path):
     snn = convert(body.eval(), "qcfs")
     graph = to_nir(snn, (1,))
     x = torch.ones(1, 1)
-    ours_net, nir_net = import_nir(graph, "snnexit"), import_nir(graph, "nir")
+    ours_net, nir_net = import_nir(graph, "snnexit"), import_nir(graph, "nir", dt=1.0)
     ours = [int(ours_net.step(x).item() > 0) for _ in range(12)]
     theirs = [int(nir_net.step(x).item() > 0) for _ in range(12)]
     assert [t + 1 for t, s in enumerate(ours) if s] == [2, 6, 10]
@@ -159,7 +159,7 @@ def test_file_keeps_the_metadata_and_bad_files_are_refused(tmp_path):
         import_nir(tmp_path / "bad.nir")
     with pytest.raises(SnnexitError, match="no such NIR file"):
         import_nir(tmp_path / "missing.nir")
-    with pytest.raises(SnnexitError, match="unknown NIR semantics"):
+    with pytest.raises(SnnexitError, match="Unknown NIR semantics 'lava'"):
         import_nir(graph, "lava")
 
 

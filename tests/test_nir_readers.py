@@ -1,4 +1,5 @@
-"""NIR that another library runs: SpikingJelly's own reader (``import_from_nir``) on our exports."""
+"""NIR that another library runs: SpikingJelly's own reader (``import_from_nir``) on our hard-reset
+export, snnTorch's and Sinabs's on our subtract export."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import torch
 from snnexit.cli import main
 from snnexit.convert import convert
 from snnexit.data import load_dataset
+from dataclasses import replace
+
 from snnexit.errors import SnnexitError
-from snnexit.export import export_nir, import_nir, to_nir
-from snnexit.export.nir import fold_scales
-from snnexit.export.standard import calibrate_threshold_scale, spikingjelly_trace
+from snnexit.nir import SEMANTICS, export_nir, import_nir, to_nir
+from snnexit.nir.export import fold_scales
+from snnexit.nir.readers import library_trace
+from snnexit.nir.variants import calibrate_threshold_scale
 from snnexit.neurons import IFNeuron
 from snnexit.runs.ann import trained_ann
 from snnexit.runs.settings import RunConfig
@@ -40,7 +44,7 @@ def test_spikingjelly_runs_the_hard_reset_export_as_we_do(digits_snn, tmp_path):
     export_nir(snn, tmp_path / "hr.nir", variant="hard_reset", threshold_scale=0.7)
     graph = nir.read(tmp_path / "hr.nir")
     assert not any(isinstance(n, nir.Scale) for n in graph.nodes.values())  # amplitudes folded into weights
-    theirs = spikingjelly_trace(tmp_path / "hr.nir", data.test.batches(200), T)
+    theirs = library_trace(tmp_path / "hr.nir", "spikingjelly", data.test.batches(200), T, dt=1.0)
     ours = record_trace(import_nir(tmp_path / "hr.nir"), data.test.batches(200), T=T)
     assert torch.equal(theirs.labels, ours.labels)
     assert torch.allclose(theirs.outputs, ours.outputs, atol=1e-5)
@@ -58,7 +62,7 @@ def test_hard_reset_neuron_by_hand():
     graph = to_nir(snn, (1,), "hard_reset", 0.5)
     x = torch.tensor([[0.3]])
     out = record_trace(import_nir(graph), [(x, torch.zeros(1, dtype=torch.long))], T=6).outputs[:, 0, 0]
-    sj = spikingjelly_trace(graph, [(x, torch.zeros(1, dtype=torch.long))], 6).outputs[:, 0, 0]
+    sj = library_trace(graph, "spikingjelly", [(x, torch.zeros(1, dtype=torch.long))], 6, dt=1.0).outputs[:, 0, 0]
     v, spikes = 0.0, []
     for _ in range(6):  # threshold 0.5: v = 0.3, 0.6 -> spike, 0.3, 0.6 -> spike, ...
         v += 0.3
@@ -72,7 +76,7 @@ def test_hard_reset_neuron_by_hand():
 def test_exact_export_is_refused_by_spikingjelly_with_a_reason(digits_snn):
     snn, data, _ = digits_snn
     with pytest.raises(SnnexitError, match="Scale"):
-        spikingjelly_trace(to_nir(snn), data.test.batches(200), 2)
+        library_trace(to_nir(snn), "spikingjelly", data.test.batches(200), 2, dt=1.0)
 
 
 def test_folding_scales_keeps_the_exact_network(digits_snn):
@@ -100,7 +104,7 @@ def test_accuracy_per_step_of_both_readers_against_ours(digits_snn):
     snn, data, _ = digits_snn
     k, _ = calibrate_threshold_scale(snn, data.val.batches(200), T)
     graph = to_nir(snn, None, "hard_reset", k)
-    theirs = spikingjelly_trace(graph, data.test.batches(200), T)
+    theirs = library_trace(graph, "spikingjelly", data.test.batches(200), T, dt=1.0)
     ours_hr = record_trace(import_nir(graph), data.test.batches(200), T=T)
     exact = record_trace(snn, data.test.batches(200), T=T)
     assert torch.allclose(theirs.accuracy_per_step(), ours_hr.accuracy_per_step())
@@ -123,3 +127,47 @@ def test_cli_exports_the_hard_reset_variant(digits_snn, tmp_path, capsys):
     fired_at = sorted(float(np.unique(n.v_threshold)[0]) for n in ifs)  # the file keeps no layer order
     assert fired_at == pytest.approx(sorted(k * t for t in thetas), rel=1e-6)
     assert all(np.all(np.asarray(n.v_reset) == 0) for n in ifs)
+
+
+def test_snntorch_and_sinabs_run_the_subtract_export_as_we_read_it(digits_snn):
+    """The subtract export: snnTorch (1.0.0's leaky IF, and its main branch's leak-free one) and
+    Sinabs (sum pooling, several spikes per step) run it as our importer reads it under their
+    semantics; and it is a trained network for them (better than chance at T)."""
+    pytest.importorskip("snntorch")
+    pytest.importorskip("sinabs")
+    snn, data, _ = digits_snn
+    test = list(data.test.batches(200))
+    graph, summed = to_nir(snn, None, "subtract", 0.8), to_nir(snn, None, "subtract", 0.8, pooling="sum")
+    cases = [(graph, "snntorch", {}, replace(SEMANTICS.create("snntorch"), if_beta=0.9)),
+             (graph, "snntorch", {"snntorch_if_beta": 1.0}, "snntorch"), (summed, "sinabs", {}, "sinabs")]
+    for g, library, options, semantics in cases:
+        theirs = library_trace(g, library, test, T, **options)
+        ours = record_trace(import_nir(g, semantics), test, T=T)
+        assert torch.allclose(theirs.outputs, ours.outputs, rtol=1e-5, atol=1e-4), library
+        assert torch.equal(theirs.predictions(), ours.predictions()), library
+        assert theirs.accuracy_per_step()[-1] > 0.5, library
+
+
+def test_sum_pooling_is_the_same_network(digits_snn):
+    """AvgPool2d as SumPool2d with 1/4 in the next layer's weights: binary spikes sum exactly and a
+    power of two scales exactly, so the outputs are bit for bit those of the average pool."""
+    snn, data, _ = digits_snn
+    avg, summed = to_nir(snn, None, "subtract", 0.9), to_nir(snn, None, "subtract", 0.9, pooling="sum")
+    assert any(isinstance(n, nir.SumPool2d) for n in summed.nodes.values())
+    assert not any(isinstance(n, nir.AvgPool2d) for n in summed.nodes.values())
+    a = record_trace(import_nir(avg), data.test.batches(200), T=T)
+    b = record_trace(import_nir(summed), data.test.batches(200), T=T)
+    assert torch.equal(a.outputs, b.outputs)
+
+
+def test_cli_exports_the_subtract_variant(digits_snn, tmp_path, capsys):
+    snn, data, cache = digits_snn
+    (weights,) = cache.glob("ann-digits-*.safetensors")
+    out = tmp_path / "sub.nir"
+    assert main(["export", "--in", str(weights), "--dataset", "digits", "--model", "vgg_small", "--width", "8",
+                 "--variant", "subtract", "--pooling", "sum", "--threshold-scale", "0.8", "--out", str(out)]) == 0
+    assert "snnTorch's import_nir, Sinabs's from_nir" in capsys.readouterr().out
+    graph = nir.read(out)
+    ifs = [n for n in graph.nodes.values() if isinstance(n, nir.IF)]
+    assert ifs and all(str(n.metadata["snnexit_reset"]) == "subtract" and np.all(np.asarray(n.r) == 1) for n in ifs)
+    assert any(isinstance(n, nir.SumPool2d) for n in graph.nodes.values())

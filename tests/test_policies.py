@@ -19,15 +19,17 @@ THRESHOLDED = [n for n in NAMES if issubclass(POLICIES.get(n), ThresholdPolicy)]
 
 
 @st.composite
-def traces(draw, min_n=1, T=None):
+def traces(draw, min_n=1, T=None, like=None):
     """Small traces with integer outputs (many ties) and a random alpha/temperature (T steps:
-    drawn when None)."""
+    drawn when None); ``like``: another trace of the same network (its C, alpha and temperature)."""
     T = draw(st.integers(1, 6)) if T is None else T
     N = draw(st.integers(min_n, 12))
-    C = draw(st.integers(2, 4))
+    C = draw(st.integers(2, 4)) if like is None else like.C
     y = draw(st.lists(st.integers(-3, 3), min_size=T * N * C, max_size=T * N * C))
     labels = draw(st.lists(st.integers(0, C - 1), min_size=N, max_size=N))
     meta = {"alpha": draw(st.sampled_from(["t", 2])), "temperature": draw(st.sampled_from([1.0, 0.5]))}
+    if like is not None:
+        meta = {key: like.meta[key] for key in meta}
     outputs = torch.tensor(y, dtype=torch.float32).view(T, N, C).cumsum(0)
     return Trace(outputs, torch.tensor(labels), None, meta)
 
@@ -143,9 +145,7 @@ def test_unfitted_policy_raises_a_clear_error(name, make_trace):
 @given(fit_trace=traces(min_n=2), data=st.data())
 def test_exit_steps_decide_and_predict_against_brute_force(name, fit_trace, data):
     policy = create_policy(name)
-    eval_trace = data.draw(traces(T=fit_trace.T))  # a fitted policy applies to runs of its own T
-    if getattr(policy, "k", 2) > eval_trace.C:
-        eval_trace = fit_trace
+    eval_trace = data.draw(traces(T=fit_trace.T, like=fit_trace))  # the same network: its T, C and scaling
     policy.fit(fit_trace)
     for tr in (fit_trace, eval_trace):
         steps = policy.exit_steps(tr)
@@ -313,7 +313,7 @@ def test_topk_per_step_thresholds_are_snncutoffs(trace, eps):
 @settings(max_examples=30, deadline=None)
 @given(fit_trace=traces(min_n=2), data=st.data(), a=st.sampled_from([0.05, 0.2, 0.5, 0.8]))
 def test_conformal_exits_when_the_prediction_set_has_at_most_one_class(fit_trace, data, a):
-    eval_trace = data.draw(traces(T=fit_trace.T))
+    eval_trace = data.draw(traces(T=fit_trace.T, like=fit_trace))
     pol = Conformal(target="coverage", eps=a).fit(fit_trace)
     assert pol.miscoverage_ == pytest.approx(1 - math.ceil((fit_trace.N + 1) * (1 - a)) / (fit_trace.N + 1))
     n = fit_trace.N

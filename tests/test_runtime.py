@@ -286,3 +286,33 @@ def test_channels_last_layout_computes_the_same_network(setup):
     assert torch.equal(plain_trace.spikes, fast_trace.spikes)
     assert fast.optimize(channels_last=False) is fast
     assert torch.equal(record_trace(fast, [(x_test, y_test)], T=T).outputs, plain_trace.outputs)
+
+
+def test_a_policy_carries_its_output_scaling_and_classes(setup, tmp_path):
+    """Saved and loaded onto the network rebuilt without its temperature, a policy decides as it was
+    fitted (it carries the scaling); a network or trace that states another scaling, or outputs of
+    another number of classes, is refused, offline and in the engines."""
+    from snnexit.exit import load_policy, save_policy
+    from snnexit.simulate import Trace
+
+    snn, val, test, x, _ = setup
+    hot = dict(snn.meta, temperature=0.5)
+    val_hot, test_hot = Trace(val.outputs, val.labels, val.spikes, {**val.meta, **hot}), \
+        Trace(test.outputs, test.labels, test.spikes, {**test.meta, **hot})
+    policy = DynamicConfidence(target="max_steps", max_steps=T / 2).fit(val_hot)
+    assert policy.scaling_.temperature == 0.5
+    save_policy(tmp_path / "p.json", policy)
+    loaded = load_policy(tmp_path / "p.json")
+    assert loaded.scaling_ == policy.scaling_ and loaded.classes_ == C
+    expected = policy.exit_steps(test_hot)
+    bare = {k: v for k, v in test_hot.meta.items() if k != "temperature"}  # rebuilt without its temperature
+    assert torch.equal(loaded.exit_steps(Trace(test.outputs, test.labels, None, bare)), expected)
+    rebuilt = SpikingNetwork(snn.body, meta={k: v for k, v in snn.meta.items() if k != "temperature"})
+    assert torch.equal(EarlyExitEngine(rebuilt, loaded, T).run(x).exit_steps, expected)
+    with pytest.raises(SnnexitError, match="fitted with temperature = 0.5; this network or trace has temperature = 2.0"):
+        loaded.exit_steps(Trace(test.outputs, None, None, {**bare, "temperature": 2.0}))
+    other = SpikingNetwork(snn.body, meta={**snn.meta, "temperature": 2.0})
+    with pytest.raises(SnnexitError, match="fitted with temperature = 0.5"):
+        EarlyExitEngine(other, loaded, T)
+    with pytest.raises(SnnexitError, match="fitted on outputs of 5 classes; these have 3"):
+        loaded.exit_steps(Trace(test.outputs[..., :3], None, None, bare))

@@ -10,7 +10,8 @@ import typing
 from dataclasses import fields
 
 from snnexit.convert.fixes.base import DEFAULT_FIX, FIXABLE_CONVERTERS, NO_FIX
-from snnexit.runs.config_file import load_config, run_fields
+from snnexit.runs.config_file import run_fields
+from snnexit.runs.resolve import resolve_settings
 from snnexit.runs.settings import SECTIONS, RunConfig, Settings
 
 
@@ -45,6 +46,11 @@ _FLAGS = {
     "init_threshold": (["--init-threshold"], "QCFS threshold lam at initialisation"),
     "quantizer": (["--quantizer"], "the ANN's activation: qcfs, lsq, relu or clip"),
     "bits": (["--bits"], "LSQ bit width b"),
+    "nir": (["--nir"], "a NIR graph file: run this network (read as --semantics says) instead of training and "
+                       "converting one"),
+    "semantics": (["--semantics"], "how the NIR file's neurons are read: nir, snnexit, snntorch, sinabs, norse, "
+                                   "spikingjelly (the library that wrote it; default snnexit)"),
+    "dt": (["--dt"], "seconds per step for the NIR file's time constants (default: the reader's own)"),
 }
 _STAGE_FLAGS = {
     # option, section, key, type, help
@@ -95,7 +101,7 @@ def _policy_option(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a parameter name, got {text!r}")
     try:
         parsed = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to read: the text itself
         parsed = value
     return key.strip(), parsed
 
@@ -150,8 +156,18 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     return out
 
 
+def flag_names() -> dict[str, str]:
+    """Setting -> the flag that gives it (``{"dataset": "--dataset", "fit.options": "--policy-option"}``)."""
+    names = {dest: options[0] for dest, (options, _) in _FLAGS.items()}
+    names.update({f"{section}.{key}": option for flags in _STAGE_FLAGS.values() for option, section, key, _, _ in flags})
+    names["fit.options"] = "--policy-option"
+    return names
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Resolve ``--config FILE`` plus the flags on the command line; progress bars only on a tty."""
-    settings = load_config(getattr(args, "config", None), overrides_from_args(args))
+    """Resolve the command's settings (:func:`snnexit.runs.resolve.resolve_settings`: defaults, a
+    stage's run folder, ``--config FILE``, the flags on the command line); progress bars only on a tty."""
+    settings = resolve_settings(args.command, getattr(args, "config", None), overrides_from_args(args),
+                                flag_names())
     settings.run.progress = bool(settings.run.progress and sys.stderr.isatty())
     return settings

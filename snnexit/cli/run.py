@@ -20,8 +20,10 @@ def register(sub) -> None:
                                    "learns the means of the first k frames (--ann-event-input), the converted SNN sees one "
                                    "frame per step, T defaults to "
                                    "(and may not exceed) the number of frames; to train an SNN directly on the "
-                                   "frames use `snnexit cutoff-train`. Piped, one progress line per epoch and stage "
-                                   "goes to stderr (--quiet: none).")
+                                   "frames use `snnexit cutoff-train`. With --nir FILE --semantics NAME the network "
+                                   "comes from a NIR graph written by another library (snntorch, sinabs, norse, "
+                                   "spikingjelly) or by snnexit: nothing is trained or converted. Piped, one progress "
+                                   "line per epoch and stage goes to stderr (--quiet: none).")
     d = RunConfig()
     p.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
     p.add_argument("--model", default=d.model, help=f"model (default {d.model})")
@@ -59,7 +61,7 @@ def main(args) -> int:
     if results is None:
         return 0  # another process than torchrun's first: process 0 reports
     print(TABLE1_HEADER)
-    print("\n".join(table1_rows(config.dataset, config.model, config.converter, results)))
+    print("\n".join(table1_rows(config.dataset, *config.labels(), results)))
     capture = results["oracle_capture"]
     label = policy_label(settings.fit.policy)
     print(f"\n{label} captures {100 * capture:.1f}% of the oracle's saving." if capture is not None else "")

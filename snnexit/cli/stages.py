@@ -5,6 +5,9 @@ files from the run folder (``--out``) and writes its own there, with its resolve
 them (``config.<stage>.json``). The stages themselves are :mod:`snnexit.runs.stages`; the files
 and their checks :mod:`snnexit.runs.artifacts`.
 
+A stage run on a folder that holds a run takes that run's settings unless told otherwise, and
+refuses a value that contradicts the files it reads (:mod:`snnexit.runs.resolve`).
+
 Every stage accepts every setting in its config file (one file fits all stages), but a flag on
 the command line that the stage does not use is an error (``snnexit report --epochs 3``:
 ``report does not use --epochs``), so that what a command line says is what the stage does.
@@ -22,30 +25,8 @@ from snnexit.errors import SnnexitError
 from snnexit.report import TABLE1_HEADER, table1_rows
 from snnexit.runs import run_stage
 from snnexit.runs.artifacts import STAGES
+from snnexit.runs.resolve import EVERY_STAGE, USES
 
-# settings that determine the trained ANN (RunConfig.train_key): the stages that check a file
-# against them (ann.safetensors, snn.safetensors) use them as much as train does
-TRAINING = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "quantizer", "bits", "batch_size", "lr",
-            "width", "data_dir", "ann_event_input")
-FIT = ("fit.policy", "fit.target", "fit.threshold", "fit.temperature", "fit.eps", "fit.max_steps", "fit.delta",
-       "fit.options")
-CONVERSION = ("converter", "conversion_fix", "conversion_fix_inputs")  # how snn.safetensors was made from the ANN
-CERTIFY = ("certify.eps", "certify.delta", "certify.policies", "certify.calibration_inputs")
-# where and how a stage runs, not what it computes: every stage takes them
-EVERY_STAGE = ("out", "device", "progress", "cache_dir", "config", "quiet")
-# stage -> the settings (argparse dests: RunConfig fields, "section.key") it uses
-USES = {  # download: the stages that load the data
-    "train": TRAINING + ("download",),
-    # T: the horizon a conversion fix is fitted over
-    "convert": TRAINING + CONVERSION + ("T", "download"),
-    "trace": TRAINING + CONVERSION + ("T", "trace.batch_size", "certify.calibration_inputs", "download"),
-    # T and the converter: the traces must be this run's; the data set: T defaults to an event data set's frames
-    "fit": ("dataset", "T") + CONVERSION + FIT,
-    # the training settings: snn.safetensors's; the fit settings: the policy's name in results.json, and
-    # they must make a valid policy together (--policy conformal needs --target coverage)
-    "evaluate": TRAINING + CONVERSION + ("T",) + FIT + CERTIFY,
-    "report": ("dataset", "T") + CONVERSION,
-}
 WHAT_IT_DOES = {
     "train": "it trains the ANN",
     "convert": "it converts ann.safetensors",
@@ -56,8 +37,9 @@ WHAT_IT_DOES = {
 }
 
 HELP = {
-    "train": "train the QCFS ANN (or reuse the cached one) -> ann.safetensors",
-    "convert": "calibrate and convert the trained ANN to an SNN -> snn.safetensors",
+    "train": "train the QCFS ANN (or reuse the cached one) -> ann.safetensors; nothing with --nir",
+    "convert": "calibrate and convert the trained ANN to an SNN -> snn.safetensors; with --nir FILE: import it -> "
+               "network.json",
     "trace": "simulate the SNN on validation and test -> trace_val/trace_test.safetensors",
     "fit": "fit an exit policy (--policy NAME, default Dynamic Confidence) on the validation trace -> policy.json",
     "evaluate": "evaluate fixed T, the fitted policy, a certified exit and the oracle on the test trace -> results.json",
@@ -83,13 +65,13 @@ def _main(stage: str, options: dict[str, str]):
         log = progress_log(args)
         settings.run.progress = settings.run.progress and not log.quiet
         log(f"{stage}: started")
-        written, r = run_stage(stage, settings, log=log)
+        written, r = run_stage(stage, settings, log=log, overwrite=args.overwrite)
         if stage == "evaluate":
             print(TABLE1_HEADER)
-            print("\n".join(table1_rows(settings.run.dataset, settings.run.model, settings.run.converter, r.results)))
+            print("\n".join(table1_rows(settings.run.dataset, *settings.run.labels(), r.results)))
         names = ", ".join(str(p) for p in written) if isinstance(written, tuple) else str(written)
         log(f"{stage}: done")
-        print(f"Wrote {names}")
+        print(f"Wrote {names}" if written is not None else f"Nothing to {stage}: the network comes from {settings.run.nir}")
         return 0
 
     return main
@@ -100,6 +82,8 @@ def register(sub) -> None:
         p = sub.add_parser(stage, help=HELP[stage], description=f"{HELP[stage]}. Reads the previous stage's "
                            "files from the run folder (--out); settings from --config FILE (which may hold every "
                            "stage's settings), overridden by the flags below; other flags are refused.")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace files in --out that snnexit did not write (default: refuse them)")
         add_config_arguments(p, stages=("trace", "fit", "certify"))  # every setting: one config file fits all
         options = {a.dest: "/".join(a.option_strings) for a in p._actions if a.option_strings}
         for action in p._actions:

@@ -48,7 +48,7 @@ def fold_pair(layer: nn.Module, bn: nn.Module) -> nn.Module:
 
 def fold_batchnorm_pairs(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` with every (conv/linear, BatchNorm) pair folded; eval mode.
-    A BatchNorm in any other position stays (``snnexit.export.nir.fold_all_batchnorm`` refuses it)."""
+    A BatchNorm in any other position stays (``snnexit.nir.export.fold_all_batchnorm`` refuses it)."""
     model = copy.deepcopy(model).eval()
     for module in model.modules():
         if not isinstance(module, nn.Sequential):

@@ -6,6 +6,7 @@ import inspect
 
 import numpy as np
 
+from snnexit.checks import MAX_SEED, check_integer
 from snnexit.data.splits import DataSplits, make_splits
 from snnexit.errors import SnnexitError
 from snnexit.registry import Registry
@@ -68,6 +69,7 @@ def load_dataset(name: str, seed: int = 0, root: str | None = None, cache_dir=No
     tool left there already are (:func:`snnexit.data.sources.ensure_downloaded`; ``log`` and
     ``progress`` show how it goes)."""
     factory = DATASETS.get(name)
+    check_integer("seed", seed, 0, MAX_SEED)
     if is_built_in(name):
         refuse_root(name, root)
         if download:

@@ -1,5 +1,6 @@
 """Exit policies (estimators over traces), the exact curve, risk control and the oracle bounds."""
 
+from snnexit.errors import SnnexitError
 from snnexit.exit.base import (POLICIES, POLICY_FORMAT, POLICY_VERSION, ExitPolicy, NotFittedError,
                                agreement_with_fixed_t, check_is_fitted, deployable_policy, check_trace, fixed_t_accuracy, policy_params,
                                predictions_at, register_policy, summarize_curve)
@@ -13,8 +14,8 @@ from snnexit.exit.conformal import Conformal  # noqa: I001  (registration order 
 from snnexit.exit.persist import load_policy, load_policy_with_extra, policy_from_dict, save_policy
 from snnexit.exit.evaluation import fit_and_evaluate, policy_name, validation_point
 from snnexit.exit.risk import binomial_pvalues, ltt_select, zero_disagreement_bound
-from snnexit.exit.certify import (CertifiedExit, certify_exit, load_certified, load_exit_rule,  # noqa: I001
-                                  save_certified)
+from snnexit.exit.certify import (CertifiedExit, certify_exit, check_rule_fits, describe_exit_rule,  # noqa: I001
+                                  load_certified, load_exit_rule, save_certified)
 from snnexit.exit.scores import log_odds
 
 
@@ -24,12 +25,18 @@ def online_policy_names() -> list[str]:
 
 
 def create_policy(name: str, **kwargs) -> ExitPolicy:
-    """``create_policy("topk", k=3)``; an unknown name lists the known ones."""
-    return POLICIES.get(name)(**kwargs)
+    """``create_policy("topk", k=3)``; an unknown name lists the known ones, an unknown parameter the
+    policy's own."""
+    cls = POLICIES.get(name)
+    unknown = [key for key in kwargs if key not in cls.param_names()]
+    if unknown:
+        raise SnnexitError(f"{name} has no parameter {', '.join(map(repr, unknown))}; its parameters: "
+                           f"{', '.join(cls.param_names()) or 'none'}")
+    return cls(**kwargs)
 
 
 __all__ = ["POLICIES", "POLICY_FORMAT", "POLICY_VERSION", "TARGETS", "CertifiedExit", "Conformal", "DynamicConfidence",
-           "Entropy", "certify_exit", "deployable_policy", "load_certified", "load_exit_rule", "log_odds",
+           "Entropy", "certify_exit", "check_rule_fits", "deployable_policy", "describe_exit_rule", "load_certified", "load_exit_rule", "log_odds",
            "save_certified",
            "ExitCurve", "ExitPolicy", "FitTarget", "FixedT", "MaxSoftmax", "MeanOutputConfidence", "NotFittedError",
            "Oracle", "OracleStable", "StepCalibratedConfidence", "ThresholdPolicy", "TopK", "TopKPerStep",

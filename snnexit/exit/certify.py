@@ -34,9 +34,10 @@ import numpy as np
 from scipy.stats import binom
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import POLICIES, agreement_with_fixed_t, check_is_fitted, check_trace, split_learn_certify
+from snnexit.exit.base import (POLICIES, agreement_with_fixed_t, check_is_fitted, check_other_inputs, check_trace,
+                               deployable_policy, split_learn_certify)
 from snnexit.exit.curve import exact_curve
-from snnexit.exit.persist import policy_from_dict, read_record
+from snnexit.exit.persist import load_policy_with_extra, policy_from_dict, read_record
 from snnexit.exit.risk import zero_disagreement_bound
 from snnexit.exit.target import check_fraction
 from snnexit.exit.threshold import ThresholdPolicy
@@ -45,9 +46,14 @@ from snnexit.simulate.trace import Trace
 
 CERTIFIED_FORMAT, CERTIFIED_VERSION = "snnexit-certified-exit", 2  # 2: policy records of version 3  # the record of CertifiedExit.to_dict
 
-# every deployable thresholded policy: the ones with an online rule that need no labels at test
-CERTIFY_CANDIDATES = ("dynamic_confidence", "mean_output_confidence", "max_softmax", "entropy", "topk",
-                      "topk_per_step", "conformal", "step_calibrated_confidence")
+def certifiable_policies() -> tuple[str, ...]:
+    """Every registered policy a certificate can cover: thresholded, with an online rule, and no
+    labels needed at test (the registry's order: a policy registered anywhere joins)."""
+    return tuple(name for name in POLICIES.names() if _certifiable(POLICIES.get(name)))
+
+
+def _certifiable(cls) -> bool:
+    return issubclass(cls, ThresholdPolicy) and not cls.uses_labels_at_test and cls.online
 
 
 def smallest_certifiable_eps(n: int, delta: float) -> float:
@@ -71,8 +77,16 @@ def certifiable_disagreement_rate(n: int, eps: float, delta: float) -> float:
 
 def _create(name: str, kwargs: dict, **settings) -> ThresholdPolicy:
     cls = POLICIES.get(name)
-    if not issubclass(cls, ThresholdPolicy) or cls.uses_labels_at_test or not cls.online:
-        raise SnnexitError(f"policy {name!r} has no certifiable threshold; certifiable: {', '.join(CERTIFY_CANDIDATES)}")
+    if not _certifiable(cls):
+        raise SnnexitError(f"policy {name!r} has no certifiable threshold; certifiable: "
+                           f"{', '.join(certifiable_policies())}")
+    if not isinstance(kwargs, dict):
+        raise SnnexitError(f"policy_kwargs[{name!r}] must be a table of {name}'s parameters, got {kwargs!r:.60}")
+    known = cls.param_names()
+    bad = [key for key in kwargs if key not in known or key in settings]
+    if bad:
+        raise SnnexitError(f"policy_kwargs[{name!r}]: {name} takes no {', '.join(map(repr, bad))} here; its own "
+                           f"parameters: {', '.join(k for k in known if k not in settings)}")
     return cls(**settings, **kwargs)
 
 
@@ -112,7 +126,8 @@ class CertifiedExit:
         row = {
             "policy": self.name, "eps": self.eps, "delta": self.delta,
             "calibration_size": self.calibration_size, "learn_size": self.learn_size,
-            "threshold": res["threshold"], "alpha": res["alpha"], "temperature": res["temperature"],
+            "threshold": res["threshold"], "score": res["score"], "alpha": res["alpha"],
+            "temperature": res["temperature"],
             "test_acc": res["test_acc"], "test_disagreement": res["disagreement"],
             "disagreement": res["disagreement"], "mean_steps": res["mean_steps"], "saving": res["saving"],
             "n": res["n"], "exit_step_counts": res["exit_step_counts"],
@@ -185,7 +200,7 @@ class CertifiedExit:
 
 
 def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, delta: float = 0.05,
-                 candidates: tuple[str, ...] | list[str] = CERTIFY_CANDIDATES,
+                 candidates: tuple[str, ...] | list[str] | None = None,
                  policy_kwargs: dict | None = None) -> CertifiedExit:
     """Pick the candidate that should certify the fewest steps (judged on ``learn`` alone), learn
     its score on ``learn`` and certify its threshold on ``calibration``.
@@ -195,7 +210,8 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
         calibration: trace of other inputs, labelled or not, exchangeable with deployment inputs.
         eps: the disagreement rate to certify; None: the smallest ``calibration`` can certify.
         delta: the probability allowed for the guarantee to fail.
-        candidates: registered policy names to choose from (one name: no choice).
+        candidates: registered policy names to choose from (one name: no choice; None: every
+            certifiable one, :func:`certifiable_policies`).
         policy_kwargs: extra settings per policy name.
     """
     check_trace(learn)
@@ -205,8 +221,11 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
     if (learn.T, learn.C) != (calibration.T, calibration.C):
         raise SnnexitError(f"learning and calibration traces differ: (T, C) = {(learn.T, learn.C)} vs "
                            f"{(calibration.T, calibration.C)}")
-    if not candidates:
-        raise SnnexitError("no candidate policies to certify")
+    check_other_inputs(learn, calibration)
+    candidates = certifiable_policies() if candidates is None else candidates
+    if isinstance(candidates, str) or not isinstance(candidates, (list, tuple)) or not candidates or \
+            not all(isinstance(name, str) for name in candidates):
+        raise SnnexitError(f"candidates must be a non-empty list of policy names, got {candidates!r:.80}")
     least = ThresholdPolicy.min_fit_inputs
     if calibration.N < least:
         raise SnnexitError(f"certify_exit needs at least {least} calibration inputs, got {calibration.N}")
@@ -220,7 +239,9 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
     eps = smallest_certifiable_eps(n, delta) if eps is None else check_fraction("eps", eps, low_open=True,
                                                                                  high_open=True)
     rate = certifiable_disagreement_rate(n, eps, delta)
-    kwargs = policy_kwargs or {}
+    kwargs = {} if policy_kwargs is None else policy_kwargs
+    if not isinstance(kwargs, dict):
+        raise SnnexitError(f"policy_kwargs must map policy names to their settings, got {kwargs!r:.60}")
     names = list(dict.fromkeys(candidates))
     if len(names) == 1:
         _create(names[0], kwargs.get(names[0], {}), target="risk", eps=eps, delta=delta)  # refuse early
@@ -262,13 +283,28 @@ def load_certified(path) -> CertifiedExit:
     return load_certified_with_extra(path)[0]
 
 
-def load_exit_rule(path) -> tuple[ThresholdPolicy, dict]:
-    """The fitted policy in a file that holds either a certified exit (``certified.json``) or a
-    policy (``policy.json``), and the file's ``extra`` table: what a runtime deploys."""
+def load_exit_rule(path):
+    """The exit rule in a file that holds either a certified exit (``certified.json``: a
+    :class:`CertifiedExit`) or a fitted policy (``policy.json``: an ``ExitPolicy``), and the
+    file's ``extra`` table. Both run in the engines as they are
+    (:func:`~snnexit.exit.base.deployable_policy` gives the policy inside)."""
     record = read_record(path, "policy or certified-exit")
     if isinstance(record, dict) and record.get("format") == CERTIFIED_FORMAT:
-        certified, extra = load_certified_with_extra(path)
-        return certified.policy, extra
-    from snnexit.exit.persist import load_policy_with_extra
-
+        return load_certified_with_extra(path)
     return load_policy_with_extra(path)
+
+
+def check_rule_fits(rule, T: int, network: str | None, where: str, extra: dict | None = None) -> None:
+    """Refuse a loaded exit rule (a policy or a certified exit) made for runs of another T or (when its
+    file's ``extra`` names one) another network."""
+    rule = deployable_policy(rule)
+    if getattr(rule, "T_", T) != T:
+        raise SnnexitError(f"{where} was fitted on traces of T = {rule.T_} steps; this run has T = {T}")
+    made_for = (extra or {}).get("network")
+    if network is not None and made_for is not None and made_for != network:
+        raise SnnexitError(f"{where} was made for another network than this one (other weights or settings)")
+
+
+def describe_exit_rule(rule, meta: dict) -> str:
+    """What :meth:`CertifiedExit.describe` or a policy's ``describe_rule`` says about ``rule``."""
+    return rule.describe(meta) if isinstance(rule, CertifiedExit) else rule.describe_rule(meta)

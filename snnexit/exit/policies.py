@@ -9,10 +9,10 @@ import torch
 
 from snnexit.calibrate import fit_temperature
 from snnexit.errors import SnnexitError
+from snnexit.exit.codec import Fitted
 from snnexit.exit.base import (ExitPolicy, check_is_fitted, check_step_range, check_trace, policy_params,
                                register_policy)
-from snnexit.exit.scores import (ScaledOutputSettings, alpha_at, describe_alpha, neg_log_normalised_entropy,
-                                 scaled_logits, top_log_odds)
+from snnexit.exit.scores import ScaledOutputSettings, alpha_at, neg_log_normalised_entropy, top_log_odds
 from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.simulate.trace import Trace
 
@@ -103,13 +103,27 @@ class StepCalibratedConfidence(DynamicConfidence):
 
     temperature: float | None = field(default=None, init=False)  # not a parameter: fitted per step instead
 
-    learns_score = True
-    fitted_attributes = ThresholdPolicy.fitted_attributes + ("step_temperatures_",)
+    declare_fitted = {"step_temperatures_": Fitted("tensor", "float64", 1, learned=True)}
+
+    def _check_fitted_state(self, values):
+        super()._check_fitted_state(values)
+        temps, T = values["step_temperatures_"], values["T_"]
+        if tuple(temps.shape) != (T,):
+            raise SnnexitError(f"step_temperatures_ has shape {tuple(temps.shape)}, expected (T_,) = ({T},)")
+        if not bool((temps > 0).all()):
+            raise SnnexitError("step_temperatures_ must be positive")
+
+    def resolved_scaling(self, meta):
+        """alpha as Dynamic Confidence's; no T_cal: the per-step temperatures take its place."""
+        return super().resolved_scaling(meta).with_(temperature=1.0)
+
+    def meta_keys(self):
+        return tuple(key for key in super().meta_keys() if key != "temperature")
 
     def _fit_scores(self, trace: Trace) -> None:
         temps = []
         for t in range(trace.T):
-            logits = scaled_logits(trace.outputs[t].double(), t + 1, trace.meta, 1.0, self.use_alpha)
+            logits = self.scaled(trace.outputs[t].double(), t + 1, trace.meta)
             temp = fit_temperature(logits, trace.labels)
             # constant logits leave the NLL flat (any temperature) or minimal at infinity (uniform)
             temps.append(min(max(temp, 1e-3), 1e6) if math.isfinite(temp) else 1e6)
@@ -118,13 +132,12 @@ class StepCalibratedConfidence(DynamicConfidence):
     def score_step(self, accumulated, t, meta):
         check_is_fitted(self, "step_temperatures_")
         check_step_range(self, self.step_temperatures_.shape[0], t)
-        logits = scaled_logits(accumulated, t, meta, 1.0, self.use_alpha)
-        return top_log_odds(logits / float(self.step_temperatures_[t - 1]))
+        return top_log_odds(self.scaled(accumulated, t, meta) / float(self.step_temperatures_[t - 1]))
 
     def score_formula(self, meta):
         check_is_fitted(self, "step_temperatures_")
         temps = ", ".join(repr(float(v)) for v in self.step_temperatures_)
-        alpha = describe_alpha(meta, self.alpha_rule) if self.use_alpha else {"rule": "none", "value": 1.0}
+        alpha = self.output_scaling(meta)["alpha"]
         value = "t" if alpha["rule"] == "t" else repr(float(alpha["value"]))
         return (f"z_top - logsumexp(z_rest) of z = Y[t] / (alpha * T_t), alpha = {value}, per-step temperatures "
                 f"T_t = [{temps}]")

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from snnexit.errors import SnnexitError
-
-ALPHA_RULES = ("T", "t")
+from snnexit.simulate.scaling import OutputScaling, run_length
 
 
 def check_flag(name: str, value) -> None:
@@ -26,45 +25,16 @@ def check_flag(name: str, value) -> None:
 
 
 def alpha_at(t: int, meta: dict, rule=None) -> float:
-    """Dynamic Confidence's alpha after step ``t`` of a run of ``meta["T"]`` steps.
-
-    ``rule`` (default: the network's own, ``meta["alpha"]``, itself ``"T"`` when absent):
-
-    * ``"T"``: the simulation length of the run, a constant (the paper's rule for QCFS, Sec. 5.2,
-      and snnexit's for every rate-coded network: ``Y[T] / T`` is the output the network was
-      trained or calibrated to give, so the confidence rises with t and meets the ANN's at T);
-    * ``"t"``: the current step (the mean output ``Y[t] / t``; policy ``mean_output_confidence``);
-    * a positive number: a constant (QFFS: ``2**b - 1``).
-    """
-    alpha = meta.get("alpha", "T") if rule is None else rule
-    if alpha == "t":
-        return float(t)
-    if alpha == "T":
-        if "T" not in meta:
-            raise SnnexitError("alpha = T needs the run length: meta['T'] is missing")
-        return float(meta["T"])
-    return float(alpha)
+    """Dynamic Confidence's alpha after step ``t`` of the run ``meta`` describes (its ``T``), by
+    ``rule`` (``"T"``, ``"t"``, a number; None: the network's own, :class:`OutputScaling`)."""
+    scaling = OutputScaling.of(meta)
+    return (scaling if rule is None else scaling.with_(alpha=rule)).alpha_at(t, run_length(meta))
 
 
-def describe_alpha(meta: dict, rule=None) -> dict:
-    """JSON-able record of the alpha a policy used on a run: its rule and, when constant, its value."""
-    alpha = meta.get("alpha", "T") if rule is None else rule
-    if alpha == "t":
-        return {"rule": "t", "value": None}
-    if alpha == "T":
-        return {"rule": "T", "value": float(meta["T"]) if "T" in meta else None}
-    return {"rule": "constant", "value": float(alpha)}
-
-
-def scaled_logits(accumulated: torch.Tensor, t: int, meta: dict, temperature: float | None,
-                  use_alpha: bool, alpha_rule=None) -> torch.Tensor:
+def scaled_logits(accumulated: torch.Tensor, t: int, T: int | None, scaling: OutputScaling) -> torch.Tensor:
     """``Y[t] / alpha_t / T_cal`` in the dtype of ``accumulated`` (the callers choose: float64 for
-    the decisions snnexit takes and certifies, float32 to see what a float32 deployment takes);
-    ``temperature=None`` reads ``meta['temperature']``; ``alpha_rule`` as in :func:`alpha_at`
-    (None: the network's)."""
-    temp = float(meta.get("temperature", 1.0)) if temperature is None else float(temperature)
-    alpha = alpha_at(t, meta, alpha_rule) if use_alpha else 1.0
-    return accumulated / (alpha * temp)
+    the decisions snnexit takes and certifies, float32 to see what a float32 deployment takes)."""
+    return accumulated / scaling.divisor(t, T)
 
 
 # ---- portable scores ------------------------------------------------------------------------
@@ -139,7 +109,8 @@ class ScaledOutputSettings:
     A mixin placed before the policy base: a policy class combining the two (decorated with
     :func:`~snnexit.exit.base.policy_params`) takes the base's parameters, then ``temperature``
     and ``use_alpha``. ``alpha_rule`` (a class attribute, not a parameter) says which alpha:
-    None, the network's own (``meta["alpha"]``); ``"t"``, the step.
+    None, the network's own (``meta["alpha"]``); ``"t"``, the step. ``fit`` records the scaling
+    it resolved (``scaling_``) and scores with it from then on.
     """
 
     temperature: float | None = None
@@ -154,8 +125,23 @@ class ScaledOutputSettings:
             raise SnnexitError(f"temperature must be a positive number or None, got {temp!r}")
         check_flag("use_alpha", self.use_alpha)
 
+    def resolved_scaling(self, meta: dict) -> OutputScaling:
+        """The scaling this policy applies on a run ``meta`` describes: the network's, overridden by
+        the policy's own ``temperature``, ``alpha_rule`` and ``use_alpha`` (False: alpha = 1)."""
+        scaling = OutputScaling.of(meta)
+        if self.temperature is not None:
+            scaling = scaling.with_(temperature=self.temperature)
+        if not self.use_alpha:
+            return scaling.with_(alpha=1.0)
+        return scaling if self.alpha_rule is None else scaling.with_(alpha=self.alpha_rule)
+
+    def meta_keys(self) -> tuple[str, ...]:
+        """What of the network's stated scaling this policy takes (not overridden by its own)."""
+        return tuple(key for key, taken in (("alpha", self.use_alpha and self.alpha_rule is None),
+                                            ("temperature", self.temperature is None)) if taken)
+
     def scaled(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
-        return scaled_logits(accumulated, t, meta, self.temperature, self.use_alpha, self.alpha_rule)
+        return scaled_logits(accumulated, t, run_length(meta), self.scaling_for(meta))
 
     def scaling_formula(self, meta: dict) -> str:
         """``z = Y[t] / (alpha * T_cal)`` in words, with this run's numbers."""
@@ -168,6 +154,6 @@ class ScaledOutputSettings:
 
     def output_scaling(self, meta: dict) -> dict:
         """The alpha and temperature this policy divides the accumulated output by on a run."""
-        temp = float(meta.get("temperature", 1.0)) if self.temperature is None else float(self.temperature)
-        alpha = describe_alpha(meta, self.alpha_rule) if self.use_alpha else {"rule": "none", "value": 1.0}
-        return {"alpha": alpha, "temperature": temp}
+        scaling = self.scaling_for(meta)
+        alpha = scaling.describe_alpha(run_length(meta)) if self.use_alpha else {"rule": "none", "value": 1.0}
+        return {"alpha": alpha, "temperature": scaling.temperature}

@@ -23,11 +23,16 @@ from typing import ClassVar
 import torch
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.base import (ExitPolicy, agreement_with_fixed_t, check_fitted_T, check_is_fitted, check_trace,
-                               policy_params, split_learn_certify)
+from snnexit.exit.base import (ExitPolicy, agreement_with_fixed_t, check_fitted_T, check_is_fitted, check_other_inputs,
+                               check_trace, policy_params, split_learn_certify)
+from snnexit.exit.codec import Fitted
 from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
 from snnexit.exit.target import TARGETS, FitTarget, check_threshold, threshold_text
+from snnexit.simulate.scaling import OutputScaling, stated_scaling
 from snnexit.simulate.trace import Trace
+
+
+FIT_MARGIN = 1e-5  # how far outside the score's range a fitted threshold_ may lie (curve: 1e-6 below the lowest)
 
 
 @policy_params
@@ -46,7 +51,10 @@ class ThresholdPolicy(ExitPolicy):
 
     Subclasses declare only the parameters they add (:func:`~snnexit.exit.base.policy_params`).
 
-    Fitted attributes (every fit): ``T_``; ``threshold_``; ``curve_``, the exact curve of the
+    Fitted attributes (every fit): ``T_``; ``classes_`` (C); ``scaling_`` (the
+    :class:`~snnexit.simulate.scaling.OutputScaling` the score applies, resolved from the fitting
+    trace: the policy carries it, so its decisions never depend on what a network's meta says
+    later, and :meth:`check_output` refuses a network or trace that states another); ``threshold_``; ``curve_``, the exact curve of the
     fitting trace (for ``risk`` without a fixed threshold: of the certifying inputs, label-free
     when they are unlabelled); ``point_``, the point of ``curve_`` that ``threshold_`` realises
     (the number of its thresholds above ``threshold_``). For ``risk`` without a fixed threshold
@@ -65,10 +73,15 @@ class ThresholdPolicy(ExitPolicy):
     # threshold outside is refused (None: any finite threshold)
     score_range: ClassVar[tuple[float, float] | None] = None
     score_meaning: ClassVar[str] = "the score"
+
     min_fit_inputs: ClassVar[int] = 2  # a threshold chosen on fewer inputs is chosen on nothing
-    learns_score = False  # True: fit learns the score itself (tables, temperatures) from labelled data
-    fitted_attributes = ("T_", "threshold_", "curve_", "point_")
-    optional_fitted_attributes = ("pvalues_", "certification_size_", "learn_size_")  # risk
+    declare_fitted = {
+        "classes_": Fitted("int"), "scaling_": Fitted("scaling"), "threshold_": Fitted("float"),
+        "curve_": Fitted("curve"), "point_": Fitted("int"),
+        # certified thresholds (target risk) only
+        "pvalues_": Fitted("array", "float64", 1, optional=True),
+        "certification_size_": Fitted("int", optional=True), "learn_size_": Fitted("int", optional=True),
+    }
 
     # --- subclasses -------------------------------------------------------------------
     def score_step(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
@@ -84,6 +97,61 @@ class ThresholdPolicy(ExitPolicy):
     def _direct_threshold(self, target: FitTarget) -> float | None:
         """Targets that fix the threshold without the curve (e.g. SNNCutoff's precision)."""
         return None
+
+    def _check_fitted_state(self, values: dict) -> None:
+        super()._check_fitted_state(values)
+        if values["classes_"] < 2:
+            raise SnnexitError(f"classes_ must be an integer >= 2, got {values['classes_']}")
+        threshold, curve, point = values["threshold_"], values["curve_"], values["point_"]
+        if self.threshold is not None and threshold != float(self.threshold):
+            raise SnnexitError(f"threshold_ = {threshold} differs from the fixed threshold {self.threshold}")
+        # a fitted threshold may lie just below the lowest score (the curve's last point)
+        check_threshold(threshold, self.score_range, self.describe_score(), name="threshold_", tolerance=FIT_MARGIN)
+        if curve.T != values["T_"]:
+            raise SnnexitError(f"curve_ has T = {curve.T}, T_ = {values['T_']}")
+        if not ((curve.mean_steps >= 1) & (curve.mean_steps <= curve.T)).all():
+            raise SnnexitError(f"curve_.mean_steps must lie in [1, T_ = {curve.T}]")
+        if point != int((curve.thresholds[:-1] > threshold).sum()):
+            raise SnnexitError(f"point_ = {point} is not the point of curve_ that threshold_ = {threshold} realises")
+        risk = [key for key in self.optional_fitted_attributes if key in values]
+        if self.certifies != bool(risk) or (risk and len(risk) != len(self.optional_fitted_attributes)):
+            raise SnnexitError(f"{', '.join(self.optional_fitted_attributes)} come together, and exactly when the "
+                               f"threshold is certified (target 'risk', no fixed threshold)")
+        if risk:
+            if values["pvalues_"].shape != curve.thresholds.shape:
+                raise SnnexitError(f"pvalues_ has shape {values['pvalues_'].shape}, curve_ has "
+                                   f"{curve.thresholds.size} points")
+            if values["certification_size_"] != curve.n or values["learn_size_"] < 0:
+                raise SnnexitError(f"certification_size_ = {values['certification_size_']} must equal curve_.n = "
+                                   f"{curve.n} and learn_size_ = {values['learn_size_']} be >= 0")
+
+    # --- output scaling ------------------------------------------------------------------
+    def resolved_scaling(self, meta: dict) -> OutputScaling:
+        """The output scaling the score applies on a run ``meta`` describes (default: the network's)."""
+        return OutputScaling.of(meta)
+
+    def meta_keys(self) -> tuple[str, ...]:
+        """What of a network's stated scaling (``alpha``, ``temperature``) the score takes from it."""
+        return ()
+
+    def scaling_for(self, meta: dict) -> OutputScaling:
+        """The fitted scaling (``scaling_``), or before a fit the one ``meta`` resolves to."""
+        fitted = self.__dict__.get("scaling_")
+        return fitted if fitted is not None else self.resolved_scaling(meta)
+
+    def check_output(self, meta: dict, classes: int | None = None) -> None:
+        """Refuse output of another number of classes, or a network or trace that states another
+        scaling than the one this policy was fitted with (where the score takes it from there)."""
+        check_is_fitted(self, ("classes_", "scaling_"))
+        name = type(self).__name__
+        if classes is not None and classes != self.classes_:
+            raise SnnexitError(f"{name} was fitted on outputs of {self.classes_} classes; these have {classes}")
+        stated = stated_scaling(meta)
+        fitted = self.scaling_.to_dict()
+        for key in self.meta_keys():
+            if key in stated and OutputScaling.of({**fitted, key: stated[key]}).to_dict()[key] != fitted[key]:
+                raise SnnexitError(f"{name} was fitted with {key} = {fitted[key]!r}; this network or trace has "
+                                   f"{key} = {stated[key]!r}: fit the policy on this network's traces")
 
     # --- shared -----------------------------------------------------------------------
     @property
@@ -117,6 +185,18 @@ class ThresholdPolicy(ExitPolicy):
                                f"part of at least {least} inputs each: it needs {2 * least} inputs, got {trace.N} "
                                f"(or pass calibration=)")
 
+    def _check_labels(self, trace: Trace, target: FitTarget) -> None:
+        """Refuse an unlabelled fitting trace where the fit needs labels: a score learned from data,
+        or a threshold chosen for accuracy (only target ``risk``, and a given threshold, need none)."""
+        if trace.labelled:
+            return
+        if self.learns_score:
+            raise SnnexitError(f"{type(self).__name__}.fit learns its score from labels; this trace has none")
+        if not self.certifies and self.threshold is None:
+            raise SnnexitError(f"{type(self).__name__}.fit with target {target.kind!r} chooses the threshold by "
+                               f"accuracy, which needs labels; this trace has none (target 'risk' certifies on "
+                               f"unlabelled inputs)")
+
     @property
     def certifies(self) -> bool:
         """Does ``fit`` certify the threshold (target ``risk``, no fixed threshold)?"""
@@ -143,17 +223,19 @@ class ThresholdPolicy(ExitPolicy):
         """
         target = self.check_settings()
         check_trace(trace)
+        self._check_labels(trace, target)
         self._check_fit_size(trace, calibration)
         if calibration is not None:
             if not self.certifies:
                 raise SnnexitError("a separate calibration trace certifies a threshold: it needs target='risk' "
                                    "and no fixed threshold")
             check_trace(calibration)
+            check_other_inputs(trace, calibration)
             if (calibration.T, calibration.C) != (trace.T, trace.C):
                 raise SnnexitError(f"calibration trace (T, C) = {(calibration.T, calibration.C)} differs from the "
                                    f"fitting trace's {(trace.T, trace.C)}")
         self._forget_fit()
-        self.T_ = trace.T
+        self.T_, self.classes_, self.scaling_ = trace.T, trace.C, self.resolved_scaling(trace.meta)
         if self.certifies:
             learn, certify = trace, calibration
             if certify is None:
@@ -214,8 +296,10 @@ class ThresholdPolicy(ExitPolicy):
         check_is_fitted(self)
         check_trace(trace)
         check_fitted_T(self, trace)
+        self.check_output(trace.meta, trace.C)
         return exit_steps_from_scores(self.scores(trace, dtype), self.threshold_)
 
     def decide(self, accumulated, t, meta, labels=None):
         check_is_fitted(self)
+        self.check_output(meta, accumulated.shape[-1])
         return self.score_step(accumulated.double(), t, meta) > self.threshold_

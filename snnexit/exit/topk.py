@@ -14,7 +14,9 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import policy_params, register_policy
-from snnexit.exit.scores import alpha_at, check_flag, topk_gap
+from snnexit.exit.codec import Fitted
+from snnexit.exit.scores import check_flag, topk_gap
+from snnexit.simulate.scaling import run_length
 from snnexit.exit.steptable import StepTablePolicy
 from snnexit.exit.target import FitTarget
 from snnexit.exit.threshold import ThresholdPolicy
@@ -58,14 +60,17 @@ class TopK(ThresholdPolicy):
         _check_k(self.k)
         _check_k_classes(self.k, accumulated.shape[-1])
         gap = topk_gap(accumulated, self.k)
-        return gap / alpha_at(t, meta) if self.use_alpha else gap
+        return gap / self.scaling_for(meta).alpha_at(t, run_length(meta)) if self.use_alpha else gap
+
+    def meta_keys(self):
+        return ("alpha",) if self.use_alpha else ()
 
     def score_formula(self, meta):
         gap = f"top1(Y[t]) - top{self.k}(Y[t])"
         if not self.use_alpha:
             return gap
-        alpha = meta.get("alpha", "T")
-        return f"({gap}) / alpha, alpha = {'t' if alpha == 't' else repr(alpha_at(1, meta))}"
+        scaling = self.scaling_for(meta)
+        return f"({gap}) / alpha, alpha = {'t' if scaling.alpha == 't' else repr(scaling.alpha_at(1, run_length(meta)))}"
 
 
 @register_policy("topk_per_step")
@@ -89,7 +94,13 @@ class TopKPerStep(StepTablePolicy):
     targets = ThresholdPolicy.targets + ("precision",)
     score_range = (0.0, 1.0)
     score_meaning = "a calibration precision"
-    fitted_attributes = StepTablePolicy.fitted_attributes + ("step_thresholds_",)
+    declare_fitted = {"step_thresholds_": Fitted("array", "float64", 1)}
+
+    def _check_fitted_state(self, values):
+        super()._check_fitted_state(values)
+        if tuple(values["step_thresholds_"].shape) != (values["T_"],):
+            raise SnnexitError(f"step_thresholds_ has shape {tuple(values['step_thresholds_'].shape)}, expected (T_,) "
+                               f"= ({values['T_']},)")
 
     def _check_params(self):
         _check_k(self.k)

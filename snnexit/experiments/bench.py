@@ -32,13 +32,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
-from snnexit.exit import POLICIES, FixedT
+from snnexit.exit import POLICIES, FixedT, check_rule_fits, deployable_policy, load_exit_rule
 from snnexit.report.bench import table2
+from snnexit.runs.evaluation import certified_exit
 from snnexit.runs.network import trace_snn, trained_snn
 from snnexit.runs.settings import RunConfig, check_device, check_range
 from snnexit.runtime.chunked import ChunkedEngine
@@ -61,7 +63,9 @@ class BenchSettings:
     T: int = 32  # time steps of the fixed-T baseline
     epochs: int = RunConfig().epochs  # training epochs of the (cached) ANN: the same as `snnexit run`, so its cache is reused
     seed: int = 0
-    policy: str = "dynamic_confidence"  # exit policy fitted on the validation trace
+    # exit policy: a registered name (fitted on the validation trace), "certified" (the certified exit
+    # of the network, as `snnexit run` makes it) or a policy.json / certified.json file
+    policy: str = "dynamic_confidence"
     latency_inputs: int = 200  # test inputs timed at batch size 1
     batch_size: int = 256  # batch size of the throughput run
     throughput_inputs: int | None = None  # test inputs of the throughput run (None: the whole test split)
@@ -83,11 +87,19 @@ class BenchSettings:
         config = RunConfig(dataset=self.dataset, model=self.model, T=self.T, epochs=self.epochs, seed=self.seed,
                            device=self.device, cache_dir=self.cache_dir, progress=False)
         config.validate()
-        policy = POLICIES.get(self.policy)
-        if not getattr(policy, "online", True):
-            raise SnnexitError(f"policy {self.policy!r} has no online rule")
-        if getattr(policy, "uses_labels_at_test", False):
-            raise SnnexitError(f"policy {self.policy!r} needs labels at test time: it is a bound, not something to time")
+        if self.policy not in POLICIES and self.policy != CERTIFIED:
+            if not Path(self.policy).is_file():
+                raise SnnexitError(f"Unknown policy {self.policy!r}. Known: {', '.join(POLICIES.names())}, "
+                                   f"{CERTIFIED}, or a policy.json / certified.json file")
+            rule, _ = load_exit_rule(self.policy)  # a readable rule of this T, before any training
+            check_rule_fits(rule, self.T, None, self.policy)
+        if self.policy in POLICIES:
+            policy = POLICIES.get(self.policy)
+            if not getattr(policy, "online", True):
+                raise SnnexitError(f"policy {self.policy!r} has no online rule")
+            if getattr(policy, "uses_labels_at_test", False):
+                raise SnnexitError(f"policy {self.policy!r} needs labels at test time: it is a bound, not something "
+                                   f"to time")
         counts = {"latency_inputs": self.latency_inputs, "batch_size": self.batch_size,
                   "throughput_inputs": self.throughput_inputs, "busy_inputs": self.busy_inputs}
         for key, value in counts.items():
@@ -103,6 +115,22 @@ class BenchSettings:
             raise SnnexitError("devices is empty; give cpu, cuda, cuda:1, ...")
         for device in self.timed_devices():
             check_device(device, "timed device")
+
+
+CERTIFIED = "certified"  # --policy certified: the network's certified exit
+
+
+def timed_policy(name: str, val, snn, T: int):
+    """The policy ``snnexit bench --policy`` times: a registered one fitted on ``val``, the certified
+    exit of ``val`` (``certified``), or the rule in a policy.json / certified.json file."""
+    if name in POLICIES:
+        return POLICIES.create(name).fit(val)
+    if name == CERTIFIED:
+        return certified_exit(val).policy
+    rule, extra = load_exit_rule(name)
+    policy = deployable_policy(rule)
+    check_rule_fits(policy, T, snn.meta.get("network"), name, extra)
+    return policy
 
 
 def _sync(device: str) -> None:
@@ -248,7 +276,7 @@ def bench(args: "BenchSettings", log=print) -> dict:
     data = load_dataset(config.dataset, config.seed)
     snn, _ = trained_snn(config, data, log)
     val, test = trace_snn(snn, data, config)
-    policy = POLICIES.create(args.policy).fit(val)
+    policy = timed_policy(args.policy, val, snn, args.T)
     if not getattr(policy, "online", True):
         raise SnnexitError(f"policy {args.policy!r} has no online rule")
     labels_needed = getattr(policy, "uses_labels_at_test", False)

@@ -19,6 +19,7 @@ step functions of ``snnexit.neurons.functional``).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -41,23 +42,25 @@ def threshold_buffer(threshold: float | torch.Tensor) -> torch.Tensor:
     return torch.tensor(float(threshold))
 
 
-class SpikingNeuron(nn.Module):
-    """Base class: state handling shared by every spiking neuron module."""
+class StatefulModule(nn.Module):
+    """A module that carries per-input state from one time step to the next.
 
-    state: IFState | None
+    All of it lives in ``self.state``, a NamedTuple of tensors whose first dimension is the batch
+    (None before the first step), so that :meth:`reset`, :meth:`select` (the early-exit runtime
+    drops finished inputs) and chunks handle every piece of it, nothing by hand. Spiking neurons
+    (:class:`SpikingNeuron`) are stateful modules that also count their spikes; a leaky integrator
+    or a recurrent block of an imported NIR graph is stateful without spiking.
+    """
+
+    state: NamedTuple | None
     chunk: int | None = None  # k: forward takes k steps at once (set by SpikingNetwork.step_chunk)
 
     def __init__(self):
         super().__init__()
         self.state = None
-        self.last_spike_count: torch.Tensor | None = None
-        self.chunk_spike_counts: torch.Tensor | None = None  # (k, N) after a chunk
-        self.neurons_per_input: int = 0
 
     def reset(self) -> None:
         self.state = None
-        self.last_spike_count = None
-        self.chunk_spike_counts = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.chunk is not None:
@@ -69,6 +72,31 @@ class SpikingNeuron(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not implement forward_step")
 
     def forward_chunk(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """``k`` steps at once: ``x`` is ``(k * N, ...)`` time-major; one :meth:`forward_step` per
+        step's slice, the outputs in the same layout."""
+        return torch.cat([self.forward_step(xt) for xt in _split_steps(x, k)])
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the state of the inputs at ``index`` (along the batch dimension) only."""
+        if self.state is not None:
+            self.state = type(self.state)(*(s[index] for s in self.state))
+
+
+class SpikingNeuron(StatefulModule):
+    """Base class of spiking neurons: a stateful module that records the spikes of each step."""
+
+    def __init__(self):
+        super().__init__()
+        self.last_spike_count: torch.Tensor | None = None
+        self.chunk_spike_counts: torch.Tensor | None = None  # (k, N) after a chunk
+        self.neurons_per_input: int = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.last_spike_count = None
+        self.chunk_spike_counts = None
+
+    def forward_chunk(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """``k`` steps at once: ``x`` is ``(k * N, ...)`` time-major. This generic version calls
         :meth:`forward_step` on each step's slice; neurons may override it with a faster one."""
         xs = _split_steps(x, k)  # (k, N, ...)
@@ -78,11 +106,6 @@ class SpikingNeuron(nn.Module):
             counts.append(self.last_spike_count)
         self.chunk_spike_counts = torch.stack(counts)  # (k, N)
         return torch.stack(outs).reshape(x.shape)
-
-    def select(self, index: torch.Tensor) -> None:
-        """Keep the state of the inputs at ``index`` (along the batch dimension) only."""
-        if self.state is not None:
-            self.state = type(self.state)(*(s[index] for s in self.state))
 
     def _record(self, spikes: torch.Tensor) -> None:
         self.neurons_per_input = spikes[0].numel() if spikes.shape[0] else 0

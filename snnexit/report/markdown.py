@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from snnexit.exit.target import threshold_text
@@ -41,15 +42,19 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
     write_json(out / "results.json", results)
     cal = results["calibration"]
     capture = results["oracle_capture"]
+    model, converter = (Path(cfg["nir"]).name, f"nir ({cfg.get('semantics')})") if cfg.get("nir") else \
+        (cfg["model"], cfg["converter"])
+    network = (f"the network of {cfg['nir']}, read as {cfg.get('semantics')} reads it (no ANN, nothing trained)"
+               if cfg.get("nir") else f"{cfg['epochs']} training epochs; QCFS L = {cfg['levels']}")
     lines = [
-        f"# snnexit run: {cfg['dataset']} / {cfg['model']} / {cfg['converter']}",
+        f"# snnexit run: {cfg['dataset']} / {model} / {converter}",
         "",
         f"Data: {results['data']['train']} train, {results['data']['val']} validation (calibration and "
         f"threshold fitting only), {results['data']['test']} test inputs; seed {cfg['seed']}; "
-        f"{cfg['epochs']} training epochs; QCFS L = {cfg['levels']}; T = {T}.",
+        f"{network}; T = {T}.",
         "",
         TABLE1_HEADER,
-        *table1_rows(cfg["dataset"], cfg["model"], cfg["converter"], results),
+        *table1_rows(cfg["dataset"], model, converter, results),
         "",
         *fitted_point(label, fitted, results["snn"]["val_acc_per_step"][-1]),
         f"Test accuracy change against fixed T: {100 * (fitted['test_acc'] - pol['fixed']['test_acc']):+.2f} points. "
@@ -62,7 +67,8 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
         *certified_section(pol.get("certified"), pol["fixed"]),
         *scaling_section(pol),
         *cost_section(pol),
-        "## Calibration (ANN, temperature scaling on the learning half of the validation split)",
+        "## Calibration (" + ("the network's own fixed-T output" if cfg.get("nir") else "ANN")
+        + ", temperature scaling on the learning half of the validation split)",
         "",
         f"Temperature {cal['temperature']:.4f}"
         + (f", fitted on {cal['temperature_fit_size']} validation inputs." if "temperature_fit_size" in cal else ".")
@@ -80,11 +86,23 @@ def write_report(out: Path, results: dict, val: Trace, test: Trace) -> None:
     write_text(out / "report.md", "\n".join(lines))
 
 
+def score_units(row: dict) -> str:
+    """`` (what the score is)``, and the probability a log-odds threshold stands for."""
+    meaning = row.get("score")
+    if not meaning:
+        return ""
+    if "log-odds" in meaning:
+        x = float(row["threshold"])
+        p = 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))  # no overflow either way
+        return f" ({meaning}; top probability {p:.6g})"
+    return f" ({meaning})"
+
+
 def fitted_point(label: str, fitted: dict, fixed_val_acc: float) -> list[str]:
     """Where the fitted policy's threshold sits on the validation curve it was chosen from."""
     if "val_acc" not in fitted:
         return []
-    return [f"{label} threshold tau = {threshold_text(fitted['threshold'])}, chosen on {fitted['val_size']} validation inputs "
+    return [f"{label} threshold tau = {threshold_text(fitted['threshold'])}{score_units(fitted)}, chosen on {fitted['val_size']} validation inputs "
             f"(validation accuracy {100 * fitted['val_acc']:.2f}% at {fitted['val_mean_steps']:.2f} mean steps, "
             f"fixed-T validation accuracy {100 * fixed_val_acc:.2f}%)."]
 
@@ -101,7 +119,8 @@ def certified_section(cert: dict | None, fixed: dict) -> list[str]:
     return [
         "## Certified exit",
         "",
-        f"Policy `{cert['policy']}`, threshold {threshold_text(cert['threshold'])}. **Guarantee**: with probability at least "
+        f"Policy `{cert['policy']}`, threshold {threshold_text(cert['threshold'])}{score_units(cert)}. "
+        f"The rule to deploy is `certified.json` in this folder. **Guarantee**: with probability at least "
         f"{1 - cert['delta']:.3g} over the {cert['calibration_size']} calibration inputs, its answer differs from the "
         f"fixed-T answer on at most {100 * cert['eps']:.3g}% of new inputs from the same distribution (so it loses at "
         f"most that much accuracy against fixed T). Its score and the choice of policy were learned on "

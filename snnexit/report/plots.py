@@ -27,13 +27,14 @@ def oracle_accuracy_per_step(trace: Trace) -> np.ndarray:
     return trace.correct().cummax(0).values.double().mean(1).numpy()
 
 
-def plot_accuracy_vs_steps(trace: Trace, ann_acc: float, path: Path) -> None:
-    """Fig. 1: fixed-T accuracy at every T' and the oracle's, with the ANN's as a line."""
+def plot_accuracy_vs_steps(trace: Trace, ann_acc: float | None, path: Path) -> None:
+    """Fig. 1: fixed-T accuracy at every T' and the oracle's, with the ANN's as a line (None: no ANN)."""
     t = np.arange(1, trace.T + 1)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(t, 100 * trace.accuracy_per_step().numpy(), marker=".", label="SNN, fixed T")
     ax.plot(t, 100 * oracle_accuracy_per_step(trace), marker=".", label="oracle (first correct step)")
-    ax.axhline(100 * ann_acc, color="gray", ls="--", label="ANN")
+    if ann_acc is not None:
+        ax.axhline(100 * ann_acc, color="gray", ls="--", label="ANN")
     ax.set(xlabel="time step T", ylabel="test accuracy (%)", title="Accuracy vs time step")
     ax.legend()
     ax.grid(alpha=0.3)

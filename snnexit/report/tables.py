@@ -18,7 +18,8 @@ def policy_label(name: str) -> str:
 def table1_rows(dataset: str, model: str, converter: str, results: dict) -> list[str]:
     """One row per policy: fixed T, the fitted policy (by default Dynamic Confidence as published:
     no-loss threshold on validation), the certified exit (when the run has one) and the oracle bound."""
-    ann = 100 * results["ann"]["test_acc"]
+    ann_acc = results["ann"]["test_acc"]
+    ann = "—" if ann_acc is None else f"{100 * ann_acc:.2f}"  # none for a network imported from NIR
     fitted = results.get("fitted_policy", "dynamic_confidence")
     labels = {"fixed": f"fixed T={results['snn']['T']}", fitted: policy_label(fitted),
               "certified": "certified exit", "oracle": "oracle (upper bound)"}
@@ -31,7 +32,7 @@ def table1_rows(dataset: str, model: str, converter: str, results: dict) -> list
         if name not in results["policies"]:
             continue
         p = results["policies"][name]
-        rows.append(f"| {dataset} | {model} | {converter} | {label} | {ann:.2f} | {100 * p['test_acc']:.2f} | "
+        rows.append(f"| {dataset} | {model} | {converter} | {label} | {ann} | {100 * p['test_acc']:.2f} | "
                     f"{p['mean_steps']:.2f} | {100 * p['saving']:.1f}% |")
     return rows
 

@@ -7,12 +7,12 @@ with the same settings reuses it; an interrupted training resumes from its per-e
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from snnexit import environment
 from snnexit.data import DataSplits, Split
 from snnexit.data.transforms import PrefixMeans
 from snnexit.errors import SnnexitError
@@ -26,7 +26,8 @@ ANN_FORMAT, ANN_VERSION = "ann", 1
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SNNEXIT_CACHE", Path.home() / ".cache" / "snnexit"))
+    """``$SNNEXIT_CACHE`` unless unset or empty, else ``~/.cache/snnexit`` (:mod:`snnexit.environment`)."""
+    return environment.default_cache_dir()
 
 
 def data_dims(data) -> dict:

@@ -5,9 +5,12 @@
     ann.safetensors                       trained ANN (also in the cache)            train
     snn.safetensors                       ANN weights + converter + thresholds,      convert
                                           the calibration (temperature), data sizes
+    network.json                          an imported network (--nir): its file's    convert
+                                          checksum, reader, fingerprint, data sizes
     trace_val/trace_test.safetensors      the SNN's outputs and spikes at every step trace
     trace_calibration.safetensors         unlabelled calibration inputs (optional)   trace
     policy.json                           the fitted exit policy (any registered)    fit
+    certified.json                        the certified exit: what to deploy         evaluate
     results.json                          the numbers                                evaluate
     report.md, fig*.png                   the report                                 report
     config.<command>.json, timings.json   resolved settings, seconds per stage
@@ -25,16 +28,19 @@ from types import SimpleNamespace
 
 from snnexit.convert.fixes import NO_FIX, restore_conversion_fix
 from snnexit.errors import SnnexitError
-from snnexit.exit import load_policy_with_extra, save_policy
-from snnexit.io import check_output_folder, load_tensors, save_tensors, write_json
+from snnexit.exit import load_policy_with_extra, policy_name, save_policy
+from snnexit.exit.certify import load_certified_with_extra, save_certified
+from snnexit.io import check_output_folder, load_tensors, read_json_file, save_tensors, write_json
 from snnexit.runs.ann import build_ann
-from snnexit.runs.config_file import save_config
+from snnexit.runs.config_file import flatten, newest_saved_config, next_sequence, save_config
+from snnexit.runs.imported import NETWORK_FILE, check_network_record, write_network_file
 from snnexit.runs.network import converted
 from snnexit.runs.settings import RunConfig, Settings
 from snnexit.simulate import Trace
 from snnexit.simulate.trace import check_same_network
 
 ANN_FILE, SNN_FILE, POLICY_FILE, RESULTS_FILE = "ann.safetensors", "snn.safetensors", "policy.json", "results.json"
+CERTIFIED_FILE = "certified.json"
 TRACE_FILES = ("trace_val.safetensors", "trace_test.safetensors")
 CALIBRATION_TRACE_FILE = "trace_calibration.safetensors"
 TIMINGS_FILE = "timings.json"
@@ -74,6 +80,28 @@ def conversion_fix_of(meta) -> str:
     if not isinstance(record, dict):
         return NO_FIX
     return f"{record.get('name')} (inputs {record.get('inputs_asked', record.get('inputs'))}, horizon {record.get('horizon')})"
+def _as_json(value):
+    try:
+        return json.loads(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def check_fitted_as_said(policy, fit, path) -> None:
+    """Refuse ``[fit]`` settings (``fit``: :class:`FitSettings`) other than those ``policy`` (read
+    from ``path``) was fitted with: evaluate takes policy.json as fitted, and records what it evaluated."""
+    name = policy_name(policy)
+    if name != fit.policy:
+        raise SnnexitError(f"{path} holds {name}, this config says {fit.policy}; drop --policy: evaluate takes "
+                           f"policy.json as fitted")
+    missing = object()
+    for key, value in fit.policy_kwargs().items():
+        fitted = getattr(policy, key, missing)
+        if fitted is missing or _as_json(fitted) != _as_json(value):
+            shown = "no such parameter" if fitted is missing else f"{key} = {fitted!r}"
+            raise SnnexitError(f"{path} holds {name} fitted with {shown}, this config says {key} = {value!r}; drop "
+                               f"the setting (--policy-option, or [fit] in the config): evaluate takes policy.json "
+                               f"as fitted")
 
 
 def _thresholds(snn) -> dict:
@@ -158,37 +186,32 @@ class RunFolder:
     def read_json(self, name: str, stage: str) -> dict:
         path = self.need(name, stage)
         try:
-            obj = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SnnexitError(f"{path}: not valid JSON ({exc}); run `snnexit {stage}` again") from None
+            obj = read_json_file(path, "file")
+        except SnnexitError as exc:
+            raise SnnexitError(f"{exc}; run `snnexit {stage}` again") from None
         if not isinstance(obj, dict):
             raise SnnexitError(f"{path}: expected a JSON object")
         return obj
 
     def save_config(self, settings: Settings, command: str) -> None:
-        save_config(self.path / f"config.{command}.json", settings, command)
+        """``config.<command>.json``, numbered after the folder's other configs: the newest holds
+        the folder's settings (:mod:`snnexit.runs.resolve`)."""
+        save_config(self.path / f"config.{command}.json", settings, command, sequence=next_sequence(self.path))
 
-    def check_same_settings(self, settings: Settings, command: str) -> None:
-        """Refuse a folder that holds a run made with other settings (its ``config.<command>.json``):
-        its files would end up beside files of these settings."""
-        path = self.path / f"config.{command}.json"
-        if not path.is_file():
+    def check_same_settings(self, settings: Settings, keys) -> None:
+        """Refuse a folder that holds a run made with other settings: its newest saved config
+        (whichever command wrote it) differs in one of ``keys`` (flat: ``T``, ``fit.policy``, the
+        settings its files were made with), and its files would end up beside files of these settings."""
+        saved = newest_saved_config(self.path)
+        if saved is None:
             return
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            stored = {}
-        if not isinstance(stored, dict):
-            stored = {}
-        current = settings.to_dict()
-        defaults = Settings().to_dict()  # a key an older version did not write had its default value
-        stored = {k: ({**defaults[k], **stored[k]} if isinstance(stored.get(k), dict) and isinstance(defaults.get(k), dict)
-                      else stored.get(k, defaults.get(k))) for k in current}
-        keys = [k for k in current if k not in _NOT_SETTINGS]
-        if any(stored.get(k) != current[k] for k in keys):
-            diff = _differences({k: stored.get(k) for k in keys}, {k: current[k] for k in keys})
-            raise SnnexitError(f"{self.path} holds a run with other settings ({diff}); pass --overwrite to replace "
-                               f"it, or choose another --out")
+        stored = flatten(saved[0])
+        defaults, current = flatten(Settings().to_dict()), flatten(settings.to_dict())
+        stored = {k: stored.get(k, defaults.get(k)) for k in keys}  # a key an older version did not write: its default
+        diff = [f"{k}={stored[k]!r} there, {current.get(k)!r} now" for k in keys if stored[k] != current.get(k)]
+        if diff:
+            raise SnnexitError(f"{self.path} holds a run with other settings ({'; '.join(diff)}); pass --overwrite "
+                               f"to replace it, or choose another --out")
 
     def record_time(self, stage: str, seconds: float) -> None:
         timings = self.timings()
@@ -196,10 +219,11 @@ class RunFolder:
         write_json(self.path / TIMINGS_FILE, timings)
 
     def timings(self) -> dict:
+        """The seconds per stage so far (an unreadable ``timings.json`` counts as none: it is rewritten)."""
         path = self.path / TIMINGS_FILE
         try:
-            timings = json.loads(path.read_text()) if path.is_file() else {}
-        except (OSError, json.JSONDecodeError):
+            timings = read_json_file(path) if path.is_file() else {}
+        except SnnexitError:
             timings = {}
         return timings if isinstance(timings, dict) else {}
 
@@ -235,9 +259,12 @@ class RunFolder:
         """The trace ``name``, checked against the settings and against its own split."""
         path = self.need(name, "trace")
         trace = Trace.load(path)
-        if trace.T != config.T or trace.meta.get("converter") != config.converter:
+        if trace.meta.get("converter") == "nir" and not config.imported:
+            raise SnnexitError(f"{path} holds outputs of a network imported from NIR ({trace.meta.get('nir_file')}); "
+                               f"pass --nir FILE --semantics NAME as the run did")
+        if trace.T != config.T or trace.meta.get("converter") != config.network_source():
             raise SnnexitError(f"{path} has T = {trace.T} and converter {trace.meta.get('converter')!r}, this config "
-                               f"says T = {config.T} and {config.converter!r}; run `snnexit trace` again")
+                               f"says T = {config.T} and {config.network_source()!r}; run `snnexit trace` again")
         if conversion_fix_of(trace.meta) != conversion_fix_of({"conversion_fix": _fix_setting(config)}):
             raise SnnexitError(f"{path} was traced with conversion fix {conversion_fix_of(trace.meta)}, this config "
                                f"says {conversion_fix_of({'conversion_fix': _fix_setting(config)})}; run "
@@ -248,9 +275,25 @@ class RunFolder:
                                "run `snnexit trace` again")
         return trace
 
+    def save_network_record(self, record: dict) -> Path:
+        """``network.json``: what the convert stage of an imported network made (snnexit.runs.imported)."""
+        write_network_file(self.path / NETWORK_FILE, record)
+        return self.path / NETWORK_FILE
+
+    def network_record(self, config: RunConfig) -> dict:
+        """``network.json``, checked against ``config`` (the same NIR file, reader and step)."""
+        return check_network_record(self.read_json(NETWORK_FILE, "convert"), config, self.path / NETWORK_FILE)
+
     def network_of_snn_file(self) -> str | None:
-        """The fingerprint of the network in ``snn.safetensors`` (None without one): read as it is,
-        whatever the settings, since a stage that only reads traces does not check them."""
+        """The fingerprint of the network in ``snn.safetensors`` or ``network.json`` (None without
+        either): read as it is, whatever the settings, since a stage that only reads traces does not
+        check them."""
+        if (self.path / NETWORK_FILE).is_file() and not (self.path / SNN_FILE).is_file():
+            try:
+                record = read_json_file(self.path / NETWORK_FILE)
+            except SnnexitError:  # unreadable, not JSON, nested too deeply: no fingerprint to check against
+                return None
+            return record.get("network") if isinstance(record, dict) else None
         if not (self.path / SNN_FILE).is_file():
             return None
         _, meta = self._read_snn_file()
@@ -282,3 +325,23 @@ class RunFolder:
         if fitted_on.get("sha256") != sha256(self.need(fitted_on["file"], "trace")):
             raise SnnexitError(f"{path} was fitted on another {fitted_on['file']}; run `snnexit fit` again")
         return policy
+
+    def save_certified(self, certified, traces: dict[str, Trace]) -> Path:
+        """``certified.json``: the certified exit's own record, the network it was certified for and the
+        checksums of the traces it learned and was certified on (``traces``: file name -> trace)."""
+        network = next(iter(traces.values())).meta.get("network")
+        fitted_on = {name: sha256(self.path / name) for name in traces if (self.path / name).is_file()}
+        return save_certified(self.path / CERTIFIED_FILE, certified,
+                              extra={"network": network, "T": certified.policy.T_, "fitted_on": fitted_on})
+
+    def load_certified(self):
+        """The certified exit of ``certified.json``, refused when a trace it was made from changed since."""
+        path = self.need(CERTIFIED_FILE, "evaluate")
+        certified, extra = load_certified_with_extra(path)
+        fitted_on = extra.get("fitted_on")
+        if not isinstance(fitted_on, dict) or TRACE_FILES[0] not in fitted_on:
+            raise SnnexitError(f"{path}: does not name the traces it was certified on; run `snnexit evaluate` again")
+        for name, digest in fitted_on.items():
+            if name not in SPLIT_OF or digest != sha256(self.need(name, "trace")):
+                raise SnnexitError(f"{path} was certified on another {name}; run `snnexit evaluate` again")
+        return certified

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from snnexit.exit import FixedT, Oracle, policy_name, summarize_curve, validation_point
 from snnexit.exit.base import split_learn_certify
-from snnexit.exit.certify import CERTIFY_CANDIDATES, CertifiedExit, certify_exit
+from snnexit.exit.certify import CertifiedExit, certify_exit
 from snnexit.runs.settings import RunConfig
 from snnexit.simulate import Trace
 from snnexit.simulate.cost import cost_from_trace
@@ -28,7 +28,7 @@ def fitted_policy_name(results: dict) -> str:
 
 
 def certified_exit(val: Trace, calibration: Trace | None = None, *, eps: float | None = None, delta: float = 0.05,
-                   candidates=CERTIFY_CANDIDATES) -> CertifiedExit:
+                   candidates=None) -> CertifiedExit:
     """The certified exit of a run: its learning half of ``val`` learns the scores and picks the
     policy; the other half, plus the unlabelled ``calibration`` inputs if any, certifies it."""
     learn, certify = split_learn_certify(val)
@@ -37,12 +37,14 @@ def certified_exit(val: Trace, calibration: Trace | None = None, *, eps: float |
 
 
 def evaluate_policies(val: Trace, test: Trace, policy, *, certify: dict | None = None,
-                      calibration: Trace | None = None) -> tuple[dict, dict]:
+                      calibration: Trace | None = None, certified: CertifiedExit | None = None) -> tuple[dict, dict]:
     """Evaluate on ``test``: fixed T, ``policy`` (fitted on ``val``), the certified exit
-    (:func:`certified_exit` with the settings ``certify``: eps, delta, candidates, and the
-    unlabelled ``calibration`` trace) and the oracle. Returns the rows and the curves."""
+    (``certified``, or :func:`certified_exit` with the settings ``certify``: eps, delta,
+    candidates, and the unlabelled ``calibration`` trace) and the oracle. Returns the rows and the
+    curves."""
     name = policy_name(policy)
-    certified = certified_exit(val, calibration, **(certify or {}))
+    if certified is None:
+        certified = certified_exit(val, calibration, **(certify or {}))
     chosen = {"fixed": FixedT(), name: policy, "certified": certified.policy, "oracle": Oracle()}
     results = {key: p.evaluate(test) for key, p in chosen.items()}
     results["certified"] = certified.evaluate(test)
@@ -70,7 +72,7 @@ def assemble_results(config: RunConfig, data_sizes: dict, cal: dict, val: Trace,
         "data": dict(data_sizes),
         "ann": {"test_acc": cal["test_acc"], "val_acc": cal["val_acc"]},
         "calibration": cal,
-        "snn": {"T": T, "converter": config.converter, "conversion_fix": test.meta.get("conversion_fix"),
+        "snn": {"T": T, "converter": config.network_source(), "conversion_fix": test.meta.get("conversion_fix"),
                 "test_acc_per_step": test.accuracy_per_step().tolist(),
                 "val_acc_per_step": val.accuracy_per_step().tolist(),
                 "spikes_per_input_per_step": test.spikes.sum(2).mean(1).tolist(),

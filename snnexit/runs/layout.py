@@ -22,7 +22,7 @@ RESULTS = {
     "config": {"dataset": TEXT, "model": TEXT, "converter": TEXT, "seed": INTEGER, "epochs": INTEGER,
                "levels": INTEGER},
     "data": {"train": INTEGER, "val": INTEGER, "test": INTEGER},
-    "ann": {"test_acc": NUMBER, "val_acc": NUMBER},
+    "ann": {"test_acc": (NUMBER, OPTIONAL), "val_acc": (NUMBER, OPTIONAL)},  # null: an imported network
     "calibration": {"temperature": NUMBER, "ece_val_before": NUMBER, "ece_val_after": NUMBER,
                     "ece_test_before": NUMBER, "ece_test_after": NUMBER},
     "snn": {"T": INTEGER, "test_acc_per_step": [NUMBER], "val_acc_per_step": [NUMBER]},

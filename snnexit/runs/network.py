@@ -9,6 +9,7 @@ the run's conversion fix (:func:`fix_conversion`, fitted on training inputs only
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import numpy as np
@@ -200,10 +201,8 @@ def trace_snn(snn, data: DataSplits, config: RunConfig, batch_size: int = 250, r
 
 def load_calibration_inputs(path, data: DataSplits) -> torch.Tensor:
     """Unlabelled inputs ``(N, ...)`` from a ``.npy`` file, checked against the data set's input shape."""
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SnnexitError(f"calibration inputs {path}: not a readable .npy array ({exc})") from None
+    check_calibration_file(path)
+    x = np.load(path, allow_pickle=False)
     expected = tuple(data.val.x.shape[1:])
     if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected or x.shape[0] < 1:
         raise SnnexitError(f"calibration inputs {path}: shape {x.shape}, expected (N, {', '.join(map(str, expected))}) "
@@ -214,6 +213,30 @@ def load_calibration_inputs(path, data: DataSplits) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise SnnexitError(f"calibration inputs {path}: contain NaN or infinite values")
     return x
+
+
+def check_calibration_file(path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype of the ``.npy`` array of calibration inputs ``path``, read from its
+    header alone (no data is loaded), or a :class:`SnnexitError` saying what the file is instead:
+    empty, an ``.npz`` archive, a pickle, no array of real numbers, no inputs."""
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except EOFError:
+        raise SnnexitError(f"calibration inputs {path}: the file is empty (expected a .npy array (N, ...))") from None
+    except (OSError, ValueError) as exc:
+        raise SnnexitError(f"calibration inputs {path}: not a readable .npy array ({str(exc)[:200]})") from None
+    if not isinstance(x, np.ndarray):  # an .npz archive: a mapping of arrays
+        with contextlib.suppress(AttributeError):
+            x.close()
+        raise SnnexitError(f"calibration inputs {path}: an .npz archive, not one .npy array; save the inputs with "
+                           f"numpy.save(path, x)")
+    shape, dtype = tuple(x.shape), x.dtype
+    del x  # the memory map
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise SnnexitError(f"calibration inputs {path}: dtype {dtype} is not real-valued")
+    if len(shape) < 2 or shape[0] < 1:
+        raise SnnexitError(f"calibration inputs {path}: shape {shape}, expected (N, ...) with N >= 1 inputs")
+    return shape, dtype
 
 
 def trace_unlabelled(snn, x: torch.Tensor, config: RunConfig, batch_size: int = 250, temporal: bool = False) -> Trace:

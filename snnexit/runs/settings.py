@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,9 +18,11 @@ from snnexit.convert import CONVERTERS
 from snnexit.convert.fixes import check_fix, default_fix
 from snnexit.data import DATASETS, default_frames, is_built_in
 from snnexit.data.sources import check_downloadable
+from snnexit.checks import (DEVICE_TYPES, MAX_SEED, check_device, check_positive, check_range,  # noqa: F401
+                            memory_bytes)
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
-from snnexit.exit.certify import CERTIFY_CANDIDATES
+from snnexit.exit.certify import certifiable_policies
 from snnexit import models
 from snnexit.models import MODELS
 from snnexit.quant import MAX_BITS, QUANTIZERS
@@ -31,70 +32,14 @@ from snnexit.quant import MAX_BITS, QUANTIZERS
 TRAINING_CODE_VERSION = 2
 MAX_T = 100_000  # far beyond any converted SNN's latency; a trace this long still fits in memory for small splits
 MAX_EPOCHS = 100_000  # the paper trains 300
-MAX_SEED = 2 ** 63 - 1
 MAX_LEVELS = 2 ** 16  # QCFS L (an LSQ activation of b bits has L = 2**b - 1)
 MAX_BATCH = 2 ** 20  # inputs per batch (training, tracing)
 MAX_WIDTH = 2 ** 20  # far beyond what fits in memory for every built-in model; the memory check is finer
 MAX_LR = 10.0
 MAX_INIT_THRESHOLD = 1e6
-DEVICE_TYPES = ("cpu", "cuda", "mps")
 # event data: what the ANN trains on (snnexit.runs.ann.ann_training_split); its tests and calibration see mean frames
 ANN_EVENT_INPUTS = ("prefix_means", "mean_frame")
 
-
-def check_device(device, what: str = "device") -> str:
-    """``device`` if this machine has it, else a :class:`SnnexitError` naming it: a torch device
-    string (``cpu``, ``cuda``, ``cuda:1``, ``mps``) whose accelerator is available and whose index
-    is within the devices present. Every command checks its devices with this, before any work."""
-    if not isinstance(device, str) or not device.strip():
-        raise SnnexitError(f"{what} must name a torch device (cpu, cuda, cuda:1, ...), got {device!r}")
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise SnnexitError(f"{what} {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if parsed.type not in DEVICE_TYPES:
-        raise SnnexitError(f"{what} {device!r}: snnexit runs on {', '.join(DEVICE_TYPES)}, not {parsed.type}")
-    if parsed.type == "cpu":
-        if parsed.index not in (None, 0):
-            raise SnnexitError(f"{what} {device!r}: the CPU is cpu (or cpu:0)")
-    elif parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SnnexitError(f"{what} {device!r} requested but CUDA is not available")
-        count = torch.cuda.device_count()
-        if parsed.index is not None and parsed.index >= count:
-            raise SnnexitError(f"{what} {device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
-    elif parsed.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise SnnexitError(f"{what} {device!r} requested but MPS is not available")
-        if parsed.index not in (None, 0):
-            raise SnnexitError(f"{what} {device!r}: there is one MPS device, mps (or mps:0)")
-    return device
-
-
-def check_range(key: str, value, low, high, what: str = "") -> None:
-    """``low <= value <= high`` for a number (ints and floats, never bools; floats finite), else a
-    :class:`SnnexitError` naming ``key``: ``config key 'lr' must lie in (0, 10], got nan``."""
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and (not isinstance(value, float) or math.isfinite(value)) and low <= value <= high)
-    if not ok:
-        shown = f"{low}..{high}" if isinstance(low, int) and isinstance(high, int) else f"[{low:g}, {high:g}]"
-        raise SnnexitError(f"{key} must lie in {shown}{what}, got {value!r}")
-
-
-def check_positive(key: str, value, high: float, what: str = "") -> None:
-    """``0 < value <= high``, finite, else a :class:`SnnexitError` naming ``key``."""
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-          and 0 < value <= high)
-    if not ok:
-        raise SnnexitError(f"{key} must be a positive number up to {high:g}{what}, got {value!r}")
-
-
-def memory_bytes() -> int | None:
-    """This machine's physical memory in bytes (None where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def parameter_count(model: str, width: int | None = None) -> int:
@@ -152,17 +97,25 @@ class RunConfig:
     data_dir: str | None = None  # local folder of a real data set (cifar10, cifar100, imagefolder)
     download: bool = False  # fetch the data set into data_dir (or the cache) first, unless it is there
     progress: bool = True
+    # a NIR graph to run instead of training and converting an ANN (snnexit.runs.imported), read as
+    # `semantics` says (nir, snnexit, snntorch, sinabs, norse, spikingjelly) with `dt` seconds per step
+    nir: str | None = None
+    semantics: str = "snnexit"
+    dt: float | None = None  # None: the reader's own step
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         DATASETS.get(self.dataset)  # each raises with the known names
         MODELS.get(self.model)
-        CONVERTERS.get(self.converter)
         QUANTIZERS.get(self.quantizer)
         if self.conversion_fix is not None:
             check_fix(self.conversion_fix, self.converter)
         if self.ann_event_input not in ANN_EVENT_INPUTS:
             raise SnnexitError(f"Unknown ann_event_input {self.ann_event_input!r}. Known: {', '.join(ANN_EVENT_INPUTS)}")
+        takes = getattr(CONVERTERS.get(self.converter), "quantizers", None)
+        if self.nir is None and takes is not None and self.quantizer not in takes:
+            raise SnnexitError(f"converter {self.converter!r} converts ANNs with {' or '.join(takes)} activations, not "
+                               f"--quantizer {self.quantizer!r}: pass --quantizer {takes[0]} (or another converter)")
         if not str(self.out).strip():
             raise SnnexitError("out must name a run folder, got an empty string")
         if not (isinstance(self.T, int) and 1 <= self.T <= MAX_T):
@@ -185,6 +138,37 @@ class RunConfig:
             raise SnnexitError(f"data set {self.dataset!r} is built in: --data-dir does not apply")
         if self.download:
             check_downloadable(self.dataset)
+        self._validate_nir()
+
+    def _validate_nir(self) -> None:
+        if self.dt is not None:
+            check_positive("config key 'dt'", self.dt, 1e6, " (seconds per step of the NIR file's time constants)")
+        if self.nir is None and self.semantics == "snnexit":
+            return
+        # the readers' registry lives with the NIR importer (h5py): loaded only when a run names a reader
+        from snnexit.nir import SEMANTICS, import_nir
+
+        SEMANTICS.get(self.semantics)  # raises with the known names
+        if self.nir is None:
+            return
+        if not isinstance(self.nir, str) or not Path(self.nir).is_file():
+            raise SnnexitError(f"NIR file {self.nir}: no such file")
+        import_nir(self.nir, self.semantics, dt=self.dt)  # a node, dt or shape it cannot run: refused before any work
+
+    @property
+    def imported(self) -> bool:
+        """Does the run take its network from a NIR file (no ANN to train or convert)?"""
+        return self.nir is not None
+
+    def network_source(self) -> str:
+        """What made the run's network: its converter, or ``nir`` (traces record it as their converter)."""
+        return "nir" if self.imported else self.converter
+
+    def labels(self) -> tuple[str, str]:
+        """``(model, converter)`` as tables show them: for an imported network, the file and its reader."""
+        if self.imported:
+            return Path(self.nir).name, f"nir ({self.semantics})"
+        return self.model, self.converter
 
     def fix_name(self) -> str:
         """The conversion fix this run applies: the one it names, or the converter's default."""
@@ -214,6 +198,10 @@ class TraceSettings:
         if isinstance(self.batch_size, int) and self.batch_size < 1:
             raise SnnexitError(f"config key 'trace.batch_size' must be >= 1, got {self.batch_size}")
         check_range("config key 'trace.batch_size'", self.batch_size, 1, MAX_BATCH)
+
+
+# the fitting targets (snnexit.exit.target) that read each of their settings
+TARGET_READS = {"eps": ("max_drop", "risk", "precision", "coverage"), "max_steps": ("max_steps",), "delta": ("risk",)}
 
 
 @dataclass
@@ -248,6 +236,19 @@ class FitSettings:
     def create_policy(self):
         return create_policy(self.policy, **self.policy_kwargs())
 
+    def check_used(self) -> None:
+        """Refuse a setting that the target (or a fixed threshold) makes idle: ``--eps`` with
+        ``no_loss`` would be ignored, not obeyed."""
+        if self.threshold is not None and self.target != "no_loss":
+            raise SnnexitError(f"fit.target (--target) {self.target!r} does nothing with a fixed threshold "
+                               f"(--threshold {self.threshold!r} skips the choice); drop one of them")
+        for key, flag in (("eps", "--eps"), ("max_steps", "--max-steps"), ("delta", "--delta")):
+            readers = TARGET_READS[key]
+            if getattr(self, key) is not None and self.target not in readers:
+                why = "a fixed threshold" if self.threshold is not None else f"target {self.target!r}"
+                raise SnnexitError(f"fit.{key} ({flag}) does nothing with {why}: only the targets "
+                                   f"{', '.join(readers)} read it; drop it, or choose one of them (--target)")
+
     def validate(self) -> None:
         for key, value in asdict(self).items():
             if isinstance(value, float) and not math.isfinite(value):
@@ -268,6 +269,7 @@ class FitSettings:
             raise SnnexitError(f"config table [fit]: {exc}") from None
         except TypeError as exc:  # a policy's constructor refused an option
             raise SnnexitError(f"config table [fit]: {exc}") from None
+        self.check_used()  # after the policy's own checks: a parameter it lacks is named as such
 
 
 @dataclass
@@ -284,7 +286,7 @@ class CertifySettings:
 
     def candidates(self) -> tuple[str, ...]:
         if self.policies.strip() == "all":
-            return CERTIFY_CANDIDATES
+            return certifiable_policies()
         return tuple(name.strip() for name in self.policies.split(",") if name.strip())
 
     def validate(self) -> None:
@@ -296,11 +298,15 @@ class CertifySettings:
         if not names:
             raise SnnexitError("config table [certify]: policies is empty; give names or 'all'")
         for name in names:
-            if name not in CERTIFY_CANDIDATES:
+            if name not in certifiable_policies():
                 raise SnnexitError(f"config table [certify]: policy {name!r} cannot be certified. "
-                                   f"Certifiable: {', '.join(CERTIFY_CANDIDATES)}")
-        if self.calibration_inputs is not None and not Path(self.calibration_inputs).is_file():
-            raise SnnexitError(f"calibration inputs {self.calibration_inputs}: no such file (expected a .npy array)")
+                                   f"Certifiable: {', '.join(certifiable_policies())}")
+        if self.calibration_inputs is not None:
+            if not Path(self.calibration_inputs).is_file():
+                raise SnnexitError(f"calibration inputs {self.calibration_inputs}: no such file (expected a .npy array)")
+            from snnexit.runs.network import check_calibration_file  # network imports these settings
+
+            check_calibration_file(self.calibration_inputs)  # its header: the data is checked when the data set is loaded
 
     def options(self) -> dict:
         """Keyword arguments of :func:`snnexit.runs.evaluation.certified_exit`."""

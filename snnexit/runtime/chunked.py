@@ -29,9 +29,11 @@ from dataclasses import dataclass
 
 import torch
 
+from snnexit.checks import check_integer
 from snnexit.errors import SnnexitError
 from snnexit.simulate.cost import Cost
 from snnexit.simulate.inputs import check_inputs
+from snnexit.simulate.stepper import chunk_frames, chunk_lengths
 from snnexit.runtime.engine import EarlyExitEngine, ExitResult
 from snnexit.runtime.threads import LoadMeter, num_threads
 
@@ -84,6 +86,23 @@ def plan_chunks(survival: torch.Tensor, n: int, chunk_time) -> tuple[int, ...]:
         plan.append(choice[s])
         s += choice[s]
     return tuple(plan)
+
+
+def exit_step_hint(exit_steps, T: int) -> torch.Tensor:
+    """Exit steps given as a hint for the plan, checked: whole numbers in 1..T, at least one."""
+    try:
+        steps = torch.as_tensor(exit_steps)
+    except (TypeError, ValueError, RuntimeError):
+        raise SnnexitError(f"exit_steps must be a sequence of steps in 1..{T}, got {type(exit_steps).__name__}") from None
+    if steps.dim() != 1 or steps.numel() == 0 or steps.is_complex() or steps.dtype == torch.bool:
+        raise SnnexitError(f"exit_steps must be a non-empty 1-d sequence of steps in 1..{T}, got shape "
+                           f"{tuple(steps.shape)} of {steps.dtype}")
+    if steps.is_floating_point() and not bool((torch.isfinite(steps) & (steps == steps.round())).all()):
+        raise SnnexitError(f"exit_steps must be whole steps in 1..{T}: NaN, infinite or fractional values given")
+    steps = steps.long().cpu()
+    if int(steps.min()) < 1 or int(steps.max()) > T:
+        raise SnnexitError(f"exit_steps must lie in 1..{T}, got values in {int(steps.min())}..{int(steps.max())}")
+    return steps
 
 
 class ChunkPlanner:
@@ -167,31 +186,31 @@ class ChunkedEngine(EarlyExitEngine):
             and other processes leave the cores free), an int, or None (torch's setting).
         max_chunk_bytes: memory cap for one chunk's activations; it bounds the chunk length.
         timing_repeats: repeats per measured chunk length when planning.
+        chunk_time: a cost model ``(k, m) -> seconds`` of a chunk of k steps on m inputs, planned
+            with instead of measured times: the same plan on every run and machine (a deployment
+            whose traces are recorded with the engine's plan wants exactly that).
     """
 
     def __init__(self, snn, policy, T: int, device: str | torch.device = "cpu", chunks="auto",
                  exit_steps: torch.Tensor | None = None, threads="auto", count_spikes: bool = True,
-                 fan_out: list[float] | None = None, max_chunk_bytes: int = 256 * 2 ** 20, timing_repeats: int = 3):
+                 fan_out: list[float] | None = None, max_chunk_bytes: int = 256 * 2 ** 20, timing_repeats: int = 3,
+                 chunk_time=None):
         super().__init__(snn, policy, T, device, compact=True, count_spikes=count_spikes, fan_out=fan_out)
         if isinstance(chunks, str):
             if chunks != "auto":
                 raise SnnexitError(f"chunks must be 'auto', a positive int or a list of them, got {chunks!r}")
             self.fixed_schedule = None
         else:
-            lengths = [int(chunks)] if isinstance(chunks, (int, float)) else [int(k) for k in chunks]
-            if not lengths or min(lengths) < 1:
-                raise SnnexitError(f"chunk lengths must be positive integers, got {chunks!r}")
-            if len(lengths) == 1:
-                lengths = lengths * math.ceil(self.T / lengths[0])
-            if sum(lengths) < self.T:
-                raise SnnexitError(f"chunk lengths {lengths} cover {sum(lengths)} steps, fewer than T = {self.T}")
-            self.fixed_schedule = tuple(lengths)
+            self.fixed_schedule = chunk_lengths(chunks, self.T)
         if not (threads in ("auto", None) or (isinstance(threads, int) and threads >= 1)):
             raise SnnexitError(f"threads must be 'auto', a positive int or None, got {threads!r}")
         self.threads = threads
-        self.max_chunk_bytes = int(max_chunk_bytes)
-        self.timing_repeats = int(timing_repeats)
-        self.hint = None if exit_steps is None else torch.as_tensor(exit_steps).long().cpu()
+        self.max_chunk_bytes = check_integer("max_chunk_bytes", max_chunk_bytes, 1)
+        self.timing_repeats = check_integer("timing_repeats", timing_repeats, 1)
+        if chunk_time is not None and not callable(chunk_time):
+            raise SnnexitError(f"chunk_time must be a function (k, m) -> seconds, got {type(chunk_time).__name__}")
+        self.chunk_time = chunk_time
+        self.hint = None if exit_steps is None else exit_step_hint(exit_steps, self.T)
         self.seen: list[torch.Tensor] = []  # exit steps of earlier runs, when there is no hint
         self.planner = ChunkPlanner(self)
         self.load = LoadMeter()
@@ -253,8 +272,11 @@ class ChunkedEngine(EarlyExitEngine):
         if key not in self._plans:
             self._measure_rows(x, temporal)
             max_k = self._max_chunk(n)
-            self.planner.measure(x, key[0], max_k, temporal)
-            fn = self.planner.chunk_time(key[0], n)
+            if self.chunk_time is None:
+                self.planner.measure(x, key[0], max_k, temporal)
+                fn = self.planner.chunk_time(key[0], n)
+            else:
+                fn = self.chunk_time
             self._plans[key] = plan_chunks(self._survival(), n, lambda k, m: fn(k, m) if k <= max_k else math.inf)
         return self._plans[key]
 
@@ -262,9 +284,7 @@ class ChunkedEngine(EarlyExitEngine):
 
     def _frames(self, x: torch.Tensor, t0: int, k: int, temporal: bool) -> torch.Tensor:
         """``(k, n, ...)`` inputs of steps ``t0 + 1 .. t0 + k``."""
-        if temporal:
-            return x[:, t0:t0 + k].transpose(0, 1)
-        return x.unsqueeze(0).expand(k, *x.shape)
+        return chunk_frames(x, t0, k, temporal)
 
     def _measure_rows(self, x: torch.Tensor, temporal: bool) -> None:
         """Bytes one input-step of a chunk holds (for the memory cap), from one step of the network."""

@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from snnexit.checks import check_device, check_integer
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import check_is_fitted, deployable_policy
 from snnexit.simulate.cost import Cost, fan_out, input_macs
@@ -218,14 +219,16 @@ class EarlyExitEngine:
         if not isinstance(snn, SpikingNetwork):
             raise SnnexitError(f"expected a SpikingNetwork, got {type(snn).__name__}")
         policy = deployable_policy(policy)  # a certified exit runs the policy it certified
-        if int(T) < 1:
-            raise SnnexitError(f"T must be >= 1, got {T}")
+        T = check_integer("T", T, 1)
+        device = check_device(str(device) if isinstance(device, torch.device) else device)
         if not hasattr(policy, "decide"):
             raise SnnexitError(f"{type(policy).__name__} is not an exit policy (it has no decide method)")
         if not getattr(policy, "online", True):
             raise SnnexitError(f"{type(policy).__name__} has no online rule (it needs future steps): evaluate it on a "
                                f"trace instead")
         check_is_fitted(policy)
+        if hasattr(policy, "check_output"):
+            policy.check_output(snn.meta)  # the network states the scaling the policy was fitted with
         fitted_T = getattr(policy, "T_", None) if getattr(policy, "needs_fit", False) else None
         if fitted_T is not None and fitted_T != int(T):
             raise SnnexitError(f"{type(policy).__name__} was fitted on traces of T_ = {fitted_T} steps; this engine "
@@ -233,7 +236,7 @@ class EarlyExitEngine:
         self.device = torch.device(device)
         self.snn = snn.to(self.device).eval()
         self.policy = policy
-        self.T = int(T)
+        self.T = T
         self.compact = bool(compact)
         self.count_spikes = bool(count_spikes)
         self.fan_out = None if fan_out is None else list(fan_out)

@@ -12,7 +12,8 @@ Counts per input ``n`` that exits after ``k_n`` steps (fixed T: ``k_n = T``):
 ``fan_out_l`` is the mean number of neurons (of any later spiking layer or of the output layer)
 that one neuron of layer ``l`` connects to: the non-zero entries of the Jacobian of the linear
 map from layer ``l``'s spikes to the inputs of the layers they feed, averaged over layer
-``l``'s neurons. :func:`fan_out` computes it from the modules that consume each layer's output
+``l``'s neurons (a module may give its own twin for this pass, ``indicator()``: a leaky
+integrator passes its input on, a recurrent block also delivers its loop's connections). :func:`fan_out` computes it from the modules that consume each layer's output
 (conv, linear, pooling, batch norm, flatten, residual additions) in one forward pass of an
 "indicator" copy of the network: every weight becomes ``[w != 0]``, average pooling becomes sum
 pooling, batch norm and biases vanish, and layer ``l`` emits ones while every other spiking
@@ -20,16 +21,21 @@ layer is silent. It is exact for the network's structure; ``spikes x mean fan-ou
 when the spikes of a layer are spread like its fan-out (border neurons of a padded conv reach
 fewer neurons than interior ones) and an estimate otherwise.
 
-**Energy** (:func:`energy_pj`) follows the accounting of SNN papers and SpikingJelly's op
-counter: the layers that read the analog input (the first convolution under direct encoding)
-multiply-accumulate, ``MACs[n] = k_n * input_macs`` (``input_macs`` per step, dense: every
+**Energy** (:func:`energy_pj`), snnexit's convention: a model of a spike-driven chip, as SNN
+papers account it. The layers that read the analog input (the first convolution under direct
+encoding) multiply-accumulate, ``MACs[n] = k_n * input_macs`` (``input_macs`` per step, dense: every
 output times its ``C_in / groups * kernel`` taps, as op counters count it; the input is presented
 at every step, so it is counted at every step); every later layer is spike-driven and adds a
 weight per delivered spike, ``ACs[n] = SynOps[n]``. Energy ``= MACs * E_MAC + ACs * E_AC`` with
 per-operation energies from Horowitz (ISSCC 2014, 45 nm): FP32 4.6 / 0.9 pJ (multiply 3.7 + add
 0.9; add 0.9), FP16 1.5 / 0.4 pJ (1.1 + 0.4; 0.4), INT8 0.23 / 0.03 pJ (0.2 + 0.03; 0.03), the
 presets of SpikingJelly's ``SimpleEnergyCostConfig``; or any pair the user gives. Neuron updates,
-batch norm (foldable into the weights) and memory traffic are not counted.
+batch norm (foldable into the weights) and memory traffic are not counted, average pooling is
+folded into the fan-out of the layer after it, each layer's fan-out is its mean, and a spike is
+one event whatever amplitude it carries (a chip folds theta into the next weights). This is not
+what SpikingJelly's op counter counts: :mod:`snnexit.simulate.opcount` counts that way (exact
+fan-out of 0/1 inputs, dense MACs for any other input, pooling and BatchNorm counted) on the
+same run, and ``benchmarks/energy_conventions.py`` compares the two.
 
 Everything here is a pure function of spike counts, so the online runtime (which accumulates
 spikes up to each input's exit) and a recorded :class:`~snnexit.simulate.trace.Trace` give the
@@ -260,7 +266,8 @@ class _Probe(nn.Module):
         self.neurons = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.arrived = x.flatten(1).sum(1)
+        arrived = x.flatten(1).sum(1)  # a recurrent layer also receives its loop's connections: they add up
+        self.arrived = arrived if self.arrived is None else self.arrived + arrived
         self.neurons = x[0].numel()
         out = torch.zeros_like(x)
         out[self.index] = 1
@@ -278,7 +285,10 @@ def _indicator_copy(body: nn.Module, is_spiking) -> tuple[nn.Module, list[_Probe
         for name, child in list(parent.named_children()):
             path = f"{prefix}.{name}" if prefix else name
             new = None
-            if is_spiking(child):
+            if hasattr(child, "indicator") and not is_spiking(child):  # a module that says what it connects
+                new = child.indicator()
+                swap(new, path)
+            elif is_spiking(child):
                 new = _Probe(len(probes))
                 probes.append(new)
             elif isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):

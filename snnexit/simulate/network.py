@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snnexit.neurons.modules import SpikingNeuron
+from snnexit.simulate.scaling import OutputScaling
+from snnexit.neurons.modules import SpikingNeuron, StatefulModule
 
 
 class SpikingNetwork(nn.Module):
@@ -21,16 +22,26 @@ class SpikingNetwork(nn.Module):
         self.body = body
         self.meta = dict(meta or {})
 
+    @property
+    def scaling(self) -> OutputScaling:
+        """The output scaling this network states in its meta (alpha, temperature; defaults where absent)."""
+        return OutputScaling.of(self.meta)
+
     def spiking_layers(self) -> list[tuple[str, SpikingNeuron]]:
         return [(n, m) for n, m in self.body.named_modules() if isinstance(m, SpikingNeuron)]
 
+    def stateful_modules(self) -> list[StatefulModule]:
+        """Every module that carries per-input state between steps: the spiking layers, and the
+        non-spiking ones (a leaky integrator, a recurrent block of an imported NIR graph)."""
+        return [m for m in self.body.modules() if isinstance(m, StatefulModule)]
+
     def reset(self) -> None:
-        for _, m in self.spiking_layers():
+        for m in self.stateful_modules():
             m.reset()
 
     def select(self, index: torch.Tensor) -> None:
         """Drop every input but those at ``index`` from all neuron states."""
-        for _, m in self.spiking_layers():
+        for m in self.stateful_modules():
             m.select(index)
 
     # False for a network that cannot take a sequence of frames (one per step), e.g. one that
@@ -53,13 +64,14 @@ class SpikingNetwork(nn.Module):
     def step_chunk(self, x: torch.Tensor) -> torch.Tensor:
         """Advance ``k`` steps at once, layer by layer: ``x`` ``(k, N, ...)`` holds each step's
         input; returns each step's output ``(k, N, C)``. Every stateless layer runs once on
-        ``k * N`` inputs and every neuron steps through the chunk (``SpikingNeuron.chunk``), so
+        ``k * N`` inputs and every neuron steps through the chunk (``StatefulModule.chunk``), so
         the result is that of ``k`` calls of :meth:`step` wherever the layers compute each
         input independently of the batch it sits in (exactly so with exact sums; in floating
-        point a kernel may sum in another order for another batch size)."""
+        point a kernel may sum in another order for another batch size). A module whose input
+        depends on its own earlier outputs (a recurrent block) steps through the chunk inside."""
         k, n = x.shape[0], x.shape[1]
         flat = x.reshape(k * n, *x.shape[2:])  # (k * N, ...), time-major
-        layers = [m for _, m in self.spiking_layers()]
+        layers = self.stateful_modules()
         for m in layers:
             m.chunk = k
         try:
@@ -67,7 +79,8 @@ class SpikingNetwork(nn.Module):
         finally:
             for m in layers:
                 m.chunk = None
-        self._chunk_counts = (torch.stack([m.chunk_spike_counts for m in layers], dim=2) if layers
+        spiking = [m for _, m in self.spiking_layers()]
+        self._chunk_counts = (torch.stack([m.chunk_spike_counts for m in spiking], dim=2) if spiking
                               else torch.zeros(k, n, 0, device=y.device))  # (k, N, L)
         return y.reshape(k, n, *y.shape[1:])
 

@@ -20,21 +20,17 @@ on construction, so a truncated or loaded trace scores with its own run length).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.io import load_tensors, save_tensors
+from snnexit.simulate.scaling import OutputScaling
 
 TRACE_FORMAT = "trace"
 TRACE_VERSION = 1
-
-
-def _is_number(x) -> bool:
-    """A finite real number (not a bool): what numeric trace meta must be."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass
@@ -90,12 +86,15 @@ class Trace:
                 raise SnnexitError(f"trace spikes must have shape (T, N, L) with (T, N) = {(T, N)}, got {tuple(s.shape)}")
         if not isinstance(self.meta, dict):
             raise SnnexitError(f"trace meta must be a dict, got {type(self.meta).__name__}")
-        alpha = self.meta.get("alpha", "T")
-        if alpha not in ("t", "T") and not (_is_number(alpha) and alpha > 0):
-            raise SnnexitError(f"trace meta 'alpha' must be 'T', 't' or a positive number, got {alpha!r}")
-        temperature = self.meta.get("temperature", 1.0)
-        if not (_is_number(temperature) and temperature > 0):
-            raise SnnexitError(f"trace meta 'temperature' must be a positive number, got {temperature!r}")
+        try:
+            OutputScaling.of(self.meta)
+        except SnnexitError as exc:
+            raise SnnexitError(f"trace meta: {exc}") from None
+
+    @property
+    def scaling(self) -> OutputScaling:
+        """The output scaling this trace's network states (:class:`OutputScaling`)."""
+        return OutputScaling.of(self.meta)
 
     # ---- derived views (pure) ----------------------------------------------------
     def predictions(self) -> torch.Tensor:
@@ -128,6 +127,28 @@ class Trace:
             raise SnnexitError(f"cannot truncate a trace of {self.T} steps to {T}")
         spikes = None if self.spikes is None else self.spikes[:T]
         return Trace(self.outputs[:T], self.labels, spikes, dict(self.meta))
+
+    @classmethod
+    def from_arrays(cls, outputs, labels=None, *, accumulated: bool, meta: dict | None = None) -> "Trace":
+        """The trace of outputs recorded elsewhere (a chip, another simulator): ``outputs``
+        ``(T, N, C)`` at every step, either per step (``accumulated=False``: summed here into
+        ``Y[t]``) or already accumulated (``accumulated=True``); there is no default, say which.
+        ``labels`` ``(N,)`` integers or None. Float64 outputs stay float64; others become float32."""
+        if not isinstance(accumulated, bool):
+            raise SnnexitError(f"accumulated must be True (Y[t] = sum of steps 1..t) or False (one step each), "
+                               f"got {accumulated!r}")
+        y = torch.as_tensor(np.ascontiguousarray(outputs))
+        if y.dim() != 3:
+            raise SnnexitError(f"outputs must have shape (T, N, C), got {tuple(y.shape)}")
+        y = y.double() if y.dtype == torch.float64 else y.float()
+        if not accumulated:
+            y = y.cumsum(0)
+        if labels is not None:
+            labels = torch.as_tensor(np.ascontiguousarray(labels))
+            if labels.is_floating_point() or labels.is_complex():
+                raise SnnexitError(f"labels must be integers, got {labels.dtype}")
+            labels = labels.long()
+        return cls(y, labels, None, dict(meta or {}))
 
     # ---- persistence -------------------------------------------------------------
     def save(self, path) -> None:

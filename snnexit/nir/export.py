@@ -13,7 +13,13 @@ starts from, 0.5), ``snnexit_fire = ">="`` and ``snnexit_threshold`` (theta); th
 ``snnexit_meta`` (the SNN's meta as JSON: converter, alpha, temperature). :func:`import_nir`
 with ``semantics="snnexit"`` reads them and reproduces our SNN bit for bit (same torch ops in
 the same order); ``semantics="nir"`` runs the standard NIR semantics instead. (The importer is
-in ``snnexit.export.nir_import``; this module writes and reads the graphs.)
+:mod:`snnexit.nir.importer`; this module writes and reads the graphs.)
+
+**For other readers** (:mod:`snnexit.nir.variants`): ``variant="hard_reset"`` is a network whose
+standard reading (hard reset to 0, ``v(0) = 0``) is its meaning, for SpikingJelly and the spec;
+``variant="subtract"`` keeps the subtractive reset, which snnTorch and Sinabs read into an ``IF``
+node with ``r = 1``, and drops only what NIR cannot say (``v(0) = theta / 2``). Both fold each
+spike's amplitude theta into the next layer's weights (no ``Scale`` node: those readers have none).
 
 **Graph layout.** Each spiking layer becomes ``IF`` (binary spikes) followed by ``Scale``
 (theta: the amplitude our spikes carry). BatchNorm is folded into the conv/linear before it
@@ -80,7 +86,8 @@ def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
-VARIANTS = ("exact", "hard_reset")
+VARIANTS = ("exact", "hard_reset", "subtract")
+POOLINGS = ("avg", "sum")
 
 
 def _module_to_nir(m: nn.Module, path: str, in_shape: tuple, out_shape: tuple, variant: str = "exact",
@@ -118,9 +125,10 @@ def _module_to_nir(m: nn.Module, path: str, in_shape: tuple, out_shape: tuple, v
     if isinstance(m, IFNeuron):
         theta = float(m.threshold)
         ones = np.ones(in_shape, np.float32)
-        if variant == "hard_reset":  # what a standard reader runs: the metadata says so too
+        if variant in ("hard_reset", "subtract"):  # what another reader runs: the metadata says so too
             fire_at = float(np.float32(theta * threshold_scale))
-            meta = {"snnexit_reset": "zero", "snnexit_v_init": 0.0, "snnexit_fire": ">=", "snnexit_threshold": fire_at}
+            meta = {"snnexit_reset": "zero" if variant == "hard_reset" else "subtract", "snnexit_v_init": 0.0,
+                    "snnexit_fire": ">=", "snnexit_threshold": fire_at}
         else:
             fire_at = theta
             meta = {"snnexit_reset": "subtract", "snnexit_v_init": float(m.v_init), "snnexit_fire": ">=",
@@ -136,18 +144,22 @@ def _module_to_nir(m: nn.Module, path: str, in_shape: tuple, out_shape: tuple, v
 
 
 def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...] | None = None, variant: str = "exact",
-           threshold_scale: float = 1.0):
+           threshold_scale: float = 1.0, pooling: str = "avg"):
     """The :class:`nir.NIRGraph` of ``snn`` (BatchNorm folded). ``input_shape`` is one input
     without the batch dimension, e.g. ``(1, 28, 28)``; default ``snn.meta["input_shape"]``.
 
     ``variant="exact"``: ``IF`` + ``Scale`` per spiking layer, the QCFS semantics in metadata
     (module doc). ``variant="hard_reset"``: a network that other NIR readers run as written
-    (:mod:`snnexit.export.standard`): hard reset to 0, ``v(0) = 0``, firing threshold
+    (:mod:`snnexit.nir.variants`): hard reset to 0, ``v(0) = 0``, firing threshold
     ``threshold_scale * theta``, each spike's amplitude theta folded into the next layer's weights
-    (:func:`fold_scales`).
+    (:func:`fold_scales`). ``variant="subtract"``: the same but resetting by subtraction (snnTorch
+    and Sinabs read ``IF`` so). ``pooling="sum"``: average pools as ``SumPool2d`` with their
+    ``1 / area`` in the next layer (:func:`sum_pooling`; Sinabs and Norse have no ``AvgPool2d``).
     """
     if variant not in VARIANTS:
         raise SnnexitError(f"Unknown NIR variant {variant!r}. Known: {', '.join(VARIANTS)}")
+    if pooling not in POOLINGS:
+        raise SnnexitError(f"Unknown NIR pooling {pooling!r}. Known: {', '.join(POOLINGS)}")
     if not (np.isfinite(threshold_scale) and threshold_scale > 0):
         raise SnnexitError(f"threshold scale must be a positive number, got {threshold_scale}")
 
@@ -210,9 +222,43 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...] | None = None, vari
             "snnexit_output": "per-step output of the last layer; accumulate over steps for Y[t]",
             "snnexit_variant": variant}
     graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
-    if variant == "hard_reset":
+    if variant != "exact":
         graph = fold_scales(graph)
-    return graph
+    return sum_pooling(graph) if pooling == "sum" else graph
+
+
+def _links(edges):
+    def succ(n):
+        return [b for a, b in edges if a == n]
+
+    def pred(n):
+        return [a for a, b in edges if b == n]
+    return succ, pred
+
+
+def _next_weighted(nodes, edges, start: str, through=(nir.AvgPool2d, nir.Flatten)) -> str | None:
+    """The ``Conv2d`` / ``Affine`` / ``Linear`` node that ``start`` feeds alone, through nodes of
+    the types ``through`` that each have one input and one output (None: there is none)."""
+    succ, pred = _links(edges)
+    cur = start
+    while len(succ(cur)) == 1 and len(pred(succ(cur)[0])) == 1:
+        nxt = succ(cur)[0]
+        if isinstance(nodes[nxt], through):
+            cur = nxt
+            continue
+        return nxt if isinstance(nodes[nxt], (nir.Conv2d, nir.Affine, nir.Linear)) else None
+    return None
+
+
+def _scaled(node, factor: float):
+    """The same weighted node with its weights (not its bias) times ``factor``."""
+    weight = np.asarray(node.weight, np.float32) * np.float32(factor)
+    if isinstance(node, nir.Conv2d):
+        return nir.Conv2d(input_shape=node.input_shape, weight=weight, stride=node.stride, padding=node.padding,
+                          dilation=node.dilation, groups=node.groups, bias=node.bias)
+    if isinstance(node, nir.Affine):
+        return nir.Affine(weight=weight, bias=node.bias)
+    return nir.Linear(weight=weight)
 
 
 def fold_scales(graph):
@@ -221,41 +267,39 @@ def fold_scales(graph):
     each with a single input and a single output. Scales that cannot be folded (a residual
     addition in between) stay."""
     nodes, edges = dict(graph.nodes), list(graph.edges)
-
-    def succ(n):
-        return [b for a, b in edges if a == n]
-
-    def pred(n):
-        return [a for a, b in edges if b == n]
-
     for name in [n for n, node in nodes.items() if isinstance(node, nir.Scale)]:
         factors = np.unique(np.asarray(nodes[name].scale))
+        _, pred = _links(edges)
         if factors.size != 1 or len(pred(name)) != 1:
             continue
-        cur, target = name, None
-        while len(succ(cur)) == 1 and len(pred(succ(cur)[0])) == 1:
-            nxt = succ(cur)[0]
-            if isinstance(nodes[nxt], (nir.AvgPool2d, nir.Flatten)):
-                cur = nxt
-                continue
-            if isinstance(nodes[nxt], (nir.Conv2d, nir.Affine, nir.Linear)):
-                target = nxt
-            break
+        target = _next_weighted(nodes, edges, name)
         if target is None:
             continue
-        node = nodes[target]
-        weight = np.asarray(node.weight, np.float32) * np.float32(factors[0])
-        if isinstance(node, nir.Conv2d):
-            nodes[target] = nir.Conv2d(input_shape=node.input_shape, weight=weight, stride=node.stride,
-                                       padding=node.padding, dilation=node.dilation, groups=node.groups,
-                                       bias=node.bias)
-        elif isinstance(node, nir.Affine):
-            nodes[target] = nir.Affine(weight=weight, bias=node.bias)
-        else:
-            nodes[target] = nir.Linear(weight=weight)
+        nodes[target] = _scaled(nodes[target], float(factors[0]))
+        succ, pred = _links(edges)
         (source,), after = pred(name), succ(name)
         edges = [e for e in edges if name not in e] + [(source, b) for b in after]
         del nodes[name]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata or {}))
+
+
+def sum_pooling(graph):
+    """A copy of ``graph`` where each ``AvgPool2d`` without padding is a ``SumPool2d`` and its
+    ``1 / area`` is folded into the next ``Conv2d`` / ``Affine`` / ``Linear`` (through ``Flatten``):
+    the same network for readers that have sum pooling only (Sinabs, Norse). An average pool that
+    does not feed such a layer alone stays."""
+    nodes, edges = dict(graph.nodes), list(graph.edges)
+    for name in [n for n, node in nodes.items() if isinstance(node, nir.AvgPool2d)]:
+        node = nodes[name]
+        if np.any(np.asarray(node.padding) != 0):
+            continue
+        target = _next_weighted(nodes, edges, name, through=(nir.Flatten,))
+        if target is None:
+            continue
+        kernel = np.broadcast_to(np.asarray(node.kernel_size).reshape(-1), (2,))
+        nodes[target] = _scaled(nodes[target], 1.0 / float(kernel[0] * kernel[1]))
+        nodes[name] = nir.SumPool2d(kernel_size=np.asarray(kernel), stride=np.asarray(node.stride),
+                                    padding=np.asarray(node.padding))
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata or {}))
 
 
@@ -268,10 +312,10 @@ def _jsonable(v) -> bool:
 
 
 def export_nir(snn: SpikingNetwork, path, input_shape: tuple[int, ...] | None = None, variant: str = "exact",
-               threshold_scale: float = 1.0):
-    """Write ``snn`` as a NIR file (HDF5, written atomically); returns the graph (``variant``:
-    see :func:`to_nir`)."""
-    graph = to_nir(snn, input_shape, variant, threshold_scale)
+               threshold_scale: float = 1.0, pooling: str = "avg"):
+    """Write ``snn`` as a NIR file (HDF5, written atomically); returns the graph (``variant``,
+    ``pooling``: see :func:`to_nir`)."""
+    graph = to_nir(snn, input_shape, variant, threshold_scale, pooling)
     path = Path(path)
     buf = io.BytesIO()
     nir.write(buf, graph)
