@@ -56,8 +56,9 @@ from snnexit.runtime.threads import LoadMeter  # noqa: E402
 
 
 def default_network(device: str = "cpu", log=print):
-    """The cached default model of ``snnexit run``: (snn, data, temperature)."""
-    config = RunConfig(device=device, progress=False)
+    """The cached default model of ``snnexit run`` without a conversion fix (SpikingJelly's IF node runs the plain
+    converted network): (snn, data, temperature)."""
+    config = RunConfig(device=device, progress=False, conversion_fix="none")
     data = load_dataset(config.dataset, config.seed)
     snn, calibration = trained_snn(config, data, log=log)
     return snn.to(device).eval(), data, calibration["temperature"]

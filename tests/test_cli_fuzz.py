@@ -151,6 +151,9 @@ COMMON = {
     "seed": ints([0, 12345], [-1, 2 ** 63]),
     "levels": ints([1, 4, 16], [0, -2, 70_000]),  # the base's quantizer is qcfs: L is read
     "converter": names(["qcfs"], ["magic", ""], junk=["qffs", "max", "robust"]),
+    "conversion_fix": names(["none", "step_bias"], ["ftbc", ""], junk=["mean_bias"]),
+    "conversion_fix_inputs": ints([1, 256], [0, -1, 2_000_000]),
+    "ann_event_input": names(["prefix_means", "mean_frame"], ["sum", ""]),
     "width": ints([4, 16], [0, -3, 100_000, 10 ** 7]),
     "lr": floats([0.002, 0.1], [0, -1, 11]),
     "batch_size": ints([8, 64], [0, -1, 2_000_000]),

@@ -9,10 +9,14 @@ import types
 import typing
 from dataclasses import fields
 
+from snnexit.convert.fixes.base import DEFAULT_FIX, FIXABLE_CONVERTERS, NO_FIX
 from snnexit.runs.config_file import run_fields
 from snnexit.runs.resolve import resolve_settings
 from snnexit.runs.settings import SECTIONS, RunConfig, Settings
 
+
+_DEFAULT_FIX_TEXT = (f"{DEFAULT_FIX} for {', '.join(FIXABLE_CONVERTERS)}, none for the others" if DEFAULT_FIX != NO_FIX
+                     else "none")
 
 # Flags for RunConfig fields: dest -> (option strings, help). Fields not listed (added later)
 # get ``--field-name``, typed from the dataclass.
@@ -25,6 +29,12 @@ _FLAGS = {
     "out": (["--out"], "run folder: each stage reads the previous stage's files there and writes its own"),
     "levels": (["--L", "--levels"], "QCFS quantization levels"),
     "converter": (["--converter"], "ANN-to-SNN converter"),
+    "conversion_fix": (["--conversion-fix"], "correction of the converted SNN fitted on training inputs (qcfs, max "
+                       "and robust conversions): none, step_bias (an input current per step and channel, FTBC), "
+                       "mean_bias (a constant one, Li et al. 2021); default: " + _DEFAULT_FIX_TEXT),
+    "conversion_fix_inputs": (["--conversion-fix-inputs"], "training inputs the conversion fix is fitted on"),
+    "ann_event_input": (["--ann-event-input"], "event data: what the ANN trains on, prefix_means (the mean of the first "
+                        "k frames, k random: what the SNN has integrated after k steps) or mean_frame"),
     "width": (["--width"], "model width (default: the model's own)"),
     "lr": (["--lr"], "learning rate"),
     "batch_size": (["--batch-size"], "training batch size"),

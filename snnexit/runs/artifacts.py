@@ -26,6 +26,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from types import SimpleNamespace
 
+from snnexit.convert.fixes import NO_FIX, restore_conversion_fix
 from snnexit.errors import SnnexitError
 from snnexit.exit import load_policy_with_extra, policy_name, save_policy
 from snnexit.exit.certify import load_certified_with_extra, save_certified
@@ -55,6 +56,7 @@ def sha256(path: Path) -> str:
 
 def run_config_from(stored: dict) -> RunConfig:
     names = {f.name for f in fields(RunConfig)}
+    stored = {"conversion_fix": NO_FIX, **stored}  # a config saved before conversion fixes existed applied none
     return RunConfig(**{k: v for k, v in stored.items() if k in names})
 
 
@@ -64,6 +66,20 @@ def _differences(stored: dict, current: dict) -> str:
     return "; ".join(diff) or "settings differ"
 
 
+def _fix_setting(config: RunConfig) -> dict | None:
+    """The record a network fixed with ``config``'s conversion fix carries (None: no fix)."""
+    if config.fix_name() == NO_FIX:
+        return None
+    return {"name": config.fix_name(), "inputs_asked": config.conversion_fix_inputs, "horizon": config.T}
+
+
+def conversion_fix_of(meta) -> str:
+    """``name (inputs N, horizon T)`` of the conversion fix a network's (or trace's) meta records,
+    or ``none``; inputs as the setting asked for them (a smaller training split gives fewer)."""
+    record = meta.get("conversion_fix") if isinstance(meta, dict) else None
+    if not isinstance(record, dict):
+        return NO_FIX
+    return f"{record.get('name')} (inputs {record.get('inputs_asked', record.get('inputs'))}, horizon {record.get('horizon')})"
 def _as_json(value):
     try:
         return json.loads(json.dumps(value, sort_keys=True))
@@ -123,7 +139,7 @@ def load_converted(path, device: str = "cpu", data=None, stored: tuple[dict, dic
     model = build_ann(config, dims)
     try:
         model.load_state_dict(ann_state)
-        snn = converted(model.eval(), converter, data)
+        snn = restore_conversion_fix(converted(model.eval(), converter, data), snn_state)  # the fix's layers, unfitted
         snn.load_state_dict(snn_state)
     except RuntimeError as exc:
         raise SnnexitError(f"{path}: weights do not fit model {config.model!r} converted with {converter!r}: "
@@ -226,6 +242,10 @@ class RunFolder:
         if meta.get("converter") != config.converter:
             raise SnnexitError(f"{path} was converted with {meta.get('converter')!r}, this config says "
                                f"{config.converter!r}; run `snnexit convert` again")
+        if conversion_fix_of(meta.get("snn_meta")) != conversion_fix_of({"conversion_fix": _fix_setting(config)}):
+            raise SnnexitError(f"{path} has conversion fix {conversion_fix_of(meta.get('snn_meta'))}, this config says "
+                               f"{conversion_fix_of({'conversion_fix': _fix_setting(config)})}; run `snnexit convert` "
+                               f"again")
         if not isinstance(meta.get("data"), dict) or not isinstance(meta.get("calibration"), dict):
             raise SnnexitError(f"{path} lacks the calibration or data sizes; run `snnexit convert` again")
         return meta
@@ -245,6 +265,10 @@ class RunFolder:
         if trace.T != config.T or trace.meta.get("converter") != config.network_source():
             raise SnnexitError(f"{path} has T = {trace.T} and converter {trace.meta.get('converter')!r}, this config "
                                f"says T = {config.T} and {config.network_source()!r}; run `snnexit trace` again")
+        if conversion_fix_of(trace.meta) != conversion_fix_of({"conversion_fix": _fix_setting(config)}):
+            raise SnnexitError(f"{path} was traced with conversion fix {conversion_fix_of(trace.meta)}, this config "
+                               f"says {conversion_fix_of({'conversion_fix': _fix_setting(config)})}; run "
+                               f"`snnexit trace` again")
         split = trace.meta.get("split")
         if split is not None and split != SPLIT_OF[name]:
             raise SnnexitError(f"{path} holds the {split} trace, not the {SPLIT_OF[name]} one (a copied file?); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from snnexit.convert.fixes import NO_FIX
 from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
 from snnexit.io import read_json_file
@@ -36,6 +37,10 @@ def exportable_snn(source: str | Path, checkpoint_config: RunConfig | None = Non
         raise SnnexitError(f"{source}: no such run folder or checkpoint")
     if source.is_dir():
         config, temperature = run_folder_config(source)
+        if config.fix_name() != NO_FIX:
+            raise SnnexitError(f"run {source} corrects its converted network with conversion fix {config.fix_name()!r} "
+                               f"(an input current per step or channel), which NIR cannot express: export a run made "
+                               f"with --conversion-fix none")
     elif checkpoint_config is None:
         raise SnnexitError("exporting a checkpoint needs --dataset and --model (and --L/--width if not the defaults)")
     else:

@@ -1,9 +1,10 @@
-"""From a trained ANN to traces: calibrate the temperature, convert, simulate.
+"""From a trained ANN to traces: calibrate the temperature, convert, fix the conversion, simulate.
 
-"ANN -> calibrate -> convert -> trace" is assembled here and nowhere else:
+"ANN -> calibrate -> convert -> conversion fix -> trace" is assembled here and nowhere else:
 :func:`calibrated_snn` returns the converted SNN carrying the ANN's temperature in
 ``snn.meta["temperature"]`` (set by :func:`attach_temperature`, the one place that writes it;
-every trace of the SNN copies its meta, so Dynamic Confidence reads it from there).
+every trace of the SNN copies its meta, so Dynamic Confidence reads it from there), corrected by
+the run's conversion fix (:func:`fix_conversion`, fitted on training inputs only) if it has one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from snnexit.calibrate import expected_calibration_error, fit_temperature
 from snnexit.convert import CONVERTERS, convert
+from snnexit.convert.fixes import NO_FIX, apply_conversion_fix
 from snnexit.data import DataSplits
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import learn_certify_indices
@@ -94,11 +96,38 @@ def converted(model: nn.Module, converter: str, data: DataSplits | None, tempera
     return snn
 
 
-def calibrated_snn(model: nn.Module, data: DataSplits, config: RunConfig) -> tuple[SpikingNetwork, dict]:
-    """Calibrate ``model`` (:func:`calibrate`) and convert it with ``config.converter``; the SNN
-    carries the fitted temperature. Returns ``(snn, calibration)``."""
+def fix_inputs(config: RunConfig, data: DataSplits) -> torch.Tensor:
+    """The training inputs a conversion fix is fitted on: a draw of ``config.conversion_fix_inputs``
+    (seeded by the run's seed) from the training split, as the SNN sees them (event data: frames).
+    Never validation or test inputs: those fit and certify the exit."""
+    n = min(config.conversion_fix_inputs, len(data.train))
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))
+    return data.train.x[order[:n].sort().values]
+
+
+def fix_conversion(snn: SpikingNetwork, model: nn.Module, data: DataSplits, config: RunConfig, log=None):
+    """Apply the run's conversion fix (``config.fix_name()``) to ``snn`` (in place; fitted over
+    ``config.T`` steps on :func:`fix_inputs`) and give it its new fingerprint. Returns ``snn``."""
+    if config.fix_name() == NO_FIX:
+        return snn
+    event_steps(config, data)  # the horizon cannot exceed the recordings' frames
+    x = fix_inputs(config, data).to(config.device)
+    report = apply_conversion_fix(snn.to(config.device), model.to(config.device), config.fix_name(), x, config.T,
+                                  temporal=data.temporal)
+    snn.meta["conversion_fix"]["inputs_asked"] = config.conversion_fix_inputs  # what the run settings said
+    snn.meta["network"] = network_fingerprint(snn)
+    if log is not None:
+        log(f"conversion fix {report.name}: fitted on {report.inputs} training inputs over {report.horizon} steps "
+            f"in {report.seconds:.1f} s")
+    return snn
+
+
+def calibrated_snn(model: nn.Module, data: DataSplits, config: RunConfig, log=None) -> tuple[SpikingNetwork, dict]:
+    """Calibrate ``model`` (:func:`calibrate`), convert it with ``config.converter`` and apply the
+    run's conversion fix; the SNN carries the fitted temperature. Returns ``(snn, calibration)``."""
     calibration = calibrate(model, data, config.device)
-    return converted(model, config.converter, data, calibration["temperature"]), calibration
+    snn = converted(model, config.converter, data, calibration["temperature"])
+    return fix_conversion(snn, model, data, config, log), calibration
 
 
 def trained_snn(config: RunConfig, data: DataSplits, log=print) -> tuple[SpikingNetwork, dict]:

@@ -34,7 +34,9 @@ STAGE_NAMES = ("train", "convert", "trace", "fit", "evaluate", "report")
 # settings that determine the trained ANN (RunConfig.train_key): the stages that check a file
 # against them (ann.safetensors, snn.safetensors) use them as much as train does
 TRAINING = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "quantizer", "bits", "batch_size", "lr",
-            "width", "data_dir")
+            "width", "data_dir", "ann_event_input")
+# how snn.safetensors was made from the ANN (a conversion fix is fitted over the horizon T)
+CONVERSION = ("converter", "conversion_fix", "conversion_fix_inputs")
 FIT = ("fit.policy", "fit.target", "fit.threshold", "fit.temperature", "fit.eps", "fit.max_steps", "fit.delta",
        "fit.options")
 CERTIFY = ("certify.eps", "certify.delta", "certify.policies", "certify.calibration_inputs")
@@ -45,24 +47,24 @@ EVERY_STAGE = ("out", "device", "progress", "cache_dir", "config", "quiet", "ove
 # stage -> the settings (argparse dests: RunConfig fields, "section.key") it uses
 USES = {  # download: the stages that load the data
     "train": TRAINING + ("download",) + NETWORK,
-    "convert": TRAINING + ("converter", "download") + NETWORK,
-    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs", "download") + NETWORK,
+    "convert": TRAINING + CONVERSION + ("T", "download") + NETWORK,
+    "trace": TRAINING + CONVERSION + ("T", "trace.batch_size", "certify.calibration_inputs", "download") + NETWORK,
     # T and the converter: the traces must be this run's; the data set: T defaults to an event data set's frames
-    "fit": ("dataset", "T", "converter") + FIT + NETWORK,
+    "fit": ("dataset", "T") + CONVERSION + FIT + NETWORK,
     # the training settings: snn.safetensors's; the fit settings: policy.json's, and they must make a
     # valid policy together (--policy conformal needs --target coverage)
-    "evaluate": TRAINING + ("converter", "T") + FIT + CERTIFY + NETWORK,
-    "report": ("dataset", "T", "converter") + NETWORK,
+    "evaluate": TRAINING + CONVERSION + ("T",) + FIT + CERTIFY + NETWORK,
+    "report": ("dataset", "T") + CONVERSION + NETWORK,
 }
 # stage -> the settings the files it reads from the run folder were made with: a value given for
 # one must equal the folder's
 READS = {
     "train": (),
     "convert": TRAINING,  # ann.safetensors (an imported network: the NIR file itself, no folder file)
-    "trace": TRAINING + ("converter",) + NETWORK,  # snn.safetensors or network.json
-    "fit": ("dataset", "T", "converter") + NETWORK,  # the traces
-    "evaluate": TRAINING + ("converter", "T") + FIT + ("certify.calibration_inputs",) + NETWORK,  # ... and policy.json
-    "report": ("dataset", "T", "converter") + NETWORK,  # results.json and the traces
+    "trace": TRAINING + CONVERSION + NETWORK,  # snn.safetensors or network.json
+    "fit": ("dataset", "T") + CONVERSION + NETWORK,  # the traces
+    "evaluate": TRAINING + CONVERSION + ("T",) + FIT + ("certify.calibration_inputs",) + NETWORK,  # ... and policy.json
+    "report": ("dataset", "T") + CONVERSION + NETWORK,  # results.json and the traces
 }
 # where and how a command runs: never taken from the folder (another machine, another cache)
 NOT_INHERITED = ("out", "device", "progress", "cache_dir", "download")

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from snnexit.convert import CONVERTERS
-from snnexit.data import DATASETS, is_built_in
+from snnexit.convert.fixes import check_fix, default_fix
+from snnexit.data import DATASETS, default_frames, is_built_in
 from snnexit.data.sources import check_downloadable
 from snnexit.checks import (DEVICE_TYPES, MAX_SEED, check_device, check_positive, check_range,  # noqa: F401
                             memory_bytes)
@@ -36,6 +37,8 @@ MAX_BATCH = 2 ** 20  # inputs per batch (training, tracing)
 MAX_WIDTH = 2 ** 20  # far beyond what fits in memory for every built-in model; the memory check is finer
 MAX_LR = 10.0
 MAX_INIT_THRESHOLD = 1e6
+# event data: what the ANN trains on (snnexit.runs.ann.ann_training_split); its tests and calibration see mean frames
+ANN_EVENT_INPUTS = ("prefix_means", "mean_frame")
 
 
 
@@ -74,6 +77,14 @@ class RunConfig:
     levels: int = 4  # QCFS L
     init_threshold: float = 1.0  # QCFS lam at init; 1 suits inputs in [0, 1] (the paper uses 8 on CIFAR)
     converter: str = "qcfs"
+    # a correction of the converted SNN fitted on training inputs after conversion (snnexit.convert.fixes):
+    # none, step_bias (FTBC), mean_bias (Li et al. 2021); None: the converter's default (fix_name()).
+    # The ANN and its cache stay as they are.
+    conversion_fix: str | None = None
+    conversion_fix_inputs: int = 256  # training inputs the fix is fitted on (a seeded draw)
+    # event data only: the ANN trains on prefix_means (the mean of the first k frames, k drawn per input: what the
+    # converted SNN has integrated after k steps) or mean_frame (each recording's mean frame, as before)
+    ann_event_input: str = "prefix_means"
     # the ANN's activation: qcfs (L = levels), lsq (b = bits, L = 2**b - 1; converts with qcfs or qffs),
     # relu or clip (ReLU clipped at init_threshold; for the data-normalisation converters max/robust)
     quantizer: str = "qcfs"
@@ -97,6 +108,10 @@ class RunConfig:
         DATASETS.get(self.dataset)  # each raises with the known names
         MODELS.get(self.model)
         QUANTIZERS.get(self.quantizer)
+        if self.conversion_fix is not None:
+            check_fix(self.conversion_fix, self.converter)
+        if self.ann_event_input not in ANN_EVENT_INPUTS:
+            raise SnnexitError(f"Unknown ann_event_input {self.ann_event_input!r}. Known: {', '.join(ANN_EVENT_INPUTS)}")
         takes = getattr(CONVERTERS.get(self.converter), "quantizers", None)
         if self.nir is None and takes is not None and self.quantizer not in takes:
             raise SnnexitError(f"converter {self.converter!r} converts ANNs with {' or '.join(takes)} activations, not "
@@ -112,6 +127,8 @@ class RunConfig:
         check_range("config key 'levels' (L)", self.levels, 1, MAX_LEVELS)
         check_range("config key 'bits'", self.bits, 1, MAX_BITS, " (LSQ bit width)")
         check_range("config key 'batch_size'", self.batch_size, 1, MAX_BATCH)
+        check_range("config key 'conversion_fix_inputs'", self.conversion_fix_inputs, 1, MAX_BATCH,
+                    " (training inputs the conversion fix is fitted on)")
         check_positive("config key 'lr'", self.lr, MAX_LR, " (the learning rate)")
         check_positive("config key 'init_threshold'", self.init_threshold, MAX_INIT_THRESHOLD,
                        " (QCFS lam at initialisation)")
@@ -153,6 +170,10 @@ class RunConfig:
             return Path(self.nir).name, f"nir ({self.semantics})"
         return self.model, self.converter
 
+    def fix_name(self) -> str:
+        """The conversion fix this run applies: the one it names, or the converter's default."""
+        return default_fix(self.converter) if self.conversion_fix is None else self.conversion_fix
+
     def train_key(self) -> str:
         """Hash of everything that determines the trained ANN (the cache key), the version of the
         training code included: a cache written by older code is not silently reused."""
@@ -161,6 +182,8 @@ class RunConfig:
         settings["training_code"] = TRAINING_CODE_VERSION
         if self.quantizer != "qcfs":  # absent for QCFS: old cache keys stay valid
             settings.update(quantizer=self.quantizer, bits=self.bits)
+        if self.ann_event_input != "mean_frame" and self.dataset in DATASETS and default_frames(self.dataset):
+            settings["ann_event_input"] = self.ann_event_input  # event data (absent for mean frames: old keys stay)
         if self.data_dir is not None:  # another local copy may hold other images (absent: old keys stay valid)
             settings["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
         blob = json.dumps(settings, sort_keys=True)

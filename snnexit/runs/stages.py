@@ -152,7 +152,8 @@ def train(r: Run):
 
 @_timed
 def convert(r: Run):
-    """Calibrate the trained ANN (temperature) and convert it -> ``snn.safetensors``; an imported
+    """Calibrate the trained ANN (temperature), convert it and apply the conversion fix ->
+    ``snn.safetensors``; an imported
     network is imported and checked against the data instead -> ``network.json``."""
     if r.config.imported:
         data = r.data
@@ -163,7 +164,7 @@ def convert(r: Run):
             r.folder.save_network_record(network_record(r.config, r.snn, r.data_sizes))
         return r.folder / NETWORK_FILE
     ann, data = r.trained(), r.data
-    r.snn, r.calibration = calibrated_snn(ann, data, r.config)
+    r.snn, r.calibration = calibrated_snn(ann, data, r.config, r.log)
     c = r.calibration
     r.log(f"ANN test accuracy {c['test_acc']:.4f}; temperature {c['temperature']:.3f}, "
           f"test ECE {c['ece_test_before']:.4f} -> {c['ece_test_after']:.4f}")
