@@ -13,6 +13,13 @@ from snnexit.errors import SnnexitError
 from snnexit.runs.config_file import load_config, save_config, settings_from_dict
 from snnexit.runs.settings import FitSettings, RunConfig, Settings, TraceSettings
 
+
+@pytest.fixture(autouse=True)
+def _away_from_runs(tmp_path, monkeypatch):
+    """The default --out is runs/default, relative: a run folder left by ``make run`` in the
+    working directory would lend its settings to the stages resolved here."""
+    monkeypatch.chdir(tmp_path)
+
 STAGE_COMMANDS = ["run", "train", "convert", "trace", "fit", "evaluate", "report"]
 
 

@@ -296,8 +296,9 @@ def test_import_refuses_mismatches_and_code(tmp_path):
 @pytest.mark.parametrize("quantizer,converter,alpha", [("lsq", "qffs", 3), ("relu", "max", "T"), ("lsq", "qcfs", "T")])
 def test_run_with_quantizer_and_converter(tmp_path, quantizer, converter, alpha):
     out = tmp_path / "out"
+    bits = ["--bits", "2"] if quantizer == "lsq" else []  # --bits with another activation is refused as idle
     args = ["run", "--dataset", "digits", "--epochs", "2", "--T", "8", "--width", "4", "--no-progress",
-            "--quantizer", quantizer, "--bits", "2", "--converter", converter, "--out", str(out),
+            "--quantizer", quantizer, *bits, "--converter", converter, "--out", str(out),
             "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
     r = json.loads((out / "results.json").read_text())

@@ -16,7 +16,8 @@ from snnexit.io import check_output_folder, write_json, write_text
 from snnexit.report.compare import comparison_markdown, plot_comparison
 from snnexit.runs.ownership import check_replaceable, mark_folder
 from snnexit.runs.paths import check_files_in
-from snnexit.runs.settings import MAX_T, TARGET_READS, check_range
+from snnexit.exit.target import target_readers
+from snnexit.runs.settings import MAX_T, check_range
 from snnexit.simulate.trace import Trace, check_same_network
 
 OUT_FILES = ("compare.md", "compare.json", "compare.png")
@@ -67,9 +68,9 @@ def check_settings(args) -> None:
         raise SnnexitError(f"--delta must lie in (0, 1) (a failure probability), got {args.delta}")
     FitTarget(args.target, eps=args.eps, max_steps=args.max_steps, delta=args.delta)  # what the target needs
     for key, flag in (("eps", "--eps"), ("max_steps", "--max-steps"), ("delta", "--delta")):
-        if getattr(args, key) is not None and args.target not in TARGET_READS[key]:
+        if getattr(args, key) is not None and args.target not in target_readers(key):
             raise SnnexitError(f"{flag} does nothing with --target {args.target}: only the targets "
-                               f"{', '.join(TARGET_READS[key])} read it; drop it, or choose one of them")
+                               f"{', '.join(target_readers(key))} read it; drop it, or choose one of them")
     for name in policy_names(args) or []:
         POLICIES.get(name)  # an unknown name lists the known ones
 

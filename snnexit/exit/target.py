@@ -47,6 +47,14 @@ def register_target(kind: str, *, eps: str | None = None, delta: bool = False, m
     return kind
 
 
+def target_readers(setting: str) -> tuple[str, ...]:
+    """The registered target kinds that read ``setting`` (``eps``, ``delta`` or ``max_steps``): a
+    value given for it with any other kind would be ignored, so the settings refuse it."""
+    if setting not in ("eps", "delta", "max_steps"):
+        raise ValueError(f"targets read eps, delta or max_steps, not {setting!r}")
+    return tuple(kind for kind, rule in TARGET_KINDS.items() if getattr(rule, setting))
+
+
 register_target("no_loss")
 register_target("max_drop", eps="closed")
 register_target("max_steps", max_steps=True)

@@ -23,6 +23,7 @@ from snnexit.checks import (DEVICE_TYPES, MAX_SEED, check_device, check_positive
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
 from snnexit.exit.certify import certifiable_policies
+from snnexit.exit.target import target_readers
 from snnexit import models
 from snnexit.models import MODELS
 from snnexit.quant import MAX_BITS, QUANTIZERS
@@ -201,9 +202,6 @@ class TraceSettings:
 
 
 # the fitting targets (snnexit.exit.target) that read each of their settings
-TARGET_READS = {"eps": ("max_drop", "risk", "precision", "coverage"), "max_steps": ("max_steps",), "delta": ("risk",)}
-
-
 @dataclass
 class FitSettings:
     """The exit policy fitted on the validation trace: a registered name, the fitting target and
@@ -243,7 +241,7 @@ class FitSettings:
             raise SnnexitError(f"fit.target (--target) {self.target!r} does nothing with a fixed threshold "
                                f"(--threshold {self.threshold!r} skips the choice); drop one of them")
         for key, flag in (("eps", "--eps"), ("max_steps", "--max-steps"), ("delta", "--delta")):
-            readers = TARGET_READS[key]
+            readers = target_readers(key)
             if getattr(self, key) is not None and self.target not in readers:
                 why = "a fixed threshold" if self.threshold is not None else f"target {self.target!r}"
                 raise SnnexitError(f"fit.{key} ({flag}) does nothing with {why}: only the targets "
