@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from snnexit.cli import main
+from snnexit.data import load_dataset
 from snnexit.io import load_tensors, save_tensors
 from snnexit.nir import import_nir, to_nir
 from snnexit.nir.variants import DEFAULT_SCALES, calibrate_threshold_scale
@@ -35,8 +36,6 @@ def run_network(folder):
     """The run's network as the stages load it from snn.safetensors."""
     _, meta = load_tensors(folder / "snn.safetensors", fmt="snn", version=1)
     config = run_config_from(meta["config"])
-    from snnexit.data import load_dataset
-
     data = load_dataset(config.dataset, config.seed)
     return RunFolder(folder).load_snn(config, data), data
 

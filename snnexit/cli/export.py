@@ -42,8 +42,8 @@ def register(sub) -> None:
     p.add_argument("--L", dest="levels", type=positive_int, default=None, help="with a checkpoint: QCFS levels")
     p.add_argument("--width", type=positive_int, default=None, help="with a checkpoint: model width")
     p.add_argument("--data-dir", default=None, type=path_arg, help="with a checkpoint: local folder of a real data set")
-    p.add_argument("--cache-dir", default=None, type=path_arg, help="cache of event frames (and of the ANN of a checkpoint's data set) (default: the run's own, "
-                        "else ~/.cache/snnexit); a run folder's network is its snn.safetensors, never the cache's")
+    p.add_argument("--cache-dir", default=None, type=path_arg, help="where event frames are cached (default: the run's own, else ~/.cache/snnexit); a run "
+                        "folder's network is its snn.safetensors, never an ANN from the cache")
     p.add_argument("--variant", choices=tuple(map(cli_spelling, NIR_VARIANTS)), default="exact",
                    help="exact (default): IF + Scale with the QCFS semantics in metadata, read exactly by snnexit; "
                         "hard-reset: hard reset, v(0) = 0, binary spikes, thresholds scaled for hard reset: what "
