@@ -46,8 +46,8 @@ def _run_network(folder: Path, cache_dir: str | None):
         config = run_config_from(meta["config"])
     except (KeyError, TypeError, AttributeError):
         raise SnnexitError(f"{path}: converted-SNN metadata is incomplete (no 'config')") from None
-    fix = conversion_fix_of(meta.get("snn_meta"))
-    if fix != NO_FIX:
+    if conversion_fix_of(meta.get("snn_meta")) != NO_FIX:
+        fix = meta["snn_meta"]["conversion_fix"].get("name")
         raise SnnexitError(f"run {folder} corrects its converted network with conversion fix {fix!r} (an input current "
                            f"per step or channel), which NIR cannot express: export a run made with --conversion-fix "
                            f"none")
