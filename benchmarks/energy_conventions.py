@@ -14,45 +14,31 @@ Writes ``benchmarks/results/energy_conventions.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snnexit.data import load_dataset  # noqa: E402
-from snnexit.exit import deployable_policy, load_exit_rule  # noqa: E402
+from benchmarks.main_job import DEFAULT_RUN, load_main_job  # noqa: E402
 from snnexit.io import write_json  # noqa: E402
-from snnexit.runs.artifacts import SNN_FILE, load_converted, run_config_from  # noqa: E402
 from snnexit.simulate.cost import cost_from_trace  # noqa: E402
 from snnexit.simulate.opcount import ENERGY_CONVENTIONS, energy_by_convention  # noqa: E402
-from snnexit.simulate.trace import Trace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def shown(path: Path) -> str:
-    """``path`` relative to the repository where it lies inside it (results carry no home folders)."""
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", default=str(ROOT / "runs" / "default"))
+    ap.add_argument("--run", default=str(DEFAULT_RUN))
     ap.add_argument("--inputs", type=int, default=1000)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "energy_conventions.json"))
     args = ap.parse_args()
     started = time.perf_counter()
-    run = Path(args.run)
-    config = run_config_from(json.loads((run / "config.run.json").read_text()))
-    data = load_dataset(config.dataset, config.seed)
-    snn, _ = load_converted(run / SNN_FILE, "cpu", data)
-    test = Trace.load(run / "trace_test.safetensors")
-    n = min(args.inputs, test.N)
-    test = test.subset(list(range(n)))
-    rule = deployable_policy(load_exit_rule(run / "certified.json")[0])
+    job = load_main_job(args.run)
+    data, snn, rule = job.data, job.snn, job.rule
+    n = min(args.inputs, job.test.N)
+    test = job.test.subset(list(range(n)))
     rows = {}
     for label, steps in (("fixed_T", None), ("certified_exit", rule.exit_steps(test))):
         cost = cost_from_trace(test, steps)
@@ -63,7 +49,7 @@ def main() -> None:
               "uJ", flush=True)
     write_json(args.out, {"benchmark": "energy_conventions",
                           "command": "python benchmarks/energy_conventions.py " + " ".join(sys.argv[1:]),
-                          "run": shown(run), "inputs": n, "T": test.T, "certified_policy": rule.name, "rows": rows,
+                          "run": job.shown_path, "inputs": n, "T": test.T, "certified_policy": rule.name, "rows": rows,
                           "seconds": time.perf_counter() - started})
     print(f"wrote {args.out}")
 

@@ -154,7 +154,10 @@ def fixed_kind(fix: str) -> NetworkKind:
         apply_conversion_fix(snn, ann, fix, inputs(64, seed + 200, dtype=dtype), FIX_HORIZON)
         return make_fix_exact(snn).eval()
 
-    return NetworkKind(f"{converter}-{quantizer}+{fix}", build, temporal=CONVERTERS.get(converter).temporal)
+    # a fix with behaviour per step is what chunk plans can break: in the default matrix; a constant
+    # current is a bias, and runs in the slow one
+    return NetworkKind(f"{converter}-{quantizer}+{fix}", build, temporal=CONVERTERS.get(converter).temporal,
+                       default=CONVERSION_FIXES.get(fix).per_step)
 
 
 def direct_kind(neuron: str) -> NetworkKind:

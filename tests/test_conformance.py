@@ -18,6 +18,8 @@ longer T.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -159,18 +161,32 @@ def check_cell(c: Case, engine_name: str, batch_size: int) -> None:
 def matrix(sizes: dict, dtypes, every_kind: bool) -> list:
     return [pytest.param(kind, dtype, temporal, engine, batch, id=f"{kind}-{str(dtype)[6:]}-"
                          f"{'temporal' if temporal else 'static'}-{engine}-b{batch}")
-            for kind in KINDS if every_kind or KINDS[kind].default for dtype in dtypes for temporal in (False, True)
+            for kind in KINDS if every_kind or KINDS[kind].default for dtype in dtypes
+            for temporal in ((False, True) if KINDS[kind].temporal else (False,))
             for engine in ENGINES for batch in BATCH_SIZES]
 
 
 def run_matrix_cell(kind, dtype, temporal, engine, batch, sizes):
-    if temporal and not KINDS[kind].temporal:  # the kind refuses frames, clearly, on every path
-        snn = KINDS[kind].build(dtype, 0)
-        with pytest.raises(SnnexitError, match="cannot take a sequence of frames"):
-            EarlyExitEngine(snn, POLICIES.get("fixed")(), sizes["T"]).run(inputs(2, 0, sizes["T"], dtype),
-                                                                          temporal=True)
-        return
     check_cell(case(kind, dtype, temporal, sizes), engine, batch)
+
+
+@pytest.mark.parametrize("kind", [name for name, kind in KINDS.items() if not kind.temporal])
+def test_a_kind_that_takes_no_frames_refuses_them_on_every_path(kind):
+    """A kind that cannot run a sequence of frames (QFFS: input and biases switched off after its
+    window) refuses them in one line, in every engine, instead of running something else."""
+    T = FAST["T"]
+    snn = KINDS[kind].build(torch.float32, 0)
+    x = inputs(2, 0, T, torch.float32)
+    fixed = POLICIES.get("fixed")()
+    val = record_trace(snn, [(x[:, 0], None)], T=T)
+    for engine in ENGINES:
+        c = SimpleNamespace(snn=snn, T=T, temporal=True, val=val)
+        with pytest.raises(SnnexitError, match="cannot take a sequence of frames"):
+            run_engine(engine, make_engine(engine, c, fixed), c, x, None)
+    # the same frame at every step is a static input, which the stream runs
+    c = SimpleNamespace(snn=snn, T=T, temporal=True, val=val)
+    steps, *_ = run_engine("stream", make_engine("stream", c, fixed), c, x[:, :1].expand(-1, T, *x.shape[2:]), None)
+    assert torch.equal(steps, torch.full((2,), T))
 
 
 @pytest.mark.parametrize("kind, dtype, temporal, engine, batch", matrix(FAST, (torch.float32,), every_kind=False))
@@ -190,7 +206,7 @@ def test_fixed_T_runs_are_the_step_by_step_simulation(kind, temporal):
     """With fixed T every engine's outputs and spikes are the trace's last step, and a trace
     recorded in batches of 1, 7 or 256 is the reference trace bit for bit."""
     if temporal and not KINDS[kind].temporal:
-        pytest.skip("the kind refuses frames (test_every_path_takes_the_offline_decisions checks the refusal)")
+        pytest.skip("the kind refuses frames (test_a_kind_that_takes_no_frames_refuses_them_on_every_path)")
     c = case(kind, torch.float32, temporal, FAST)
     for batch in BATCH_SIZES:
         n = c.rows(batch)
