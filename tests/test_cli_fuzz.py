@@ -44,7 +44,8 @@ import snnexit.runs.outputs
 import snnexit.runs.stages
 from snnexit.cli import COMMANDS, build_parser, main
 from snnexit.cli.stages import EVERY_STAGE, USES
-from snnexit.runs.artifacts import STAGES
+from snnexit.io import save_tensors
+from snnexit.runs.artifacts import SNN_FORMAT, SNN_VERSION, STAGES
 from snnexit.simulate.trace import Trace
 from test_nir_run import digits_mlp
 
@@ -86,9 +87,11 @@ def world(tmp_path_factory):
     g = np.random.default_rng(0)
     np.savez(root / "val.npz", outputs=g.normal(size=(6, 40, 3)), labels=g.integers(0, 3, 40))
     np.savez(root / "test.npz", outputs=g.normal(size=(6, 30, 3)))
-    run = root / "run"  # a finished run: results.json names its settings, traces for compare
+    run = root / "run"  # a finished run: results.json names its settings, its network for export, traces for compare
     run.mkdir()
     (run / "results.json").write_text(json.dumps({"config": {"dataset": "digits", "model": "vgg_small"}}))
+    save_tensors(run / "snn.safetensors", {"snn.x": torch.zeros(1)}, fmt=SNN_FORMAT, version=SNN_VERSION,
+                 meta={"config": {"dataset": "digits", "model": "vgg_small"}, "converter": "qcfs", "snn_meta": {}})
     g = torch.Generator().manual_seed(0)
     for name in ("trace_val.safetensors", "trace_test.safetensors"):
         Trace(torch.randn(4, 12, 3, generator=g).cumsum(0), torch.randint(0, 3, (12,), generator=g), None,
@@ -106,6 +109,7 @@ def world(tmp_path_factory):
         mp.setattr(snnexit.cli.cutoff, "single_run", _stub("cutoff-train"))
         mp.setattr(snnexit.cli.cutoff, "cutoff_table", _stub("cutoff-train"))
         mp.setattr(snnexit.runs.exportable, "load_dataset", _stub("export"))
+        mp.setattr(snnexit.runs.exportable, "load_converted", _stub("export"))  # a run folder's network
         mp.setattr(snnexit.runs.outputs, "certify_outputs", _stub("certify"))
         mp.setattr(snnexit.runs.stages, "load_dataset", _stub("data loading past the stubs"))
         yield {"root": root, "count": itertools.count()}

@@ -174,7 +174,6 @@ def test_evaluate_refuses_calibration_inputs_without_their_trace(tmp_path, capsy
 @pytest.mark.parametrize("name,argv,message", [
     ("config.trace.json", ["fit"], "run folder config"),
     ("results.json", ["report"], "results.json: invalid JSON (nested too deeply to read)"),
-    ("results.json", ["export", "--out", "x.nir"], "results"),
     ("timings.json", ["fit"], None),  # rewritten: the seconds of a stage are no input
 ])
 def test_run_folder_files_nested_too_deeply(tmp_path, monkeypatch, capsys, name, argv, message):

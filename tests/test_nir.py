@@ -14,7 +14,9 @@ from snnexit.errors import SnnexitError
 from snnexit.nir import export_nir, fold_all_batchnorm, import_nir, read_nir, to_nir
 from snnexit.io import save_tensors
 from snnexit.models import create_model
-from snnexit.runs.ann import ANN_FORMAT, ANN_VERSION, build_ann
+from snnexit.runs.ann import ANN_FORMAT, ANN_VERSION, build_ann, data_dims
+from snnexit.runs.artifacts import save_converted
+from snnexit.runs.network import converted
 from snnexit.runs.settings import RunConfig
 from snnexit.quant import QCFS
 from snnexit.simulate import SpikingNetwork, record_trace
@@ -186,21 +188,19 @@ def test_cli_export(tmp_path, monkeypatch, capsys):
     x = data.test.x[:20]
     snn = SpikingNetwork(fold_all_batchnorm(convert(ann, "qcfs").body), {})
     assert torch.equal(traced(snn, x).outputs, traced(back, x).outputs)
-    # a run folder: results.json + the cached ANN
+    # a run folder: its own snn.safetensors (the converted network with its temperature); no cache read
     run = tmp_path / "run"
     run.mkdir()
-    cache = tmp_path / "cache"
-    config.cache_dir = str(cache)
-    save_tensors(cache / f"ann-digits-vgg_small-{config.train_key()}.safetensors", ann.state_dict(),
-                 fmt=ANN_FORMAT, version=ANN_VERSION)
+    converted_snn = converted(ann, "qcfs", data, 2.0)
+    save_converted(run / "snn.safetensors", ann, converted_snn, config, data_dims(data), {"calibration": {"temperature": 2.0}})
     (run / "results.json").write_text(json.dumps({"config": asdict(config), "calibration": {"temperature": 2.0}}))
     assert cli_main(["export", "--in", str(run), "--out", str(tmp_path / "r.nir")]) == 0
     assert import_nir(tmp_path / "r.nir").meta["temperature"] == 2.0
+    assert torch.equal(traced(converted_snn, x).outputs, traced(import_nir(tmp_path / "r.nir"), x).outputs)
     # errors: exit code 2 with a message
     assert cli_main(["export", "--in", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.nir")]) == 2
     assert cli_main(["export", "--in", str(tmp_path / "ann.safetensors"), "--out", str(tmp_path / "x.nir")]) == 2
     assert "needs --dataset and --model" in capsys.readouterr().err
-    config.seed = 5  # another key: not in the cache
-    (run / "results.json").write_text(json.dumps({"config": asdict(config)}))
+    (run / "snn.safetensors").unlink()  # a folder whose network is not converted: said, never rebuilt
     assert cli_main(["export", "--in", str(run), "--out", str(tmp_path / "x.nir")]) == 2
-    assert "not in the cache" in capsys.readouterr().err
+    assert "no snn.safetensors" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from pathlib import Path
 from snnexit.cli.common import is_exit_rule, path_arg
 from snnexit.errors import SnnexitError
 from snnexit.io import check_output_file
+from snnexit.names import listed
 
 KINDS = {"per-step": False, "accumulated": True}
 
@@ -32,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--eps", type=float, default=None,
                    help="disagreement rate with fixed T to certify (default: the smallest the calibration pool can)")
     p.add_argument("--delta", type=float, default=0.05, help="failure probability of the certificate (default 0.05)")
-    p.add_argument("--policies", default="all", help="candidate policies, comma-separated, or 'all'")
+    p.add_argument("--policies", default="all", help=f"candidate policies, comma-separated, or all (default): "
+                                                     f"{listed('certifiable policy')}")
     p.add_argument("--out", default=None, type=path_arg, metavar="JSON",
                    help="write the certified exit here (snnexit.exit.load_certified reads it; the runtimes, "
                         "snnexit bench and export take it)")

@@ -13,6 +13,7 @@ from snnexit.exit import POLICIES
 from snnexit.exit.compare import compare_policies
 from snnexit.exit.target import TARGET_KINDS, FitTarget
 from snnexit.io import check_output_folder, write_json, write_text
+from snnexit.names import listed
 from snnexit.report.compare import comparison_markdown, plot_comparison
 from snnexit.runs.ownership import check_replaceable, mark_folder
 from snnexit.runs.paths import check_files_in
@@ -42,8 +43,9 @@ def register(sub) -> None:
     p.add_argument("--val", type=path_arg, help="validation trace (.safetensors)")
     p.add_argument("--test", type=path_arg, help="test trace (.safetensors)")
     p.add_argument("--out", type=path_arg, help="output folder (default: RUN/compare)")
-    p.add_argument("--policies", help="comma-separated policy names (default: all registered)")
-    p.add_argument("--target", default="no_loss", help="fitting target: no_loss, max_drop, max_steps, risk (default no_loss)")
+    p.add_argument("--policies", help=f"comma-separated policy names (default: all registered): {listed('policy')}")
+    p.add_argument("--target", default="no_loss", help=f"fitting target: {listed('target')} (default no_loss; precision "
+                   "and coverage: only the policies that take them, topk_per_step and conformal)")
     p.add_argument("--eps", type=float, default=None, help="accuracy drop allowed (max_drop, risk), e.g. 0.01")
     p.add_argument("--max-steps", type=float, default=None, help="mean-steps budget (max_steps)")
     p.add_argument("--delta", type=float, default=None, help="failure probability (risk)")

@@ -9,7 +9,9 @@ import types
 import typing
 from dataclasses import fields
 
-from snnexit.convert.fixes.base import DEFAULT_FIX, FIXABLE_CONVERTERS, NO_FIX
+from snnexit.cli.common import non_negative_int, positive_int
+from snnexit.convert.fixes.base import DEFAULT_FIX, FIXABLE_CONVERTERS
+from snnexit.names import ANN_EVENT_INPUTS, NO_FIX, listed
 from snnexit.runs.config_file import run_fields
 from snnexit.runs.resolve import resolve_settings
 from snnexit.runs.settings import SECTIONS, RunConfig, Settings
@@ -18,46 +20,53 @@ from snnexit.runs.settings import SECTIONS, RunConfig, Settings
 _DEFAULT_FIX_TEXT = (f"{DEFAULT_FIX} for {', '.join(FIXABLE_CONVERTERS)}, none for the others" if DEFAULT_FIX != NO_FIX
                      else "none")
 
-# Flags for RunConfig fields: dest -> (option strings, help). Fields not listed (added later)
-# get ``--field-name``, typed from the dataclass.
+# Flags for RunConfig fields: dest -> (option strings, help[, type]). The one declaration of every run
+# flag: `snnexit run` and the stages take them all from here. Fields not listed (added later) get
+# ``--field-name``, typed from the dataclass. A name-valued flag lists its names (snnexit.names).
 _FLAGS = {
-    "dataset": (["--dataset"], "data set"),
-    "model": (["--model"], "model"),
-    "T": (["--T"], "simulation time steps"),
-    "epochs": (["--epochs"], "training epochs"),
+    "dataset": (["--dataset"], f"data set: {listed('dataset')}"),
+    "model": (["--model"], f"model: {listed('model')}"),
+    "T": (["--T"], f"simulation time steps (default {RunConfig.T} for images; event data: its number of frames, and "
+                  "at most that)", positive_int),
+    "epochs": (["--epochs"], "training epochs", non_negative_int),
     "seed": (["--seed"], "seed for split, init and training"),
     "out": (["--out"], "run folder: each stage reads the previous stage's files there and writes its own"),
-    "levels": (["--L", "--levels"], "QCFS quantization levels"),
-    "converter": (["--converter"], "ANN-to-SNN converter"),
-    "conversion_fix": (["--conversion-fix"], "correction of the converted SNN fitted on training inputs (qcfs, max "
-                       "and robust conversions): none, step_bias (an input current per step and channel, FTBC), "
-                       "mean_bias (a constant one, Li et al. 2021); default: " + _DEFAULT_FIX_TEXT),
+    "levels": (["--L", "--levels"], "QCFS quantization levels", positive_int),
+    "converter": (["--converter"], f"ANN-to-SNN converter: {listed('converter')}"),
+    "conversion_fix": (["--conversion-fix"], f"correction of the converted SNN fitted on training inputs (qcfs, max "
+                       f"and robust conversions): {listed('conversion fix', NO_FIX)} (step_bias: an input current per "
+                       f"step and channel, FTBC; mean_bias: a constant one, Li et al. 2021); default: " + _DEFAULT_FIX_TEXT),
     "conversion_fix_inputs": (["--conversion-fix-inputs"], "training inputs the conversion fix is fitted on"),
-    "ann_event_input": (["--ann-event-input"], "event data: what the ANN trains on, prefix_means (the mean of the first "
-                        "k frames, k random: what the SNN has integrated after k steps) or mean_frame"),
-    "width": (["--width"], "model width (default: the model's own)"),
+    "ann_event_input": (["--ann-event-input"], f"event data: what the ANN trains on: {', '.join(ANN_EVENT_INPUTS)} "
+                        "(prefix_means: the mean of the first k frames, k random: what the SNN has integrated after k "
+                        "steps)"),
+    "width": (["--width"], "model width (default: the model's own)", positive_int),
     "lr": (["--lr"], "learning rate"),
-    "batch_size": (["--batch-size"], "training batch size"),
-    "cache_dir": (["--cache-dir"], "where trained ANNs are cached (default ~/.cache/snnexit or $SNNEXIT_CACHE)"),
-    "data_dir": (["--data-dir"], "local folder of a real data set"),
+    "batch_size": (["--batch-size"], "training batch size", positive_int),
+    "cache_dir": (["--cache-dir"], "where trained ANNs and event frames are cached (default ~/.cache/snnexit or "
+                  "$SNNEXIT_CACHE)"),
+    "data_dir": (["--data-dir"], "local folder of a real data set (cifar10, cifar100, imagefolder, cifar10_dvs, "
+                 "dvs_gesture, ncaltech101, nmnist)"),
     "download": (["--download"], "download of the data set (checksummed, resumable) into --data-dir or the cache "
                  "unless it is there; SNNEXIT_DATA_MIRROR names a mirror"),
     "device": (["--device"], "torch device: cpu, cuda, cuda:1, ..."),
     "init_threshold": (["--init-threshold"], "QCFS threshold lam at initialisation"),
-    "quantizer": (["--quantizer"], "the ANN's activation: qcfs, lsq, relu or clip"),
+    "quantizer": (["--quantizer"], f"the ANN's activation: {listed('quantizer')}"),
     "bits": (["--bits"], "LSQ bit width b"),
     "nir": (["--nir"], "a NIR graph file: run this network (read as --semantics says) instead of training and "
                        "converting one"),
-    "semantics": (["--semantics"], "how the NIR file's neurons are read: nir, snnexit, snntorch, sinabs, norse, "
-                                   "spikingjelly (the library that wrote it; default snnexit)"),
+    "semantics": (["--semantics"], f"how the NIR file's neurons are read: {listed('NIR semantics')} (the library "
+                                   "that wrote it; default snnexit)"),
     "dt": (["--dt"], "seconds per step for the NIR file's time constants (default: the reader's own)"),
 }
 _STAGE_FLAGS = {
     # option, section, key, type, help
     "trace": [("--trace-batch-size", "trace", "batch_size", int, "inputs simulated at once")],
-    "fit": [("--policy", "fit", "policy", str, "the exit policy fitted on validation, any registered name "
-             "(default dynamic_confidence)"),
-            ("--target", "fit", "target", str, "how the threshold is chosen: no_loss, max_drop, max_steps, risk"),
+    "fit": [("--policy", "fit", "policy", str, f"the exit policy fitted on validation: {listed('policy')}, or a "
+             "plugin's registered name (default dynamic_confidence; a stage on a fitted run folder: the policy of its "
+             "policy.json)"),
+            ("--target", "fit", "target", str, f"how the threshold is chosen: {listed('target')} (precision: topk_per_step only; coverage: "
+             "conformal only)"),
             ("--threshold", "fit", "threshold", float, "a fixed threshold of the policy's score (skips the choice)"),
             ("--temperature", "fit", "temperature", float, "T_cal (default: the ANN's fitted temperature)"),
             ("--eps", "fit", "eps", float, "allowed accuracy drop (target max_drop) or risk (target risk)"),
@@ -66,7 +75,8 @@ _STAGE_FLAGS = {
     "certify": [("--certify-eps", "certify", "eps", float,
                  "disagreement rate with fixed T to certify (default: the smallest the calibration pool can)"),
                 ("--certify-delta", "certify", "delta", float, "failure probability of the certificate (default 0.05)"),
-                ("--certify-policies", "certify", "policies", str, "candidate policies, comma-separated, or 'all'"),
+                ("--certify-policies", "certify", "policies", str, f"candidate policies, comma-separated, or all (default): "
+                 f"{listed('certifiable policy')}"),
                 ("--calibration-inputs", "certify", "calibration_inputs", str,
                  "a .npy of unlabelled inputs (N, ...) drawn like deployment inputs (never training inputs); "
                  "they join the certifying half of the validation split")],
@@ -119,7 +129,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, stages: tuple[str, ...
         if f.name in have or f.name == "extra":
             continue
         default = getattr(defaults, f.name)
-        names, text = _FLAGS.get(f.name, ([f"--{f.name.replace('_', '-')}"], f.name.replace("_", " ")))
+        names, text, *typed = _FLAGS.get(f.name, ([f"--{f.name.replace('_', '-')}"], f.name.replace("_", " ")))
         if hints[f.name] is bool:
             if default:
                 parser.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_false",
@@ -127,9 +137,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, stages: tuple[str, ...
             else:
                 parser.add_argument(*names, dest=f.name, action="store_true", help=f"turn on {text}")
             continue
-        parse = _parse_as(hints[f.name])
+        parse = typed[0] if typed else _parse_as(hints[f.name])
         if parse is not None:
-            shown = text if "default" in text else f"{text} (default {default})"
+            shown = text if "default" in text or default is None else f"{text} (default {default})"
             parser.add_argument(*names, dest=f.name, type=parse, help=shown)
     for stage in stages:
         for option, section, key, tp, text in _STAGE_FLAGS.get(stage, []):
@@ -158,7 +168,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 def flag_names() -> dict[str, str]:
     """Setting -> the flag that gives it (``{"dataset": "--dataset", "fit.options": "--policy-option"}``)."""
-    names = {dest: options[0] for dest, (options, _) in _FLAGS.items()}
+    names = {dest: options[0] for dest, (options, *_) in _FLAGS.items()}
     names.update({f"{section}.{key}": option for flags in _STAGE_FLAGS.values() for option, section, key, _, _ in flags})
     names["fit.options"] = "--policy-option"
     return names

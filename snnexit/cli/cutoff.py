@@ -17,6 +17,7 @@ from snnexit.cli.common import add_device, non_negative_int, path_arg, positive_
 from snnexit.errors import SnnexitError
 from snnexit.experiments.cutoff import CutoffSettings, cutoff_table, single_run
 from snnexit.io import check_output_folder
+from snnexit.names import RESETS, listed
 from snnexit.report.cutoff import markdown_table
 from snnexit.runs.artifacts import TRACE_FILES
 from snnexit.runs.ownership import check_replaceable, mark_folder
@@ -52,22 +53,22 @@ def register(sub) -> None:
                        "images (for converting on event frames use `snnexit run`). A flag the chosen mode does not "
                        "read (--tau with --neuron if, --ann-epochs from scratch, ...) is refused.")
     unset = argparse.SUPPRESS  # the settings' defaults are CutoffSettings'; a flag given is known as given
-    p.add_argument("--dataset", default=unset, help=f"data set (default {d.dataset})")
-    p.add_argument("--model", default=unset, help=f"model (default {d.model})")
+    p.add_argument("--dataset", default=unset, help=f"data set: {listed('dataset')} (default {d.dataset})")
+    p.add_argument("--model", default=unset, help=f"model: {listed('model')} (default {d.model})")
     p.add_argument("--width", type=positive_int, default=unset, help=f"model width (default {d.width})")
     p.add_argument("--init", choices=("scratch", "converted"), default=unset,
                    help="train from scratch (direct, the default) or fine-tune a QCFS-converted SNN")
-    p.add_argument("--neuron", default=unset, help=f"--init scratch: if or lif (default {d.neuron})")
-    p.add_argument("--reset", default=unset, help=f"--init scratch: soft or hard (default {d.reset})")
+    p.add_argument("--neuron", default=unset, help=f"--init scratch: {listed('neuron')} (default {d.neuron})")
+    p.add_argument("--reset", default=unset, help=f"--init scratch: {', '.join(RESETS)} (default {d.reset})")
     p.add_argument("--tau", type=float, default=unset, help=f"LIF time constant in steps (default {d.tau:g})")
-    p.add_argument("--surrogate", default=unset, help=f"triangle, sigmoid or atan (default {d.surrogate})")
+    p.add_argument("--surrogate", default=unset, help=f"surrogate gradient: {listed('surrogate')} (default {d.surrogate})")
     p.add_argument("--T", type=positive_int, default=unset, help="steps (default: all frames; 8 for static data)")
     p.add_argument("--epochs", type=non_negative_int, default=unset,
                    help=f"--init scratch: training epochs; --table: shared epochs without the regulariser "
                         f"(default {d.epochs})")
     p.add_argument("--finetune-epochs", type=non_negative_int, default=unset,
                    help=f"--table: epochs per arm; --init converted: fine-tuning epochs (default {d.finetune_epochs})")
-    p.add_argument("--loss", default=unset, help=f"tet or mean (default {d.loss})")
+    p.add_argument("--loss", default=unset, help=f"task loss: {listed('loss')} (default {d.loss})")
     p.add_argument("--reg-weight", type=_float_list, default=None,
                    help="cutoff regulariser weight a (default 0; --table: comma-separated weights, default 0.1)")
     p.add_argument("--lr", type=float, default=unset, help=f"learning rate of training from scratch and of the "

@@ -1,8 +1,9 @@
 """``snnexit export --format nir``: write a converted SNN as a NIR graph.
 
-``--in`` is a run folder written by ``snnexit run`` (its ``results.json`` names the settings; the
-trained ANN comes from the cache), or an ANN checkpoint (``ann-*.safetensors`` from the cache)
-together with ``--dataset``/``--model``/``--L``/``--width`` describing its architecture.
+``--in`` is a run folder (its own ``snn.safetensors``, written by ``snnexit run`` or ``convert``: the
+converted network with the temperature calibrated on the run's validation split; the ANN cache is not
+read), or an ANN checkpoint (``ann-*.safetensors`` from the cache) together with
+``--dataset``/``--model``/``--L``/``--width`` describing its architecture.
 """
 
 from __future__ import annotations
@@ -14,38 +15,41 @@ from snnexit.cli.common import is_exit_rule, path_arg, positive_int
 from snnexit.errors import SnnexitError
 from snnexit.exit import check_rule_fits, describe_exit_rule, load_exit_rule
 from snnexit.io import check_output_file, write_text
+from snnexit.names import EXPORT_FORMATS, NIR_POOLINGS, NIR_VARIANTS, cli_spelling, listed
 from snnexit.nir import export_nir
 from snnexit.nir.variants import calibrate_threshold_scale
-from snnexit.runs.artifacts import CERTIFIED_FILE, RESULTS_FILE
+from snnexit.runs.artifacts import CERTIFIED_FILE, RESULTS_FILE, SNN_FILE
 from snnexit.runs.exportable import exportable_snn
 from snnexit.runs.paths import check_cache_folder
 from snnexit.runs.settings import MAX_T, RunConfig, check_positive, check_range
 
-FORMATS = ("nir",)
 MAX_THRESHOLD_SCALE = 1e6
 
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a converted SNN (NIR)",
-                       description="Convert the trained ANN of a run (or an ANN checkpoint) to an SNN and export it. "
+                       description="Export the converted SNN of a run folder (its snn.safetensors, with the temperature "
+                                   "calibrated on the run's validation split), or convert an ANN checkpoint and export it. "
                                    "NIR's IF neuron resets hard and starts from 0; the exact QCFS semantics (soft reset, "
                                    "v(0) = theta/2, fire on >=) are kept in node metadata that snnexit's importer reads.")
-    p.add_argument("--format", default="nir", choices=FORMATS, help="export format (default nir)")
+    p.add_argument("--format", default="nir", choices=EXPORT_FORMATS, help="export format (default nir)")
     p.add_argument("--in", dest="source", required=True, type=path_arg, metavar="RUN_OR_MODEL",
-                   help="a run folder (with results.json) or an ANN checkpoint (.safetensors)")
+                   help="a run folder (with snn.safetensors) or an ANN checkpoint (.safetensors)")
     p.add_argument("--out", required=True, type=path_arg, metavar="FILE", help="the file to write (e.g. model.nir)")
-    p.add_argument("--dataset", default=None, help="with a checkpoint: its data set (gives the input shape)")
-    p.add_argument("--model", default=None, help="with a checkpoint: its model name")
+    p.add_argument("--dataset", default=None, help=f"with a checkpoint: its data set (gives the input shape): "
+                                                   f"{listed('dataset')}")
+    p.add_argument("--model", default=None, help=f"with a checkpoint: its model: {listed('model')}")
     p.add_argument("--L", dest="levels", type=positive_int, default=None, help="with a checkpoint: QCFS levels")
     p.add_argument("--width", type=positive_int, default=None, help="with a checkpoint: model width")
     p.add_argument("--data-dir", default=None, type=path_arg, help="with a checkpoint: local folder of a real data set")
-    p.add_argument("--cache-dir", default=None, type=path_arg, help="ANN cache (default: the run's own, else ~/.cache/snnexit)")
-    p.add_argument("--variant", choices=("exact", "hard-reset", "subtract"), default="exact",
+    p.add_argument("--cache-dir", default=None, type=path_arg, help="where event frames are cached (default: the run's own, else ~/.cache/snnexit); a run "
+                        "folder's network is its snn.safetensors, never an ANN from the cache")
+    p.add_argument("--variant", choices=tuple(map(cli_spelling, NIR_VARIANTS)), default="exact",
                    help="exact (default): IF + Scale with the QCFS semantics in metadata, read exactly by snnexit; "
                         "hard-reset: hard reset, v(0) = 0, binary spikes, thresholds scaled for hard reset: what "
                         "SpikingJelly runs as written; subtract: reset by subtraction, v(0) = 0, binary spikes: what "
                         "snnTorch and Sinabs read (IF with r = 1); both at some cost in accuracy")
-    p.add_argument("--pooling", choices=("avg", "sum"), default="avg",
+    p.add_argument("--pooling", choices=NIR_POOLINGS, default="avg",
                    help="avg (default): AvgPool2d nodes; sum: SumPool2d with 1/area folded into the next layer "
                         "(Sinabs and Norse have no AvgPool2d)")
     p.add_argument("--threshold-scale", default=None, metavar="K",
@@ -98,7 +102,7 @@ def check_not_replacing(args) -> None:
         return
     out = Path(args.out).resolve()
     source = Path(args.source)
-    inputs = [source] if source.is_file() else [source / RESULTS_FILE, source / CERTIFIED_FILE]
+    inputs = [source] if source.is_file() else [source / SNN_FILE, source / RESULTS_FILE, source / CERTIFIED_FILE]
     if args.policy not in (None, "certified"):
         inputs.append(Path(args.policy))
     for path in inputs:
@@ -125,7 +129,8 @@ def check_variant_flags(args) -> None:
 
 
 def load_snn(args):
-    """The converted SNN of ``--in`` (a run folder, or a checkpoint described by the flags)."""
+    """``(snn, data)``: the converted SNN of ``--in`` (a run folder, or a checkpoint described by the
+    flags) and the loader of its data set (:func:`snnexit.runs.exportable.exportable_snn`)."""
     checkpoint = checkpoint_config(args) if args.dataset is not None and args.model is not None else None
     return exportable_snn(args.source, checkpoint, args.cache_dir)
 
@@ -155,8 +160,8 @@ def check_args(args) -> Path:
     given = [flag for flag, value in (("--dataset", args.dataset), ("--model", args.model), ("--L", args.levels),
                                       ("--width", args.width), ("--data-dir", args.data_dir)) if value is not None]
     if Path(args.source).is_dir() and given:
-        raise SnnexitError(f"{', '.join(given)}: for a checkpoint; the run folder {args.source} names its own settings "
-                           f"(results.json)")
+        raise SnnexitError(f"{', '.join(given)}: for a checkpoint; the run folder {args.source} holds its own network "
+                           f"({SNN_FILE})")
     if args.dataset is not None and args.model is not None:
         checkpoint_config(args).validate()
     if args.cache_dir is not None:
@@ -173,12 +178,13 @@ def checkpoint_config(args) -> RunConfig:
     return config
 
 
-def _threshold_scale(args, snn, data, variant: str) -> tuple[float, dict | None]:
+def _threshold_scale(args, snn, load_data, variant: str) -> tuple[float, dict | None]:
     """``--threshold-scale``: a number, or ``auto``: the best on the validation split."""
     given = _given_scale(args.threshold_scale)
     if given is not None:
         return given, None
-    T = args.T or int(snn.meta.get("T") or 32)
+    data = load_data()
+    T = args.T or int(snn.meta["T"])
     if data.temporal:
         T = min(T, data.val.x.shape[1])
     return calibrate_threshold_scale(snn, data.val.batches(250), T, temporal=data.temporal, variant=variant)

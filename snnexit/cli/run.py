@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from snnexit.cli.common import add_device, non_negative_int, positive_int, progress_log
+from snnexit.cli.common import progress_log
 from snnexit.cli.config_args import add_config_arguments, settings_from_args
 from snnexit.report import TABLE1_HEADER, policy_label, table1_rows
 from snnexit.distributed import run_distributed, under_torchrun
-from snnexit.runs import RunConfig, run
+from snnexit.runs import run
 
 
 def register(sub) -> None:
@@ -24,28 +24,10 @@ def register(sub) -> None:
                                    "comes from a NIR graph written by another library (snntorch, sinabs, norse, "
                                    "spikingjelly) or by snnexit: nothing is trained or converted. Piped, one progress "
                                    "line per epoch and stage goes to stderr (--quiet: none).")
-    d = RunConfig()
-    p.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
-    p.add_argument("--model", default=d.model, help=f"model (default {d.model})")
-    p.add_argument("--T", type=positive_int, default=d.T,
-                   help=f"simulation time steps (default {d.T}; event data: its number of frames)")
-    p.add_argument("--epochs", type=non_negative_int, default=d.epochs, help=f"training epochs (default {d.epochs})")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for split, init and training")
-    p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
-    p.add_argument("--L", dest="levels", type=positive_int, default=d.levels, help="QCFS quantization levels")
-    p.add_argument("--converter", default=d.converter, help="ANN-to-SNN converter (default qcfs)")
-    p.add_argument("--width", type=positive_int, default=None, help="model width (default: the model's own)")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    p.add_argument("--cache-dir", default=None,
-                   help="where trained ANNs and event frames are cached (default ~/.cache/snnexit or $SNNEXIT_CACHE)")
-    p.add_argument("--data-dir", default=None, help="local folder of a real data set (cifar10, cifar100, imagefolder, cifar10_dvs, "
-                   "dvs_gesture, ncaltech101, nmnist)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run made with other settings in --out (default: refuse it)")
-    add_device(p)
-    add_config_arguments(p, stages=("trace", "fit", "certify"))  # --config FILE; flags given override it
+    # every run flag, declared once (snnexit.cli.config_args, shared with the stages); --config FILE, flags given override it
+    add_config_arguments(p, stages=("trace", "fit", "certify"))
     p.set_defaults(func=main)
 
 

@@ -16,19 +16,26 @@ from snnexit.data import DATASETS, default_frames
 from snnexit.errors import SnnexitError
 from snnexit.experiments.table1 import DEFAULT_EPOCHS, DEFAULT_T, run_grid
 from snnexit.io import check_output_folder, write_json, write_text
+from snnexit.names import listed
 from snnexit.report.tables import grid_markdown, grid_verdict
 from snnexit.runs.ownership import check_replaceable, mark_folder
 from snnexit.runs.paths import check_cache_folder, check_files_in
 from snnexit.runs.settings import MAX_T, RunConfig, check_range
 
 
+LSQ_CONVERTERS = ("qcfs", "qffs")  # the grid's columns (each has its --T-<converter>)
+
+
 def register(sub) -> None:
     p = sub.add_parser("table", help="the paper's Table 1 grid: data sets x models x {qcfs, qffs}",
                        description="Train (or reuse) one 2-bit LSQ ANN per data set and model, convert it with each "
                                    "converter, fit Dynamic Confidence on validation and write table.md + table.json.")
-    p.add_argument("--datasets", nargs="+", default=["mnist5k", "digits"])
-    p.add_argument("--models", nargs="+", default=["vgg_small", "resnet20"])
-    p.add_argument("--converters", nargs="+", default=["qcfs", "qffs"])
+    p.add_argument("--datasets", nargs="+", default=["mnist5k", "digits"],
+                   help=f"data sets: {listed('dataset')} (default mnist5k digits)")
+    p.add_argument("--models", nargs="+", default=["vgg_small", "resnet20"],
+                   help=f"models: {listed('model')} (default vgg_small resnet20)")
+    p.add_argument("--converters", nargs="+", default=list(LSQ_CONVERTERS),
+                   help=f"the LSQ converters compared: {', '.join(LSQ_CONVERTERS)} (default both)")
     p.add_argument("--bits", type=positive_int, default=2, help="LSQ bit width b (default 2)")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help=f"training epochs for every data set (default {DEFAULT_EPOCHS})")
@@ -54,11 +61,11 @@ def check_args(args) -> Path:
     """Every cell's settings, the device, the cache and the output folder, before any training;
     returns the output folder."""
     for name in args.converters:
-        if name not in ("qcfs", "qffs"):
+        if name not in LSQ_CONVERTERS:
             raise SnnexitError(f"snnexit table compares the LSQ converters qcfs and qffs, got {name!r}")
     if args.threads is not None:
         check_range("--threads", args.threads, 1, MAX_THREADS)
-    for converter in ("qcfs", "qffs"):
+    for converter in LSQ_CONVERTERS:
         flag, given = f"--T-{converter}", getattr(args, f"T_{converter}")
         if given is not None:
             check_range(flag, given, 1, MAX_T)
@@ -112,7 +119,7 @@ def main(args) -> int:
     started = time.perf_counter()
     mark_folder(out, "table", OUT_FILES)
     cells = run_grid(args.datasets, args.models, args.converters, bits=args.bits, epochs=epochs,
-                     T={c: steps(args, c) for c in ("qcfs", "qffs")}, width=args.width, seed=args.seed,
+                     T={c: steps(args, c) for c in LSQ_CONVERTERS}, width=args.width, seed=args.seed,
                      device=args.device, cache_dir=args.cache_dir, log=progress_log(args))
     text = grid_markdown(cells, args.bits)
     write_text(Path(out) / "table.md", text)

@@ -35,8 +35,8 @@ from typing import NamedTuple
 import torch
 
 from snnexit.neurons.surrogate import Surrogate, Triangle, spike
+from snnexit.names import RESETS  # the names table is the single source of these
 
-RESETS = ("soft", "hard")
 
 
 class IFState(NamedTuple):

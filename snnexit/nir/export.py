@@ -46,6 +46,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from snnexit.convert.bn_fold import fold_batchnorm_pairs
 from snnexit.errors import SnnexitError
 from snnexit.io import atomic_write
+from snnexit.names import NIR_POOLINGS, NIR_VARIANTS
 from snnexit.neurons.corrected import CorrectedIF
 from snnexit.neurons.modules import IFNeuron, SpikingNeuron
 from snnexit.simulate.network import SpikingNetwork
@@ -86,8 +87,7 @@ def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
-VARIANTS = ("exact", "hard_reset", "subtract")
-POOLINGS = ("avg", "sum")
+VARIANTS, POOLINGS = NIR_VARIANTS, NIR_POOLINGS  # the names table is their single source
 
 
 def _module_to_nir(m: nn.Module, path: str, in_shape: tuple, out_shape: tuple, variant: str = "exact",

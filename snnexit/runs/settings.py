@@ -26,6 +26,7 @@ from snnexit.exit.certify import certifiable_policies
 from snnexit.exit.target import target_readers
 from snnexit import models
 from snnexit.models import MODELS
+from snnexit.names import ANN_EVENT_INPUTS  # the names table is the single source of these
 from snnexit.quant import MAX_BITS, QUANTIZERS
 
 # Bump when a change to training, the models, the quantizers or the data splits changes what the
@@ -38,9 +39,8 @@ MAX_BATCH = 2 ** 20  # inputs per batch (training, tracing)
 MAX_WIDTH = 2 ** 20  # far beyond what fits in memory for every built-in model; the memory check is finer
 MAX_LR = 10.0
 MAX_INIT_THRESHOLD = 1e6
-# event data: what the ANN trains on (snnexit.runs.ann.ann_training_split); its tests and calibration see mean frames
-ANN_EVENT_INPUTS = ("prefix_means", "mean_frame")
-
+# ANN_EVENT_INPUTS (snnexit.names), event data: what the ANN trains on (snnexit.runs.ann.ann_training_split); its
+# tests and calibration see mean frames
 
 
 def parameter_count(model: str, width: int | None = None) -> int:

@@ -29,10 +29,10 @@ from snnexit.errors import SnnexitError
 from snnexit.neurons.corrected import CorrectedIF
 from snnexit.neurons.modules import IFNeuron
 from snnexit.registry import Registry
+from snnexit.names import NO_FIX  # the names table is the single source of these
 from snnexit.simulate.network import SpikingNetwork
 
 CONVERSION_FIXES: Registry = Registry("conversion fix")
-NO_FIX = "none"  # the setting that applies no fix
 DEFAULT_FIX = NO_FIX  # what a run applies where its converter supports it (RunConfig.fix_name)
 FIXABLE_CONVERTERS = ("qcfs", "max", "robust")  # networks of soft-reset IF neurons
 
