@@ -25,7 +25,6 @@ under the run's certified exit (``certified.json``) differs from the offline one
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,11 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snnexit.data import load_dataset  # noqa: E402
-from snnexit.exit import deployable_policy, load_exit_rule  # noqa: E402
+from benchmarks.main_job import DEFAULT_RUN, load_main_job  # noqa: E402
 from snnexit.exit.curve import exit_steps_from_scores  # noqa: E402
 from snnexit.io import write_json  # noqa: E402
-from snnexit.runs.artifacts import SNN_FILE, load_converted, run_config_from  # noqa: E402
 from snnexit.runtime.threads import num_threads  # noqa: E402
 from snnexit.simulate.trace import Trace  # noqa: E402
 
@@ -72,17 +69,13 @@ PATHS = {"trace": (250, None), "step_b1": (1, None), "step_b256": (256, None), "
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", default=str(ROOT / "runs" / "default"))
+    ap.add_argument("--run", default=str(DEFAULT_RUN))
     ap.add_argument("--inputs", type=int, default=1000)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arithmetic_paths.json"))
     args = ap.parse_args()
     started = time.perf_counter()
-    run = Path(args.run)
-    config = run_config_from(json.loads((run / "config.run.json").read_text()))
-    data = load_dataset(config.dataset, config.seed)
-    snn, _ = load_converted(run / SNN_FILE, "cpu", data)
-    test = Trace.load(run / "trace_test.safetensors")
-    rule = deployable_policy(load_exit_rule(run / "certified.json")[0]) if (run / "certified.json").is_file() else None
+    job = load_main_job(args.run)
+    data, snn, test, rule = job.data, job.snn, job.test, job.rule
     x, T = data.test.x[:args.inputs], test.T
     rows = []
     for threads in (1, 2):
@@ -107,7 +100,7 @@ def main() -> None:
     snn.optimize(channels_last=False)
     write_json(args.out, {"benchmark": "arithmetic_paths",
                           "command": "python benchmarks/arithmetic_paths.py " + " ".join(sys.argv[1:]),
-                          "run": str(run), "inputs": len(x), "T": T, "torch": torch.__version__,
+                          "run": job.shown_path, "inputs": len(x), "T": T, "torch": torch.__version__,
                           "certified_policy": None if rule is None else rule.name, "rows": rows,
                           "seconds": time.perf_counter() - started})
     print(f"wrote {args.out}")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from snnexit.exit import agreement_with_fixed_t, create_policy, exact_curve, zero_disagreement_bound
-from snnexit.exit.certify import CERTIFY_CANDIDATES, certify_exit
+from snnexit.exit.certify import certifiable_policies, certify_exit
 from snnexit.io import write_json
 from snnexit.simulate.trace import Trace, concat
 
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--run", default=str(ROOT / "runs" / "default"))
     ap.add_argument("--draws", type=int, default=300)
     ap.add_argument("--n", type=int, default=1000, help="fitting inputs per draw")
-    ap.add_argument("--policies", default=",".join((*CERTIFY_CANDIDATES, "certified_pick")))
+    ap.add_argument("--policies", default=",".join((*certifiable_policies(), "certified_pick")))
     ap.add_argument("--eps", default="0.01,0.02")
     ap.add_argument("--delta", default="0.05")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "risk_control.json"))

@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 from snnexit.io import write_json  # noqa: E402
 
 
-def run_main_job(dataset: str, seed: int, workdir: Path) -> tuple[dict, Path, Path]:
+def run_main_job(dataset: str, seed: int, workdir: Path, fix: str | None = None) -> tuple[dict, Path, Path]:
     out, cache = workdir / f"{dataset}-{seed}", workdir / f"cache-{dataset}-{seed}"
     cmd = [sys.executable, "-m", "snnexit", "run", "--dataset", dataset, "--out", str(out), "--seed", str(seed),
-           "--cache-dir", str(cache), "--no-progress"]
+           "--cache-dir", str(cache), "--no-progress"] + ([] if fix is None else ["--conversion-fix", fix])
     started = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     seconds = time.perf_counter() - started
@@ -89,7 +89,7 @@ def no_loss_variants(out: Path) -> dict:
     return rows
 
 
-def training_inputs_check(dataset: str, seed: int, out: Path, cache: Path) -> dict:
+def training_inputs_check(dataset: str, seed: int, out: Path, cache: Path, fix: str | None = None) -> dict:
     """Disagreement with fixed T on training vs test inputs, and a certificate fitted on training inputs."""
     import torch
 
@@ -101,7 +101,7 @@ def training_inputs_check(dataset: str, seed: int, out: Path, cache: Path) -> di
     from snnexit.exit.base import split_learn_certify
     from snnexit.exit.certify import certify_exit
 
-    config = RunConfig(dataset=dataset, seed=seed, cache_dir=str(cache), progress=False)
+    config = RunConfig(dataset=dataset, seed=seed, cache_dir=str(cache), progress=False, conversion_fix=fix)
     data = load_dataset(dataset, seed)
     snn, _ = trained_snn(config, data, log=lambda *_: None)
     train = record_trace(snn, data.train.batches(250), T=config.T)
@@ -161,6 +161,7 @@ def main() -> None:
     ap.add_argument("--no-train-inputs", dest="train_inputs", action="store_false")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "seeds.json"))
     ap.add_argument("--keep", default=None, help="keep the run folders (and ANN caches) here instead of a temp dir")
+    ap.add_argument("--conversion-fix", default=None, help="the main job's --conversion-fix (default: its default)")
     args = ap.parse_args()
     result = {"benchmark": "seeds", "command": "python benchmarks/seeds.py " + " ".join(sys.argv[1:]),
               "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
@@ -173,10 +174,10 @@ def main() -> None:
         for dataset in args.datasets:
             rows = []
             for seed in args.seeds:
-                raw, out, cache = run_main_job(dataset, seed, Path(tmp))
+                raw, out, cache = run_main_job(dataset, seed, Path(tmp), args.conversion_fix)
                 row = {"seed": seed, **summarize_run(raw), "no_loss_variants": no_loss_variants(out)}
                 if args.train_inputs:
-                    row["training_inputs"] = training_inputs_check(dataset, seed, out, cache)
+                    row["training_inputs"] = training_inputs_check(dataset, seed, out, cache, args.conversion_fix)
                 rows.append(row)
                 c, dc = row["certified"], row["dc"]
                 print(f"{dataset} seed {seed}: {row['seconds']:.0f} s, fixed {100 * row['fixed_test_acc']:.2f}%; "

@@ -3,8 +3,8 @@
 The network is a workload's (``snnexit.experiments.workloads``: ``default`` vgg_small on 1 x 28 x 28
 MNIST-5k, ``vgg16`` and ``resnet20`` on MNIST-5k resized to 3 x 32 x 32, ``event_cnn`` vgg_small on
 2 x 34 x 34 event frames), trained once and cached like ``snnexit run``'s, converted to soft-reset IF
-neurons. Every cell (batch size x thread count x memory layout) races snnexit's step-by-step and
-chunked simulation, SpikingJelly's single- and multi-step modes and the dense floor (the same
+neurons without a conversion fix (SpikingJelly's IF node runs the plain converted network). Every
+cell (batch size x thread count x memory layout) races snnexit's step-by-step and chunked simulation, SpikingJelly's single- and multi-step modes and the dense floor (the same
 layers as an ANN) on the same inputs for T steps, after checking that every simulator computes
 the same outputs and spikes (``snnexit.experiments.race``). One JSON per run.
 
@@ -57,7 +57,8 @@ def main() -> None:
     w = workload(args.workload)
     T = args.T or w.T
     out = args.out or str(ROOT / "benchmarks" / "results" / f"speed_race_{w.name}{'_busy' if args.busy else ''}.json")
-    config = w.config(device=args.device)
+    # without a conversion fix: SpikingJelly's IF node runs the plain converted network
+    config = w.config(device=args.device, conversion_fix="none")
     data = load_dataset(config.dataset, config.seed)
     snn, calibration = trained_snn(config, data, log=lambda m: print(m, file=sys.stderr))
     snn = snn.to(args.device).eval()

@@ -150,10 +150,48 @@ def record_trace_distributed(snn: SpikingNetwork, split, T: int, batch_size: int
 
 
 # ---- training ----------------------------------------------------------------------------
-def _global_batchnorm_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """A BatchNorm layer (any dimension) that normalises over the global batch while training: its
+    sums are all-reduced across processes (differentiably). It shares the parameters and buffers of
+    the layer it stands in for (:meth:`stand_in`), so the model's state_dict keeps its keys and
+    values, and the original layer, put back after training, holds what was learned (the same
+    module swap as torch's SyncBatchNorm, which runs on CUDA only)."""
+
+    @classmethod
+    def stand_in(cls, bn: nn.modules.batchnorm._BatchNorm) -> "GlobalBatchNorm":
+        new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        if bn.affine:
+            new.weight, new.bias = bn.weight, bn.bias
+        if bn.track_running_stats:
+            new.running_mean, new.running_var, new.num_batches_tracked = (bn.running_mean, bn.running_var,
+                                                                          bn.num_batches_tracked)
+        new.train(bn.training)
+        return new
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected a batch of at least 2 dimensions, got {x.dim()}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _global_batchnorm(self, x)
+
+
+def _swap_modules(model: nn.Module, replace) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Replace each submodule ``m`` for which ``replace(m)`` gives another; returns (parent, name, old)."""
+    swapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            new = replace(child)
+            if new is not None:
+                setattr(parent, name, new)
+                swapped.append((parent, name, child))
+    return swapped
+
+
+def _global_batchnorm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """BatchNorm over the global batch: sums all-reduced across processes (differentiably)."""
     if not self.training:
-        return type(self).forward(self, x)
+        return nn.modules.batchnorm._BatchNorm.forward(self, x)
     dims = [0] + list(range(2, x.dim()))
     count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
     stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
@@ -194,15 +232,15 @@ class ProcessGroupTraining(OneProcess):
             raise SnnexitError(f"batch size {config.batch_size} is smaller than the {world} processes")
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        self._bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        for bn in self._bns:
-            bn.forward = types.MethodType(_global_batchnorm_forward, bn)
+        self._bns = _swap_modules(model, lambda m: GlobalBatchNorm.stand_in(m) if isinstance(
+            m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, GlobalBatchNorm) else None)
         device = self.ctx.device
         return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
 
     def unwrap(self, model: nn.Module) -> None:
-        for bn in self._bns:
-            del bn.forward  # back to the class's forward
+        for parent, name, original in self._bns:  # the originals share the trained parameters and buffers
+            original.train(getattr(parent, name).training)
+            setattr(parent, name, original)
         self._bns = []
 
     def part(self, n: int) -> slice:

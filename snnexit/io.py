@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from snnexit.environment import check_path_name
 from snnexit.errors import SnnexitError
 
 
@@ -35,6 +36,26 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def loads_json(text: str | bytes, where: str):
+    """``json.loads(text)``, or a :class:`SnnexitError` naming ``where`` for anything that is not
+    JSON, nesting too deep for the parser (``[[[[...`` 100,000 deep: a RecursionError) included."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = "nested too deeply to read" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise SnnexitError(f"{where}: invalid JSON ({reason})") from None
+
+
+def read_json_file(path: str | os.PathLike, what: str = "file"):
+    """The JSON in the file ``path``, or a :class:`SnnexitError` naming it (unreadable, not UTF-8,
+    not JSON, too deeply nested)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SnnexitError(f"{what} {path}: cannot read it ({_reason(exc)})") from None
+    return loads_json(data, f"{what} {path}")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """Open a temporary sibling of ``path``; on success it replaces ``path`` at once.
@@ -45,6 +66,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     path = Path(path)
     if not str(path).strip() or path.name in ("", ".", ".."):
         raise SnnexitError(f"cannot write {str(path)!r}: not a file name")
+    check_path_name(path, "cannot write")
     if path.is_dir():
         raise SnnexitError(f"{path} is a folder, not a file")
     try:
@@ -90,6 +112,7 @@ def check_output_file(path: str | os.PathLike, what: str = "output file") -> Pat
     path = Path(path)
     if path.name in ("", ".", ".."):
         raise SnnexitError(f"{what} {path}: not a file name")
+    check_path_name(path, what)
     if path.is_dir():
         raise SnnexitError(f"{what} {path} is a folder, not a file")
     problem = _folder_problem(path.parent)
@@ -106,6 +129,7 @@ def check_output_folder(path: str | os.PathLike, what: str = "output folder") ->
     if not str(path).strip():
         raise SnnexitError(f"{what}: the name is empty; give a folder")
     path = Path(path)
+    check_path_name(path, what)
     problem = _folder_problem(path)
     if problem:
         raise SnnexitError(f"{what} {path} {problem}")
@@ -192,15 +216,16 @@ def _safetensors_metadata(data: bytes) -> dict:
 
 def load_tensors(path, *, fmt: str, version: int) -> tuple[dict[str, torch.Tensor], dict]:
     """Load a file written by :func:`save_tensors`, refusing anything else."""
-    path = Path(path)
+    path = check_path_name(path, "file")
     if not path.is_file():
         raise SnnexitError(f"{path}: no such file")
     data = path.read_bytes()
     try:
         tensors = st_load(data)
         header = _safetensors_metadata(data)
-    except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
-        raise SnnexitError(f"{path}: not a valid snnexit {fmt} file (corrupt or truncated: {exc})") from None
+    except (SafetensorError, ValueError, OSError, RuntimeError, RecursionError) as exc:
+        reason = "its header is nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise SnnexitError(f"{path}: not a valid snnexit {fmt} file (corrupt or truncated: {reason})") from None
     if header.get("format") != fmt:
         raise SnnexitError(f"{path}: expected a snnexit {fmt} file, found format {header.get('format')!r}")
     if header.get("format_version") != str(version):
@@ -209,8 +234,5 @@ def load_tensors(path, *, fmt: str, version: int) -> tuple[dict[str, torch.Tenso
         )
     if header.get("sha256") != _digest(tensors):
         raise SnnexitError(f"{path}: checksum mismatch, the file is corrupt")
-    try:
-        meta = json.loads(header.get("meta", "{}"))
-    except json.JSONDecodeError:
-        raise SnnexitError(f"{path}: corrupt metadata") from None
+    meta = loads_json(header.get("meta", "{}"), f"{path}: corrupt metadata")
     return tensors, meta

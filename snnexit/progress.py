@@ -9,6 +9,7 @@ since the job started and flushes it at once (a pipe is block-buffered), or drop
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -25,7 +26,24 @@ class ProgressLog:
         if self.quiet:
             return
         elapsed = time.perf_counter() - self.started
-        print(f"[{elapsed:7.1f} s] {message}", file=self.stream or sys.stderr, flush=True)
+        stream = self.stream or sys.stderr
+        try:
+            print(f"[{elapsed:7.1f} s] {message}", file=stream, flush=True)
+        except BrokenPipeError:
+            # the reader of the pipe went away (``2>&1 | head``): the job goes on without its log
+            self.quiet = True
+            drop_stream(stream)
+
+
+def drop_stream(stream) -> None:
+    """Point ``stream``'s file descriptor at /dev/null, so that no later write (Python's final
+    flush included) fails again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor: nothing will flush it
+        pass
 
 
 def silent(message: str) -> None:

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from snnexit.convert import CONVERTERS, convert
+from snnexit.convert.fixes import CONVERSION_FIXES, apply_conversion_fix
+from snnexit.neurons.corrected import CorrectedIF
 from snnexit.nir import SEMANTICS, import_nir
 from snnexit.neurons.modules import NEURONS, SpikingNeuron
 from snnexit.quant import QUANTIZERS
@@ -43,6 +45,7 @@ class NetworkKind:
     name: str
     build: Callable[[torch.dtype, int], SpikingNetwork]
     temporal: bool = True  # does it take a sequence of frames (one per step)?
+    default: bool = True  # in the default suite's matrix (False: only in the slow one, which runs every kind)
 
 
 def dyadic(t: torch.Tensor, lo: float = -1.0, hi: float = 1.0, grid: int = GRID) -> torch.Tensor:
@@ -107,17 +110,54 @@ def inputs(n: int, seed: int, T: int | None = None, dtype=torch.float64) -> torc
     return dyadic(torch.rand(shape, generator=g, dtype=torch.float64), 0.0, 1.0).to(dtype)
 
 
+def converted_network(converter: str, quantizer: str, dtype: torch.dtype, seed: int) -> tuple[nn.Module, SpikingNetwork]:
+    """The small exact ANN with ``quantizer`` activations and its exact SNN under ``converter``."""
+    make = QUANTIZERS.get(quantizer)(levels=4, bits=2, init_threshold=1.0)
+    ann = small_ann(make, seed).to(dtype)
+    kwargs = {"calibration_data": inputs(64, seed + 100, dtype=dtype)} if CONVERTERS.get(converter).needs_calibration \
+        else {}
+    snn = convert(ann, converter, **kwargs)
+    return ann, make_exact(snn.to(dtype), seed).eval()
+
+
 def converted_kind(converter: str, quantizer: str) -> NetworkKind:
-    info = CONVERTERS.get(converter)
+    build = lambda dtype, seed: converted_network(converter, quantizer, dtype, seed)[1]  # noqa: E731
+    return NetworkKind(f"{converter}-{quantizer}", build, temporal=CONVERTERS.get(converter).temporal)
+
+
+FIX_HORIZON = 5  # steps a fix is fitted over: fewer than the matrix's T, so its last step's current stays on after
+# the small ANN of seed 0 answers one class for every input: a fix that makes the SNN follow it from step 1 leaves
+# answers that never change over time (test_the_matrix_is_not_trivial); seed 3 is the first that answers 3 classes
+FIX_SEED_OFFSET = 3
+
+
+@torch.no_grad()
+def make_fix_exact(snn: SpikingNetwork) -> SpikingNetwork:
+    """Put a fix's corrections on a dyadic grid: currents on multiples of 1/1024, initial potentials
+    on multiples of theta / 64 (in place; returns ``snn``). Every sum a layer adds them to is a
+    multiple of 1/512 far below 2^14, so it stays exact in float32."""
+    for m in snn.modules():
+        if isinstance(m, CorrectedIF):
+            m.current.copy_(dyadic(m.current.double(), -4.0, 4.0, grid=1024).to(m.current.dtype))
+            m.v_start.copy_(dyadic(m.v_start.double(), -1.0, 2.0, grid=64).to(m.v_start.dtype))
+    return snn
+
+
+def fixed_kind(fix: str) -> NetworkKind:
+    """A converted network corrected by the conversion fix ``fix``, fitted on the kind's own
+    inputs: one converter per fix (the first it declares) keeps the default matrix fast."""
+    converter = CONVERSION_FIXES.get(fix).converters[0]
+    quantizer = CONVERTERS.get(converter).quantizers[0]
 
     def build(dtype: torch.dtype, seed: int) -> SpikingNetwork:
-        make = QUANTIZERS.get(quantizer)(levels=4, bits=2, init_threshold=1.0)
-        ann = small_ann(make, seed).to(dtype)
-        kwargs = {"calibration_data": inputs(64, seed + 100, dtype=dtype)} if info.needs_calibration else {}
-        snn = convert(ann, converter, **kwargs)
-        return make_exact(snn.to(dtype), seed).eval()
+        ann, snn = converted_network(converter, quantizer, dtype, seed + FIX_SEED_OFFSET)
+        apply_conversion_fix(snn, ann, fix, inputs(64, seed + 200, dtype=dtype), FIX_HORIZON)
+        return make_fix_exact(snn).eval()
 
-    return NetworkKind(f"{converter}-{quantizer}", build, temporal=info.temporal)
+    # a fix with behaviour per step is what chunk plans can break: in the default matrix; a constant
+    # current is a bias, and runs in the slow one
+    return NetworkKind(f"{converter}-{quantizer}+{fix}", build, temporal=CONVERTERS.get(converter).temporal,
+                       default=CONVERSION_FIXES.get(fix).per_step)
 
 
 def direct_kind(neuron: str) -> NetworkKind:
@@ -137,6 +177,10 @@ def converted_kinds() -> list[NetworkKind]:
 
 def direct_kinds() -> list[NetworkKind]:
     return [direct_kind(name) for name in NEURONS.names()]
+
+
+def fixed_kinds() -> list[NetworkKind]:
+    return [fixed_kind(name) for name in CONVERSION_FIXES.names()]
 
 
 def _nir_neurons(semantics: str, shape: tuple, layer: int):
@@ -187,12 +231,18 @@ def nir_graph(semantics: str, recurrent: bool, seed: int) -> "nir.NIRGraph":
     return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
 
 
+# the imported kinds of the default suite: one feed-forward graph, one recurrent loop, one reader
+# whose neurons fire several spikes per step (every reader and loop runs in the slow matrix)
+DEFAULT_NIR = ("nir-snntorch", "nir-norse-recurrent", "nir-sinabs")
+
+
 def nir_kind(semantics: str, recurrent: bool) -> NetworkKind:
     def build(dtype: torch.dtype, seed: int) -> SpikingNetwork:
         dt = 1.0 if semantics == "nir" else None  # the spec has no step of its own
         return import_nir(nir_graph(semantics, recurrent, seed), semantics, dt=dt).to(dtype).eval()
 
-    return NetworkKind(f"nir-{semantics}{'-recurrent' if recurrent else ''}", build)
+    name = f"nir-{semantics}{'-recurrent' if recurrent else ''}"
+    return NetworkKind(name, build, default=name in DEFAULT_NIR)
 
 
 def nir_kinds() -> list[NetworkKind]:
@@ -203,7 +253,7 @@ def nir_kinds() -> list[NetworkKind]:
 
 
 # each family lists its kinds from its registry
-KIND_FAMILIES: list[Callable[[], list[NetworkKind]]] = [converted_kinds, direct_kinds, nir_kinds]
+KIND_FAMILIES: list[Callable[[], list[NetworkKind]]] = [converted_kinds, direct_kinds, fixed_kinds, nir_kinds]
 
 
 def network_kinds() -> list[NetworkKind]:

@@ -213,3 +213,16 @@ def test_bad_arguments_are_refused(setup):
         ChunkedEngine(snn, policy, T, threads=0)
     with pytest.raises(SnnexitError, match="no exit steps"):
         exit_distribution(torch.zeros(0), T)
+
+
+def test_a_cost_model_gives_the_same_plan_without_timing(setup):
+    """chunk_time replaces the measured chunk times: the plan is the model's optimum, on every run."""
+    snn, val, _, x, _ = setup
+    policy = spread_dc(val)
+    model = lambda k, m: 1.0 + 0.3 * k + 0.2 * k * m  # noqa: E731
+    engine = ChunkedEngine(snn, policy, T, exit_steps=policy.exit_steps(val), chunk_time=model, threads=None)
+    r = engine.run(x[:7])
+    assert r.schedule == plan_chunks(exit_distribution(policy.exit_steps(val), T), 7, model)
+    assert not engine.planner.times  # nothing was timed
+    with pytest.raises(SnnexitError, match="chunk_time must be a function"):
+        ChunkedEngine(snn, policy, T, chunk_time=3)

@@ -75,6 +75,13 @@ def world(tmp_path_factory):
     (root / "good.toml").write_text('dataset = "digits"\nepochs = 2\n')
     (root / "bad.toml").write_text("dataset = [\n")
     np.save(root / "calibration.npy", np.zeros((4, 1, 8, 8), dtype=np.float32))
+    (root / "empty.npy").write_bytes(b"")
+    np.savez(root / "archive.npz", x=np.zeros((4, 1, 8, 8), dtype=np.float32))
+    (root / "deep.json").write_text("[" * 100_000)  # nested past Python's recursion limit
+    (root / "deep.toml").write_text("a = " + "[" * 100_000)
+    (root / "home").mkdir()  # HOME: where ~ leads
+    (root / "userdir").mkdir()  # a folder snnexit did not write, holding a user's own file of a name it writes
+    (root / "userdir" / "report.md").write_text("# my notes\n")
     digits_mlp(root / "mlp.nir")  # a NIR graph written as snnTorch writes one (flat digits inputs)
     g = np.random.default_rng(0)
     np.savez(root / "val.npz", outputs=g.normal(size=(6, 40, 3)), labels=g.integers(0, 3, 40))
@@ -89,6 +96,7 @@ def world(tmp_path_factory):
     build_parser("*")  # import every command's module before the clock starts
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)  # junk --out values are relative paths: whatever they create stays in the sandbox
+        mp.setenv("HOME", str(root / "home"))  # ~ in a path leads into the sandbox too
         mp.setattr(snnexit.runs.stages, "_chain", _stub("run"))
         for stage in STAGES:
             mp.setitem(snnexit.runs.stages.STAGE_FUNCTIONS, stage, _stub(stage))
@@ -106,15 +114,19 @@ def world(tmp_path_factory):
 # ---- the values --------------------------------------------------------------------------------
 # Symbolic paths, made concrete per example: "<fresh>" is a new path under the sandbox each time.
 FILE, FOLDER, FRESH, PROC = "<file>", "<folder>", "<fresh>", "<proc>"
+HOME_FRESH = "~/<n>"  # a fresh path under HOME, given with ~ (in --out=~/x no shell expands it)
+LONG = "a" * 300  # a name longer than NAME_MAX (255 bytes): ENAMETOOLONG from the first stat
+DEEP = "<deep.json>"
 CUDA = torch.cuda.is_available()
 GOOD_DEVICES = ["cpu"] + (["cuda", "cuda:0"] if CUDA else [])
 BAD_DEVICES = ["gpu0", "tpu", "cuda:99", "meta", "", "CPU"] + ([] if CUDA else ["cuda", "cuda:0"])
 NOT_INT = ["x", "1.5", "1e3", ""]
 NOT_NUMBER = ["x", "", "1,2"]
 NON_FINITE = ["nan", "inf", "-inf", "1e400"]
-OUT_FOLDER = {"good": [FRESH], "bad": [FILE, PROC, f"{FILE}/sub"]}
-OUT_FILE = {"good": [FRESH + ".json"], "bad": [FOLDER, PROC + "/x.json", "", f"{FILE}/x.json"]}
-CACHE = {"good": ["<cache>", FRESH], "bad": [FILE, PROC, "", f"{FILE}/sub"]}
+OUT_FOLDER = {"good": [FRESH, HOME_FRESH], "bad": [FILE, PROC, f"{FILE}/sub", LONG, f"{FRESH}/{LONG}/x"]}
+OUT_FILE = {"good": [FRESH + ".json", HOME_FRESH + ".json"], "bad": [FOLDER, PROC + "/x.json", "", f"{FILE}/x.json",
+                                                                 LONG + ".json"]}
+CACHE = {"good": ["<cache>", FRESH, HOME_FRESH], "bad": [FILE, PROC, "", f"{FILE}/sub", LONG]}
 
 
 def ints(good, bad=(), junk=()):
@@ -137,8 +149,11 @@ COMMON = {
     "T": ints([4, 32], [0, -1, 100_001, 10 ** 30]),
     "epochs": ints([1, 3], [0, -1, 100_001]),
     "seed": ints([0, 12345], [-1, 2 ** 63]),
-    "levels": ints([1, 4, 16], [0, -2, 70_000]),
+    "levels": ints([1, 4, 16], [0, -2, 70_000]),  # the base's quantizer is qcfs: L is read
     "converter": names(["qcfs"], ["magic", ""], junk=["qffs", "max", "robust"]),
+    "conversion_fix": names(["none", "step_bias"], ["ftbc", ""], junk=["mean_bias"]),
+    "conversion_fix_inputs": ints([1, 256], [0, -1, 2_000_000]),
+    "ann_event_input": names(["prefix_means", "mean_frame"], ["sum", ""]),
     "width": ints([4, 16], [0, -3, 100_000, 10 ** 7]),
     "lr": floats([0.002, 0.1], [0, -1, 11]),
     "batch_size": ints([8, 64], [0, -1, 2_000_000]),
@@ -147,10 +162,10 @@ COMMON = {
     "download": {},  # a switch, refused: the data sets drawn are built in (REFUSED_SWITCHES)
     "device": {"good": GOOD_DEVICES, "bad": BAD_DEVICES},
     "init_threshold": floats([1, 8], [0, -1, 2e6]),
-    "quantizer": names(["qcfs", "lsq"], ["bogus", ""], junk=["relu", "clip"]),
-    "bits": ints([2, 8], [0, 17, 64]),
+    "quantizer": names(["qcfs"], ["bogus", ""], junk=["lsq", "relu", "clip"]),  # lsq: --L would be refused
+    "bits": ints([], [0, 17, 64], junk=[2, 8]),  # read by lsq only: refused with the base's qcfs
     "out": OUT_FOLDER,
-    "config": {"good": ["<good.toml>"], "bad": [FOLDER, "<missing>", "<bad.toml>", FILE, ""]},
+    "config": {"good": ["<good.toml>"], "bad": [FOLDER, "<missing>", "<bad.toml>", FILE, "", DEEP, "<deep.toml>", LONG]},
     "progress": {},
     "overwrite": {},
     "quiet": {},
@@ -159,41 +174,44 @@ COMMON = {
     "fit.target": names(["no_loss"], junk=["max_drop", "max_steps", "risk", "coverage"]),
     "fit.threshold": floats([0.9, 0.5, -1]),
     "fit.temperature": floats([1.5], [-1, 0]),
-    "fit.eps": floats([0.01, 0.5], [2, -0.1]),
-    "fit.max_steps": floats([3, 1], [0, -1]),
-    "fit.delta": floats([0.1], [0, 1, 2]),
+    # read by some targets only: refused with the base's no_loss (a junk --target may make them valid)
+    "fit.eps": floats([], [2, -0.1, 0.01, 0.5]),
+    "fit.max_steps": floats([], [0, -1, 3, 1]),
+    "fit.delta": floats([], [0, 1, 2, 0.1]),
     "fit.options": {"good": ["use_alpha=true"], "bad": ["k=3", "x", "=3", "1x=2"]},
     "certify.eps": floats([0.05], [0, 1, 2]),
     "certify.delta": floats([0.05], [0, 1, -1]),
     "certify.policies": names(["all", "topk", "dynamic_confidence,entropy"], ["", "bogus", ","]),
-    "certify.calibration_inputs": {"good": ["<calibration.npy>"], "bad": ["<missing>", FOLDER, ""]},
+    "certify.calibration_inputs": {"good": ["<calibration.npy>"], "bad": ["<missing>", FOLDER, "", "<empty.npy>",
+                                                                     "<archive.npz>", DEEP, LONG]},
     # the base reads NIR files as snnTorch does: the graph's LIF nodes need a reader that has them
-    "nir": {"good": ["<mlp.nir>"], "bad": ["<missing>", FOLDER, FILE, ""]},
+    "nir": {"good": ["<mlp.nir>"], "bad": ["<missing>", FOLDER, FILE, "", LONG]},
     "semantics": names(["snntorch", "norse"], ["bogus", ""], junk=["nir", "snnexit", "sinabs", "spikingjelly"]),
     "dt": {"good": [], "bad": ["0", "-1"] + NON_FINITE + NOT_NUMBER, "junk": ["0.001", "1", "1e-4"]},
 }
 NPZ = {"good": ["<val.npz>"], "bad": ["<missing>", FOLDER, FILE, "<test.npz>"]}  # test.npz has no labels
 PER_COMMAND = {
     "compare": {
-        "run": {"good": ["<run>"], "bad": ["<missing>", FOLDER, FILE]},
-        "val": {"good": [], "bad": ["<run>/trace_val.safetensors", "<missing>", FILE]},  # --run is in the base
-        "test": {"good": [], "bad": ["<run>/trace_test.safetensors", "<missing>", FILE]},
-        "out": {"good": [FRESH], "bad": [FILE, PROC, f"{FILE}/sub"]},
+        "run": {"good": ["<run>"], "bad": ["<missing>", FOLDER, FILE, LONG]},
+        "val": {"good": [], "bad": ["<run>/trace_val.safetensors", "<missing>", FILE, LONG]},  # --run is in the base
+        "test": {"good": [], "bad": ["<run>/trace_test.safetensors", "<missing>", FILE, LONG]},
+        "out": {"good": [FRESH, HOME_FRESH], "bad": [FILE, PROC, f"{FILE}/sub", LONG]},
         "policies": names(["dynamic_confidence", "fixed,oracle", "topk"], ["bogus", ",", "fixed,bogus"]),
         "target": names(["no_loss"], ["bogus", ""], junk=["max_drop", "max_steps", "risk"]),  # they need --eps ...
-        "eps": floats([0.01, 0.5], [2, -0.1]),
-        "max_steps": floats([3, 1], [0, -1]),
-        "delta": floats([0.1], [0, 1]),
+        "eps": floats([], [2, -0.1, 0.01, 0.5]),  # with the base's target no_loss: does nothing, refused
+        "max_steps": floats([], [0, -1, 3, 1]),
+        "delta": floats([], [0, 1, 0.1]),
         "risk": {"good": ["0.1 0.1"], "bad": ["2 0.1", "nan 0.5", "0.1", "x y"]},
     },
     "table": {
         "datasets": {"good": ["digits", "digits mnist5k"], "bad": ["bogus", "digits bogus"]},
         "models": {"good": ["vgg_small", "vgg_small resnet20"], "bad": ["alexnet", "vgg_small alexnet"]},
-        "converters": {"good": ["qcfs", "qcfs qffs"], "bad": ["max", "bogus"]},
+        "converters": {"good": ["qcfs qffs"], "bad": ["max", "bogus"], "junk": ["qcfs"]},  # qcfs: --T-qffs refused
         "bits": ints([1, 2, 8], [0, 17, -1]),
         "epochs": ints([1, 3], [0, -1, 100_001]),
         "T_qcfs": ints([8, 32], [0, 100_001]),
         "T_qffs": ints([4, 16], [0, 100_001]),
+        "overwrite": {},
         "seed": ints([0, 7], [-1, 2 ** 63]),
         "threads": ints([1, 2], [0, -1, 100_000]),
     },
@@ -215,35 +233,37 @@ PER_COMMAND = {
     },
     "cutoff-train": {
         "width": ints([4, 8], [0, 100_000]),
-        "init": names(["scratch", "converted"]),
-        "neuron": names(["if", "lif"]),
+        "init": names(["scratch"], junk=["converted"]),  # converted: --epochs, --lr, --neuron ... refused
+        "neuron": names(["lif"], junk=["if"]),  # if: --tau refused
         "reset": names(["soft", "hard"]),
         "tau": floats([2, 1.5], [0.5, -1, 0]),
         "surrogate": names(["triangle", "sigmoid", "atan"]),
         "T": ints([2, 8], [0, -1, 100_001]),
-        "epochs": ints([0, 1], [-1, 100_001]),
-        "finetune_epochs": ints([0, 2], [-1]),
+        "epochs": ints([1], [-1, 100_001], junk=[0]),  # 0 from scratch trains nothing (refused) unless --table
+        "finetune_epochs": ints([], [-1], junk=[0, 2]),  # read with --table or --init converted only
         "loss": names(["tet", "mean"]),
         "reg_weight": {"good": ["0", "0.1"], "bad": ["nan", "-1", "x", "inf"], "junk": ["0.1,0.2", ""]},
         "lr": floats([0.01], [0, -1, 11]),
-        "finetune_lr": floats([0.002], [0, -1, 11]),
-        "ann_epochs": ints([1, 15], [-1], junk=[0]),
+        "finetune_lr": floats([], [0, -1, 11], junk=[0.002]),  # read with --table or --init converted only
+        "ann_epochs": ints([], [-1], junk=[0, 1, 15]),  # read with --init converted only
         "seed": ints([0, 3], [-1, 2 ** 63]),
         "table": {},
     },
     "certify": {
         "val": NPZ,
-        "test": {"good": ["<test.npz>", "<val.npz>"], "bad": ["<missing>", FOLDER, FILE]},
-        "calibration": {"good": ["<test.npz>"], "bad": ["<missing>", FOLDER, FILE]},
+        "test": {"good": ["<test.npz>"], "bad": ["<missing>", FOLDER, FILE, "<val.npz>", LONG]},  # val.npz: the base's --val
+        "calibration": {"good": ["<test.npz>"], "bad": ["<missing>", FOLDER, FILE, LONG]},
         "outputs": names(["per-step", "accumulated"]),
         "eps": floats([0.05, 0.5], [0, 1, 2]),
         "delta": floats([0.05], [0, 1, -1]),
         "policies": names(["all", "topk", "dynamic_confidence,entropy"], ["", "bogus", ","]),
-        "out": {"good": [FRESH + ".json"], "bad": [FOLDER, PROC + "/x.json", "", f"{FILE}/x.json"]},
+        "out": {"good": [FRESH + ".json", HOME_FRESH + ".json"],
+                "bad": [FOLDER, PROC + "/x.json", "", f"{FILE}/x.json", FILE, "<val.npz>", LONG + ".json"]},
     },
     "export": {
-        "source": {"good": ["<run>"], "bad": ["<missing>", FOLDER, ""], "junk": [FILE]},
-        "out": {"good": [FRESH + ".nir"], "bad": [FOLDER, PROC + "/x.nir", "", f"{FILE}/x.nir"]},
+        "source": {"good": ["<run>"], "bad": ["<missing>", FOLDER, "", LONG], "junk": [FILE]},
+        "out": {"good": [FRESH + ".nir", HOME_FRESH + ".nir"], "bad": [FOLDER, PROC + "/x.nir", "", f"{FILE}/x.nir",
+                                                                  FILE, LONG + ".nir"]},
         "format": names(["nir"]),
         # with a run folder (the base), the checkpoint flags are refused
         "dataset": {"good": [], "bad": ["digits", "bogus"]},
@@ -251,10 +271,14 @@ PER_COMMAND = {
         "levels": {"good": [], "bad": ["4", "0"]},
         "width": {"good": [], "bad": ["4", "0"]},
         "data_dir": {"good": [], "bad": [FOLDER]},
-        "variant": names(["exact", "hard-reset", "subtract"]),
+        "variant": names(["exact"], junk=["hard-reset", "subtract"]),
         "pooling": names(["avg", "sum"]),
-        "threshold_scale": {"good": ["auto", "1.5", "0.8"], "bad": ["nan", "-1", "0", "x", "inf", "2e6"]},
-        "T": ints([8], [0, 100_001]),
+        # hard-reset and subtract only: with the base's exact variant they do nothing, refused
+        "threshold_scale": {"good": [], "bad": ["nan", "-1", "0", "x", "inf", "2e6", "auto", "1.5", "0.8"]},
+        "T": ints([], [0, 100_001, 8]),
+        # the base's run folder has no certified.json: certified is refused; a file that is no exit rule may fail late
+        "policy": {"good": [], "bad": ["certified", "<missing>", FOLDER], "junk": [FILE]},
+        "overwrite": {},
     },
 }
 # always given (a drawn flag of the same dest replaces it)
@@ -272,7 +296,7 @@ BASE = {
 REFUSED_SWITCHES = {"download"}
 JUNK = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8) | st.sampled_from(
     ["", "-1", "0", "1", "nan", "inf", "1e400", "9" * 30, "abc", "3.5", FILE, FOLDER, PROC, "cuda", "gpu0", " ",
-     "é", "--", "-"])
+     "é", "--", "-", "~", "~/x", "~no-such-user/x", LONG, "a" * 255, DEEP])
 
 
 def actions(command: str) -> dict[str, argparse.Action]:
@@ -335,7 +359,9 @@ def concrete(argv: list[str], world) -> list[str]:
     names = {FILE: root / "afile", FOLDER: root / "adir", FRESH: root / "fresh" / f"{n}", PROC: "/proc/snnexit-fuzz",
              "<cache>": root / "cache", "<run>": root / "run", "<missing>": root / "missing" / f"{n}",
              "<good.toml>": root / "good.toml", "<bad.toml>": root / "bad.toml",
-             "<calibration.npy>": root / "calibration.npy", "<mlp.nir>": root / "mlp.nir",
+             "<calibration.npy>": root / "calibration.npy", "<empty.npy>": root / "empty.npy",
+             "<archive.npz>": root / "archive.npz", DEEP: root / "deep.json", "<deep.toml>": root / "deep.toml",
+             "<userdir>": root / "userdir", "<n>": f"fresh-{n}", "<mlp.nir>": root / "mlp.nir",
              "<val.npz>": root / "val.npz", "<test.npz>": root / "test.npz"}
     out = []
     for word in argv:
@@ -369,6 +395,7 @@ def check(command: str, argv: list[str], verdict: str, world) -> None:
         raise AssertionError(f"snnexit {' '.join(argv)} raised {type(exc).__name__}: {exc}") from exc
     shown = f"snnexit {' '.join(argv)} -> {outcome}\n{err}"
     assert "Traceback" not in err, shown
+    assert not (world["root"] / "~").exists(), shown  # ~ was expanded, never made a folder of that name
     assert outcome in ("reached", 0, 2, "SystemExit(2)"), shown
     assert seconds < SECONDS_PER_EXAMPLE, shown
     if outcome == 2:
@@ -431,6 +458,45 @@ def test_fuzz_command_line_at_length(world, command, data):
     (["cutoff-train", "--download"], "data set 'digits' is built in: --download does not apply"),
     (["report", "--download"], "report does not use --download"),
     (["train", "--dataset", "imagefolder", "--download"], "'imagefolder' has no public download"),
+    # the second hostile sweep (issue 24): data lost, idle flags, late checks, odd paths, deep files
+    (["run", "--out", "<userdir>"], "userdir holds report.md and is no folder snnexit wrote"),
+    (["report", "--out", "<userdir>"], "userdir holds report.md and is no folder snnexit wrote"),
+    (["export", "--in", FILE, "--dataset", "digits", "--model", "vgg_small", "--out", FILE],
+     "is an input of this export"),
+    (["export", "--out", FILE], "exists and is no NIR graph"),
+    (["export", "--threshold-scale", "0.8"], "--threshold-scale does nothing with --variant exact"),
+    (["export", "--T", "8"], "--T does nothing with --variant exact"),
+    (["export", "--variant", "hard-reset", "--threshold-scale", "0.8", "--T", "8"],
+     "--T does nothing with --threshold-scale 0.8"),
+    (["run", "--bits", "3"], "--bits 3 does nothing with quantizer 'qcfs'"),
+    (["run", "--quantizer", "lsq", "--L", "8"], "--L 8 does nothing with quantizer 'lsq'"),
+    (["run", "--quantizer", "relu", "--converter", "max", "--init-threshold", "2"],
+     "--init-threshold 2.0 does nothing with quantizer 'relu'"),
+    (["fit", "--eps", "0.01"], "fit.eps (--eps) does nothing with target 'no_loss'"),
+    (["fit", "--target", "max_drop", "--eps", "0.01", "--max-steps", "3"], "fit.max_steps (--max-steps) does nothing"),
+    (["fit", "--threshold", "2", "--target", "max_drop", "--eps", "0.1"], "does nothing with a fixed threshold"),
+    (["compare", "--eps", "0.01"], "--eps does nothing with --target no_loss"),
+    (["compare", "--target", "max_drop", "--eps", "0.01", "--delta", "0.1"], "--delta does nothing"),
+    (["cutoff-train", "--neuron", "if", "--tau", "2"], "--tau does nothing with --neuron if"),
+    (["cutoff-train", "--epochs", "0"], "--epochs 0 with --init scratch trains nothing"),
+    (["cutoff-train", "--ann-epochs", "3"], "--ann-epochs does nothing with --init scratch"),
+    (["cutoff-train", "--init", "converted", "--epochs", "3"], "--epochs does nothing with --init converted"),
+    (["cutoff-train", "--finetune-lr", "0.01"], "--finetune-lr does nothing with --init scratch"),
+    (["table", "--datasets", "event_mnist"], "the qffs converter cannot run its frames"),
+    (["table", "--datasets", "event_mnist", "--converters", "qcfs"], "pass --T-qcfs 16 or fewer"),
+    (["table", "--converters", "qcfs", "--T-qffs", "4"], "--T-qffs does nothing without qffs in --converters"),
+    (["run", "--calibration-inputs", "<empty.npy>"], "the file is empty"),
+    (["run", "--calibration-inputs", "<archive.npz>"], "an .npz archive, not one .npy array"),
+    (["run", "--config", DEEP], "invalid JSON (nested too deeply to read)"),
+    (["fit", "--config", "<deep.toml>"], "invalid TOML (nested too deeply to read)"),
+    (["trace", "--policy-option", "k=" + "[" * 50_000], "trace does not use --policy-option"),
+    (["fit", "--policy", "topk", "--policy-option", "k=" + "[" * 50_000], "k (top-1 minus top-k) must be an integer"),
+    (["run", "--out", LONG], "a name of 300 bytes, the file system allows"),
+    (["run", "--cache-dir", f"{FRESH}/{LONG}"], "a name of 300 bytes"),
+    (["run", "--config", LONG], "config file"),
+    (["certify", "--out", "<val.npz>"], "is the --val file"),
+    (["certify", "--out", FILE], "exists and holds no exit rule"),
+    (["certify", "--test", "<val.npz>"], "--val and --test are the same file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(world, argv, message):
     command = argv[0]

@@ -9,12 +9,16 @@ tables below, so a new converter, neuron, imported network kind or policy joins 
 without an edit here. The networks' arithmetic is exact (tests/conformance_kinds.py): any
 difference is a bug in a path.
 
-The default suite runs every kind, engine, chunk plan, batch size, policy and input mode in
-float32 (the default precision) on few inputs; ``-m slow`` runs more inputs, a longer T and
-float64 as well.
+The default suite runs every engine, chunk plan, batch size, policy and input mode in float32
+(the default precision) on few inputs, for every converted and directly trained kind and three
+imported ones (a feed-forward graph, a recurrent loop, a multi-spike reader); ``-m slow`` runs
+every kind (every NIR reader, feed-forward and recurrent) in float64, with more inputs and a
+longer T.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -27,9 +31,11 @@ from snnexit.runtime.engine import EarlyExitEngine
 from snnexit.simulate import record_trace
 
 KINDS = {kind.name: kind for kind in network_kinds()}
+# one test per kind: the default suite's kinds there, the others with the slow matrix
+EACH_KIND = [pytest.param(name, marks=() if kind.default else pytest.mark.slow) for name, kind in KINDS.items()]
 BATCH_SIZES = (1, 7, 256)
-FAST = dict(T=8, n_val=200, n_test=256, n_one=4, n_seven=14)  # batch 1 on n_one inputs, batch 7 on n_seven
-SLOW = dict(T=16, n_val=400, n_test=256, n_one=40, n_seven=256)
+FAST = dict(T=8, n_val=200, n_test=256, n_one=3, n_seven=7)  # batch 1 on n_one inputs, batch 7 on n_seven
+SLOW = dict(T=16, n_val=400, n_test=256, n_one=6, n_seven=28)
 
 
 def chunk_plans(T: int) -> dict[str, object]:
@@ -43,6 +49,12 @@ def chunk_plans(T: int) -> dict[str, object]:
 
 
 ENGINES = ["step", "masked", "stream", *(f"chunked-{p}" for p in chunk_plans(8))]
+
+
+def CHUNK_TIME(k: int, m: float) -> float:
+    """The auto plan's cost model here: overhead per chunk and per step, work per input-step (so the
+    plans mix lengths), instead of timing every engine (test_chunked tests the measured plans)."""
+    return 1.0 + 0.3 * k + 0.2 * k * m
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,7 +115,7 @@ def make_engine(engine_name: str, c: Case, policy):
     if engine_name.startswith("chunked-"):
         plan = chunk_plans(c.T)[engine_name.removeprefix("chunked-")]
         hint = None if policy.uses_labels_at_test else policy.exit_steps(c.val)
-        return ChunkedEngine(c.snn, policy, c.T, chunks=plan, exit_steps=hint, threads=None, timing_repeats=1)
+        return ChunkedEngine(c.snn, policy, c.T, chunks=plan, exit_steps=hint, threads=None, chunk_time=CHUNK_TIME)
     return EarlyExitEngine(c.snn, policy, c.T, compact=engine_name != "masked")
 
 
@@ -146,41 +158,55 @@ def check_cell(c: Case, engine_name: str, batch_size: int) -> None:
             f"{where}: spikes up to the exits differ from the trace's"
 
 
-def matrix(sizes: dict, dtypes) -> list:
+def matrix(sizes: dict, dtypes, every_kind: bool) -> list:
     return [pytest.param(kind, dtype, temporal, engine, batch, id=f"{kind}-{str(dtype)[6:]}-"
                          f"{'temporal' if temporal else 'static'}-{engine}-b{batch}")
-            for kind in KINDS for dtype in dtypes for temporal in (False, True)
+            for kind in KINDS if every_kind or KINDS[kind].default for dtype in dtypes
+            for temporal in ((False, True) if KINDS[kind].temporal else (False,))
             for engine in ENGINES for batch in BATCH_SIZES]
 
 
 def run_matrix_cell(kind, dtype, temporal, engine, batch, sizes):
-    if temporal and not KINDS[kind].temporal:  # the kind refuses frames, clearly, on every path
-        snn = KINDS[kind].build(dtype, 0)
-        with pytest.raises(SnnexitError, match="cannot take a sequence of frames"):
-            EarlyExitEngine(snn, POLICIES.get("fixed")(), sizes["T"]).run(inputs(2, 0, sizes["T"], dtype),
-                                                                          temporal=True)
-        return
     check_cell(case(kind, dtype, temporal, sizes), engine, batch)
 
 
-@pytest.mark.parametrize("kind, dtype, temporal, engine, batch", matrix(FAST, (torch.float32,)))
+@pytest.mark.parametrize("kind", [name for name, kind in KINDS.items() if not kind.temporal])
+def test_a_kind_that_takes_no_frames_refuses_them_on_every_path(kind):
+    """A kind that cannot run a sequence of frames (QFFS: input and biases switched off after its
+    window) refuses them in one line, in every engine, instead of running something else."""
+    T = FAST["T"]
+    snn = KINDS[kind].build(torch.float32, 0)
+    x = inputs(2, 0, T, torch.float32)
+    fixed = POLICIES.get("fixed")()
+    val = record_trace(snn, [(x[:, 0], None)], T=T)
+    for engine in ENGINES:
+        c = SimpleNamespace(snn=snn, T=T, temporal=True, val=val)
+        with pytest.raises(SnnexitError, match="cannot take a sequence of frames"):
+            run_engine(engine, make_engine(engine, c, fixed), c, x, None)
+    # the same frame at every step is a static input, which the stream runs
+    c = SimpleNamespace(snn=snn, T=T, temporal=True, val=val)
+    steps, *_ = run_engine("stream", make_engine("stream", c, fixed), c, x[:, :1].expand(-1, T, *x.shape[2:]), None)
+    assert torch.equal(steps, torch.full((2,), T))
+
+
+@pytest.mark.parametrize("kind, dtype, temporal, engine, batch", matrix(FAST, (torch.float32,), every_kind=False))
 def test_every_path_takes_the_offline_decisions(kind, dtype, temporal, engine, batch):
     run_matrix_cell(kind, dtype, temporal, engine, batch, FAST)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, dtype, temporal, engine, batch", matrix(SLOW, (torch.float32, torch.float64)))
+@pytest.mark.parametrize("kind, dtype, temporal, engine, batch", matrix(SLOW, (torch.float64,), every_kind=True))
 def test_every_path_takes_the_offline_decisions_longer(kind, dtype, temporal, engine, batch):
     run_matrix_cell(kind, dtype, temporal, engine, batch, SLOW)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", EACH_KIND)
 @pytest.mark.parametrize("temporal", [False, True], ids=["static", "temporal"])
 def test_fixed_T_runs_are_the_step_by_step_simulation(kind, temporal):
     """With fixed T every engine's outputs and spikes are the trace's last step, and a trace
     recorded in batches of 1, 7 or 256 is the reference trace bit for bit."""
     if temporal and not KINDS[kind].temporal:
-        pytest.skip("the kind refuses frames (test_every_path_takes_the_offline_decisions checks the refusal)")
+        pytest.skip("the kind refuses frames (test_a_kind_that_takes_no_frames_refuses_them_on_every_path)")
     c = case(kind, torch.float32, temporal, FAST)
     for batch in BATCH_SIZES:
         n = c.rows(batch)
@@ -195,7 +221,7 @@ def test_fixed_T_runs_are_the_step_by_step_simulation(kind, temporal):
         assert torch.equal(spikes, c.test.spikes.double().sum(0)), engine
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", EACH_KIND)
 def test_the_matrix_is_not_trivial(kind):
     """The equality means something: on every kind, the policies' exits spread over several steps
     and the network's outputs change over time."""

@@ -76,11 +76,16 @@ def test_run_an_imported_network_end_to_end(mlp_file, tmp_path, capsys):
     assert "Nothing to train: the network comes from" in capsys.readouterr().out
     again = json.loads((staged / "results.json").read_text())
     assert again["policies"]["certified"] == results["policies"]["certified"]
-    # a stage with another reader, or without the file, is refused
+    # a stage with another reader than the folder's is refused; without --nir it takes the folder's
     assert main(["trace", *flags[:2], "--semantics", "norse", *flags[4:], "--T", "12"]) == 2
+    assert "--semantics 'norse' contradicts the run in" in capsys.readouterr().err
+    assert main(["evaluate", "--out", str(staged), "--quiet"]) == 0
+    assert json.loads((staged / "config.evaluate.json").read_text())["nir"] == str(mlp_file)
+    # a network.json of another file than the folder's settings say (copied in by hand) is refused
+    record = json.loads((staged / "network.json").read_text())
+    (staged / "network.json").write_text(json.dumps({**record, "semantics": "norse"}))
+    assert main(["evaluate", "--out", str(staged), "--quiet"]) == 2
     assert "another NIR file or semantics" in capsys.readouterr().err
-    assert main(["evaluate", "--dataset", "digits", "--T", "12", "--out", str(staged), "--quiet"]) == 2
-    assert "pass --nir FILE --semantics NAME" in capsys.readouterr().err
 
 
 def test_bad_nir_runs_are_refused_in_one_line(mlp_file, tmp_path, capsys):

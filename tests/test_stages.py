@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,21 +110,59 @@ def test_fit_with_a_fixed_threshold_from_the_command_line(runs, tmp_path):
     steps = DynamicConfidence(threshold=0.9).fit(test).exit_steps(test)
     assert results["policies"]["dynamic_confidence"]["threshold"] == 0.9
     assert results["policies"]["dynamic_confidence"]["mean_steps"] == pytest.approx(steps.double().mean().item())
-    # back to the fitted threshold for the other tests
+    # fit takes the folder's fit settings (the fixed threshold) unless told: back to the fitted one for the other tests
     assert main(["fit", "--config", str(runs["config"]), "--out", str(chain)]) == 0
+    assert load_policy(chain / POLICY_FILE).threshold_ == 0.9
+    assert main(["fit", "--config", str(runs["config"]), "--out", str(chain), "--target", "no_loss"]) == 0
+    assert load_policy(chain / POLICY_FILE).threshold_ != 0.9
 
 
-@pytest.mark.parametrize("stage,override,message", [
-    ("convert", ["--model", "resnet20"], "was made with other training settings (model='vgg_small' there, "
-                                         "'resnet20' now)"),
-    ("trace", ["--epochs", "3"], "run `snnexit convert` again"),
-    ("fit", ["--T", "6"], "run `snnexit trace` again"),
-    ("evaluate", ["--T", "6"], "run `snnexit trace` again"),
+@pytest.mark.parametrize("stage,override,setting", [
+    ("convert", ["--model", "resnet20"], "model = 'vgg_small'"),
+    ("trace", ["--epochs", "3"], "epochs = 2"),
+    ("fit", ["--T", "6"], "T = 8"),
+    ("evaluate", ["--T", "6"], "T = 8"),
+    ("report", ["--dataset", "mnist5k"], "dataset = 'digits'"),
+    ("fit", ["--dataset", "mnist5k"], "dataset = 'digits'"),
 ])
-def test_stale_inputs_are_refused(runs, stage, override, message, capsys):
+def test_a_flag_that_contradicts_the_run_folder_is_refused(runs, stage, override, setting, capsys):
+    """A stage takes the folder's settings; a flag against the files it reads is refused, never recorded."""
+    before = {p.name: p.stat().st_mtime_ns for p in runs["chain"].iterdir()}
     code = main([stage, "--config", str(runs["config"]), "--out", str(runs["chain"]), *override])
     assert code == 2
+    err = capsys.readouterr().err
+    assert f"{' '.join(override[:1])} " in err and "contradicts the run in" in err and f"made with {setting}" in err
+    assert "again" not in err  # no step that would replace the finished run is suggested
+    assert {p.name: p.stat().st_mtime_ns for p in runs["chain"].iterdir()} == before
+
+
+@pytest.mark.parametrize("stage,edit,message", [
+    ("convert", lambda folder: shutil.copy(folder / "snn.safetensors", folder / "ann.safetensors"),
+     "expected a snnexit ann file"),
+    ("fit", lambda folder: Trace.load(folder / "trace_val.safetensors").truncate(6).save(
+        folder / "trace_val.safetensors"), "has T = 6 and converter 'qcfs', this config says T = 8"),
+    ("evaluate", lambda folder: Trace.load(folder / "trace_test.safetensors").truncate(6).save(
+        folder / "trace_test.safetensors"), "run `snnexit trace` again"),
+])
+def test_files_that_do_not_fit_the_folders_settings_are_refused(runs, tmp_path, stage, edit, message, capsys):
+    """A file changed behind the folder's back (copied, another T) is refused, naming the stage to run again."""
+    folder = tmp_path / "copy"
+    shutil.copytree(runs["chain"], folder)
+    edit(folder)
+    assert main([stage, "--out", str(folder)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_stages_take_the_run_folders_settings(runs, tmp_path, capsys):
+    """After `run` with its own settings, every stage takes them: no flag, no config file needed."""
+    folder = tmp_path / "copy"
+    shutil.copytree(runs["run"], folder)
+    for stage in ("fit", "evaluate", "report"):
+        assert main([stage, "--out", str(folder), "--quiet"]) == 0, (stage, capsys.readouterr().err)
+        saved = json.loads((folder / f"config.{stage}.json").read_text())
+        assert (saved["dataset"], saved["T"], saved["width"], saved["epochs"]) == ("digits", 8, 8, 2)
+    results = json.loads((folder / "results.json").read_text())
+    assert results["config"]["dataset"] == "digits" and results["snn"]["T"] == 8
 
 
 def test_missing_inputs_name_the_stage_to_run(tmp_path, capsys):
@@ -352,22 +391,43 @@ def test_a_config_written_before_a_setting_existed_counts_as_its_default(tmp_pat
     settings = Settings()
     folder.save_config(settings, "run")
     stored = json.loads((tmp_path / "config.run.json").read_text())
-    del stored["fit"]["policy"], stored["fit"]["options"], stored["bits"]  # as an older version wrote it
+    del stored["fit"]["policy"], stored["fit"]["options"], stored["bits"], stored["sequence"]  # as an older version
     (tmp_path / "config.run.json").write_text(json.dumps(stored))
-    folder.check_same_settings(settings, "run")  # the same settings
+    keys = ("bits", "fit.policy", "fit.options", "T")
+    folder.check_same_settings(settings, keys)  # the same settings
     settings.fit.policy = "topk"
     with pytest.raises(SnnexitError, match="other settings"):
-        folder.check_same_settings(settings, "run")
+        folder.check_same_settings(settings, keys)
 
 
-def test_evaluate_refuses_a_policy_file_of_another_policy(runs, tmp_path, capsys):
-    import shutil
-
+def test_evaluate_takes_the_policy_that_fit_fitted(runs, tmp_path, capsys):
+    """fit --policy topk --policy-option k=3, then evaluate with no flag evaluates (and records) topk with
+    k = 3; evaluate --policy-option k=2 is refused, as is a policy.json that is not what the folder says."""
     copy = tmp_path / "copy"
     shutil.copytree(runs["chain"], copy)
-    assert main(["fit", "--config", str(runs["config"]), "--out", str(copy), "--policy", "topk", "--quiet"]) == 0
-    assert main(["evaluate", "--config", str(runs["config"]), "--out", str(copy), "--quiet"]) == 2
-    assert "policy.json holds topk, this config says dynamic_confidence; pass --policy topk" in capsys.readouterr().err
+    fit = ["fit", "--config", str(runs["config"]), "--out", str(copy), "--quiet", "--policy", "topk"]
+    assert main([*fit, "--policy-option", "k=3"]) == 0
+    assert main(["evaluate", "--config", str(runs["config"]), "--out", str(copy), "--quiet"]) == 0
+    results = json.loads((copy / "results.json").read_text())
+    assert results["fitted_policy"] == "topk"
+    assert results["policies"]["topk"]["mean_steps"] == _expected_row(copy, "topk", k=3)["mean_steps"]
+    assert json.loads((copy / "config.evaluate.json").read_text())["fit"]["options"] == {"k": 3}
+    capsys.readouterr()
+    for flags, said in ((["--policy-option", "k=2"], "--policy-option k=2 contradicts"),
+                        (["--policy", "dynamic_confidence"], "--policy 'dynamic_confidence' contradicts")):
+        assert main(["evaluate", "--out", str(copy), "--quiet", *flags]) == 2
+        assert said in capsys.readouterr().err
+    # a policy.json that differs from the folder's settings (put there by hand): evaluated as it is, never as said
+    shutil.copy(runs["chain"] / POLICY_FILE, copy / POLICY_FILE)  # dynamic_confidence
+    assert main(["evaluate", "--out", str(copy), "--quiet"]) == 2
+    assert "policy.json holds dynamic_confidence, this config says topk; drop --policy" in capsys.readouterr().err
+    assert main([*fit, "--policy-option", "k=2"]) == 0
+    shutil.copy(runs["chain"] / "config.fit.json", copy / "config.x.json")  # as if the folder said k = 3 now
+    record = json.loads((copy / "config.fit.json").read_text())
+    record["fit"]["options"], record["sequence"] = {"k": 3}, 99
+    (copy / "config.x.json").write_text(json.dumps(record))
+    assert main(["evaluate", "--out", str(copy), "--quiet"]) == 2
+    assert "holds topk fitted with k = 2, this config says k = 3" in capsys.readouterr().err
 
 
 def test_a_T_whose_traces_cannot_fit_is_refused_before_training(tmp_path, monkeypatch, capsys):

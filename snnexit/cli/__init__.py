@@ -14,11 +14,14 @@ Startup cost: the subcommand modules import torch, scipy and matplotlib, which t
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
 from snnexit import __version__
+from snnexit.environment import shorten
 from snnexit.errors import SnnexitError
+from snnexit.progress import drop_stream
 
 # command -> (module in snnexit.cli that registers it, its one-line help)
 COMMANDS = {
@@ -78,23 +81,78 @@ def _empty_value(argv: list[str]) -> str | None:
     return next((word.split("=", 1)[0] for word in argv if word.startswith("-") and word.endswith("=--")), None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+# errors of the environment, not of snnexit: the disk or the quota is full, a file grows past the
+# process's file-size limit, a name is too long, the device fails or is read-only. Wherever they
+# arise (a cache, a checkpoint, a figure), they are one line naming the file, not a traceback.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENAMETOOLONG, errno.EROFS, errno.EIO}
+
+
+def environment_error(exc: OSError) -> str:
+    """One line for an :data:`ENVIRONMENT_ERRNOS` error: what failed, on which file, what to do."""
+    name = f" ({shorten(str(exc.filename), 80)})" if exc.filename else ""
+    hint = {errno.ENOSPC: "free some space or choose another --out / --cache-dir",
+            errno.EDQUOT: "the disk quota is full: free some space or choose another --out / --cache-dir",
+            errno.EFBIG: "a file grew past the file-size limit (ulimit -f) or the file system's",
+            errno.ENAMETOOLONG: "choose a shorter name"}.get(exc.errno, "choose another --out / --cache-dir")
+    return f"{exc.strerror or exc}{name}: {hint}"
+
+
+def _say(text: str) -> None:
+    """``text`` on stderr, unless stderr is gone (a closed pipe)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):  # ValueError: stderr already closed
+        drop_stream(sys.stderr)
+
+
+def _reader_gone(stream) -> bool:
+    """Is ``stream`` a pipe whose reader closed it (``poll`` says POLLERR)?"""
+    import select  # light; only after a broken pipe
+
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor: a test's StringIO
+        return False
+
+
+def _run(argv: list[str]) -> int:
     flag = _empty_value(argv)
     if flag is not None:
         where = f"snnexit {_command(argv)}" if _command(argv) else "snnexit"
-        print(one_line(f"{where}: error: argument {flag}: expected a value, got '--'"), file=sys.stderr)
+        _say(one_line(f"{where}: error: argument {flag}: expected a value, got '--'"))
         return 2
     parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except SnnexitError as exc:
-        print(f"snnexit {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        _say(f"snnexit {args.command}: error: {one_line(str(exc))}")
         return 2
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS or isinstance(exc, BrokenPipeError):
+            raise
+        _say(f"snnexit {args.command}: error: {one_line(environment_error(exc))}")
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. Bad input: one line on stderr, 2. Ctrl-C at any moment (the
+    imports of the first second included): ``interrupted``, 130. The reader of a pipe went away
+    (``snnexit run | head -5``): nothing more is written, 0."""
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")
         return 130
+    except BrokenPipeError:
+        gone = [stream for stream in (sys.stdout, sys.stderr) if _reader_gone(stream)]
+        if not gone:
+            raise  # a pipe of our own broke (a worker process): a bug, with its traceback
+        for stream in gone:
+            drop_stream(stream)
+        return 0
 
 
 if __name__ == "__main__":

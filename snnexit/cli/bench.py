@@ -7,9 +7,13 @@ import argparse
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
-from snnexit.cli.common import add_device, positive_int
-from snnexit.experiments.bench import BenchSettings, bench
+from snnexit.cli.common import add_device, path_arg, positive_int, progress_log
+from snnexit.environment import user_path
+from snnexit.errors import SnnexitError
+from snnexit.exit import POLICIES
+from snnexit.experiments.bench import CERTIFIED, BenchSettings, bench
 from snnexit.io import check_output_file, write_json
 from snnexit.runs.paths import check_cache_folder
 
@@ -53,8 +57,8 @@ def register(sub) -> None:
     p.add_argument("--energy", default="fp32", help="energy per operation: fp32, fp16, int8 (45 nm) or MAC_PJ,AC_PJ")
     p.add_argument("--devices", nargs="+", default=None,
                    help="devices to time (default: cpu, and cuda when available)")
-    p.add_argument("--out", default="benchmarks/results/bench.json", help="JSON output file")
-    p.add_argument("--cache-dir", default=None, help="where trained ANNs are cached")
+    p.add_argument("--out", type=path_arg, default="benchmarks/results/bench.json", help="JSON output file")
+    p.add_argument("--cache-dir", type=path_arg, default=None, help="where trained ANNs are cached")
     add_device(p)  # the device that traces and fits (the timed devices are --devices)
     p.set_defaults(func=main)
 
@@ -65,12 +69,17 @@ def thread_count(text: str) -> int:
 
 
 def main(args) -> int:
+    if args.policy not in POLICIES and args.policy != CERTIFIED:  # a policy.json / certified.json file
+        args.policy = user_path(args.policy, "--policy")
+        if Path(args.policy).exists() and Path(args.policy).resolve() == Path(args.out).resolve():
+            raise SnnexitError(f"--out {args.out} is the --policy file: the timings would replace the exit rule; "
+                               f"choose another --out")
     settings = BenchSettings(**{f.name: getattr(args, f.name) for f in fields(BenchSettings) if f.name != "command"},
                              command="snnexit bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "")
     settings.validate()  # before any training or timing: the settings, the devices,
     check_cache_folder(args.cache_dir)  # the cache
     check_output_file(args.out, "output file (--out)")  # and the JSON file
-    results = bench(settings, log=lambda m: print(m, file=sys.stderr))
+    results = bench(settings, log=progress_log(args))  # stderr, stamped; --quiet: none
     write_json(args.out, results)
     print(results["table2"])
     print(f"Wrote {args.out}")

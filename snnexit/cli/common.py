@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from snnexit.environment import user_path
+from snnexit.errors import SnnexitError
+from snnexit.io import read_json_file
 from snnexit.progress import ProgressLog
 
 
@@ -25,6 +28,25 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def path_arg(text: str) -> str:
+    """A path flag's value: ``~`` expanded (also in ``--out=~/x``, which no shell expands), and a
+    name the system can take (no name over NAME_MAX bytes)."""
+    try:
+        return user_path(text, "path")
+    except SnnexitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def is_exit_rule(path) -> bool:
+    """Does the file ``path`` hold an exit rule as snnexit writes them (policy.json, certified.json:
+    a JSON object naming its snnexit format)? An output may replace such a file, never another."""
+    try:
+        record = read_json_file(path)
+    except SnnexitError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("format"), str) and record["format"].startswith("snnexit")
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -9,9 +9,14 @@ import types
 import typing
 from dataclasses import fields
 
-from snnexit.runs.config_file import load_config, run_fields
+from snnexit.convert.fixes.base import DEFAULT_FIX, FIXABLE_CONVERTERS, NO_FIX
+from snnexit.runs.config_file import run_fields
+from snnexit.runs.resolve import resolve_settings
 from snnexit.runs.settings import SECTIONS, RunConfig, Settings
 
+
+_DEFAULT_FIX_TEXT = (f"{DEFAULT_FIX} for {', '.join(FIXABLE_CONVERTERS)}, none for the others" if DEFAULT_FIX != NO_FIX
+                     else "none")
 
 # Flags for RunConfig fields: dest -> (option strings, help). Fields not listed (added later)
 # get ``--field-name``, typed from the dataclass.
@@ -24,6 +29,12 @@ _FLAGS = {
     "out": (["--out"], "run folder: each stage reads the previous stage's files there and writes its own"),
     "levels": (["--L", "--levels"], "QCFS quantization levels"),
     "converter": (["--converter"], "ANN-to-SNN converter"),
+    "conversion_fix": (["--conversion-fix"], "correction of the converted SNN fitted on training inputs (qcfs, max "
+                       "and robust conversions): none, step_bias (an input current per step and channel, FTBC), "
+                       "mean_bias (a constant one, Li et al. 2021); default: " + _DEFAULT_FIX_TEXT),
+    "conversion_fix_inputs": (["--conversion-fix-inputs"], "training inputs the conversion fix is fitted on"),
+    "ann_event_input": (["--ann-event-input"], "event data: what the ANN trains on, prefix_means (the mean of the first "
+                        "k frames, k random: what the SNN has integrated after k steps) or mean_frame"),
     "width": (["--width"], "model width (default: the model's own)"),
     "lr": (["--lr"], "learning rate"),
     "batch_size": (["--batch-size"], "training batch size"),
@@ -90,7 +101,7 @@ def _policy_option(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a parameter name, got {text!r}")
     try:
         parsed = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to read: the text itself
         parsed = value
     return key.strip(), parsed
 
@@ -145,8 +156,18 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     return out
 
 
+def flag_names() -> dict[str, str]:
+    """Setting -> the flag that gives it (``{"dataset": "--dataset", "fit.options": "--policy-option"}``)."""
+    names = {dest: options[0] for dest, (options, _) in _FLAGS.items()}
+    names.update({f"{section}.{key}": option for flags in _STAGE_FLAGS.values() for option, section, key, _, _ in flags})
+    names["fit.options"] = "--policy-option"
+    return names
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Resolve ``--config FILE`` plus the flags on the command line; progress bars only on a tty."""
-    settings = load_config(getattr(args, "config", None), overrides_from_args(args))
+    """Resolve the command's settings (:func:`snnexit.runs.resolve.resolve_settings`: defaults, a
+    stage's run folder, ``--config FILE``, the flags on the command line); progress bars only on a tty."""
+    settings = resolve_settings(args.command, getattr(args, "config", None), overrides_from_args(args),
+                                flag_names())
     settings.run.progress = bool(settings.run.progress and sys.stderr.isatty())
     return settings

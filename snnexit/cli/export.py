@@ -10,13 +10,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from snnexit.cli.common import positive_int
+from snnexit.cli.common import is_exit_rule, path_arg, positive_int
 from snnexit.errors import SnnexitError
 from snnexit.exit import check_rule_fits, describe_exit_rule, load_exit_rule
 from snnexit.io import check_output_file, write_text
 from snnexit.nir import export_nir
 from snnexit.nir.variants import calibrate_threshold_scale
-from snnexit.runs.artifacts import CERTIFIED_FILE
+from snnexit.runs.artifacts import CERTIFIED_FILE, RESULTS_FILE
 from snnexit.runs.exportable import exportable_snn
 from snnexit.runs.paths import check_cache_folder
 from snnexit.runs.settings import MAX_T, RunConfig, check_positive, check_range
@@ -31,15 +31,15 @@ def register(sub) -> None:
                                    "NIR's IF neuron resets hard and starts from 0; the exact QCFS semantics (soft reset, "
                                    "v(0) = theta/2, fire on >=) are kept in node metadata that snnexit's importer reads.")
     p.add_argument("--format", default="nir", choices=FORMATS, help="export format (default nir)")
-    p.add_argument("--in", dest="source", required=True, metavar="RUN_OR_MODEL",
+    p.add_argument("--in", dest="source", required=True, type=path_arg, metavar="RUN_OR_MODEL",
                    help="a run folder (with results.json) or an ANN checkpoint (.safetensors)")
-    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (e.g. model.nir)")
+    p.add_argument("--out", required=True, type=path_arg, metavar="FILE", help="the file to write (e.g. model.nir)")
     p.add_argument("--dataset", default=None, help="with a checkpoint: its data set (gives the input shape)")
     p.add_argument("--model", default=None, help="with a checkpoint: its model name")
     p.add_argument("--L", dest="levels", type=positive_int, default=None, help="with a checkpoint: QCFS levels")
     p.add_argument("--width", type=positive_int, default=None, help="with a checkpoint: model width")
-    p.add_argument("--data-dir", default=None, help="with a checkpoint: local folder of a real data set")
-    p.add_argument("--cache-dir", default=None, help="ANN cache (default: the run's own, else ~/.cache/snnexit)")
+    p.add_argument("--data-dir", default=None, type=path_arg, help="with a checkpoint: local folder of a real data set")
+    p.add_argument("--cache-dir", default=None, type=path_arg, help="ANN cache (default: the run's own, else ~/.cache/snnexit)")
     p.add_argument("--variant", choices=("exact", "hard-reset", "subtract"), default="exact",
                    help="exact (default): IF + Scale with the QCFS semantics in metadata, read exactly by snnexit; "
                         "hard-reset: hard reset, v(0) = 0, binary spikes, thresholds scaled for hard reset: what "
@@ -48,15 +48,17 @@ def register(sub) -> None:
     p.add_argument("--pooling", choices=("avg", "sum"), default="avg",
                    help="avg (default): AvgPool2d nodes; sum: SumPool2d with 1/area folded into the next layer "
                         "(Sinabs and Norse have no AvgPool2d)")
-    p.add_argument("--threshold-scale", default="auto", metavar="K",
-                   help="hard-reset, subtract: firing threshold = K * theta; auto (default) picks K on the validation "
-                        "split")
+    p.add_argument("--threshold-scale", default=None, metavar="K",
+                   help="hard-reset, subtract only: firing threshold = K * theta; auto (default) picks K on the "
+                        "validation split")
     p.add_argument("--T", type=positive_int, default=None,
-                   help="hard-reset, subtract with --threshold-scale auto: steps to calibrate over (default: the "
+                   help="hard-reset, subtract with --threshold-scale auto only: steps to calibrate over (default: the "
                         "run's T)")
-    p.add_argument("--policy", default=None, metavar="RULE",
+    p.add_argument("--policy", default=None, type=path_arg, metavar="RULE",
                    help="also write the exit rule to deploy with the graph, to <out without suffix>.exit.json: "
                         "certified (the run folder's certified.json) or a policy.json / certified.json file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an --out that is one of the inputs, or a file that is no NIR graph (default: refuse)")
     p.set_defaults(func=main)
 
 
@@ -79,7 +81,47 @@ def rule_files(args) -> tuple[Path, Path] | None:
     target = Path(args.out).with_suffix(".exit.json")
     if target.resolve() in (source.resolve(), Path(args.out).resolve()):
         raise SnnexitError(f"{target}: the exit rule would overwrite its own source or --out; choose another --out")
+    if target.exists() and not args.overwrite and not is_exit_rule(target):
+        raise SnnexitError(f"{target} exists and holds no exit rule: the exit rule would replace it; pass "
+                           f"--overwrite to replace it, or choose another --out")
     return source, check_output_file(target, "exit-rule file")
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # how every NIR file (HDF5) begins
+
+
+def check_not_replacing(args) -> None:
+    """Refuse an ``--out`` that is one of the command's inputs (the checkpoint of ``--in``, the run's
+    results.json or cached ANN, the ``--policy`` file) or an existing file that is no NIR graph,
+    unless ``--overwrite``: the input would be lost."""
+    if args.overwrite:
+        return
+    out = Path(args.out).resolve()
+    source = Path(args.source)
+    inputs = [source] if source.is_file() else [source / RESULTS_FILE, source / CERTIFIED_FILE]
+    if args.policy not in (None, "certified"):
+        inputs.append(Path(args.policy))
+    for path in inputs:
+        if path.exists() and path.resolve() == out:
+            raise SnnexitError(f"--out {args.out} is an input of this export ({path}): the export would replace it; "
+                               f"choose another --out (or pass --overwrite)")
+    if out.is_file():
+        with open(out, "rb") as f:
+            if f.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+                raise SnnexitError(f"--out {args.out} exists and is no NIR graph: the export would replace it; "
+                                   f"choose another --out (or pass --overwrite)")
+
+
+def check_variant_flags(args) -> None:
+    """Refuse the flags the chosen variant does not read: they would be ignored."""
+    if args.variant == "exact":
+        for flag, value in (("--threshold-scale", args.threshold_scale), ("--T", args.T)):
+            if value is not None:
+                raise SnnexitError(f"{flag} does nothing with --variant exact (the exact graph keeps the thresholds "
+                                   f"and needs no calibration); drop it, or pass --variant hard-reset or subtract")
+    elif args.T is not None and args.threshold_scale not in (None, "auto"):
+        raise SnnexitError(f"--T does nothing with --threshold-scale {args.threshold_scale} (T is the length of the "
+                           f"calibration that --threshold-scale auto runs); drop one of them")
 
 
 def load_snn(args):
@@ -89,8 +131,8 @@ def load_snn(args):
 
 
 def _given_scale(text: str) -> float | None:
-    """``--threshold-scale`` as a number (None: ``auto``), checked."""
-    if text == "auto":
+    """``--threshold-scale`` as a number (None: ``auto``, the default), checked."""
+    if text is None or text == "auto":
         return None
     try:
         value = float(text)
@@ -103,6 +145,7 @@ def _given_scale(text: str) -> float | None:
 def check_args(args) -> Path:
     """Every flag, the output file and the cache, before the SNN is built; returns the output file."""
     _given_scale(args.threshold_scale)
+    check_variant_flags(args)
     if args.T is not None:
         check_range("--T", args.T, 1, MAX_T)
     if not str(args.source).strip():
@@ -118,7 +161,9 @@ def check_args(args) -> Path:
         checkpoint_config(args).validate()
     if args.cache_dir is not None:
         check_cache_folder(args.cache_dir)
-    return check_output_file(args.out, "output file (--out)")
+    out = check_output_file(args.out, "output file (--out)")
+    check_not_replacing(args)
+    return out
 
 
 def checkpoint_config(args) -> RunConfig:

@@ -13,11 +13,12 @@ def register(sub) -> None:
     p = sub.add_parser("run",
                        help="train (or reuse), convert, trace, fit Dynamic Confidence and a certified exit, report (images or event frames)",
                        description="Train a QCFS ANN (or reuse a cached one), convert it to an SNN, trace validation "
-                                   "and test sets, fit Dynamic Confidence on validation (as the paper does) and a certified exit (half the "
+                                   "and test sets (after the conversion fix, --conversion-fix), fit Dynamic Confidence on validation (as the paper does) and a certified exit (half the "
                                    "validation split learns, the other half plus any --calibration-inputs certifies), "
                                    "report on test. Event data "
                                    "(event_mnist, nmnist, cifar10_dvs, dvs_gesture, ncaltech101: (T, 2, H, W) frames): the ANN "
-                                   "learns the mean frame, the converted SNN sees one frame per step, T defaults to "
+                                   "learns the means of the first k frames (--ann-event-input), the converted SNN sees one "
+                                   "frame per step, T defaults to "
                                    "(and may not exceed) the number of frames; to train an SNN directly on the "
                                    "frames use `snnexit cutoff-train`. With --nir FILE --semantics NAME the network "
                                    "comes from a NIR graph written by another library (snntorch, sinabs, norse, "

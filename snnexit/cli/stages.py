@@ -5,6 +5,9 @@ files from the run folder (``--out``) and writes its own there, with its resolve
 them (``config.<stage>.json``). The stages themselves are :mod:`snnexit.runs.stages`; the files
 and their checks :mod:`snnexit.runs.artifacts`.
 
+A stage run on a folder that holds a run takes that run's settings unless told otherwise, and
+refuses a value that contradicts the files it reads (:mod:`snnexit.runs.resolve`).
+
 Every stage accepts every setting in its config file (one file fits all stages), but a flag on
 the command line that the stage does not use is an error (``snnexit report --epochs 3``:
 ``report does not use --epochs``), so that what a command line says is what the stage does.
@@ -22,30 +25,8 @@ from snnexit.errors import SnnexitError
 from snnexit.report import TABLE1_HEADER, table1_rows
 from snnexit.runs import run_stage
 from snnexit.runs.artifacts import STAGES
+from snnexit.runs.resolve import EVERY_STAGE, USES
 
-# settings that determine the trained ANN (RunConfig.train_key): the stages that check a file
-# against them (ann.safetensors, snn.safetensors) use them as much as train does
-TRAINING = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "quantizer", "bits", "batch_size", "lr",
-            "width", "data_dir")
-FIT = ("fit.policy", "fit.target", "fit.threshold", "fit.temperature", "fit.eps", "fit.max_steps", "fit.delta",
-       "fit.options")
-CERTIFY = ("certify.eps", "certify.delta", "certify.policies", "certify.calibration_inputs")
-# an imported network (--nir FILE): where the network comes from, as the data set is, every stage takes
-NETWORK = ("nir", "semantics", "dt")
-# where and how a stage runs, not what it computes: every stage takes them
-EVERY_STAGE = ("out", "device", "progress", "cache_dir", "config", "quiet")
-# stage -> the settings (argparse dests: RunConfig fields, "section.key") it uses
-USES = {  # download: the stages that load the data
-    "train": TRAINING + ("download",) + NETWORK,
-    "convert": TRAINING + ("converter", "download") + NETWORK,
-    "trace": TRAINING + ("converter", "T", "trace.batch_size", "certify.calibration_inputs", "download") + NETWORK,
-    # T and the converter: the traces must be this run's; the data set: T defaults to an event data set's frames
-    "fit": ("dataset", "T", "converter") + FIT + NETWORK,
-    # the training settings: snn.safetensors's; the fit settings: the policy's name in results.json, and
-    # they must make a valid policy together (--policy conformal needs --target coverage)
-    "evaluate": TRAINING + ("converter", "T") + FIT + CERTIFY + NETWORK,
-    "report": ("dataset", "T", "converter") + NETWORK,
-}
 WHAT_IT_DOES = {
     "train": "it trains the ANN",
     "convert": "it converts ann.safetensors",
@@ -84,7 +65,7 @@ def _main(stage: str, options: dict[str, str]):
         log = progress_log(args)
         settings.run.progress = settings.run.progress and not log.quiet
         log(f"{stage}: started")
-        written, r = run_stage(stage, settings, log=log)
+        written, r = run_stage(stage, settings, log=log, overwrite=args.overwrite)
         if stage == "evaluate":
             print(TABLE1_HEADER)
             print("\n".join(table1_rows(settings.run.dataset, *settings.run.labels(), r.results)))
@@ -101,6 +82,8 @@ def register(sub) -> None:
         p = sub.add_parser(stage, help=HELP[stage], description=f"{HELP[stage]}. Reads the previous stage's "
                            "files from the run folder (--out); settings from --config FILE (which may hold every "
                            "stage's settings), overridden by the flags below; other flags are refused.")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace files in --out that snnexit did not write (default: refuse them)")
         add_config_arguments(p, stages=("trace", "fit", "certify"))  # every setting: one config file fits all
         options = {a.dest: "/".join(a.option_strings) for a in p._actions if a.option_strings}
         for action in p._actions:

@@ -103,7 +103,7 @@ def read_journal(folder: Path) -> dict:
     try:
         journal = json.loads((Path(folder) / JOURNAL).read_text())
         return journal if isinstance(journal, dict) and isinstance(journal.get("archives"), dict) else {"archives": {}}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not JSON, nested too deeply: trust nothing
         return {"archives": {}}
 
 

@@ -6,7 +6,9 @@ training augmentations are callables ``augment(x, gen) -> x`` as the training lo
 (:func:`snnexit.train.train`) expects them:
 
 * :class:`CifarAugment`: random crop of the zero-padded image (padding 4) + horizontal flip;
-* :class:`FolderAugment`: random-resized-crop (scale 0.08..1, aspect 3/4..4/3) + flip.
+* :class:`FolderAugment`: random-resized-crop (scale 0.08..1, aspect 3/4..4/3) + flip;
+
+and for event frames :class:`PrefixMeans`, the mean of a random number of first frames.
 """
 
 from __future__ import annotations
@@ -170,3 +172,25 @@ class AugmentedSplits(DataSplits):
 
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     class_names: list[str] | None = None
+
+
+@dataclass
+class PrefixMeans:
+    """Event frames ``(N, T, C, H, W)`` -> the mean of each recording's first ``k`` frames
+    ``(N, C, H, W)``, ``k`` drawn uniformly from ``1..T`` per input: what a rate-coded SNN fed one
+    frame per step has integrated after ``k`` steps (``k`` times this mean), so an ANN trained on
+    them is right about what its converted network sees from the first frame on (``k = T`` is
+    the mean frame it is tested on). ``then``: an image augmentation applied after."""
+
+    then: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() < 3 or not x.is_floating_point():
+            raise SnnexitError(f"expected float event frames (N, T, ...), got "
+                               f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        n, T = x.shape[:2]
+        k = torch.randint(1, T + 1, (n,), generator=gen).to(x.device)  # (N,) frames seen
+        steps = torch.arange(1, T + 1, device=x.device)
+        weights = (steps.view(1, T) <= k.view(n, 1)).to(x.dtype) / k.view(n, 1).to(x.dtype)  # (N, T)
+        out = (x * weights.view(n, T, *([1] * (x.dim() - 2)))).sum(1)
+        return out if self.then is None else self.then(out, gen)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.codec import encode_fitted, encode_param
+from snnexit.exit.codec import Fitted, encode_fitted, encode_param
 from snnexit.exit.curve import ExitCurve
 from snnexit.registry import Registry
 from snnexit.simulate.trace import Trace
@@ -155,14 +155,49 @@ class ExitPolicy:
     """Base class. Subclasses implement ``exit_steps`` and ``decide``; ``fit`` only records T.
 
     Fitted attributes: ``T_`` (the fitting trace's number of steps).
+
+    **A policy declares itself once.** Its parameters are its ``__init__`` arguments
+    (:func:`policy_params`); its fitted state is ``declare_fitted``, a table of the attributes
+    its own ``fit`` adds (name -> :class:`~snnexit.exit.codec.Fitted`: kind, whether learned
+    from labelled data, whether optional). From the declarations of a class and its bases,
+    ``__init_subclass__`` derives ``fitted_state`` (all of them), ``fitted_attributes`` and
+    ``optional_fitted_attributes`` (what :func:`check_is_fitted` looks for and what a fit may
+    forget), and ``learns_score`` (any state learned from labels: the risk target then certifies
+    on other inputs); saving and loading read the same table (:mod:`snnexit.exit.persist`), and a
+    policy checks what it loads in ``_check_fitted_state`` (each class its own). Registration
+    (:func:`register_policy`) makes it known to every stage, to certification (all registered
+    online thresholded policies without labels at test are candidates) and to the CLI.
     """
 
     name: ClassVar[str | None] = None  # the registry name (set by register_policy)
     needs_fit = False
     uses_labels_at_test = False  # oracles peek at labels: an upper bound, not a deployable policy
     online = True  # False: decide() would need future steps (oracle_stable)
-    fitted_attributes: ClassVar[tuple[str, ...]] = ("T_",)  # what every fit sets (check_is_fitted looks for them)
-    optional_fitted_attributes: ClassVar[tuple[str, ...]] = ()  # what some fits set
+    declare_fitted: ClassVar[dict[str, Fitted]] = {"T_": Fitted("int")}  # what this class's fit adds
+    # derived from the declarations (never set by hand): see __init_subclass__
+    fitted_state: ClassVar[dict[str, Fitted]] = dict(declare_fitted)
+    fitted_attributes: ClassVar[tuple[str, ...]] = ("T_",)
+    optional_fitted_attributes: ClassVar[tuple[str, ...]] = ()
+    learns_score: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        state: dict[str, Fitted] = {}
+        for klass in reversed(cls.__mro__):
+            state.update(klass.__dict__.get("declare_fitted", {}))
+        cls.fitted_state = state
+        cls.fitted_attributes = tuple(k for k, spec in state.items() if not spec.optional)
+        cls.optional_fitted_attributes = tuple(k for k, spec in state.items() if spec.optional)
+        cls.learns_score = any(spec.learned for spec in state.values())
+
+    def _check_fitted_state(self, values: dict) -> None:
+        """Refuse loaded fitted attributes (decoded as declared) that one ``fit`` could not have left:
+        each class checks what it declares, after its bases."""
+        missing = [key for key in self.fitted_attributes if key not in values]
+        if missing:
+            raise SnnexitError(f"fitted attributes lack {', '.join(missing)}")
+        if values["T_"] < 1:
+            raise SnnexitError(f"T_ must be a positive integer, got {values['T_']}")
 
     # --- scikit-learn conveniences -----------------------------------------------------
     @classmethod
@@ -256,9 +291,13 @@ class ExitPolicy:
         if self.name is None or POLICIES.get(self.name) is not type(self):
             raise SnnexitError(f"{type(self).__name__} is not a registered policy: it cannot be saved by name")
         fitted = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+        undeclared = [k for k in fitted if k not in self.fitted_state]
+        if undeclared:
+            raise TypeError(f"{type(self).__name__} sets {', '.join(undeclared)} without declaring it "
+                            f"(declare_fitted)")
         return {"format": POLICY_FORMAT, "version": POLICY_VERSION, "policy": self.name,
                 "params": {k: encode_param(k, v) for k, v in self.get_params().items()},
-                "fitted": {k: encode_fitted(k, v) for k, v in fitted.items()}}
+                "fitted": {k: encode_fitted(k, v, self.fitted_state[k]) for k, v in fitted.items()}}
 
 
 def fixed_t_accuracy(trace: Trace) -> float:

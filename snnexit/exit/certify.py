@@ -46,9 +46,14 @@ from snnexit.simulate.trace import Trace
 
 CERTIFIED_FORMAT, CERTIFIED_VERSION = "snnexit-certified-exit", 2  # 2: policy records of version 3  # the record of CertifiedExit.to_dict
 
-# every deployable thresholded policy: the ones with an online rule that need no labels at test
-CERTIFY_CANDIDATES = ("dynamic_confidence", "mean_output_confidence", "max_softmax", "entropy", "topk",
-                      "topk_per_step", "conformal", "step_calibrated_confidence")
+def certifiable_policies() -> tuple[str, ...]:
+    """Every registered policy a certificate can cover: thresholded, with an online rule, and no
+    labels needed at test (the registry's order: a policy registered anywhere joins)."""
+    return tuple(name for name in POLICIES.names() if _certifiable(POLICIES.get(name)))
+
+
+def _certifiable(cls) -> bool:
+    return issubclass(cls, ThresholdPolicy) and not cls.uses_labels_at_test and cls.online
 
 
 def smallest_certifiable_eps(n: int, delta: float) -> float:
@@ -72,8 +77,9 @@ def certifiable_disagreement_rate(n: int, eps: float, delta: float) -> float:
 
 def _create(name: str, kwargs: dict, **settings) -> ThresholdPolicy:
     cls = POLICIES.get(name)
-    if not issubclass(cls, ThresholdPolicy) or cls.uses_labels_at_test or not cls.online:
-        raise SnnexitError(f"policy {name!r} has no certifiable threshold; certifiable: {', '.join(CERTIFY_CANDIDATES)}")
+    if not _certifiable(cls):
+        raise SnnexitError(f"policy {name!r} has no certifiable threshold; certifiable: "
+                           f"{', '.join(certifiable_policies())}")
     if not isinstance(kwargs, dict):
         raise SnnexitError(f"policy_kwargs[{name!r}] must be a table of {name}'s parameters, got {kwargs!r:.60}")
     known = cls.param_names()
@@ -194,7 +200,7 @@ class CertifiedExit:
 
 
 def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, delta: float = 0.05,
-                 candidates: tuple[str, ...] | list[str] = CERTIFY_CANDIDATES,
+                 candidates: tuple[str, ...] | list[str] | None = None,
                  policy_kwargs: dict | None = None) -> CertifiedExit:
     """Pick the candidate that should certify the fewest steps (judged on ``learn`` alone), learn
     its score on ``learn`` and certify its threshold on ``calibration``.
@@ -204,7 +210,8 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
         calibration: trace of other inputs, labelled or not, exchangeable with deployment inputs.
         eps: the disagreement rate to certify; None: the smallest ``calibration`` can certify.
         delta: the probability allowed for the guarantee to fail.
-        candidates: registered policy names to choose from (one name: no choice).
+        candidates: registered policy names to choose from (one name: no choice; None: every
+            certifiable one, :func:`certifiable_policies`).
         policy_kwargs: extra settings per policy name.
     """
     check_trace(learn)
@@ -215,6 +222,7 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
         raise SnnexitError(f"learning and calibration traces differ: (T, C) = {(learn.T, learn.C)} vs "
                            f"{(calibration.T, calibration.C)}")
     check_other_inputs(learn, calibration)
+    candidates = certifiable_policies() if candidates is None else candidates
     if isinstance(candidates, str) or not isinstance(candidates, (list, tuple)) or not candidates or \
             not all(isinstance(name, str) for name in candidates):
         raise SnnexitError(f"candidates must be a non-empty list of policy names, got {candidates!r:.80}")

@@ -3,13 +3,14 @@
 JSON numbers carry Python floats exactly (``json`` writes ``repr``), but JSON has no
 infinity: ``inf`` and ``-inf`` are written as the strings ``"inf"`` and ``"-inf"`` wherever a
 float may stand (NaN is never valid in a fitted policy). Arrays and tensors become nested
-lists of the shape they have; their dtype is fixed per attribute (:data:`FITTED_KINDS`), so
-decoding restores the same dtype, shape and bits.
+lists of the shape they have; their dtype is fixed per attribute by its declaration
+(:class:`Fitted`, on the policy class), so decoding restores the same dtype, shape and bits.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,15 +19,33 @@ from snnexit.errors import SnnexitError
 from snnexit.exit.curve import ExitCurve
 from snnexit.simulate.scaling import OutputScaling
 
-# fitted attribute -> ("int" | "float" | "curve" | "scaling") or (container, dtype, ndim)
-FITTED_KINDS: dict[str, str | tuple[str, str, int]] = {
-    "T_": "int", "classes_": "int", "point_": "int", "certification_size_": "int", "learn_size_": "int",
-    "scaling_": "scaling",
-    "threshold_": "float", "miscoverage_": "float", "curve_": "curve",
-    "pvalues_": ("array", "float64", 1), "step_thresholds_": ("array", "float64", 1),
-    "step_temperatures_": ("tensor", "float64", 1), "sorted_values_": ("tensor", "float64", 2),
-    "score_table_": ("tensor", "float64", 2),
-}
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """One piece of a policy's fitted state, declared once on the policy class (``declare_fitted``):
+    how it is saved and read back, and whether it was learned from labelled data.
+
+    ``kind``: ``"int"``, ``"float"``, ``"curve"`` (an :class:`ExitCurve`), ``"scaling"`` (an
+    :class:`OutputScaling`), ``"array"`` (numpy) or ``"tensor"`` (torch), the last two with
+    ``dtype`` and ``ndim``. ``learned``: part of the score learned from labelled fitting data
+    (tables, temperatures); a policy with such state certifies only on other inputs (its
+    ``learns_score`` follows from this, it is never set by hand). ``optional``: set by some fits
+    only (target ``risk``)."""
+
+    kind: str
+    dtype: str | None = None
+    ndim: int | None = None
+    learned: bool = False
+    optional: bool = False
+
+    def __post_init__(self):
+        if self.kind not in ("int", "float", "curve", "scaling", "array", "tensor"):
+            raise ValueError(f"unknown fitted kind {self.kind!r}")
+        if (self.kind in ("array", "tensor")) != (self.dtype is not None and self.ndim is not None):
+            raise ValueError("arrays and tensors declare their dtype and ndim (and nothing else does)")
+
+
 CURVE_FIELDS = {"thresholds": "float64", "mean_steps": "float64", "correct": "int64", "agree": "int64"}
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf}
 
@@ -124,10 +143,9 @@ def encode_param(name: str, value):
                        f"finite number)")
 
 
-def encode_fitted(name: str, value):
-    kind = FITTED_KINDS.get(name)
-    if kind is None:
-        raise TypeError(f"fitted attribute {name!r} has no JSON encoding (add it to FITTED_KINDS)")
+def encode_fitted(name: str, value, spec: Fitted):
+    """The attribute ``name`` as JSON, as its declaration ``spec`` says."""
+    kind = spec.kind
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{name}: expected an integer, got {value!r}")
@@ -140,17 +158,15 @@ def encode_fitted(name: str, value):
         if not isinstance(value, OutputScaling):
             raise TypeError(f"{name}: expected an OutputScaling, got {type(value).__name__}")
         return value.to_dict()
-    container, dtype, ndim = kind
+    container, dtype, ndim = kind, spec.dtype, spec.ndim
     if (container == "tensor") != isinstance(value, torch.Tensor) or value.ndim != ndim:
         raise TypeError(f"{name}: expected a {ndim}-dimensional {container}, got {type(value).__name__}")
     return encode_array(value, dtype, name)
 
 
-def decode_fitted(name: str, value):
+def decode_fitted(name: str, value, spec: Fitted):
     """The attribute ``name`` from its JSON form (types and dtypes as ``fit`` leaves them)."""
-    kind = FITTED_KINDS.get(name)
-    if kind is None:
-        raise SnnexitError(f"unknown fitted attribute {name!r}")
+    kind = spec.kind
     if kind == "int":
         return _decode_int(value, name)
     if kind == "float":
@@ -162,6 +178,6 @@ def decode_fitted(name: str, value):
             return OutputScaling.from_dict(value)
         except SnnexitError as exc:
             raise SnnexitError(f"{name}: {exc}") from None
-    container, dtype, ndim = kind
+    container, dtype, ndim = kind, spec.dtype, spec.ndim
     array = decode_array(value, dtype, ndim, name)
     return torch.from_numpy(array) if container == "tensor" else array

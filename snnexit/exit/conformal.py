@@ -22,7 +22,9 @@ import math
 
 import torch
 
+from snnexit.errors import SnnexitError
 from snnexit.exit.base import policy_params, register_policy
+from snnexit.exit.codec import Fitted
 from snnexit.exit.scores import ScaledOutputSettings, minus_log_second_probability
 from snnexit.exit.steptable import StepTablePolicy
 from snnexit.exit.target import FitTarget
@@ -47,7 +49,12 @@ class Conformal(ScaledOutputSettings, StepTablePolicy):
     targets = ThresholdPolicy.targets + ("coverage",)
     score_range = (0.0, 1.0)
     score_meaning = "a share of calibration scores"
-    fitted_attributes = StepTablePolicy.fitted_attributes + ("miscoverage_",)
+    declare_fitted = {"miscoverage_": Fitted("float")}
+
+    def _check_fitted_state(self, values):
+        super()._check_fitted_state(values)
+        if not 0.0 <= values["miscoverage_"] <= 1.0:
+            raise SnnexitError(f"miscoverage_ must lie in [0, 1], got {values['miscoverage_']}")
 
     def raw_step(self, accumulated, t, meta):
         return minus_log_second_probability(self.scaled(accumulated, t, meta))

@@ -9,6 +9,7 @@ import torch
 
 from snnexit.calibrate import fit_temperature
 from snnexit.errors import SnnexitError
+from snnexit.exit.codec import Fitted
 from snnexit.exit.base import (ExitPolicy, check_is_fitted, check_step_range, check_trace, policy_params,
                                register_policy)
 from snnexit.exit.scores import ScaledOutputSettings, alpha_at, neg_log_normalised_entropy, top_log_odds
@@ -102,8 +103,15 @@ class StepCalibratedConfidence(DynamicConfidence):
 
     temperature: float | None = field(default=None, init=False)  # not a parameter: fitted per step instead
 
-    learns_score = True
-    fitted_attributes = ThresholdPolicy.fitted_attributes + ("step_temperatures_",)
+    declare_fitted = {"step_temperatures_": Fitted("tensor", "float64", 1, learned=True)}
+
+    def _check_fitted_state(self, values):
+        super()._check_fitted_state(values)
+        temps, T = values["step_temperatures_"], values["T_"]
+        if tuple(temps.shape) != (T,):
+            raise SnnexitError(f"step_temperatures_ has shape {tuple(temps.shape)}, expected (T_,) = ({T},)")
+        if not bool((temps > 0).all()):
+            raise SnnexitError("step_temperatures_ must be positive")
 
     def resolved_scaling(self, meta):
         """alpha as Dynamic Confidence's; no T_cal: the per-step temperatures take its place."""

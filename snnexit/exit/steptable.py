@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from snnexit.errors import SnnexitError
 from snnexit.exit.base import check_is_fitted, check_step_range
+from snnexit.exit.codec import Fitted
 from snnexit.exit.threshold import ThresholdPolicy
 from snnexit.simulate.trace import Trace
 
@@ -24,8 +26,16 @@ class StepTablePolicy(ThresholdPolicy):
     ``score_table_`` ``(T_, N + 1)``, float64 (N: the inputs that learned the tables).
     """
 
-    learns_score = True
-    fitted_attributes = ThresholdPolicy.fitted_attributes + ("sorted_values_", "score_table_")
+    declare_fitted = {"sorted_values_": Fitted("tensor", "float64", 2, learned=True),
+                      "score_table_": Fitted("tensor", "float64", 2, learned=True)}
+
+    def _check_fitted_state(self, values):
+        super()._check_fitted_state(values)
+        T = values["T_"]
+        shape, table = tuple(values["sorted_values_"].shape), tuple(values["score_table_"].shape)
+        if shape[0] != T or shape[1] < 1 or table != (T, shape[1] + 1):
+            raise SnnexitError(f"sorted_values_ {shape} and score_table_ {table} must be (T_, N) and (T_, N + 1) "
+                               f"with T_ = {T}, N >= 1")
 
     def raw_step(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
         raise NotImplementedError

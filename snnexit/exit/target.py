@@ -22,7 +22,37 @@ from dataclasses import dataclass
 from snnexit.errors import SnnexitError
 
 TARGETS = ("no_loss", "max_drop", "max_steps", "risk")  # every thresholded policy's
-TARGET_KINDS = TARGETS + ("precision", "coverage")  # plus the ones a single policy adds
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """What a target kind reads: ``eps`` (``"closed"``: in [0, 1]; ``"open"``: in (0, 1); None: not
+    read), ``delta`` and ``max_steps``. A policy that brings a kind of its own registers it
+    (:func:`register_target`) in its own file and lists it in its ``targets``."""
+
+    eps: str | None = None
+    delta: bool = False
+    max_steps: bool = False
+
+
+TARGET_KINDS: dict[str, TargetKind] = {}  # every known kind (the shared ones and the ones policies add)
+
+
+def register_target(kind: str, *, eps: str | None = None, delta: bool = False, max_steps: bool = False) -> str:
+    if kind in TARGET_KINDS:
+        raise ValueError(f"target {kind!r} is registered twice")
+    if eps not in (None, "closed", "open"):
+        raise ValueError(f"eps of a target is 'closed', 'open' or None, got {eps!r}")
+    TARGET_KINDS[kind] = TargetKind(eps, delta, max_steps)
+    return kind
+
+
+register_target("no_loss")
+register_target("max_drop", eps="closed")
+register_target("max_steps", max_steps=True)
+register_target("risk", eps="open", delta=True)
+register_target("precision", eps="closed")  # topk_per_step's: SNNCutoff's own rule
+register_target("coverage", eps="open")  # conformal's: SpikeCP's miscoverage level
 
 
 def check_fraction(name: str, value, low_open: bool = False, high_open: bool = False) -> float:
@@ -72,15 +102,14 @@ class FitTarget:
     delta: float | None = None
 
     def __post_init__(self):
-        if self.kind not in TARGET_KINDS:
+        if not isinstance(self.kind, str) or self.kind not in TARGET_KINDS:
             raise SnnexitError(f"Unknown target {self.kind!r}. Known: {', '.join(TARGET_KINDS)}")
-        if self.kind in ("max_drop", "precision"):
-            check_fraction("eps", self.eps)
-        if self.kind in ("risk", "coverage"):
-            check_fraction("eps", self.eps, low_open=True, high_open=True)
-        if self.kind == "risk":
+        rule = TARGET_KINDS[self.kind]
+        if rule.eps is not None:
+            check_fraction("eps", self.eps, low_open=rule.eps == "open", high_open=rule.eps == "open")
+        if rule.delta:
             check_fraction("delta", self.delta, low_open=True, high_open=True)
-        if self.kind == "max_steps":
+        if rule.max_steps:
             ms = self.max_steps
             if ms is None or isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms >= 1:
                 raise SnnexitError(f"max_steps must be a number >= 1 (mean steps per input), got {ms!r}")

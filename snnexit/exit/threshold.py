@@ -25,10 +25,14 @@ import torch
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import (ExitPolicy, agreement_with_fixed_t, check_fitted_T, check_is_fitted, check_other_inputs,
                                check_trace, policy_params, split_learn_certify)
+from snnexit.exit.codec import Fitted
 from snnexit.exit.curve import ExitCurve, exact_curve, exit_steps_from_scores
 from snnexit.exit.target import TARGETS, FitTarget, check_threshold, threshold_text
 from snnexit.simulate.scaling import OutputScaling, stated_scaling
 from snnexit.simulate.trace import Trace
+
+
+FIT_MARGIN = 1e-5  # how far outside the score's range a fitted threshold_ may lie (curve: 1e-6 below the lowest)
 
 
 @policy_params
@@ -69,10 +73,15 @@ class ThresholdPolicy(ExitPolicy):
     # threshold outside is refused (None: any finite threshold)
     score_range: ClassVar[tuple[float, float] | None] = None
     score_meaning: ClassVar[str] = "the score"
+
     min_fit_inputs: ClassVar[int] = 2  # a threshold chosen on fewer inputs is chosen on nothing
-    learns_score = False  # True: fit learns the score itself (tables, temperatures) from labelled data
-    fitted_attributes = ("T_", "classes_", "scaling_", "threshold_", "curve_", "point_")
-    optional_fitted_attributes = ("pvalues_", "certification_size_", "learn_size_")  # risk
+    declare_fitted = {
+        "classes_": Fitted("int"), "scaling_": Fitted("scaling"), "threshold_": Fitted("float"),
+        "curve_": Fitted("curve"), "point_": Fitted("int"),
+        # certified thresholds (target risk) only
+        "pvalues_": Fitted("array", "float64", 1, optional=True),
+        "certification_size_": Fitted("int", optional=True), "learn_size_": Fitted("int", optional=True),
+    }
 
     # --- subclasses -------------------------------------------------------------------
     def score_step(self, accumulated: torch.Tensor, t: int, meta: dict) -> torch.Tensor:
@@ -88,6 +97,33 @@ class ThresholdPolicy(ExitPolicy):
     def _direct_threshold(self, target: FitTarget) -> float | None:
         """Targets that fix the threshold without the curve (e.g. SNNCutoff's precision)."""
         return None
+
+    def _check_fitted_state(self, values: dict) -> None:
+        super()._check_fitted_state(values)
+        if values["classes_"] < 2:
+            raise SnnexitError(f"classes_ must be an integer >= 2, got {values['classes_']}")
+        threshold, curve, point = values["threshold_"], values["curve_"], values["point_"]
+        if self.threshold is not None and threshold != float(self.threshold):
+            raise SnnexitError(f"threshold_ = {threshold} differs from the fixed threshold {self.threshold}")
+        # a fitted threshold may lie just below the lowest score (the curve's last point)
+        check_threshold(threshold, self.score_range, self.describe_score(), name="threshold_", tolerance=FIT_MARGIN)
+        if curve.T != values["T_"]:
+            raise SnnexitError(f"curve_ has T = {curve.T}, T_ = {values['T_']}")
+        if not ((curve.mean_steps >= 1) & (curve.mean_steps <= curve.T)).all():
+            raise SnnexitError(f"curve_.mean_steps must lie in [1, T_ = {curve.T}]")
+        if point != int((curve.thresholds[:-1] > threshold).sum()):
+            raise SnnexitError(f"point_ = {point} is not the point of curve_ that threshold_ = {threshold} realises")
+        risk = [key for key in self.optional_fitted_attributes if key in values]
+        if self.certifies != bool(risk) or (risk and len(risk) != len(self.optional_fitted_attributes)):
+            raise SnnexitError(f"{', '.join(self.optional_fitted_attributes)} come together, and exactly when the "
+                               f"threshold is certified (target 'risk', no fixed threshold)")
+        if risk:
+            if values["pvalues_"].shape != curve.thresholds.shape:
+                raise SnnexitError(f"pvalues_ has shape {values['pvalues_'].shape}, curve_ has "
+                                   f"{curve.thresholds.size} points")
+            if values["certification_size_"] != curve.n or values["learn_size_"] < 0:
+                raise SnnexitError(f"certification_size_ = {values['certification_size_']} must equal curve_.n = "
+                                   f"{curve.n} and learn_size_ = {values['learn_size_']} be >= 0")
 
     # --- output scaling ------------------------------------------------------------------
     def resolved_scaling(self, meta: dict) -> OutputScaling:

@@ -14,6 +14,7 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import policy_params, register_policy
+from snnexit.exit.codec import Fitted
 from snnexit.exit.scores import check_flag, topk_gap
 from snnexit.simulate.scaling import run_length
 from snnexit.exit.steptable import StepTablePolicy
@@ -93,7 +94,13 @@ class TopKPerStep(StepTablePolicy):
     targets = ThresholdPolicy.targets + ("precision",)
     score_range = (0.0, 1.0)
     score_meaning = "a calibration precision"
-    fitted_attributes = StepTablePolicy.fitted_attributes + ("step_thresholds_",)
+    declare_fitted = {"step_thresholds_": Fitted("array", "float64", 1)}
+
+    def _check_fitted_state(self, values):
+        super()._check_fitted_state(values)
+        if tuple(values["step_thresholds_"].shape) != (values["T_"],):
+            raise SnnexitError(f"step_thresholds_ has shape {tuple(values['step_thresholds_'].shape)}, expected (T_,) "
+                               f"= ({values['T_']},)")
 
     def _check_params(self):
         _check_k(self.k)

@@ -132,9 +132,10 @@ def initial_network(settings: CutoffSettings, data: DataSplits, log=print) -> Sp
                                 tau=settings.tau, surrogate=settings.surrogate, seed=settings.seed, **kw)
     if data.temporal:
         raise SnnexitError("--init converted needs a static data set (the QCFS ANN sees single images)")
+    # no conversion fix: fine-tuning trains the plain IF network's twin (BPTT is this path's correction)
     run = RunConfig(dataset=settings.dataset, model=settings.model, epochs=settings.ann_epochs, seed=settings.seed,
                     width=settings.width, device=settings.device, cache_dir=settings.cache_dir,
-                    progress=settings.progress)
+                    progress=settings.progress, conversion_fix="none")
     snn, _ = trained_snn(run, data, log)
     return trainable_from_converted(snn, surrogate=settings.surrogate)
 

@@ -46,6 +46,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from snnexit.convert.bn_fold import fold_batchnorm_pairs
 from snnexit.errors import SnnexitError
 from snnexit.io import atomic_write
+from snnexit.neurons.corrected import CorrectedIF
 from snnexit.neurons.modules import IFNeuron, SpikingNeuron
 from snnexit.simulate.network import SpikingNetwork
 
@@ -135,6 +136,10 @@ def _module_to_nir(m: nn.Module, path: str, in_shape: tuple, out_shape: tuple, v
         return [("", nir.IF(r=ones, v_threshold=ones * np.float32(fire_at), v_reset=np.zeros_like(ones),
                             metadata=meta)),
                 ("_amp", nir.Scale(scale=ones * np.float32(theta)))]
+    if isinstance(m, CorrectedIF):
+        raise SnnexitError(f"cannot export {path} to NIR: a conversion fix gave it an input current per step or "
+                           f"channel (snnexit.convert.fixes), which NIR cannot express; export the network converted "
+                           f"without a fix")
     raise SnnexitError(f"cannot export module {type(m).__name__} at '{path}' to NIR: unsupported layer")
 
 

@@ -9,7 +9,8 @@ arguments that builds a fresh activation module on every call:
 * ``relu``: ``nn.ReLU`` (for data-based normalisation, ``max`` and ``robust``);
 * ``clip``: ``nn.Hardtanh(0, init_threshold)``, a clipped ReLU.
 
-Every factory takes the three settings, checks those its activation needs (out of range:
+Every factory takes the three settings, declares those its activation uses (``uses``: the
+command line refuses the others when given, rather than ignore them), checks those it needs (out of range:
 :class:`~snnexit.quant.qcfs.QuantizerSettingError`, a SnnexitError naming the setting, raised
 when the factory is called, before any model is built) and uses them.
 """
@@ -34,6 +35,9 @@ def qcfs_activation(levels: int, bits: int, init_threshold: float) -> Callable[[
     return lambda: QCFS(levels, init_threshold)
 
 
+qcfs_activation.uses = ("levels", "init_threshold")
+
+
 @QUANTIZERS.register("lsq")
 def lsq_activation(levels: int, bits: int, init_threshold: float) -> Callable[[], nn.Module]:
     bits = check_count("LSQ bits", bits, 1, MAX_BITS)
@@ -41,12 +45,21 @@ def lsq_activation(levels: int, bits: int, init_threshold: float) -> Callable[[]
     return lambda: LSQ(bits, init_step=init_threshold / (2 ** bits - 1))
 
 
+lsq_activation.uses = ("bits", "init_threshold")  # L = 2**bits - 1
+
+
 @QUANTIZERS.register("relu")
 def relu_activation(levels: int, bits: int, init_threshold: float) -> Callable[[], nn.Module]:
     return nn.ReLU
+
+
+relu_activation.uses = ()
 
 
 @QUANTIZERS.register("clip")
 def clip_activation(levels: int, bits: int, init_threshold: float) -> Callable[[], nn.Module]:
     init_threshold = check_positive("init_threshold", init_threshold)
     return lambda: nn.Hardtanh(0.0, init_threshold)
+
+
+clip_activation.uses = ("init_threshold",)

@@ -7,13 +7,14 @@ with the same settings reuses it; an interrupted training resumes from its per-e
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from snnexit import environment
 from snnexit.data import DataSplits, Split
+from snnexit.data.transforms import PrefixMeans
 from snnexit.errors import SnnexitError
 from snnexit.io import load_tensors, save_tensors
 from snnexit.models import create_model
@@ -25,7 +26,8 @@ ANN_FORMAT, ANN_VERSION = "ann", 1
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SNNEXIT_CACHE", Path.home() / ".cache" / "snnexit"))
+    """``$SNNEXIT_CACHE`` unless unset or empty, else ``~/.cache/snnexit`` (:mod:`snnexit.environment`)."""
+    return environment.default_cache_dir()
 
 
 def data_dims(data) -> dict:
@@ -61,6 +63,22 @@ def ann_view(data: DataSplits) -> DataSplits:
     return view
 
 
+def ann_training_split(data: DataSplits, config: RunConfig) -> tuple[Split, object]:
+    """``(split, augment)`` the ANN trains on: :func:`ann_view`'s, or for event data with
+    ``config.ann_event_input == "prefix_means"`` the frames themselves, each batch reduced to the
+    mean of a random number of first frames (:class:`~snnexit.data.transforms.PrefixMeans`).
+
+    Why: the converted SNN sees one frame per step, so after ``k`` steps its first layer has
+    integrated ``k`` times the mean of the first ``k`` frames, not of all of them. An ANN trained
+    on mean frames only has never seen those prefixes (a saccade's first frames hold other edges
+    than the whole recording), and the SNN's early answers are those of an ANN off its training
+    distribution. Trained on prefix means it is right about every step's input."""
+    view = ann_view(data)
+    if not data.temporal or config.ann_event_input == "mean_frame":
+        return view.train, getattr(view, "augment", None)
+    return data.train, PrefixMeans(then=getattr(data, "augment", None))
+
+
 def ann_cache_paths(config: RunConfig) -> tuple[Path, str, Path]:
     """(cache folder, training key, path of the cached weights) of the ANN ``config`` trains."""
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
@@ -89,21 +107,22 @@ def save_ann(path: str | Path, model: nn.Module, config: RunConfig, meta: dict |
 
 def trained_ann(config: RunConfig, data: DataSplits, log=print, *, trainer=train, write_cache: bool = True) -> nn.Module:
     """Train the ANN, or load it from the cache when the same settings were trained before
-    (event data: on the mean frame of each recording, see :func:`ann_view`).
+    (event data: on prefix means or mean frames of the recordings, see :func:`ann_training_split`).
 
     ``trainer``: :func:`snnexit.train.train` or a function with its signature (the distributed
     one); ``write_cache``: False in all processes but one when several train together."""
-    data = ann_view(data)
+    view = ann_view(data)
     cache, key, weights = ann_cache_paths(config)
     if weights.exists():
         log(f"reusing trained ANN {weights}")
-        return load_ann(weights, config, data).to(config.device)
-    model = build_ann(config, data)
+        return load_ann(weights, config, view).to(config.device)
+    model = build_ann(config, view)
     log(f"training {config.model} on {config.dataset} for {config.epochs} epochs")
     tc = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed)
     checkpoint = cache / f"train-{key}.pt"
-    trainer(model, data.train, tc, device=config.device, checkpoint=checkpoint, progress=config.progress,
-            augment=getattr(data, "augment", None), log=log)
+    split, augment = ann_training_split(data, config)
+    trainer(model, split, tc, device=config.device, checkpoint=checkpoint, progress=config.progress,
+            augment=augment, log=log)
     if write_cache:
         save_ann(weights, model, config)
         checkpoint.unlink(missing_ok=True)  # the cached weights replace it: a finished run leaves no checkpoint

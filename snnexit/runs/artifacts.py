@@ -26,12 +26,13 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from types import SimpleNamespace
 
+from snnexit.convert.fixes import NO_FIX, restore_conversion_fix
 from snnexit.errors import SnnexitError
-from snnexit.exit import load_policy_with_extra, save_policy
+from snnexit.exit import load_policy_with_extra, policy_name, save_policy
 from snnexit.exit.certify import load_certified_with_extra, save_certified
-from snnexit.io import check_output_folder, load_tensors, save_tensors, write_json
+from snnexit.io import check_output_folder, load_tensors, read_json_file, save_tensors, write_json
 from snnexit.runs.ann import build_ann
-from snnexit.runs.config_file import save_config
+from snnexit.runs.config_file import flatten, newest_saved_config, next_sequence, save_config
 from snnexit.runs.imported import NETWORK_FILE, check_network_record, write_network_file
 from snnexit.runs.network import converted
 from snnexit.runs.settings import RunConfig, Settings
@@ -55,6 +56,7 @@ def sha256(path: Path) -> str:
 
 def run_config_from(stored: dict) -> RunConfig:
     names = {f.name for f in fields(RunConfig)}
+    stored = {"conversion_fix": NO_FIX, **stored}  # a config saved before conversion fixes existed applied none
     return RunConfig(**{k: v for k, v in stored.items() if k in names})
 
 
@@ -62,6 +64,44 @@ def _differences(stored: dict, current: dict) -> str:
     diff = [f"{k}={stored.get(k)!r} there, {current.get(k)!r} now" for k in current
             if k not in _NOT_SETTINGS and k in stored and stored.get(k) != current.get(k)]
     return "; ".join(diff) or "settings differ"
+
+
+def _fix_setting(config: RunConfig) -> dict | None:
+    """The record a network fixed with ``config``'s conversion fix carries (None: no fix)."""
+    if config.fix_name() == NO_FIX:
+        return None
+    return {"name": config.fix_name(), "inputs_asked": config.conversion_fix_inputs, "horizon": config.T}
+
+
+def conversion_fix_of(meta) -> str:
+    """``name (inputs N, horizon T)`` of the conversion fix a network's (or trace's) meta records,
+    or ``none``; inputs as the setting asked for them (a smaller training split gives fewer)."""
+    record = meta.get("conversion_fix") if isinstance(meta, dict) else None
+    if not isinstance(record, dict):
+        return NO_FIX
+    return f"{record.get('name')} (inputs {record.get('inputs_asked', record.get('inputs'))}, horizon {record.get('horizon')})"
+def _as_json(value):
+    try:
+        return json.loads(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def check_fitted_as_said(policy, fit, path) -> None:
+    """Refuse ``[fit]`` settings (``fit``: :class:`FitSettings`) other than those ``policy`` (read
+    from ``path``) was fitted with: evaluate takes policy.json as fitted, and records what it evaluated."""
+    name = policy_name(policy)
+    if name != fit.policy:
+        raise SnnexitError(f"{path} holds {name}, this config says {fit.policy}; drop --policy: evaluate takes "
+                           f"policy.json as fitted")
+    missing = object()
+    for key, value in fit.policy_kwargs().items():
+        fitted = getattr(policy, key, missing)
+        if fitted is missing or _as_json(fitted) != _as_json(value):
+            shown = "no such parameter" if fitted is missing else f"{key} = {fitted!r}"
+            raise SnnexitError(f"{path} holds {name} fitted with {shown}, this config says {key} = {value!r}; drop "
+                               f"the setting (--policy-option, or [fit] in the config): evaluate takes policy.json "
+                               f"as fitted")
 
 
 def _thresholds(snn) -> dict:
@@ -99,7 +139,7 @@ def load_converted(path, device: str = "cpu", data=None, stored: tuple[dict, dic
     model = build_ann(config, dims)
     try:
         model.load_state_dict(ann_state)
-        snn = converted(model.eval(), converter, data)
+        snn = restore_conversion_fix(converted(model.eval(), converter, data), snn_state)  # the fix's layers, unfitted
         snn.load_state_dict(snn_state)
     except RuntimeError as exc:
         raise SnnexitError(f"{path}: weights do not fit model {config.model!r} converted with {converter!r}: "
@@ -146,37 +186,32 @@ class RunFolder:
     def read_json(self, name: str, stage: str) -> dict:
         path = self.need(name, stage)
         try:
-            obj = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SnnexitError(f"{path}: not valid JSON ({exc}); run `snnexit {stage}` again") from None
+            obj = read_json_file(path, "file")
+        except SnnexitError as exc:
+            raise SnnexitError(f"{exc}; run `snnexit {stage}` again") from None
         if not isinstance(obj, dict):
             raise SnnexitError(f"{path}: expected a JSON object")
         return obj
 
     def save_config(self, settings: Settings, command: str) -> None:
-        save_config(self.path / f"config.{command}.json", settings, command)
+        """``config.<command>.json``, numbered after the folder's other configs: the newest holds
+        the folder's settings (:mod:`snnexit.runs.resolve`)."""
+        save_config(self.path / f"config.{command}.json", settings, command, sequence=next_sequence(self.path))
 
-    def check_same_settings(self, settings: Settings, command: str) -> None:
-        """Refuse a folder that holds a run made with other settings (its ``config.<command>.json``):
-        its files would end up beside files of these settings."""
-        path = self.path / f"config.{command}.json"
-        if not path.is_file():
+    def check_same_settings(self, settings: Settings, keys) -> None:
+        """Refuse a folder that holds a run made with other settings: its newest saved config
+        (whichever command wrote it) differs in one of ``keys`` (flat: ``T``, ``fit.policy``, the
+        settings its files were made with), and its files would end up beside files of these settings."""
+        saved = newest_saved_config(self.path)
+        if saved is None:
             return
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            stored = {}
-        if not isinstance(stored, dict):
-            stored = {}
-        current = settings.to_dict()
-        defaults = Settings().to_dict()  # a key an older version did not write had its default value
-        stored = {k: ({**defaults[k], **stored[k]} if isinstance(stored.get(k), dict) and isinstance(defaults.get(k), dict)
-                      else stored.get(k, defaults.get(k))) for k in current}
-        keys = [k for k in current if k not in _NOT_SETTINGS]
-        if any(stored.get(k) != current[k] for k in keys):
-            diff = _differences({k: stored.get(k) for k in keys}, {k: current[k] for k in keys})
-            raise SnnexitError(f"{self.path} holds a run with other settings ({diff}); pass --overwrite to replace "
-                               f"it, or choose another --out")
+        stored = flatten(saved[0])
+        defaults, current = flatten(Settings().to_dict()), flatten(settings.to_dict())
+        stored = {k: stored.get(k, defaults.get(k)) for k in keys}  # a key an older version did not write: its default
+        diff = [f"{k}={stored[k]!r} there, {current.get(k)!r} now" for k in keys if stored[k] != current.get(k)]
+        if diff:
+            raise SnnexitError(f"{self.path} holds a run with other settings ({'; '.join(diff)}); pass --overwrite "
+                               f"to replace it, or choose another --out")
 
     def record_time(self, stage: str, seconds: float) -> None:
         timings = self.timings()
@@ -184,10 +219,11 @@ class RunFolder:
         write_json(self.path / TIMINGS_FILE, timings)
 
     def timings(self) -> dict:
+        """The seconds per stage so far (an unreadable ``timings.json`` counts as none: it is rewritten)."""
         path = self.path / TIMINGS_FILE
         try:
-            timings = json.loads(path.read_text()) if path.is_file() else {}
-        except (OSError, json.JSONDecodeError):
+            timings = read_json_file(path) if path.is_file() else {}
+        except SnnexitError:
             timings = {}
         return timings if isinstance(timings, dict) else {}
 
@@ -206,6 +242,10 @@ class RunFolder:
         if meta.get("converter") != config.converter:
             raise SnnexitError(f"{path} was converted with {meta.get('converter')!r}, this config says "
                                f"{config.converter!r}; run `snnexit convert` again")
+        if conversion_fix_of(meta.get("snn_meta")) != conversion_fix_of({"conversion_fix": _fix_setting(config)}):
+            raise SnnexitError(f"{path} has conversion fix {conversion_fix_of(meta.get('snn_meta'))}, this config says "
+                               f"{conversion_fix_of({'conversion_fix': _fix_setting(config)})}; run `snnexit convert` "
+                               f"again")
         if not isinstance(meta.get("data"), dict) or not isinstance(meta.get("calibration"), dict):
             raise SnnexitError(f"{path} lacks the calibration or data sizes; run `snnexit convert` again")
         return meta
@@ -225,6 +265,10 @@ class RunFolder:
         if trace.T != config.T or trace.meta.get("converter") != config.network_source():
             raise SnnexitError(f"{path} has T = {trace.T} and converter {trace.meta.get('converter')!r}, this config "
                                f"says T = {config.T} and {config.network_source()!r}; run `snnexit trace` again")
+        if conversion_fix_of(trace.meta) != conversion_fix_of({"conversion_fix": _fix_setting(config)}):
+            raise SnnexitError(f"{path} was traced with conversion fix {conversion_fix_of(trace.meta)}, this config "
+                               f"says {conversion_fix_of({'conversion_fix': _fix_setting(config)})}; run "
+                               f"`snnexit trace` again")
         split = trace.meta.get("split")
         if split is not None and split != SPLIT_OF[name]:
             raise SnnexitError(f"{path} holds the {split} trace, not the {SPLIT_OF[name]} one (a copied file?); "
@@ -246,8 +290,8 @@ class RunFolder:
         check them."""
         if (self.path / NETWORK_FILE).is_file() and not (self.path / SNN_FILE).is_file():
             try:
-                record = json.loads((self.path / NETWORK_FILE).read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                record = read_json_file(self.path / NETWORK_FILE)
+            except SnnexitError:  # unreadable, not JSON, nested too deeply: no fingerprint to check against
                 return None
             return record.get("network") if isinstance(record, dict) else None
         if not (self.path / SNN_FILE).is_file():

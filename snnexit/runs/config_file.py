@@ -38,10 +38,15 @@ from pathlib import Path
 
 from snnexit.data import DATASETS, default_frames
 from snnexit.errors import SnnexitError
-from snnexit.io import write_json
+from snnexit.environment import user_path
+from snnexit.io import loads_json, read_json_file, write_json
 from snnexit.runs.settings import SECTIONS, RunConfig, Settings
 
 CONFIG_FORMAT, CONFIG_VERSION = "snnexit-config", 1
+HEADER = ("format", "version", "stage", "sequence")  # of a config saved beside results; not settings
+# the settings that name files or folders: ``~`` is expanded and the names are checked
+PATH_KEYS = {"out": "run folder (out)", "cache_dir": "cache folder (cache_dir)", "data_dir": "data folder (data_dir)",
+             "nir": "NIR graph (nir)", ("certify", "calibration_inputs"): "calibration inputs (calibration_inputs)"}
 
 
 def _type_name(tp) -> str:
@@ -122,6 +127,17 @@ def _build(cls, values: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
+def flatten(values: dict) -> dict:
+    """A config mapping in the file layout as ``{key: value}``, ``section.key`` for a stage's table."""
+    flat = {}
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update({f"{key}.{name}": inner for name, inner in value.items()})
+        elif key not in HEADER:
+            flat[key] = value
+    return flat
+
+
 def run_fields() -> list[str]:
     return [f.name for f in fields(RunConfig)]
 
@@ -135,7 +151,7 @@ def settings_from_dict(values: dict, source: str = "config") -> Settings:
         if values.get("version") != CONFIG_VERSION:
             raise SnnexitError(f"{where}saved config version {values.get('version')!r} is not supported "
                                f"(expected {CONFIG_VERSION})")
-        values = {k: v for k, v in values.items() if k not in ("format", "version", "stage")}
+        values = {k: v for k, v in values.items() if k not in HEADER}
     known = run_fields() + list(SECTIONS)
     run_values, sections = {}, {}
     for key, value in values.items():
@@ -156,8 +172,8 @@ def settings_from_dict(values: dict, source: str = "config") -> Settings:
 
 
 def read_config_file(path: str | Path) -> dict:
-    """The raw mapping of a TOML (or a saved JSON) config file."""
-    path = Path(path)
+    """The raw mapping of a TOML (or a saved JSON) config file (``~`` expanded in ``path``)."""
+    path = Path(user_path(path, "config file"))
     if not path.is_file():
         raise SnnexitError(f"config file {path}: no such file")
     try:
@@ -165,14 +181,12 @@ def read_config_file(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise SnnexitError(f"config file {path}: cannot read it as UTF-8 text ({exc})") from None
     if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise SnnexitError(f"config file {path}: invalid JSON ({exc})") from None
+        return loads_json(text, f"config file {path}")
     try:
         return tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise SnnexitError(f"config file {path}: invalid TOML ({exc})") from None
+        reason = "nested too deeply to read" if isinstance(exc, RecursionError) else exc
+        raise SnnexitError(f"config file {path}: invalid TOML ({reason})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None, validate: bool = True) -> Settings:
@@ -182,12 +196,34 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None, v
     source = f"config file {path}" if path is not None else "config"
     if not isinstance(values, dict):
         raise SnnexitError(f"{source}: a config must be a table of keys, got {_describe(values)}")
-    merged = _merge(values, overrides or {})
-    _event_defaults(merged)
-    settings = settings_from_dict(merged, source)
+    return settings_from_values(_merge(values, overrides or {}), source, validate)
+
+
+def settings_from_values(values: dict, source: str = "config", validate: bool = True) -> Settings:
+    """:class:`Settings` from a merged mapping in the file layout: event-data defaults, paths with
+    ``~`` expanded and their names checked, every key checked, then (``validate``) every value."""
+    values = dict(values)
+    _event_defaults(values)
+    _expand_paths(values)
+    settings = settings_from_dict(values, source)
     if validate:
         settings.validate()
     return settings
+
+
+def _expand_paths(values: dict) -> None:
+    """``~`` expanded in the values of :data:`PATH_KEYS` (strings only: a wrong type is refused
+    later, naming the key), each checked to be a name the system can take."""
+    for key, what in PATH_KEYS.items():
+        table, name = key if isinstance(key, tuple) else (None, key)
+        if table is None:
+            where = values
+        elif isinstance(values.get(table), dict):
+            where = values[table] = dict(values[table])  # a copy: the caller's table stays as given
+        else:
+            continue
+        if isinstance(where.get(name), str) and where[name].strip():
+            where[name] = user_path(where[name], what)
 
 
 def _merge(base: dict, overrides: dict) -> dict:
@@ -222,6 +258,42 @@ def _event_defaults(values: dict) -> None:
         values.setdefault("init_threshold", EVENT_INIT_THRESHOLD)
 
 
-def save_config(path: str | Path, settings: Settings, stage: str) -> None:
-    """Write the resolved config atomically as JSON (loadable again with ``--config``)."""
-    write_json(path, {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "stage": stage, **settings.to_dict()})
+def save_config(path: str | Path, settings: Settings, stage: str, sequence: int | None = None) -> None:
+    """Write the resolved config atomically as JSON (loadable again with ``--config``); ``sequence``
+    orders the configs of one run folder (the newest holds the folder's settings)."""
+    header = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "stage": stage}
+    if sequence is not None:
+        header["sequence"] = sequence
+    write_json(path, {**header, **settings.to_dict()})
+
+
+def _saved_configs(folder: Path) -> list[tuple[tuple, Path, dict]]:
+    """The configs saved in the run folder ``folder`` (``config.<command>.json`` in this format),
+    each with its order key: its sequence number, then its modification time."""
+    found = []
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.glob("config.*.json")):
+        values = read_json_file(path, "run folder config")  # a corrupt or 100k-deep file: one line, named
+        if not (isinstance(values, dict) and values.get("format") == CONFIG_FORMAT):
+            continue  # not a config this module saved
+        sequence = values.get("sequence")
+        sequence = sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else 0
+        found.append(((sequence, path.stat().st_mtime_ns), path, values))
+    return found
+
+
+def newest_saved_config(folder: str | Path) -> tuple[dict, Path] | None:
+    """``(values, path)`` of the config saved last in the run folder ``folder`` (the file layout,
+    header removed), or None when it holds none. Every command that writes a run folder saves its
+    resolved settings, the folder's own included, so the newest holds the folder's settings."""
+    found = _saved_configs(Path(folder))
+    if not found:
+        return None
+    _, path, values = max(found, key=lambda item: item[0])
+    return {k: v for k, v in values.items() if k not in HEADER}, path
+
+
+def next_sequence(folder: str | Path) -> int:
+    """The sequence number of the next config saved in ``folder``."""
+    return 1 + max((order[0] for order, _, _ in _saved_configs(Path(folder))), default=0)

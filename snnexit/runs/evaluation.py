@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from snnexit.exit import FixedT, Oracle, policy_name, summarize_curve, validation_point
 from snnexit.exit.base import split_learn_certify
-from snnexit.exit.certify import CERTIFY_CANDIDATES, CertifiedExit, certify_exit
+from snnexit.exit.certify import CertifiedExit, certify_exit
 from snnexit.runs.settings import RunConfig
 from snnexit.simulate import Trace
 from snnexit.simulate.cost import cost_from_trace
@@ -28,7 +28,7 @@ def fitted_policy_name(results: dict) -> str:
 
 
 def certified_exit(val: Trace, calibration: Trace | None = None, *, eps: float | None = None, delta: float = 0.05,
-                   candidates=CERTIFY_CANDIDATES) -> CertifiedExit:
+                   candidates=None) -> CertifiedExit:
     """The certified exit of a run: its learning half of ``val`` learns the scores and picks the
     policy; the other half, plus the unlabelled ``calibration`` inputs if any, certifies it."""
     learn, certify = split_learn_certify(val)
@@ -72,7 +72,7 @@ def assemble_results(config: RunConfig, data_sizes: dict, cal: dict, val: Trace,
         "data": dict(data_sizes),
         "ann": {"test_acc": cal["test_acc"], "val_acc": cal["val_acc"]},
         "calibration": cal,
-        "snn": {"T": T, "converter": config.network_source(),
+        "snn": {"T": T, "converter": config.network_source(), "conversion_fix": test.meta.get("conversion_fix"),
                 "test_acc_per_step": test.accuracy_per_step().tolist(),
                 "val_acc_per_step": val.accuracy_per_step().tolist(),
                 "spikes_per_input_per_step": test.spikes.sum(2).mean(1).tolist(),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from snnexit.convert.fixes import NO_FIX
 from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
+from snnexit.io import read_json_file
 from snnexit.runs.ann import ann_cache_paths, load_ann
 from snnexit.runs.artifacts import RESULTS_FILE, run_config_from
 from snnexit.runs.network import converted
@@ -18,11 +19,11 @@ def run_folder_config(folder: Path) -> tuple[RunConfig, float | None]:
     results_file = folder / RESULTS_FILE
     if not results_file.is_file():
         raise SnnexitError(f"{folder}: not a run folder (no results.json); pass a run folder or an ANN checkpoint")
+    results = read_json_file(results_file, "results")
     try:
-        results = json.loads(results_file.read_text())
         config = run_config_from(results["config"])
         temperature = (results.get("calibration") or {}).get("temperature")
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         raise SnnexitError(f"{results_file}: corrupt results (no 'config')") from None
     return config, temperature
 
@@ -36,6 +37,10 @@ def exportable_snn(source: str | Path, checkpoint_config: RunConfig | None = Non
         raise SnnexitError(f"{source}: no such run folder or checkpoint")
     if source.is_dir():
         config, temperature = run_folder_config(source)
+        if config.fix_name() != NO_FIX:
+            raise SnnexitError(f"run {source} corrects its converted network with conversion fix {config.fix_name()!r} "
+                               f"(an input current per step or channel), which NIR cannot express: export a run made "
+                               f"with --conversion-fix none")
     elif checkpoint_config is None:
         raise SnnexitError("exporting a checkpoint needs --dataset and --model (and --L/--width if not the defaults)")
     else:

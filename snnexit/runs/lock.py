@@ -23,7 +23,7 @@ _UNREADABLE_GRACE_S = 30.0  # a lock file still empty after this long: its write
 
 
 def _holder(path: Path) -> dict | None:
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, RecursionError):  # unreadable: a holder unknown
         holder = json.loads(path.read_text())
         if isinstance(holder, dict):
             return holder
@@ -83,8 +83,14 @@ def folder_lock(folder: str | Path, command: str):
                                f"--out (remove {path} only if that process is gone)") from None
         except OSError as exc:
             raise SnnexitError(f"run folder {folder}: cannot create its lock file ({exc.strerror or exc})") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+        except OSError as exc:  # a full disk, a file-size limit: no lock may stay behind, unreadable
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            raise SnnexitError(f"run folder {folder}: cannot write its lock file {path} "
+                               f"({exc.strerror or exc})") from None
         break
     else:
         raise SnnexitError(f"run folder {folder}: could not take its lock ({path})")

@@ -1,13 +1,15 @@
-"""From a trained ANN to traces: calibrate the temperature, convert, simulate.
+"""From a trained ANN to traces: calibrate the temperature, convert, fix the conversion, simulate.
 
-"ANN -> calibrate -> convert -> trace" is assembled here and nowhere else:
+"ANN -> calibrate -> convert -> conversion fix -> trace" is assembled here and nowhere else:
 :func:`calibrated_snn` returns the converted SNN carrying the ANN's temperature in
 ``snn.meta["temperature"]`` (set by :func:`attach_temperature`, the one place that writes it;
-every trace of the SNN copies its meta, so Dynamic Confidence reads it from there).
+every trace of the SNN copies its meta, so Dynamic Confidence reads it from there), corrected by
+the run's conversion fix (:func:`fix_conversion`, fitted on training inputs only) if it has one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import numpy as np
@@ -16,6 +18,7 @@ from torch import nn
 
 from snnexit.calibrate import expected_calibration_error, fit_temperature
 from snnexit.convert import CONVERTERS, convert
+from snnexit.convert.fixes import NO_FIX, apply_conversion_fix
 from snnexit.data import DataSplits
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import learn_certify_indices
@@ -93,11 +96,38 @@ def converted(model: nn.Module, converter: str, data: DataSplits | None, tempera
     return snn
 
 
-def calibrated_snn(model: nn.Module, data: DataSplits, config: RunConfig) -> tuple[SpikingNetwork, dict]:
-    """Calibrate ``model`` (:func:`calibrate`) and convert it with ``config.converter``; the SNN
-    carries the fitted temperature. Returns ``(snn, calibration)``."""
+def fix_inputs(config: RunConfig, data: DataSplits) -> torch.Tensor:
+    """The training inputs a conversion fix is fitted on: a draw of ``config.conversion_fix_inputs``
+    (seeded by the run's seed) from the training split, as the SNN sees them (event data: frames).
+    Never validation or test inputs: those fit and certify the exit."""
+    n = min(config.conversion_fix_inputs, len(data.train))
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))
+    return data.train.x[order[:n].sort().values]
+
+
+def fix_conversion(snn: SpikingNetwork, model: nn.Module, data: DataSplits, config: RunConfig, log=None):
+    """Apply the run's conversion fix (``config.fix_name()``) to ``snn`` (in place; fitted over
+    ``config.T`` steps on :func:`fix_inputs`) and give it its new fingerprint. Returns ``snn``."""
+    if config.fix_name() == NO_FIX:
+        return snn
+    event_steps(config, data)  # the horizon cannot exceed the recordings' frames
+    x = fix_inputs(config, data).to(config.device)
+    report = apply_conversion_fix(snn.to(config.device), model.to(config.device), config.fix_name(), x, config.T,
+                                  temporal=data.temporal)
+    snn.meta["conversion_fix"]["inputs_asked"] = config.conversion_fix_inputs  # what the run settings said
+    snn.meta["network"] = network_fingerprint(snn)
+    if log is not None:
+        log(f"conversion fix {report.name}: fitted on {report.inputs} training inputs over {report.horizon} steps "
+            f"in {report.seconds:.1f} s")
+    return snn
+
+
+def calibrated_snn(model: nn.Module, data: DataSplits, config: RunConfig, log=None) -> tuple[SpikingNetwork, dict]:
+    """Calibrate ``model`` (:func:`calibrate`), convert it with ``config.converter`` and apply the
+    run's conversion fix; the SNN carries the fitted temperature. Returns ``(snn, calibration)``."""
     calibration = calibrate(model, data, config.device)
-    return converted(model, config.converter, data, calibration["temperature"]), calibration
+    snn = converted(model, config.converter, data, calibration["temperature"])
+    return fix_conversion(snn, model, data, config, log), calibration
 
 
 def trained_snn(config: RunConfig, data: DataSplits, log=print) -> tuple[SpikingNetwork, dict]:
@@ -171,10 +201,8 @@ def trace_snn(snn, data: DataSplits, config: RunConfig, batch_size: int = 250, r
 
 def load_calibration_inputs(path, data: DataSplits) -> torch.Tensor:
     """Unlabelled inputs ``(N, ...)`` from a ``.npy`` file, checked against the data set's input shape."""
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SnnexitError(f"calibration inputs {path}: not a readable .npy array ({exc})") from None
+    check_calibration_file(path)
+    x = np.load(path, allow_pickle=False)
     expected = tuple(data.val.x.shape[1:])
     if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected or x.shape[0] < 1:
         raise SnnexitError(f"calibration inputs {path}: shape {x.shape}, expected (N, {', '.join(map(str, expected))}) "
@@ -185,6 +213,30 @@ def load_calibration_inputs(path, data: DataSplits) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise SnnexitError(f"calibration inputs {path}: contain NaN or infinite values")
     return x
+
+
+def check_calibration_file(path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype of the ``.npy`` array of calibration inputs ``path``, read from its
+    header alone (no data is loaded), or a :class:`SnnexitError` saying what the file is instead:
+    empty, an ``.npz`` archive, a pickle, no array of real numbers, no inputs."""
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except EOFError:
+        raise SnnexitError(f"calibration inputs {path}: the file is empty (expected a .npy array (N, ...))") from None
+    except (OSError, ValueError) as exc:
+        raise SnnexitError(f"calibration inputs {path}: not a readable .npy array ({str(exc)[:200]})") from None
+    if not isinstance(x, np.ndarray):  # an .npz archive: a mapping of arrays
+        with contextlib.suppress(AttributeError):
+            x.close()
+        raise SnnexitError(f"calibration inputs {path}: an .npz archive, not one .npy array; save the inputs with "
+                           f"numpy.save(path, x)")
+    shape, dtype = tuple(x.shape), x.dtype
+    del x  # the memory map
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise SnnexitError(f"calibration inputs {path}: dtype {dtype} is not real-valued")
+    if len(shape) < 2 or shape[0] < 1:
+        raise SnnexitError(f"calibration inputs {path}: shape {shape}, expected (N, ...) with N >= 1 inputs")
+    return shape, dtype
 
 
 def trace_unlabelled(snn, x: torch.Tensor, config: RunConfig, batch_size: int = 250, temporal: bool = False) -> Trace:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from snnexit.errors import SnnexitError
-from snnexit.exit.certify import CERTIFY_CANDIDATES, CertifiedExit
+from snnexit.exit.certify import CertifiedExit
 from snnexit.runs.evaluation import certified_exit
 from snnexit.runs.imported import output_calibration
 from snnexit.simulate import Trace
@@ -53,7 +53,7 @@ def load_outputs(path, accumulated: bool, what: str = "outputs file") -> Trace:
 
 
 def certify_outputs(val: Trace, test: Trace, calibration: Trace | None = None, *, eps: float | None = None,
-                    delta: float = 0.05, candidates=CERTIFY_CANDIDATES) -> tuple[CertifiedExit, dict]:
+                    delta: float = 0.05, candidates=None) -> tuple[CertifiedExit, dict]:
     """The certified exit of recorded outputs (module doc) and its row on ``test``; ``val`` needs
     labels (the learning half learns from them), ``test`` and ``calibration`` need none."""
     if not val.labelled:

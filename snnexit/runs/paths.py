@@ -24,6 +24,7 @@ from snnexit.runs.artifacts import (
     TIMINGS_FILE,
     TRACE_FILES,
 )
+from snnexit.runs.ownership import check_replaceable
 from snnexit.runs.imported import NETWORK_FILE
 
 # report.md and snnexit.report.markdown.FIGURES (not imported: it loads matplotlib; a test compares them)
@@ -58,16 +59,24 @@ def check_files_in(folder: str | os.PathLike, names) -> Path:
     return folder
 
 
-def check_run_paths(settings, command: str) -> Path:
-    """A run's folder and the files ``command`` (``run`` or a stage) writes in it, and the cache
-    folder where the command uses it. Returns the run folder."""
+def run_files(command: str) -> tuple[str, ...]:
+    """The files ``command`` (``run`` or a stage) writes in its run folder."""
+    stages = tuple(STAGE_FILES) if command == "run" else (command,)
+    return tuple(dict.fromkeys([f"config.{command}.json", TIMINGS_FILE] + [n for s in stages for n in STAGE_FILES[s]]))
+
+
+def check_run_paths(settings, command: str, overwrite: bool = False) -> Path:
+    """A run's folder and the files ``command`` (``run`` or a stage) writes in it (none of them
+    a user's own file, unless ``overwrite``: :func:`check_replaceable`), and the cache folder where
+    the command uses it. Returns the run folder."""
     config = settings.run
     folder = check_output_folder(config.out, "run folder")
     stages = tuple(STAGE_FILES) if command == "run" else (command,)
     if not set(stages) <= set(STAGE_FILES):
         raise SnnexitError(f"unknown stage {command!r}")  # a bug in the caller, named
-    names = [f"config.{command}.json", TIMINGS_FILE] + [n for s in stages for n in STAGE_FILES[s]]
-    check_files_in(folder, dict.fromkeys(names))
+    names = run_files(command)
+    check_files_in(folder, names)
+    check_replaceable(folder, names, command, overwrite)
     if config.cache_dir is not None or any(s in CACHE_STAGES for s in stages):  # a cache given is checked anyway
         check_cache_folder(config.cache_dir)
     return folder

@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 
 from snnexit.convert import CONVERTERS
-from snnexit.data import DATASETS, is_built_in
+from snnexit.convert.fixes import check_fix, default_fix
+from snnexit.data import DATASETS, default_frames, is_built_in
 from snnexit.data.sources import check_downloadable
 from snnexit.checks import (DEVICE_TYPES, MAX_SEED, check_device, check_positive, check_range,  # noqa: F401
                             memory_bytes)
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, create_policy
-from snnexit.exit.certify import CERTIFY_CANDIDATES
+from snnexit.exit.certify import certifiable_policies
 from snnexit import models
 from snnexit.models import MODELS
 from snnexit.quant import MAX_BITS, QUANTIZERS
@@ -36,6 +37,8 @@ MAX_BATCH = 2 ** 20  # inputs per batch (training, tracing)
 MAX_WIDTH = 2 ** 20  # far beyond what fits in memory for every built-in model; the memory check is finer
 MAX_LR = 10.0
 MAX_INIT_THRESHOLD = 1e6
+# event data: what the ANN trains on (snnexit.runs.ann.ann_training_split); its tests and calibration see mean frames
+ANN_EVENT_INPUTS = ("prefix_means", "mean_frame")
 
 
 
@@ -74,6 +77,14 @@ class RunConfig:
     levels: int = 4  # QCFS L
     init_threshold: float = 1.0  # QCFS lam at init; 1 suits inputs in [0, 1] (the paper uses 8 on CIFAR)
     converter: str = "qcfs"
+    # a correction of the converted SNN fitted on training inputs after conversion (snnexit.convert.fixes):
+    # none, step_bias (FTBC), mean_bias (Li et al. 2021); None: the converter's default (fix_name()).
+    # The ANN and its cache stay as they are.
+    conversion_fix: str | None = None
+    conversion_fix_inputs: int = 256  # training inputs the fix is fitted on (a seeded draw)
+    # event data only: the ANN trains on prefix_means (the mean of the first k frames, k drawn per input: what the
+    # converted SNN has integrated after k steps) or mean_frame (each recording's mean frame, as before)
+    ann_event_input: str = "prefix_means"
     # the ANN's activation: qcfs (L = levels), lsq (b = bits, L = 2**b - 1; converts with qcfs or qffs),
     # relu or clip (ReLU clipped at init_threshold; for the data-normalisation converters max/robust)
     quantizer: str = "qcfs"
@@ -97,6 +108,10 @@ class RunConfig:
         DATASETS.get(self.dataset)  # each raises with the known names
         MODELS.get(self.model)
         QUANTIZERS.get(self.quantizer)
+        if self.conversion_fix is not None:
+            check_fix(self.conversion_fix, self.converter)
+        if self.ann_event_input not in ANN_EVENT_INPUTS:
+            raise SnnexitError(f"Unknown ann_event_input {self.ann_event_input!r}. Known: {', '.join(ANN_EVENT_INPUTS)}")
         takes = getattr(CONVERTERS.get(self.converter), "quantizers", None)
         if self.nir is None and takes is not None and self.quantizer not in takes:
             raise SnnexitError(f"converter {self.converter!r} converts ANNs with {' or '.join(takes)} activations, not "
@@ -112,6 +127,8 @@ class RunConfig:
         check_range("config key 'levels' (L)", self.levels, 1, MAX_LEVELS)
         check_range("config key 'bits'", self.bits, 1, MAX_BITS, " (LSQ bit width)")
         check_range("config key 'batch_size'", self.batch_size, 1, MAX_BATCH)
+        check_range("config key 'conversion_fix_inputs'", self.conversion_fix_inputs, 1, MAX_BATCH,
+                    " (training inputs the conversion fix is fitted on)")
         check_positive("config key 'lr'", self.lr, MAX_LR, " (the learning rate)")
         check_positive("config key 'init_threshold'", self.init_threshold, MAX_INIT_THRESHOLD,
                        " (QCFS lam at initialisation)")
@@ -153,6 +170,10 @@ class RunConfig:
             return Path(self.nir).name, f"nir ({self.semantics})"
         return self.model, self.converter
 
+    def fix_name(self) -> str:
+        """The conversion fix this run applies: the one it names, or the converter's default."""
+        return default_fix(self.converter) if self.conversion_fix is None else self.conversion_fix
+
     def train_key(self) -> str:
         """Hash of everything that determines the trained ANN (the cache key), the version of the
         training code included: a cache written by older code is not silently reused."""
@@ -161,6 +182,8 @@ class RunConfig:
         settings["training_code"] = TRAINING_CODE_VERSION
         if self.quantizer != "qcfs":  # absent for QCFS: old cache keys stay valid
             settings.update(quantizer=self.quantizer, bits=self.bits)
+        if self.ann_event_input != "mean_frame" and self.dataset in DATASETS and default_frames(self.dataset):
+            settings["ann_event_input"] = self.ann_event_input  # event data (absent for mean frames: old keys stay)
         if self.data_dir is not None:  # another local copy may hold other images (absent: old keys stay valid)
             settings["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
         blob = json.dumps(settings, sort_keys=True)
@@ -175,6 +198,10 @@ class TraceSettings:
         if isinstance(self.batch_size, int) and self.batch_size < 1:
             raise SnnexitError(f"config key 'trace.batch_size' must be >= 1, got {self.batch_size}")
         check_range("config key 'trace.batch_size'", self.batch_size, 1, MAX_BATCH)
+
+
+# the fitting targets (snnexit.exit.target) that read each of their settings
+TARGET_READS = {"eps": ("max_drop", "risk", "precision", "coverage"), "max_steps": ("max_steps",), "delta": ("risk",)}
 
 
 @dataclass
@@ -209,6 +236,19 @@ class FitSettings:
     def create_policy(self):
         return create_policy(self.policy, **self.policy_kwargs())
 
+    def check_used(self) -> None:
+        """Refuse a setting that the target (or a fixed threshold) makes idle: ``--eps`` with
+        ``no_loss`` would be ignored, not obeyed."""
+        if self.threshold is not None and self.target != "no_loss":
+            raise SnnexitError(f"fit.target (--target) {self.target!r} does nothing with a fixed threshold "
+                               f"(--threshold {self.threshold!r} skips the choice); drop one of them")
+        for key, flag in (("eps", "--eps"), ("max_steps", "--max-steps"), ("delta", "--delta")):
+            readers = TARGET_READS[key]
+            if getattr(self, key) is not None and self.target not in readers:
+                why = "a fixed threshold" if self.threshold is not None else f"target {self.target!r}"
+                raise SnnexitError(f"fit.{key} ({flag}) does nothing with {why}: only the targets "
+                                   f"{', '.join(readers)} read it; drop it, or choose one of them (--target)")
+
     def validate(self) -> None:
         for key, value in asdict(self).items():
             if isinstance(value, float) and not math.isfinite(value):
@@ -229,6 +269,7 @@ class FitSettings:
             raise SnnexitError(f"config table [fit]: {exc}") from None
         except TypeError as exc:  # a policy's constructor refused an option
             raise SnnexitError(f"config table [fit]: {exc}") from None
+        self.check_used()  # after the policy's own checks: a parameter it lacks is named as such
 
 
 @dataclass
@@ -245,7 +286,7 @@ class CertifySettings:
 
     def candidates(self) -> tuple[str, ...]:
         if self.policies.strip() == "all":
-            return CERTIFY_CANDIDATES
+            return certifiable_policies()
         return tuple(name.strip() for name in self.policies.split(",") if name.strip())
 
     def validate(self) -> None:
@@ -257,11 +298,15 @@ class CertifySettings:
         if not names:
             raise SnnexitError("config table [certify]: policies is empty; give names or 'all'")
         for name in names:
-            if name not in CERTIFY_CANDIDATES:
+            if name not in certifiable_policies():
                 raise SnnexitError(f"config table [certify]: policy {name!r} cannot be certified. "
-                                   f"Certifiable: {', '.join(CERTIFY_CANDIDATES)}")
-        if self.calibration_inputs is not None and not Path(self.calibration_inputs).is_file():
-            raise SnnexitError(f"calibration inputs {self.calibration_inputs}: no such file (expected a .npy array)")
+                                   f"Certifiable: {', '.join(certifiable_policies())}")
+        if self.calibration_inputs is not None:
+            if not Path(self.calibration_inputs).is_file():
+                raise SnnexitError(f"calibration inputs {self.calibration_inputs}: no such file (expected a .npy array)")
+            from snnexit.runs.network import check_calibration_file  # network imports these settings
+
+            check_calibration_file(self.calibration_inputs)  # its header: the data is checked when the data set is loaded
 
     def options(self) -> dict:
         """Keyword arguments of :func:`snnexit.runs.evaluation.certified_exit`."""

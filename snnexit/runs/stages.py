@@ -17,12 +17,11 @@ from dataclasses import asdict
 
 from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
-from snnexit.exit import policy_name
 from snnexit.exit.target import threshold_text
 from snnexit.io import load_tensors, write_json
 from snnexit.runs.ann import ANN_FORMAT, ANN_VERSION, data_dims, load_ann, save_ann, trained_ann
 from snnexit.runs.artifacts import (ANN_FILE, CALIBRATION_TRACE_FILE, CERTIFIED_FILE, POLICY_FILE, RESULTS_FILE,
-                                    SNN_FILE, STAGES, TRACE_FILES, RunFolder)
+                                    SNN_FILE, STAGES, TRACE_FILES, RunFolder, check_fitted_as_said)
 from snnexit.runs.evaluation import (assemble_results, certified_exit, curve_prefix, evaluate_policies,
                                      fitted_policy_name)
 from snnexit.runs.imported import NETWORK_FILE, calibrate_traces, imported_network, network_record
@@ -30,7 +29,9 @@ from snnexit.runs.layout import check_results
 from snnexit.runs.lock import folder_lock
 from snnexit.runs.network import (calibrated_snn, check_trace_memory, event_steps, load_calibration_inputs, trace_snn,
                                   trace_unlabelled)
-from snnexit.runs.paths import check_run_paths
+from snnexit.runs.ownership import mark_folder
+from snnexit.runs.paths import check_run_paths, run_files
+from snnexit.runs.resolve import settings_of_files
 from snnexit.runs.settings import Settings
 from snnexit.train import train as train_ann
 
@@ -151,7 +152,8 @@ def train(r: Run):
 
 @_timed
 def convert(r: Run):
-    """Calibrate the trained ANN (temperature) and convert it -> ``snn.safetensors``; an imported
+    """Calibrate the trained ANN (temperature), convert it and apply the conversion fix ->
+    ``snn.safetensors``; an imported
     network is imported and checked against the data instead -> ``network.json``."""
     if r.config.imported:
         data = r.data
@@ -162,7 +164,7 @@ def convert(r: Run):
             r.folder.save_network_record(network_record(r.config, r.snn, r.data_sizes))
         return r.folder / NETWORK_FILE
     ann, data = r.trained(), r.data
-    r.snn, r.calibration = calibrated_snn(ann, data, r.config)
+    r.snn, r.calibration = calibrated_snn(ann, data, r.config, r.log)
     c = r.calibration
     r.log(f"ANN test accuracy {c['test_acc']:.4f}; temperature {c['temperature']:.3f}, "
           f"test ECE {c['ece_test_before']:.4f} -> {c['ece_test_after']:.4f}")
@@ -175,11 +177,11 @@ def convert(r: Run):
 @_timed
 def trace(r: Run):
     """Simulate the SNN on validation and test (and the calibration inputs) -> the traces."""
+    extra = r.calibration_inputs()  # checked against the data set before any simulation
     snn, data, batch = r.network(), r.data, r.settings.trace.batch_size
     r.log(f"tracing validation and test ({len(data.val)} + {len(data.test)} inputs, T = {r.config.T})")
     r.val, r.test = trace_snn(snn, data, r.config, batch_size=batch, recorder=r.recorder)
     r.log(f"traced: SNN test accuracy {float(r.test.accuracy_per_step()[-1]):.4f} at T = {r.config.T}")
-    extra = r.calibration_inputs()
     if extra is not None:
         r.calibration_trace = trace_unlabelled(snn, extra, r.config, batch_size=batch, temporal=data.temporal)
     if r.config.imported:
@@ -213,10 +215,11 @@ def evaluate(r: Run):
     """Certify the exit (-> ``certified.json``) and evaluate fixed T, the fitted policy, the certified
     exit and the oracle on test -> ``results.json``."""
     val, test = r.traces()
-    policy, name = r.fitted_policy(), r.settings.fit.policy
-    if policy_name(policy) != name:
-        raise SnnexitError(f"{r.folder / POLICY_FILE} holds {policy_name(policy)}, this config says {name}; pass "
-                           f"--policy {policy_name(policy)} or run `snnexit fit` again")
+    if r.settings.certify.calibration_inputs is not None and r.calibration_trace is None:
+        r.folder.need(CALIBRATION_TRACE_FILE, "trace")  # the inputs were given, their trace is missing
+    policy = r.fitted_policy()
+    check_fitted_as_said(policy, r.settings.fit, r.folder / POLICY_FILE)
+    name = r.settings.fit.policy
     r.calibration_record()
     r.certified = certified_exit(val, r.calibration_trace, **r.settings.certify.options())
     if r.writes:
@@ -270,17 +273,21 @@ STAGE_FUNCTIONS = {"train": train, "convert": convert, "trace": trace, "fit": fi
                    "report": report}
 
 
-def run_stage(name: str, settings: Settings, log=print):
-    """One stage on its own (``snnexit <stage>``): its inputs come from the run folder."""
+def run_stage(name: str, settings: Settings, log=print, *, overwrite: bool = False):
+    """One stage on its own (``snnexit <stage>``): its inputs come from the run folder. Its
+    resolved settings are saved (``config.<stage>.json``) once its files are written: the folder's
+    newest config then says what its files were made with. ``overwrite``: replace files in a
+    folder snnexit did not write."""
     settings.validate()
-    check_run_paths(settings, name)  # the run folder, the files this stage writes, the cache: before any work
+    check_run_paths(settings, name, overwrite)  # the run folder, the files this stage writes, the cache: before any work
     r = Run(settings, log)
     with folder_lock(r.folder.path, name):
-        r.folder.save_config(settings, name)
+        mark_folder(r.folder.path, name, run_files(name))
         written = STAGE_FUNCTIONS[name](r)
         if name == "evaluate":
             r.results["seconds"] = _total_seconds(r)
             write_json(r.folder / RESULTS_FILE, r.results)
+        r.folder.save_config(settings, name)
     return written, r
 
 
@@ -288,16 +295,18 @@ def run(settings: Settings, log=print, *, overwrite: bool = False, **options) ->
     """The main job: every stage in turn, in one process. Writes ``results.json``, ``report.md``,
     the figures and every stage's file to ``settings.run.out``; returns the results.
 
-    A folder that holds a run with other settings is refused unless ``overwrite``. ``options``:
+    A folder that holds a run with other settings, or files snnexit did not write, is refused
+    unless ``overwrite``. ``options``:
     :class:`Run`'s ``trainer``, ``recorder``, ``writes`` and ``processes``."""
     settings.validate()
     r = Run(settings, log, **options)
     if not r.writes:
         return _chain(r)
-    check_run_paths(settings, "run")  # the run folder, every file it gets and the cache: before any work
+    check_run_paths(settings, "run", overwrite)  # the run folder, every file it gets and the cache: before any work
     with folder_lock(r.folder.path, "run"):
         if not overwrite:
-            r.folder.check_same_settings(settings, "run")
+            r.folder.check_same_settings(settings, settings_of_files(r.folder.path))
+        mark_folder(r.folder.path, "run", run_files("run"))
         if (r.folder / RESULTS_FILE).is_file():
             log(f"replacing the results in {r.folder.path} (a run with these settings, or --overwrite)")
         r.folder.save_config(settings, "run")

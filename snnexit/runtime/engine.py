@@ -284,14 +284,20 @@ class EarlyExitEngine:
         """Feed ``frames`` (one ``(n, ...)`` tensor per step) and yield each decision when it is made.
 
         Stops reading frames once every input has stopped (after at most T frames); a source
-        that ends before that raises :class:`SnnexitError`.
+        that ends before that raises :class:`SnnexitError`, and so does a frame that differs from
+        the first for a network that takes no sequence of frames (QFFS: ``temporal_input``).
         """
-        session = None
+        session, first = None, None
+        static_only = not getattr(self.snn, "temporal_input", True)
         for frame in frames:
             frame = check_inputs(self.snn, frame, what="a step's input", probe=session is None)
             if session is None:
                 session = self.session(n or frame.shape[0], labels)
                 self._ensure_fan_out(frame)
+                first = frame if static_only else None
+            elif static_only and not torch.equal(frame, first):
+                # the network reads its input in a fixed window only: a changing frame would be ignored
+                check_inputs(self.snn, frame.unsqueeze(1), temporal=True, what="the stream")
             yield from session._advance(frame)
             if session.done:
                 return

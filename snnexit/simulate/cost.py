@@ -21,16 +21,21 @@ layer is silent. It is exact for the network's structure; ``spikes x mean fan-ou
 when the spikes of a layer are spread like its fan-out (border neurons of a padded conv reach
 fewer neurons than interior ones) and an estimate otherwise.
 
-**Energy** (:func:`energy_pj`) follows the accounting of SNN papers and SpikingJelly's op
-counter: the layers that read the analog input (the first convolution under direct encoding)
-multiply-accumulate, ``MACs[n] = k_n * input_macs`` (``input_macs`` per step, dense: every
+**Energy** (:func:`energy_pj`), snnexit's convention: a model of a spike-driven chip, as SNN
+papers account it. The layers that read the analog input (the first convolution under direct
+encoding) multiply-accumulate, ``MACs[n] = k_n * input_macs`` (``input_macs`` per step, dense: every
 output times its ``C_in / groups * kernel`` taps, as op counters count it; the input is presented
 at every step, so it is counted at every step); every later layer is spike-driven and adds a
 weight per delivered spike, ``ACs[n] = SynOps[n]``. Energy ``= MACs * E_MAC + ACs * E_AC`` with
 per-operation energies from Horowitz (ISSCC 2014, 45 nm): FP32 4.6 / 0.9 pJ (multiply 3.7 + add
 0.9; add 0.9), FP16 1.5 / 0.4 pJ (1.1 + 0.4; 0.4), INT8 0.23 / 0.03 pJ (0.2 + 0.03; 0.03), the
 presets of SpikingJelly's ``SimpleEnergyCostConfig``; or any pair the user gives. Neuron updates,
-batch norm (foldable into the weights) and memory traffic are not counted.
+batch norm (foldable into the weights) and memory traffic are not counted, average pooling is
+folded into the fan-out of the layer after it, each layer's fan-out is its mean, and a spike is
+one event whatever amplitude it carries (a chip folds theta into the next weights). This is not
+what SpikingJelly's op counter counts: :mod:`snnexit.simulate.opcount` counts that way (exact
+fan-out of 0/1 inputs, dense MACs for any other input, pooling and BatchNorm counted) on the
+same run, and ``benchmarks/energy_conventions.py`` compares the two.
 
 Everything here is a pure function of spike counts, so the online runtime (which accumulates
 spikes up to each input's exit) and a recorded :class:`~snnexit.simulate.trace.Trace` give the

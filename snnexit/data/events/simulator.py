@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from snnexit import environment
 from snnexit.data.builtin import refuse_root, register_built_in
 from snnexit.data.events.core import make_events
 from snnexit.data.splits import DataSplits, make_splits
@@ -174,7 +174,8 @@ def simulate_events(image: np.ndarray, cam: SaccadeCamera = SaccadeCamera()) -> 
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SNNEXIT_CACHE", Path.home() / ".cache" / "snnexit"))
+    """``$SNNEXIT_CACHE`` unless unset or empty, else ``~/.cache/snnexit`` (:mod:`snnexit.environment`)."""
+    return environment.default_cache_dir()
 
 
 @functools.lru_cache(maxsize=1)
