@@ -125,22 +125,35 @@ def test_forecast_errors_shift_a_forecast_into_a_survival_curve():
 def test_one_input_forecast_by_bisection_matches_the_scan(setup):
     _, val, _, _, _ = setup
     policy = spread_dc(val)
-    forecaster = ExitForecaster(policy, T, dict(val.meta, T=T))
+    forecaster = ExitForecaster(policy, T)
     for s in (1, 3, 6):
         acc = val.outputs[s - 1, :40]
-        together = forecaster.forecast(acc, s)
-        alone = torch.cat([forecaster.forecast(acc[i:i + 1], s) for i in range(len(acc))])
+        together = forecaster.forecast(acc, s, val.meta)
+        alone = torch.cat([forecaster.forecast(acc[i:i + 1], s, val.meta) for i in range(len(acc))])
         assert torch.equal(together, alone)
         assert bool((together > s).all()) and bool((together <= T).all())
 
 
 def test_run_plan_without_a_paying_chunk_drops_the_forecaster(setup):
     _, val, _, _, _ = setup
-    forecaster = ExitForecaster(spread_dc(val), T, dict(val.meta, T=T))
+    forecaster = ExitForecaster(spread_dc(val), T)
     per_step = lambda k, m: k * (1.0 + m)  # noqa: E731  (k steps cost k single steps)
     choices = static_choices(exit_distribution(torch.arange(1, T + 1), T), 4, per_step)
     assert RunPlan(choices, per_step, 4, forecaster).forecaster is None
     assert RunPlan(choices, chunky, 4, forecaster).forecaster is forecaster
+
+
+def test_a_fresh_network_learns_forecasts_without_fixing_its_layer_sizes(setup):
+    """Forecasts learned from a trace before the engine's network ever stepped: the run's cost
+    still counts every layer's neurons (the meta is taken after a step, not at construction)."""
+    _, val, _, x, _ = setup
+    policy = spread_dc(val)
+    fresh = dyadic_network()
+    engine = ChunkedEngine(fresh, policy, T, trace=val, forecast=True, chunk_time=chunky, threads=None)
+    got = engine.run(x[:5])
+    want = EarlyExitEngine(dyadic_network(), policy, T).run(x[:5])
+    assert got.cost.neurons_per_layer == want.cost.neurons_per_layer and all(got.cost.neurons_per_layer)
+    assert torch.equal(got.exit_steps, want.exit_steps) and torch.equal(got.spikes, want.spikes)
 
 
 def test_bad_planning_arguments_are_refused(setup):

@@ -131,7 +131,7 @@ class ChunkedEngine(EarlyExitEngine):
         if forecast is None:
             forecast = chunk_time is None
         if forecast and self.fixed_schedule is None and not getattr(self.policy, "uses_labels_at_test", False):
-            self.forecaster = ExitForecaster(self.policy, self.T, self.meta_after_first_step())
+            self.forecaster = ExitForecaster(self.policy, self.T)  # the run's meta comes with each run
         if trace is not None:
             self._learn_from(trace)
 
@@ -144,7 +144,7 @@ class ChunkedEngine(EarlyExitEngine):
         if self.hint is None:
             self.hint = exit_step_hint(steps, self.T)
         if self.forecaster is not None:
-            self.forecaster.learn(steps, trace.outputs)
+            self.forecaster.learn(steps, trace.outputs, trace.meta)
 
     # ---- plans ------------------------------------------------------------------------------
 
@@ -254,7 +254,7 @@ class ChunkedEngine(EarlyExitEngine):
                 plan = FixedPlan(self.fixed_schedule)
             else:
                 plan = RunPlan(self.choices(n, threads, x, temporal), self._chunk_time(n, threads, x, temporal), n,
-                               self.forecaster)
+                               self.forecaster, self.meta_after_first_step())
             result = self._run(x, labels, temporal, plan)
         result.threads = threads or torch.get_num_threads()
         if self.hint is None:

@@ -238,33 +238,34 @@ class ForecastErrors:
 class ExitForecaster:
     """Forecasts where each running input will exit, and the chunk that costs least given them.
 
-    ``forecast(acc, s)``: for the accumulated outputs ``acc`` ``(m, C)`` after ``s`` steps, the first
+    ``forecast(acc, s, meta)``: for the accumulated outputs ``acc`` ``(m, C)`` after ``s`` steps, the first
     step ``t`` in ``s + 1 .. T`` at which the policy would stop on ``acc * t / s`` (T if none): a
     binary search for one input (the score of an extrapolated output rises with t for the
     thresholded policies), a scan over t for several.
     """
 
-    def __init__(self, policy, T: int, meta: dict):
-        self.policy, self.T, self.meta = policy, T, meta
+    def __init__(self, policy, T: int):
+        self.policy, self.T = policy, T
         self.errors = ForecastErrors(T)
         self._choices: dict[tuple, int] = {}  # (s, forecasts) -> next chunk, while the error model stands
         self._basis = 0  # errors recorded when the cached choices were made
 
-    def _stops(self, acc: torch.Tensor, s: int, t: int, labels) -> torch.Tensor:
+    def _stops(self, acc: torch.Tensor, s: int, t: int, meta: dict) -> torch.Tensor:
         if t >= self.T:
             return torch.ones(acc.shape[0], dtype=torch.bool)
         guess = acc * (t / s)
-        stop = self.policy.decide(guess if guess.dtype == torch.float32 else guess.float(), t, self.meta, labels)
+        stop = self.policy.decide(guess if guess.dtype == torch.float32 else guess.float(), t, meta)
         return torch.as_tensor(stop, dtype=torch.bool).flatten().cpu()
 
     @torch.no_grad()
-    def forecast(self, acc: torch.Tensor, s: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forecast(self, acc: torch.Tensor, s: int, meta: dict) -> torch.Tensor:
+        """``(m,)`` forecast exit steps; ``meta``: the run's (the trace's, or the engine's after a step)."""
         m, T = acc.shape[0], self.T
         if m == 1:
             lo, hi = s + 1, T
             while lo < hi:
                 mid = (lo + hi) // 2
-                if bool(self._stops(acc, s, mid, labels)[0]):
+                if bool(self._stops(acc, s, mid, meta)[0]):
                     hi = mid
                 else:
                     lo = mid + 1
@@ -272,20 +273,21 @@ class ExitForecaster:
         out = torch.full((m,), T, dtype=torch.long)
         open_ = torch.ones(m, dtype=torch.bool)
         for t in range(s + 1, T):
-            stop = self._stops(acc, s, t, labels) & open_
+            stop = self._stops(acc, s, t, meta) & open_
             out[stop] = t
             open_ &= ~stop
             if not bool(open_.any()):
                 break
         return out
 
-    def learn(self, exit_steps: torch.Tensor, outputs: torch.Tensor) -> None:
-        """Forecast errors of the inputs of a trace: ``outputs`` ``(T, N, C)`` accumulated, ``exit_steps`` ``(N,)``."""
+    def learn(self, exit_steps: torch.Tensor, outputs: torch.Tensor, meta: dict) -> None:
+        """Forecast errors of the inputs of a trace: ``outputs`` ``(T, N, C)`` accumulated, ``exit_steps``
+        ``(N,)``, ``meta`` the trace's."""
         for s in range(1, self.T):
             alive = (exit_steps > s).nonzero().flatten()
             if alive.numel() == 0:
                 break
-            p = self.forecast(outputs[s - 1].index_select(0, alive), s)
+            p = self.forecast(outputs[s - 1].index_select(0, alive), s, meta)
             self.errors.add(torch.full_like(p, s), exit_steps.index_select(0, alive) - p)
 
     def next_chunk(self, s: int, forecasts: torch.Tensor, chunk_time) -> int:
@@ -325,8 +327,9 @@ class RunPlan:
     batch size; then the cheapest given where the running inputs are forecast to exit. Each
     forecast's error is recorded when its input exits (the forecaster learns as the engine runs)."""
 
-    def __init__(self, choices: list[int], chunk_time, n: int, forecaster: "ExitForecaster | None" = None):
-        self.choices, self.chunk_time, self.taken = choices, chunk_time, []
+    def __init__(self, choices: list[int], chunk_time, n: int, forecaster: "ExitForecaster | None" = None,
+                 meta: dict | None = None):
+        self.choices, self.chunk_time, self.taken, self.meta = choices, chunk_time, [], meta
         self.T = len(choices) - 1
         self.forecaster = forecaster if forecaster is not None and self._chunking_pays(n) else None
         # forecasts[i, s]: the exit step forecast for input i after s steps (0: none made)
@@ -344,7 +347,7 @@ class RunPlan:
         if self.forecaster is None or t0 == 0 or acc is None:
             k = self.choices[t0]
         else:
-            p = self.forecaster.forecast(acc, t0)
+            p = self.forecaster.forecast(acc, t0, self.meta)
             self.forecasts[active.cpu(), t0] = p
             k = self.forecaster.next_chunk(t0, p, self.chunk_time)
         self.taken.append(k)
