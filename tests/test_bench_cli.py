@@ -23,6 +23,7 @@ def test_bench_writes_table2_json_and_agrees_with_the_offline_policy(tmp_path, c
     assert set(thr["seconds_per_inference"]) == {"fixed", "early_exit", "fixed_step", "early_exit_step",
                                                  "early_exit_masked", "floor_steps", "floor_chunked"}
     assert set(thr["over_floor"]) == {"fixed", "fixed_step"} and all(v > 0 for v in thr["over_floor"].values())
+    assert {"early_exit", "early_exit_static"} <= set(lat["seconds_per_inference"])  # with forecasts and without
     groups = lat["by_difficulty"]  # every latency input is easy or hard, each timed by every engine
     assert sum(g["inputs"] for g in groups.values()) == 3
     assert all(g["early_exit_over_fixed"] > 0 for g in groups.values())

@@ -11,7 +11,8 @@ measurement is the median of interleaved repeats (the engines take turns, so a b
 slows all alike), beside the dense floor (the same layers as an ANN) on the same inputs:
 
 * **latency** at batch size 1: seconds per inference over ``--latency-inputs`` test inputs,
-  also split into easy inputs (exit in the first half of the run) and hard ones;
+  also split into easy inputs (exit in the first half of the run) and hard ones, with the chunked
+  engine's plan from forecasts (``early_exit``) and without (``early_exit_static``);
 * **throughput** at each batch size of ``--batch-sizes`` (default ``--batch-size``): inferences
   per second, with compaction and, for comparison, with masking only (finished inputs keep being
   simulated, as when a cutoff is applied after running all T steps);
@@ -167,8 +168,9 @@ def _log_case(log, device: str, threads, busy: bool, lat: dict, thr: list[dict])
     where = f"[{device}, {threads or torch.get_num_threads()} threads{', busy' if busy else ''}]"
     sec = lat["seconds_per_inference"]
     log(f"{where} batch 1: fixed T {1e3 * sec['fixed']:.2f} ms (step engine {1e3 * sec['fixed_step']:.2f}), early "
-        f"exit {1e3 * sec['early_exit']:.2f} ms (step engine {1e3 * sec['early_exit_step']:.2f}); wall saving "
-        f"{100 * lat['wall_saving_early_exit']:.1f}% for a step saving of {100 * lat['step_saving']:.1f}%")
+        f"exit {1e3 * sec['early_exit']:.2f} ms (without forecasts {1e3 * sec['early_exit_static']:.2f}, step engine "
+        f"{1e3 * sec['early_exit_step']:.2f}); wall saving {100 * lat['wall_saving_early_exit']:.1f}% for a step saving "
+        f"of {100 * lat['step_saving']:.1f}%")
     for t in thr:
         ips = t["inferences_per_second"]
         log(f"{where} batch {t['batch_size']}: fixed T {ips['fixed']:.1f}/s (step engine {ips['fixed_step']:.1f}), "
@@ -188,8 +190,8 @@ def time_case(args: BenchSettings, T: int, snn, policy, val, hint, data, offline
     with competing_process(busy), num_threads(threads):
         names = ["fixed", "early_exit", "fixed_step", "early_exit_step"]
         x_lat = data.test.x[:n_lat]
-        lat = time_latency(make_engines(snn, policy, T, device, hint, names, val, threads), x_lat, T, device, repeats,
-                           args.energy, temporal, floors)
+        lat = time_latency(make_engines(snn, policy, T, device, hint, names + ["early_exit_static"], val, threads),
+                           x_lat, T, device, repeats, args.energy, temporal, floors)
         lat["agrees_with_offline"] = int((torch.tensor(lat["exit_steps"]) == offline_steps[:len(x_lat)]).sum())
         names = names + (["early_exit_masked"] if not busy else [])
         thr = [time_throughput(make_engines(snn, policy, T, device, hint, names, val, threads), data.test.x[:n_thr], T,

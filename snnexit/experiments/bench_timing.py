@@ -46,14 +46,15 @@ def competing_process(active: bool = True):
 def make_engines(snn, policy, T: int, device: str, hint: torch.Tensor, names: list[str], val=None,
                  threads: int | None = None) -> dict:
     """The engines a row times: fixed T and early exit, chunked and step by step. The chunked
-    engines plan from the validation trace ``val`` (exit steps and forecast errors) and choose
-    their thread count, never more than ``threads``."""
+    engines plan from the validation trace ``val`` (exit steps and forecast errors; ``early_exit_static``
+    from its exit steps alone, without forecasts) and choose their thread count, never more than ``threads``."""
     def chunked(policy_, **kw):
         return ChunkedEngine(snn, policy_, T, device, max_threads=threads, **kw)
 
     makers = {
         "fixed": lambda: chunked(FixedT(), exit_steps=torch.full((1,), T)),
         "early_exit": lambda: chunked(policy, exit_steps=hint, trace=val),
+        "early_exit_static": lambda: chunked(policy, exit_steps=hint, forecast=False),  # no forecasts: what they bring
         "fixed_step": lambda: EarlyExitEngine(snn, FixedT(), T, device),
         "early_exit_step": lambda: EarlyExitEngine(snn, policy, T, device),
         "early_exit_masked": lambda: EarlyExitEngine(snn, policy, T, device, compact=False),
