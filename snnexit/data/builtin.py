@@ -54,9 +54,9 @@ def mnist5k_rgb32(seed: int = 0, root: str | None = None) -> DataSplits:
     users run (VGG-16, ResNet-20 on CIFAR) trains on it in minutes here, so speed is measured at
     the spike rates of a trained network (``snnexit bench --workload vgg16``)."""
     refuse_root("mnist5k_rgb32", root)
-    import torch
-
-    from snnexit.data.transforms import resize
+    # torch and the transforms load only when this data set is asked for (this module loads with every command)
+    import torch  # (lazily, as said above)
+    from snnexit.data.transforms import resize  # (see above)
 
     plain = mnist5k(seed)
     grown = {}

@@ -31,8 +31,10 @@ import time
 import torch
 from torch import nn
 
+from snnexit.exit import FixedT
 from snnexit.experiments.floor import DenseFloor
 from snnexit.neurons.modules import IFNeuron, SpikingNeuron
+from snnexit.runtime.chunked import ChunkedEngine
 from snnexit.runtime.threads import LoadMeter, num_threads
 from snnexit.simulate.network import SpikingNetwork
 from snnexit.simulate.stepper import chunk_frames
@@ -53,7 +55,7 @@ class SJNetwork:
     """A SpikingJelly copy of a snnexit IF network (single- or multi-step mode)."""
 
     def __init__(self, snn: SpikingNetwork, step_mode: str):
-        from spikingjelly.activation_based import layer, neuron
+        from spikingjelly.activation_based import layer, neuron  # optional: imported when a race runs it
 
         self.step_mode = step_mode
         body = copy.deepcopy(snn.body)
@@ -77,7 +79,7 @@ class SJNetwork:
         self.body = body.eval()
 
     def reset(self):
-        from spikingjelly.activation_based import functional
+        from spikingjelly.activation_based import functional  # optional: imported when a race runs it
 
         functional.reset_net(self.body)
         for node, theta in self.nodes:
@@ -153,9 +155,6 @@ def run_chunks(snn: SpikingNetwork, x: torch.Tensor, T: int, plan: tuple[int, ..
 
 def chunk_plan(snn: SpikingNetwork, x: torch.Tensor, T: int, temporal: bool, threads) -> tuple[tuple[int, ...], int]:
     """The chunk plan and thread count ``ChunkedEngine`` picks for a fixed-T run of ``x``."""
-    from snnexit.exit import FixedT
-    from snnexit.runtime.chunked import ChunkedEngine
-
     engine = ChunkedEngine(snn, FixedT(), T, x.device, exit_steps=torch.full((1,), T), count_spikes=False,
                            threads="auto" if threads != 1 else 1, max_threads=threads)  # never more than the race's
     result = engine.run(x, temporal=temporal)
