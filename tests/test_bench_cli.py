@@ -21,7 +21,12 @@ def test_bench_writes_table2_json_and_agrees_with_the_offline_policy(tmp_path, c
     lat, thr = row["latency"], row["throughput"]
     assert lat["inputs"] == 3 and thr["batch_size"] == 64 and lat["agrees_with_offline"] == 3
     assert set(thr["seconds_per_inference"]) == {"fixed", "early_exit", "fixed_step", "early_exit_step",
-                                                 "early_exit_masked"}
+                                                 "early_exit_masked", "floor_steps", "floor_chunked"}
+    assert set(thr["over_floor"]) == {"fixed", "fixed_step"} and all(v > 0 for v in thr["over_floor"].values())
+    assert {"early_exit", "early_exit_static"} <= set(lat["seconds_per_inference"])  # with forecasts and without
+    groups = lat["by_difficulty"]  # every latency input is easy or hard, each timed by every engine
+    assert sum(g["inputs"] for g in groups.values()) == 3
+    assert all(g["early_exit_over_fixed"] > 0 for g in groups.values())
     assert 1 <= thr["mean_steps"] <= thr["mean_steps_computed"] <= 6
     assert thr["step_saving"] == pytest.approx(1 - thr["mean_steps"] / 6)
     assert all(s > 0 for s in thr["seconds_per_inference"].values())
@@ -34,7 +39,39 @@ def test_bench_writes_table2_json_and_agrees_with_the_offline_policy(tmp_path, c
     busy = row["busy_latency"]
     assert busy["inputs"] == 2 and "busy_throughput" in row
     printed = capsys.readouterr().out
-    assert "| Setting | Device | Machine | Batch |" in printed and "digits" in printed and "busy" in printed
+    assert "| Setting | Device | Threads | Machine | Batch |" in printed and "digits" in printed and "busy" in printed
+
+
+def test_bench_times_event_frames_at_several_batch_sizes_and_thread_counts(tmp_path, monkeypatch, capsys):
+    """Temporal input (frame t at step t), one row per thread count, one throughput run per batch size."""
+    import functools
+
+    from snnexit.data import DATASETS
+    from snnexit.data.events import event_mnist
+
+    monkeypatch.setitem(DATASETS._entries, "event_mnist", functools.partial(event_mnist, T=4, n_per_class=6))
+    out = tmp_path / "bench.json"
+    args = ["bench", "--dataset", "event_mnist", "--epochs", "1", "--T", "4", "--latency-inputs", "2",
+            "--batch-sizes", "3", "8", "--thread-counts", "1", "all", "--repeats", "1", "--no-busy", "--devices", "cpu",
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    results = json.loads(out.read_text())
+    assert results["workload"]["temporal"] and results["workload"]["input_shape"] == [4, 2, 34, 34]
+    rows = results["rows"]
+    assert [r["threads"] for r in rows] == [1, __import__("os").cpu_count()]
+    for row in rows:
+        for agree in row["runtime_vs_offline"].values():
+            assert agree["exit_steps_equal"] == agree["n"] == agree["predictions_equal"]
+        assert [t["batch_size"] for t in row["throughputs"]] == [3, 8] and row["throughput"]["batch_size"] == 8
+        assert row["latency"]["agrees_with_offline"] == 2
+        assert all(t["threads"]["fixed"] <= row["threads"] for t in row["throughputs"])  # never more than the row's
+    printed = capsys.readouterr().out
+    assert printed.count("| event_mnist") == 2 * 3  # per row: batch 1 and the two batch sizes
+
+
+def test_bench_refuses_an_unknown_workload(tmp_path, capsys):
+    assert main(["bench", "--workload", "vgg17", "--out", str(tmp_path / "b.json")]) == 2
+    assert "Unknown workload 'vgg17'. Known: default, event_cnn, resnet20, vgg16" in capsys.readouterr().err
 
 
 def test_bench_refuses_a_bad_energy_preset(tmp_path, capsys):

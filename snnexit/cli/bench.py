@@ -4,6 +4,7 @@ the measurements are :mod:`snnexit.experiments.bench`."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -21,23 +22,34 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="wall-clock time of fixed T vs early exit (latency at batch 1, throughput)",
                        description="Time the early-exit runtime against fixed T on the pipeline's network "
                                    "(paper Table 2 format) and write JSON.")
-    p.add_argument("--dataset", default="mnist5k")
-    p.add_argument("--model", default="vgg_small")
-    p.add_argument("--T", type=positive_int, default=32, help="time steps of the fixed-T baseline (default 32)")
-    p.add_argument("--epochs", type=int, default=BenchSettings.epochs,
-                   help="training epochs of the (cached) ANN (default: the same as snnexit run, so its cache is reused)")
+    p.add_argument("--workload", default=None,
+                   help="the network to time: default (vgg_small, MNIST-5k 1x28x28), vgg16 and resnet20 (MNIST-5k "
+                        "resized to 3x32x32), event_cnn (vgg_small on 2x34x34 event frames); --dataset, --model, --T "
+                        "and --epochs override its settings")
+    p.add_argument("--dataset", default=None, help="data set (default: the workload's)")
+    p.add_argument("--model", default=None, help="model (default: the workload's)")
+    p.add_argument("--T", type=positive_int, default=None, help="time steps of the fixed-T baseline (default: the "
+                                                                "workload's, 32 for the default)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs of the (cached) ANN (default: the workload's, the same as snnexit run for the "
+                        "default, so its cache is reused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", default="dynamic_confidence",
                    help="exit policy: a registered name (fitted on the validation trace), certified (the network's "
                         "certified exit, as snnexit run makes it) or a policy.json / certified.json file")
     p.add_argument("--latency-inputs", type=positive_int, default=200, help="test inputs timed at batch size 1")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size of the throughput run")
+    p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=None,
+                   help="throughput batch sizes, one run each (default: --batch-size)")
     p.add_argument("--throughput-inputs", type=positive_int, default=None,
                    help="test inputs of the throughput run (default: the whole test split)")
     p.add_argument("--repeats", type=positive_int, default=5, help="interleaved repeats (medians are reported)")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch CPU threads of the step engine (default: torch's choice; the chunked engine "
-                        "chooses its own)")
+                   help="torch CPU threads (default: torch's choice; the chunked engine chooses its own, never more)")
+    p.add_argument("--thread-counts", type=thread_count, nargs="+", default=None,
+                   help="one row per thread count ('all': every core), e.g. --thread-counts 1 all (default: --threads)")
+    p.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                   help="time the dense floor (the same layers as an ANN) beside the engines (default: on)")
     p.add_argument("--busy", action=argparse.BooleanOptionalAction, default=True,
                    help="also time with a competing process spinning on one core (default: on)")
     p.add_argument("--busy-inputs", type=positive_int, default=20,
@@ -49,6 +61,11 @@ def register(sub) -> None:
     p.add_argument("--cache-dir", type=path_arg, default=None, help="where trained ANNs are cached")
     add_device(p)  # the device that traces and fits (the timed devices are --devices)
     p.set_defaults(func=main)
+
+
+def thread_count(text: str) -> int:
+    """A thread count, or ``all`` (every core of this machine)."""
+    return (os.cpu_count() or 1) if text == "all" else positive_int(text)
 
 
 def main(args) -> int:

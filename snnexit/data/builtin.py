@@ -47,6 +47,26 @@ def mnist5k(seed: int = 0, root: str | None = None) -> DataSplits:
     return make_splits("mnist5k", x, y.astype(np.int64), 10, seed)
 
 
+@register_built_in("mnist5k_rgb32")
+def mnist5k_rgb32(seed: int = 0, root: str | None = None) -> DataSplits:
+    """MNIST-5k at the CIFAR input shape ``(3, 32, 32)``: each digit resized bilinearly from 28 x 28
+    to 32 x 32 and copied to three channels (values stay in [0, 1]). A working network of the size
+    users run (VGG-16, ResNet-20 on CIFAR) trains on it in minutes here, so speed is measured at
+    the spike rates of a trained network (``snnexit bench --workload vgg16``)."""
+    refuse_root("mnist5k_rgb32", root)
+    # torch and the transforms load only when this data set is asked for (this module loads with every command)
+    import torch  # (lazily, as said above)
+    from snnexit.data.transforms import resize  # (see above)
+
+    plain = mnist5k(seed)
+    grown = {}
+    for name in ("train", "val", "test"):
+        split = getattr(plain, name)
+        x = resize(split.x, (32, 32)).clamp_(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()  # (N, 3, 32, 32)
+        grown[name] = type(split)(x.to(torch.float32), split.y)
+    return DataSplits("mnist5k_rgb32", grown["train"], grown["val"], grown["test"], plain.num_classes)
+
+
 @register_built_in("digits")
 def digits(seed: int = 0, root: str | None = None) -> DataSplits:
     """sklearn's 1797 8x8 digits, scaled to [0, 1]: small enough for fast tests."""

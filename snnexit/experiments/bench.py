@@ -1,15 +1,20 @@
 """Wall-clock time of fixed T against early exit, in the paper's Table 2 format.
 
-The network is the pipeline's (trained once and cached, like ``snnexit run``); the policy is
-fitted on the validation trace. Timed with the time-chunked runtime (``ChunkedEngine``: its
-chunk plan from the policy's exit steps on the validation trace, its thread count chosen per
-batch size and load) and, for comparison, the step-by-step one (``EarlyExitEngine``, torch's
-thread setting). Each measurement is the median of interleaved repeats (the engines take turns,
-so a busy machine slows all alike):
+The network is a workload's (``--workload``: ``default``, ``vgg16``, ``resnet20``, ``event_cnn``;
+:mod:`snnexit.experiments.workloads`), trained once and cached like ``snnexit run``'s, or the one
+``--dataset``/``--model`` name; the policy is fitted on the validation trace. Timed with the
+time-chunked runtime (``ChunkedEngine``: its first chunk from the policy's exit steps on the
+validation trace, the next ones from forecasts of each input's exit whose errors it learned on
+that trace, its thread count chosen per batch size and load) and, for comparison, the
+step-by-step one (``EarlyExitEngine``), at each thread count of ``--thread-counts``. Each
+measurement is the median of interleaved repeats (the engines take turns, so a busy machine
+slows all alike), beside the dense floor (the same layers as an ANN) on the same inputs:
 
-* **latency** at batch size 1: seconds per inference over ``--latency-inputs`` test inputs;
-* **throughput** at batch size ``--batch-size``: inferences per second over the test split,
-  with compaction and, for comparison, with masking only (finished inputs keep being
+* **latency** at batch size 1: seconds per inference over ``--latency-inputs`` test inputs,
+  also split into easy inputs (exit in the first half of the run) and hard ones, with the chunked
+  engine's plan from forecasts (``early_exit``) and without (``early_exit_static``);
+* **throughput** at each batch size of ``--batch-sizes`` (default ``--batch-size``): inferences
+  per second, with compaction and, for comparison, with masking only (finished inputs keep being
   simulated, as when a cutoff is applied after running all T steps);
 * the same on a **busy machine** (``--busy``): a competing process spins on one core while
   the engines run (fewer inputs: per-step kernels on an oversubscribed CPU are slow).
@@ -23,14 +28,9 @@ runtimes are checked against the offline policy on the test trace.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform
-import statistics
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,15 +38,18 @@ import torch
 
 from snnexit.data import load_dataset
 from snnexit.errors import SnnexitError
-from snnexit.exit import POLICIES, FixedT, check_rule_fits, deployable_policy, load_exit_rule
+from snnexit.exit import POLICIES, check_rule_fits, deployable_policy, load_exit_rule
+from snnexit.experiments.bench_timing import (competing_process, floor_runners, make_engines,  # noqa: F401
+                                              time_latency, time_throughput)
+from snnexit.experiments.workloads import WORKLOADS, workload
 from snnexit.report.bench import table2
 from snnexit.runs.evaluation import certified_exit
 from snnexit.runs.network import trace_snn, trained_snn
 from snnexit.runs.settings import RunConfig, check_device, check_range
 from snnexit.runtime.chunked import ChunkedEngine
-from snnexit.simulate.cost import Cost, energy_model
 from snnexit.runtime.engine import EarlyExitEngine
-from snnexit.runtime.threads import LoadMeter
+from snnexit.runtime.threads import LoadMeter, num_threads
+from snnexit.simulate.cost import energy_model
 
 
 MAX_INPUTS = 2 ** 31 - 1  # inputs and batch sizes: a slice of the test split (more: all of it)
@@ -58,19 +61,23 @@ MAX_THREADS = 1024
 class BenchSettings:
     """What ``snnexit bench`` times (its flags)."""
 
-    dataset: str = "mnist5k"
-    model: str = "vgg_small"
-    T: int = 32  # time steps of the fixed-T baseline
-    epochs: int = RunConfig().epochs  # training epochs of the (cached) ANN: the same as `snnexit run`, so its cache is reused
+    workload: str | None = None  # a registered workload (dataset, model, T, training); None: "default"
+    dataset: str | None = None  # each None: the workload's
+    model: str | None = None
+    T: int | None = None  # time steps of the fixed-T baseline
+    epochs: int | None = None  # training epochs of the (cached) ANN: the workload's, so its cache is reused
     seed: int = 0
     # exit policy: a registered name (fitted on the validation trace), "certified" (the certified exit
     # of the network, as `snnexit run` makes it) or a policy.json / certified.json file
     policy: str = "dynamic_confidence"
     latency_inputs: int = 200  # test inputs timed at batch size 1
     batch_size: int = 256  # batch size of the throughput run
+    batch_sizes: list[int] | None = None  # throughput batch sizes (None: batch_size)
     throughput_inputs: int | None = None  # test inputs of the throughput run (None: the whole test split)
     repeats: int = 5  # interleaved repeats (medians are reported)
-    threads: int | None = None  # torch CPU threads of the step engine (None: torch's choice)
+    threads: int | None = None  # torch CPU threads (None: torch's choice)
+    thread_counts: list[int] | None = None  # one row per thread count (None: threads)
+    floor: bool = True  # time the dense floor beside the engines
     busy: bool = True  # also time with a competing process spinning on one core
     busy_inputs: int = 20  # test inputs timed at batch size 1 (and batches of the throughput run) when busy
     energy: str = "fp32"  # energy per operation: fp32, fp16, int8 (45 nm) or MAC_PJ,AC_PJ
@@ -82,17 +89,31 @@ class BenchSettings:
     def timed_devices(self) -> list[str]:
         return self.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 
+    def run_config(self) -> RunConfig:
+        """The run settings of the timed network: the workload's, with the flags given on top."""
+        w = workload(self.workload or "default")
+        given = {k: v for k, v in (("dataset", self.dataset), ("model", self.model), ("T", self.T),
+                                   ("epochs", self.epochs)) if v is not None}
+        return w.config(seed=self.seed, device=self.device, cache_dir=self.cache_dir, **given)
+
+    def throughput_sizes(self) -> list[int]:
+        return list(self.batch_sizes or [self.batch_size])
+
+    def thread_rows(self) -> list[int | None]:
+        return list(self.thread_counts or [self.threads])
+
     def validate(self) -> None:
         """Every setting, before any training or timing (a SnnexitError naming the first bad one)."""
-        config = RunConfig(dataset=self.dataset, model=self.model, T=self.T, epochs=self.epochs, seed=self.seed,
-                           device=self.device, cache_dir=self.cache_dir, progress=False)
+        if self.workload is not None:
+            WORKLOADS.get(self.workload)  # an unknown name lists the known ones
+        config = self.run_config()
         config.validate()
         if self.policy not in POLICIES and self.policy != CERTIFIED:
             if not Path(self.policy).is_file():
                 raise SnnexitError(f"Unknown policy {self.policy!r}. Known: {', '.join(POLICIES.names())}, "
                                    f"{CERTIFIED}, or a policy.json / certified.json file")
             rule, _ = load_exit_rule(self.policy)  # a readable rule of this T, before any training
-            check_rule_fits(rule, self.T, None, self.policy)
+            check_rule_fits(rule, config.T, None, self.policy)
         if self.policy in POLICIES:
             policy = POLICIES.get(self.policy)
             if not getattr(policy, "online", True):
@@ -105,9 +126,11 @@ class BenchSettings:
         for key, value in counts.items():
             if value is not None:
                 check_range(f"--{key.replace('_', '-')}", value, 1, MAX_INPUTS)
+        for value in self.batch_sizes or []:
+            check_range("--batch-sizes", value, 1, MAX_INPUTS)
         check_range("--repeats", self.repeats, 1, MAX_REPEATS)
-        if self.threads is not None:
-            check_range("--threads", self.threads, 1, MAX_THREADS)
+        for value in ([self.threads] if self.threads is not None else []) + list(self.thread_counts or []):
+            check_range("--threads", value, 1, MAX_THREADS)
         model = energy_model(self.energy)
         if not (math.isfinite(model.mac_pj) and math.isfinite(model.ac_pj)):
             raise SnnexitError(f"an energy pair is two finite numbers >= 0 (pJ per MAC, pJ per AC), got {self.energy!r}")
@@ -133,150 +156,60 @@ def timed_policy(name: str, val, snn, T: int):
     return policy
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def competing_process(active: bool = True):
-    """A process that keeps one core busy (a Python spin loop) for the duration of the block."""
-    if not active:
-        yield None
-        return
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.3)  # let it start spinning
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def make_engines(snn, policy, T: int, device: str, hint: torch.Tensor, names: list[str]) -> dict:
-    """The engines a row times: fixed T and early exit, chunked and step by step."""
-    makers = {
-        "fixed": lambda: ChunkedEngine(snn, FixedT(), T, device, exit_steps=torch.full((1,), T)),
-        "early_exit": lambda: ChunkedEngine(snn, policy, T, device, exit_steps=hint),
-        "fixed_step": lambda: EarlyExitEngine(snn, FixedT(), T, device),
-        "early_exit_step": lambda: EarlyExitEngine(snn, policy, T, device),
-        "early_exit_masked": lambda: EarlyExitEngine(snn, policy, T, device, compact=False),
-    }
-    return {name: makers[name]() for name in names}
-
-
-def time_latency(engines: dict, x, T: int, device: str, repeats: int, energy_model="fp32") -> dict:
-    """Seconds per inference at batch size 1 for every engine (interleaved, rotating order)."""
-    x = x.to(device)
-    steps = torch.zeros(len(x), dtype=torch.long)
-    computed = torch.zeros(len(x), dtype=torch.long)
-    energy, threads = {}, {}
-    for name, engine in engines.items():  # warm-up (fan-out, chunk plans, thread probes)
-        engine.run(x[:1])
-    totals = {name: [] for name in engines}
-    names = list(engines)
-    for r in range(repeats):
-        spent = {name: 0.0 for name in engines}
-        for i in range(len(x)):
-            shift = (i + r) % len(names)
-            for name in names[shift:] + names[:shift]:
-                _sync(device)
-                started = time.perf_counter()
-                result = engines[name].run(x[i:i + 1])
-                _sync(device)
-                spent[name] += time.perf_counter() - started
-                if r == 0:
-                    energy.setdefault(name, []).append(result.cost)
-                    threads[name] = getattr(result, "threads", None) or torch.get_num_threads()
-                if name == "early_exit":
-                    steps[i] = result.exit_steps[0]
-                    computed[i] = result.steps_computed[0]
-        for name in engines:
-            totals[name].append(spent[name] / len(x))
-    out = _summary(totals, steps, T, len(x))
-    out["mean_steps_computed"] = computed.double().mean().item()
-    out["exit_steps"] = steps.tolist()
-    out["energy"] = {name: _energy(costs, energy_model) for name, costs in energy.items()}
-    out["threads"] = threads
-    return out
-
-
-def time_throughput(engines: dict, x, T: int, batch_size: int, device: str, repeats: int,
-                    energy_model="fp32") -> dict:
-    """Inferences per second at ``batch_size`` for every engine (interleaved, rotating order)."""
-    x = x.to(device)
-    batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
-    first = {name: [engine.run(b) for b in batches] for name, engine in engines.items()}  # warm-up
-    steps = torch.cat([r.exit_steps for r in first["early_exit"]])
-    computed = torch.cat([r.steps_computed for r in first["early_exit"]])
-    totals = {name: [] for name in engines}
-    names = list(engines)
-    for r in range(repeats):
-        spent = {name: 0.0 for name in engines}
-        for b in batches:
-            shift = r % len(names)
-            for name in names[shift:] + names[:shift]:
-                _sync(device)
-                started = time.perf_counter()
-                engines[name].run(b)
-                _sync(device)
-                spent[name] += time.perf_counter() - started
-        for name in engines:
-            totals[name].append(spent[name] / len(x))
-    out = _summary(totals, steps, T, len(x))
-    out["batch_size"] = batch_size
-    out["inferences_per_second"] = {name: 1.0 / s for name, s in out["seconds_per_inference"].items()}
-    out["mean_steps_computed"] = computed.double().mean().item()
-    out["schedule"] = list(first["early_exit"][0].schedule)
-    out["threads"] = {name: getattr(first[name][0], "threads", None) or torch.get_num_threads() for name in engines}
-    out["energy"] = {name: _energy([r.cost for r in results], energy_model) for name, results in first.items()}
-    return out
-
-
-def _energy(costs: list, model="fp32") -> dict | None:
-    """Energy per inference (pJ, mean over the inputs) of a list of per-run costs."""
-    if not costs or costs[0].input_macs is None or costs[0].fan_out is None:
-        return None
-    merged = Cost(torch.cat([c.steps for c in costs]), torch.cat([c.spikes for c in costs]),
-                  costs[0].neurons_per_layer, costs[0].fan_out, costs[0].input_macs, model)
-    s = merged.energy_summary()
-    return {k: s[k] for k in ("energy_pj_per_inference", "energy_mac_pj_per_inference", "energy_ac_pj_per_inference",
-                              "energy_model")}
-
-
-def _summary(totals: dict, steps: torch.Tensor, T: int, n: int) -> dict:
-    med = {name: statistics.median(v) for name, v in totals.items()}
-    step_saving = 1.0 - steps.double().mean().item() / T
-    out = {"inputs": n, "repeats": len(next(iter(totals.values()))), "mean_steps": steps.double().mean().item(),
-           "step_saving": step_saving, "seconds_per_inference": med, "all_seconds_per_inference": totals}
-    for name in med:
-        if name != "fixed":
-            saving = 1.0 - med[name] / med["fixed"]
-            out[f"wall_saving_{name}"] = saving
-            out[f"wall_over_step_saving_{name}"] = saving / step_saving if step_saving > 0 else None
-    return out
-
-
-def _check(engine, batches, offline_steps, offline_pred) -> dict:
-    got = [engine.run(xb) for xb in batches]
+def _check(engine, batches, offline_steps, offline_pred, temporal: bool) -> dict:
+    got = [engine.run(xb, temporal=temporal) for xb in batches]
     steps = torch.cat([g.exit_steps for g in got])
     pred = torch.cat([g.predictions for g in got])
     return {"exit_steps_equal": int((steps == offline_steps).sum()), "predictions_equal":
             int((pred == offline_pred).sum()), "n": len(steps)}
 
 
+def _log_case(log, device: str, threads, busy: bool, lat: dict, thr: list[dict]) -> None:
+    where = f"[{device}, {threads or torch.get_num_threads()} threads{', busy' if busy else ''}]"
+    sec = lat["seconds_per_inference"]
+    log(f"{where} batch 1: fixed T {1e3 * sec['fixed']:.2f} ms (step engine {1e3 * sec['fixed_step']:.2f}), early "
+        f"exit {1e3 * sec['early_exit']:.2f} ms (without forecasts {1e3 * sec['early_exit_static']:.2f}, step engine "
+        f"{1e3 * sec['early_exit_step']:.2f}); wall saving {100 * lat['wall_saving_early_exit']:.1f}% for a step saving "
+        f"of {100 * lat['step_saving']:.1f}%")
+    for t in thr:
+        ips = t["inferences_per_second"]
+        log(f"{where} batch {t['batch_size']}: fixed T {ips['fixed']:.1f}/s (step engine {ips['fixed_step']:.1f}), "
+            f"early exit {ips['early_exit']:.1f}/s (step engine {ips['early_exit_step']:.1f}); wall saving "
+            f"{100 * t['wall_saving_early_exit']:.1f}% for a step saving of {100 * t['step_saving']:.1f}%")
+
+
+def time_case(args: BenchSettings, T: int, snn, policy, val, hint, data, offline_steps, device: str, threads,
+              busy: bool):
+    """Latency and throughput at one thread count, quiet or busy: ``(latency, [throughput per batch size])``."""
+    temporal = data.temporal
+    repeats = args.repeats if not busy else max(1, min(args.repeats, 3))
+    n_lat = args.busy_inputs if busy else args.latency_inputs
+    sizes = args.throughput_sizes()
+    n_thr = max(args.busy_inputs, max(sizes)) if busy else args.throughput_inputs
+    floors = floor_runners(snn, T, temporal) if args.floor and not busy else None
+    with competing_process(busy), num_threads(threads):
+        names = ["fixed", "early_exit", "fixed_step", "early_exit_step"]
+        x_lat = data.test.x[:n_lat]
+        lat = time_latency(make_engines(snn, policy, T, device, hint, names + ["early_exit_static"], val, threads),
+                           x_lat, T, device, repeats, args.energy, temporal, floors)
+        lat["agrees_with_offline"] = int((torch.tensor(lat["exit_steps"]) == offline_steps[:len(x_lat)]).sum())
+        names = names + (["early_exit_masked"] if not busy else [])
+        thr = [time_throughput(make_engines(snn, policy, T, device, hint, names, val, threads), data.test.x[:n_thr], T,
+                               size, device, repeats, args.energy, temporal, floors) for size in sizes]
+    return lat, thr
+
+
 def bench(args: "BenchSettings", log=print) -> dict:
-    """Time the engines on the pipeline's network (see the module docstring); the JSON record."""
+    """Time the engines on the workload's network (see the module docstring); the JSON record."""
     args.validate()  # every setting, the devices and the energy model fail before any training
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.timed_devices()
-    config = RunConfig(dataset=args.dataset, model=args.model, T=args.T, epochs=args.epochs, seed=args.seed,
-                       device=args.device, cache_dir=args.cache_dir, progress=False)
+    config = args.run_config()
     data = load_dataset(config.dataset, config.seed)
-    snn, _ = trained_snn(config, data, log)
+    snn, calibration = trained_snn(config, data, log)
     val, test = trace_snn(snn, data, config)
-    policy = timed_policy(args.policy, val, snn, args.T)
+    policy = timed_policy(args.policy, val, snn, config.T)
     if not getattr(policy, "online", True):
         raise SnnexitError(f"policy {args.policy!r} has no online rule")
     labels_needed = getattr(policy, "uses_labels_at_test", False)
@@ -284,51 +217,43 @@ def bench(args: "BenchSettings", log=print) -> dict:
         raise SnnexitError(f"policy {args.policy!r} needs labels at test time: it is a bound, not something to time")
     offline_steps, offline_pred = policy.exit_steps(test), policy.predict(test)
     hint = policy.exit_steps(val)  # the chunk plan learns where inputs exit from validation, never from test
-    setting = f"{config.dataset}, {config.model}, {config.converter}, T={args.T}, {args.policy}"
+    setting = f"{config.dataset}, {config.model}, {config.converter}, T={config.T}, {args.policy}"
     load_before = LoadMeter(probe_s=1.0).other_busy()  # is the "quiet" case quiet? (other processes' cores)
-    log(f"other processes keep {load_before:.2f} cores busy")
+    log(f"other processes keep {load_before:.2f} cores busy; load average {os.getloadavg()}")
     rows = []
     for device in devices:
         # equivalence on the real network: each runtime's decisions against the offline policy
         batches = [xb for xb, _ in data.test.batches(args.batch_size)]
-        agree = {"step": _check(EarlyExitEngine(snn, policy, args.T, device), batches, offline_steps, offline_pred),
-                 "chunked": _check(ChunkedEngine(snn, policy, args.T, device, exit_steps=hint), batches,
-                                   offline_steps, offline_pred)}
+        agree = {"step": _check(EarlyExitEngine(snn, policy, config.T, device), batches, offline_steps, offline_pred,
+                                data.temporal),
+                 "chunked": _check(ChunkedEngine(snn, policy, config.T, device, exit_steps=hint, trace=val), batches,
+                                   offline_steps, offline_pred, data.temporal)}
         for name, a in agree.items():
             log(f"[{device}] {name} runtime vs offline: {a['exit_steps_equal']}/{a['n']} exit steps and "
                 f"{a['predictions_equal']}/{a['n']} answers equal")
-        row = {"setting": setting, "device": device, "runtime_vs_offline": agree}
-        cases = [("", data.test.x[:args.latency_inputs], data.test.x[:args.throughput_inputs], False)]
-        if args.busy and device == "cpu":
-            n_busy = args.busy_inputs
-            cases.append(("busy_", data.test.x[:n_busy], data.test.x[:max(n_busy, args.batch_size)], True))
-        for prefix, x_lat, x_thr, busy in cases:
-            with competing_process(busy):
-                names = ["fixed", "early_exit", "fixed_step", "early_exit_step"]
-                lat = time_latency(make_engines(snn, policy, args.T, device, hint, names), x_lat, args.T, device,
-                                   args.repeats if not busy else max(1, min(args.repeats, 3)), args.energy)
-                lat["agrees_with_offline"] = int((torch.tensor(lat["exit_steps"]) == offline_steps[:len(x_lat)]).sum())
-                names = names + (["early_exit_masked"] if not busy else [])
-                thr = time_throughput(make_engines(snn, policy, args.T, device, hint, names), x_thr, args.T,
-                                      args.batch_size, device, args.repeats if not busy else max(1, min(args.repeats, 3)),
-                                      args.energy)
-            row[f"{prefix}latency"], row[f"{prefix}throughput"] = lat, thr
-            sec = lat["seconds_per_inference"]
-            log(f"[{device}{', busy' if busy else ''}] batch 1: fixed T {1e3 * sec['fixed']:.2f} ms "
-                f"(step engine {1e3 * sec['fixed_step']:.2f}), early exit {1e3 * sec['early_exit']:.2f} ms "
-                f"(step engine {1e3 * sec['early_exit_step']:.2f}); wall saving {100 * lat['wall_saving_early_exit']:.1f}% "
-                f"for a step saving of {100 * lat['step_saving']:.1f}%")
-            ips = thr["inferences_per_second"]
-            log(f"[{device}{', busy' if busy else ''}] batch {args.batch_size}: fixed T {ips['fixed']:.0f}/s "
-                f"(step engine {ips['fixed_step']:.0f}), early exit {ips['early_exit']:.0f}/s (step engine "
-                f"{ips['early_exit_step']:.0f}); wall saving {100 * thr['wall_saving_early_exit']:.1f}% for a step "
-                f"saving of {100 * thr['step_saving']:.1f}%")
-        rows.append(row)
+        for threads in args.thread_rows():
+            row = {"setting": setting, "device": device, "threads": threads or torch.get_num_threads(),
+                   "runtime_vs_offline": agree}
+            cases = [("", False)] + ([("busy_", True)] if args.busy and device == "cpu" else [])
+            for prefix, busy in cases:
+                others = LoadMeter(probe_s=0.5)
+                others.other_busy()
+                lat, thr = time_case(args, config.T, snn, policy, val, hint, data, offline_steps, device, threads,
+                                     busy)
+                row[f"{prefix}latency"], row[f"{prefix}throughput"] = lat, thr[-1]
+                row[f"{prefix}throughputs"] = thr
+                row[f"{prefix}other_processes_busy_cores"] = others.other_busy()
+                _log_case(log, device, threads, busy, lat, thr)
+            rows.append(row)
     acc = (offline_pred == test.labels).double().mean().item()
     return {"benchmark": "bench", "command": args.command,
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-                        "cpu_count": os.cpu_count(), "other_processes_busy_cores": load_before},
+                        "cpu_count": os.cpu_count(), "other_processes_busy_cores": load_before,
+                        "load_average": list(os.getloadavg())},
+            "workload": {"name": args.workload or "default", "dataset": config.dataset, "model": config.model,
+                         "T": config.T, "input_shape": list(data.test.x.shape[1:]), "temporal": data.temporal,
+                         "ann_test_acc": calibration["test_acc"]},
             "setting": setting, "threshold": policy.fitted_threshold(), "test_acc_early_exit": acc,
             "test_acc_fixed": (test.predictions()[-1] == test.labels).double().mean().item(),
             "offline_mean_steps": offline_steps.double().mean().item(),

@@ -54,10 +54,19 @@ class StatefulModule(nn.Module):
 
     state: NamedTuple | None
     chunk: int | None = None  # k: forward takes k steps at once (set by SpikingNetwork.step_chunk)
+    # per-step attributes, set as plain attributes: nn.Module.__setattr__ looks each name up among
+    # parameters, buffers and submodules first, which cost more than a small layer's step
+    _PLAIN = frozenset({"state", "chunk", "last_spike_count", "chunk_spike_counts", "neurons_per_input"})
 
     def __init__(self):
         super().__init__()
         self.state = None
+
+    def __setattr__(self, name, value):
+        if name in StatefulModule._PLAIN:
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
 
     def reset(self) -> None:
         self.state = None

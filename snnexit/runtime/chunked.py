@@ -23,7 +23,6 @@ whose length is capped by ``max_chunk_bytes``: it does not grow with T.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -32,9 +31,11 @@ import torch
 from snnexit.checks import check_integer
 from snnexit.errors import SnnexitError
 from snnexit.simulate.cost import Cost
-from snnexit.simulate.inputs import check_inputs
 from snnexit.simulate.stepper import chunk_frames, chunk_lengths
 from snnexit.runtime.engine import EarlyExitEngine, ExitResult
+from snnexit.runtime.planning import (ChunkPlanner, ExitForecaster, FixedPlan, RunPlan,  # noqa: F401
+                                      exit_distribution, plan_chunks, static_choices, walk)
+from snnexit.simulate.trace import Trace
 from snnexit.runtime.threads import LoadMeter, num_threads
 
 
@@ -43,49 +44,8 @@ class ChunkedResult(ExitResult):
     """:class:`ExitResult` plus the steps each input was computed for and the plan used."""
 
     steps_computed: torch.Tensor | None = None  # (N,) int64 >= exit_steps
-    schedule: tuple[int, ...] = ()
+    schedule: tuple[int, ...] = ()  # the chunks run, then the static plan's rest from where the run ended
     threads: int = 0
-
-
-def exit_distribution(exit_steps: torch.Tensor, T: int) -> torch.Tensor:
-    """``(T + 1,)`` survival ``P(exit step > s)`` for ``s = 0..T`` (exit steps clipped to [1, T])."""
-    steps = torch.as_tensor(exit_steps).long().clamp(1, T).cpu()
-    if steps.numel() == 0:
-        raise SnnexitError("no exit steps to plan chunks from")
-    counts = torch.bincount(steps, minlength=T + 1).double()  # counts[s]: inputs exiting at s
-    return 1.0 - counts.cumsum(0) / steps.numel()
-
-
-def plan_chunks(survival: torch.Tensor, n: int, chunk_time) -> tuple[int, ...]:
-    """The schedule of chunk lengths with the least expected time for a batch of ``n``.
-
-    ``survival[s]`` is ``P(an input runs past step s)``; ``chunk_time(k, m)`` the time of a chunk of
-    ``k`` steps on ``m`` inputs (``m`` may be fractional: an expectation). With inputs independent,
-    the chunk after ``s`` steps runs if any input is still running (probability
-    ``1 - (1 - p)^n``) on ``n p`` inputs on average; as ``chunk_time`` is affine in ``m`` between
-    measured points, its expectation is ``P(run) * chunk_time(k, E[m | run])``. A dynamic program
-    over ``s = T..0`` is exact for that model: O(T^2) evaluations.
-    """
-    T = survival.shape[0] - 1
-    best = [0.0] * (T + 1)
-    choice = [0] * (T + 1)
-    for s in range(T - 1, -1, -1):
-        p = float(survival[s])
-        if p <= 0.0:
-            best[s], choice[s] = 0.0, T - s  # nobody runs past s: the rest of the plan never executes
-            continue
-        runs = 1.0 - (1.0 - p) ** n
-        alive = n * p / runs  # expected inputs in the chunk, given that it runs
-        options = []
-        for k in range(1, T - s + 1):
-            cost = runs * chunk_time(k, alive) + best[s + k]
-            options.append((cost, k))
-        best[s], choice[s] = min(options)
-    plan, s = [], 0
-    while s < T:
-        plan.append(choice[s])
-        s += choice[s]
-    return tuple(plan)
 
 
 def exit_step_hint(exit_steps, T: int) -> torch.Tensor:
@@ -105,96 +65,41 @@ def exit_step_hint(exit_steps, T: int) -> torch.Tensor:
     return steps
 
 
-class ChunkPlanner:
-    """Times chunks of each length on the network and plans schedules from exit distributions.
-
-    ``times[(k, m)]`` are measured seconds for a chunk of ``k`` steps on ``m`` inputs, for ``k``
-    in powers of two up to the longest chunk memory allows and ``m`` in ``{1, n}``; other
-    ``(k, m)`` are interpolated linearly (and extrapolated from the last two points in ``k``).
-    """
-
-    def __init__(self, engine: "ChunkedEngine"):
-        self.engine = engine
-        self.times: dict[tuple[int, int], dict[int, float]] = {}  # (threads, m) -> {k: seconds}
-
-    def lengths(self, n: int, max_k: int) -> list[int]:
-        ks, k = [], 1
-        while k <= max_k:
-            ks.append(k)
-            k *= 2
-        if ks[-1] != max_k:
-            ks.append(max_k)
-        return ks
-
-    def measure(self, x: torch.Tensor, threads: int, max_k: int, temporal: bool) -> None:
-        """Time a chunk of every candidate length on the first ``m`` rows of ``x``, m in {1, n}."""
-        n = x.shape[0]
-        for m in sorted({1, n}):
-            key = (threads, m)
-            if key in self.times:
-                continue
-            rows = x[:m]
-            table = {}
-            for k in self.lengths(m, max_k):
-                frames = self.engine._frames(rows, 0, k, temporal)
-                runs = []
-                for _ in range(self.engine.timing_repeats + 1):  # the first run warms up
-                    self.engine.snn.reset()
-                    started = time.perf_counter()
-                    self.engine.snn.step_chunk(frames)
-                    runs.append(time.perf_counter() - started)
-                table[k] = statistics.median(runs[1:])
-            self.engine.snn.reset()
-            self.times[key] = table
-
-    def chunk_time(self, threads: int, n: int):
-        lo, hi = self.times[(threads, 1)], self.times[(threads, n)]
-
-        def in_k(table: dict[int, float], k: int) -> float:
-            ks = sorted(table)
-            if k in table:
-                return table[k]
-            if k > ks[-1]:  # extrapolate along the last segment (longer chunks are refused anyway)
-                a, b = ks[-2:] if len(ks) > 1 else (ks[-1], ks[-1])
-            else:
-                b = next(v for v in ks if v > k)
-                a = max(v for v in ks if v < k)
-            if a == b:
-                return table[a] * k / a
-            return table[a] + (table[b] - table[a]) * (k - a) / (b - a)
-
-        def fn(k: int, m: float) -> float:
-            t1 = in_k(lo, k)
-            if n == 1:
-                return t1
-            return t1 + (in_k(hi, k) - t1) * (m - 1) / (n - 1)
-
-        return fn
-
-
 class ChunkedEngine(EarlyExitEngine):
     """Early exit in chunks of time steps, with the step engine's decisions.
 
     Args (beyond :class:`EarlyExitEngine`'s ``snn``, ``policy``, ``T``, ``device``,
     ``count_spikes``, ``fan_out``):
-        chunks: ``"auto"`` (plan from exit steps and measured chunk times), an int ``k`` (chunks
-            of k steps), or a sequence of chunk lengths summing to at least T.
+        chunks: ``"auto"`` (plan from exit steps, forecasts and measured chunk times), an int
+            ``k`` (chunks of k steps), or a sequence of chunk lengths summing to at least T.
         exit_steps: exit steps of the policy on data like the inputs to come (e.g.
             ``policy.exit_steps(val_trace)``), for the plan; without them the engine plans from
             the exits it has seen (a uniform guess before its first run).
+        trace: a trace of inputs like those to come (the validation trace): its exit steps plan
+            the first chunk (as ``exit_steps``), and its outputs teach the forecasts how far they
+            miss. Without it they learn from the engine's own exits.
+        forecast: with ``chunks="auto"``, plan each chunk after the first from where the running
+            inputs' outputs say they will exit (:class:`~snnexit.runtime.planning.ExitForecaster`);
+            False: one schedule from the exit distribution alone; None (default): forecasts with
+            measured chunk times, none with a ``chunk_time`` model (its plan is then the same on
+            every run).
         threads: ``"auto"`` (one thread unless more are measured to be faster at this batch size
             and other processes leave the cores free), an int, or None (torch's setting).
+        max_threads: with ``threads="auto"``, the most threads it may choose (default: torch's setting).
         max_chunk_bytes: memory cap for one chunk's activations; it bounds the chunk length.
         timing_repeats: repeats per measured chunk length when planning.
         chunk_time: a cost model ``(k, m) -> seconds`` of a chunk of k steps on m inputs, planned
             with instead of measured times: the same plan on every run and machine (a deployment
             whose traces are recorded with the engine's plan wants exactly that).
+
+    Plans and forecasts choose only how many steps run together: every decision is the policy's
+    own, taken after its own step, so the exits are the step engine's whatever the plan.
     """
 
     def __init__(self, snn, policy, T: int, device: str | torch.device = "cpu", chunks="auto",
                  exit_steps: torch.Tensor | None = None, threads="auto", count_spikes: bool = True,
                  fan_out: list[float] | None = None, max_chunk_bytes: int = 256 * 2 ** 20, timing_repeats: int = 3,
-                 chunk_time=None):
+                 chunk_time=None, trace=None, forecast: bool | None = None, max_threads: int | None = None):
         super().__init__(snn, policy, T, device, compact=True, count_spikes=count_spikes, fan_out=fan_out)
         if isinstance(chunks, str):
             if chunks != "auto":
@@ -210,14 +115,36 @@ class ChunkedEngine(EarlyExitEngine):
         if chunk_time is not None and not callable(chunk_time):
             raise SnnexitError(f"chunk_time must be a function (k, m) -> seconds, got {type(chunk_time).__name__}")
         self.chunk_time = chunk_time
+        if forecast not in (None, True, False):
+            raise SnnexitError(f"forecast must be True, False or None, got {forecast!r}")
         self.hint = None if exit_steps is None else exit_step_hint(exit_steps, self.T)
         self.seen: list[torch.Tensor] = []  # exit steps of earlier runs, when there is no hint
         self.planner = ChunkPlanner(self)
         self.load = LoadMeter()
-        self._plans: dict[tuple[int, int], tuple[int, ...]] = {}  # (threads, n) -> schedule
-        self._most_threads = torch.get_num_threads()
+        self._choices: dict[tuple[int, int], list[int]] = {}  # (threads, n) -> the static plan's chunk from each s
+        self._most_threads = (torch.get_num_threads() if max_threads is None
+                              else check_integer("max_threads", max_threads, 1))
         self._many_faster: dict[tuple[int, int], bool] = {}  # (n, threads) -> faster than one thread?
         self._plan_basis: int = 0  # inputs seen when the cached plans were made (no hint)
+        self._chunk_times: dict[tuple[int, int], object] = {}  # (threads, n) -> chunk_time(k, m)
+        self.forecaster = None
+        if forecast is None:
+            forecast = chunk_time is None
+        if forecast and self.fixed_schedule is None and not getattr(self.policy, "uses_labels_at_test", False):
+            self.forecaster = ExitForecaster(self.policy, self.T)  # the run's meta comes with each run
+        if trace is not None:
+            self._learn_from(trace)
+
+    def _learn_from(self, trace) -> None:
+        if not isinstance(trace, Trace):
+            raise SnnexitError(f"trace must be a Trace (the validation trace), got {type(trace).__name__}")
+        if trace.T != self.T:
+            raise SnnexitError(f"the planning trace has T = {trace.T} steps; this engine runs T = {self.T}")
+        steps = self.policy.exit_steps(trace)
+        if self.hint is None:
+            self.hint = exit_step_hint(steps, self.T)
+        if self.forecaster is not None:
+            self.forecaster.learn(steps, trace.outputs, trace.meta)
 
     # ---- plans ------------------------------------------------------------------------------
 
@@ -236,6 +163,8 @@ class ChunkedEngine(EarlyExitEngine):
     def _choose_threads(self, n: int) -> int | None:
         if self.threads is None or isinstance(self.threads, int):
             return self.threads
+        if self.device.type != "cpu":
+            return None  # the accelerator computes: CPU threads only launch its kernels
         usable = min(self._most_threads, int(self.load.free_cores() + 0.5))
         if usable <= 1:
             return 1
@@ -244,7 +173,8 @@ class ChunkedEngine(EarlyExitEngine):
         return usable if self._many_faster[(n, usable)] else 1
 
     def _probe_threads(self, n: int, usable: int) -> bool:
-        """Time one step at batch ``n`` with 1 and with ``usable`` threads: is ``usable`` faster?"""
+        """Time one step at batch ``n`` with 1 and with ``usable`` threads (wall clock, the least of
+        the repeats): is ``usable`` faster?"""
         frames = self._frames(self._probe_x[:n], 0, 1, self._probe_temporal)
         best = {}
         for threads in (1, usable):
@@ -255,21 +185,18 @@ class ChunkedEngine(EarlyExitEngine):
                     started = time.perf_counter()
                     self.snn.step_chunk(frames)
                     runs.append(time.perf_counter() - started)
-            best[threads] = statistics.median(runs[1:])
+            best[threads] = min(runs[1:])
         self.snn.reset()
         return best[usable] < best[1]
 
-    def schedule(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool) -> tuple[int, ...]:
-        """The chunk lengths for a batch of ``n`` (planned once per thread count and batch size)."""
-        if self.fixed_schedule is not None:
-            return self.fixed_schedule
-        if self.hint is None:
-            seen = sum(len(s) for s in self.seen)
-            if seen >= 2 * max(1, self._plan_basis):  # replan as the evidence doubles
-                self._plans.clear()
-                self._plan_basis = seen
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _chunk_time(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool):
+        """``chunk_time(k, m)`` at batch ``n``, measured or the given model (infinite past the memory cap)."""
         key = (threads or torch.get_num_threads(), n)
-        if key not in self._plans:
+        if key not in self._chunk_times:
             self._measure_rows(x, temporal)
             max_k = self._max_chunk(n)
             if self.chunk_time is None:
@@ -277,8 +204,27 @@ class ChunkedEngine(EarlyExitEngine):
                 fn = self.planner.chunk_time(key[0], n)
             else:
                 fn = self.chunk_time
-            self._plans[key] = plan_chunks(self._survival(), n, lambda k, m: fn(k, m) if k <= max_k else math.inf)
-        return self._plans[key]
+            self._chunk_times[key] = lambda k, m: fn(k, m) if k <= max_k else math.inf
+        return self._chunk_times[key]
+
+    def choices(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool) -> list[int]:
+        """The static plan's next chunk from every step ``s`` for a batch of ``n`` (planned once per
+        thread count and batch size, again as the exits seen double when there is no hint)."""
+        if self.hint is None:
+            seen = sum(len(s) for s in self.seen)
+            if seen >= 2 * max(1, self._plan_basis):  # replan as the evidence doubles
+                self._choices.clear()
+                self._plan_basis = seen
+        key = (threads or torch.get_num_threads(), n)
+        if key not in self._choices:
+            self._choices[key] = static_choices(self._survival(), n, self._chunk_time(n, threads, x, temporal))
+        return self._choices[key]
+
+    def schedule(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool) -> tuple[int, ...]:
+        """The static chunk lengths for a batch of ``n`` (forecasts may change them as a run goes)."""
+        if self.fixed_schedule is not None:
+            return self.fixed_schedule
+        return walk(self.choices(n, threads, x, temporal), 0, self.T)
 
     # ---- running ----------------------------------------------------------------------------
 
@@ -298,20 +244,24 @@ class ChunkedEngine(EarlyExitEngine):
     @torch.no_grad()
     def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, temporal: bool = False) -> ChunkedResult:
         """Run a batch (as :meth:`EarlyExitEngine.run`, the same input checks), chunk by chunk."""
-        x = check_inputs(self.snn, x, temporal=temporal, T=self.T, probe=True).to(self.device)
+        x = self.checked_inputs(x, temporal).to(self.device)
         n = x.shape[0]
         self._ensure_fan_out(x[:, 0] if temporal else x)
         self._probe_x, self._probe_temporal = x, temporal
         threads = self._choose_threads(n)
         with num_threads(threads):
-            plan = self.schedule(n, threads, x, temporal)
+            if self.fixed_schedule is not None:
+                plan = FixedPlan(self.fixed_schedule)
+            else:
+                plan = RunPlan(self.choices(n, threads, x, temporal), self._chunk_time(n, threads, x, temporal), n,
+                               self.forecaster, self.meta_after_first_step())
             result = self._run(x, labels, temporal, plan)
         result.threads = threads or torch.get_num_threads()
         if self.hint is None:
             self.seen.append(result.exit_steps)
         return result
 
-    def _run(self, x, labels, temporal: bool, plan: tuple[int, ...]) -> ChunkedResult:
+    def _run(self, x, labels, temporal: bool, plan) -> ChunkedResult:
         n, T, snn, policy = x.shape[0], self.T, self.snn, self.policy
         if labels is not None:
             labels = torch.as_tensor(labels).long().to(self.device)
@@ -328,8 +278,8 @@ class ChunkedEngine(EarlyExitEngine):
         snn.reset()
         meta = self.meta_after_first_step()
         t0 = 0
-        for k in plan:
-            k = min(k, T - t0)
+        while t0 < T:
+            k = min(plan.next(t0, acc, active), T - t0)
             y = snn.step_chunk(self._frames(current, t0, k, temporal))  # (k, m, C)
             counts = snn.chunk_spike_counts().to(torch.float64) if self.count_spikes else None  # (k, m, L)
             running = None  # positions (in the chunk's batch) still undecided; None: all of them
@@ -360,6 +310,7 @@ class ChunkedEngine(EarlyExitEngine):
                     pred[idx] = o.argmax(-1)
                     exit_steps[idx] = t
                     computed[idx] = t0 + k
+                    plan.exited(idx, t)
                     if spk is not None:
                         if spikes is None:
                             spikes = torch.zeros(n, spk.shape[1], dtype=torch.float64)
@@ -384,4 +335,6 @@ class ChunkedEngine(EarlyExitEngine):
         neurons = list(meta.get("neurons_per_layer", [])) if self.count_spikes else []
         cost = Cost(exit_steps.clone(), spikes, neurons, self.fan_out if self.count_spikes else None,
                     self.input_macs if self.count_spikes else None)
-        return ChunkedResult(exit_steps, pred, out, spikes, cost, steps_computed=computed, schedule=plan)
+        return ChunkedResult(exit_steps, pred, out, spikes, cost, steps_computed=computed,
+                             schedule=plan.schedule())
+

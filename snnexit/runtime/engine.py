@@ -242,6 +242,17 @@ class EarlyExitEngine:
         self.fan_out = None if fan_out is None else list(fan_out)
         self.input_macs: float | None = None  # MACs per step of the layers reading the analog input
         self._meta: dict | None = None
+        self._probed: set = set()  # input shapes a probe step has shown the network takes
+
+    def checked_inputs(self, x, temporal: bool) -> torch.Tensor:
+        """``x`` checked (:func:`~snnexit.simulate.inputs.check_inputs`), with a probe step the
+        first time this engine sees inputs of its shape (a whole step: at batch size 1 it would
+        cost a run of a few steps a sizeable share)."""
+        shape = getattr(x, "shape", None)
+        key = None if shape is None else (temporal, tuple(shape[2 if temporal else 1:]))
+        x = check_inputs(self.snn, x, temporal=temporal, T=self.T, probe=key is None or key not in self._probed)
+        self._probed.add(key)
+        return x
 
     def meta_after_first_step(self) -> dict:
         """The meta a trace of this network records (``snn.meta`` plus T and layer facts)."""
@@ -300,7 +311,7 @@ class EarlyExitEngine:
         sequences ``(N, T', ...)`` with T' >= T whose step ``t`` is shown at step ``t``; a torch
         tensor or numpy array of floats, checked first
         (:func:`~snnexit.simulate.inputs.check_inputs`: shape, dtype, NaN)."""
-        x = check_inputs(self.snn, x, temporal=temporal, T=self.T, probe=True).to(self.device)
+        x = self.checked_inputs(x, temporal).to(self.device)
         self._ensure_fan_out(x[:, 0] if temporal else x)
         session = self.session(x.shape[0], labels)
         current = x

@@ -19,6 +19,7 @@ width) into the same one-line error.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 
@@ -96,7 +97,7 @@ def _fits(rule, shape: tuple[int, ...]) -> bool:
 
 def network_dtype(snn) -> torch.dtype | None:
     """The floating dtype of the network's parameters (None: it has none)."""
-    for tensor in (*snn.parameters(), *snn.buffers()):
+    for tensor in itertools.chain(snn.parameters(), snn.buffers()):  # lazily: the first one usually answers
         if tensor.is_floating_point():
             return tensor.dtype
     return None

@@ -27,6 +27,21 @@ class SpikingNetwork(nn.Module):
         """The output scaling this network states in its meta (alpha, temperature; defaults where absent)."""
         return OutputScaling.of(self.meta)
 
+    def _layers(self) -> tuple[list, list]:
+        """(spiking layers, stateful modules) for the per-step paths (step_chunk, select,
+        spike_counts), found once per :meth:`reset`: a walk of the module tree costs more than a
+        small step, and a run steps many times between resets. A module swapped in is seen after
+        the next :meth:`reset` (every engine and simulator resets before a run)."""
+        cache = self.__dict__.get("_layer_cache")
+        return cache if cache is not None else self._find_layers()
+
+    def _find_layers(self) -> tuple[list, list]:
+        named = list(self.body.named_modules())
+        cache = ([m for _, m in named if isinstance(m, SpikingNeuron)],
+                 [m for _, m in named if isinstance(m, StatefulModule)])
+        self.__dict__["_layer_cache"] = cache  # a plain attribute: no module, parameter or buffer
+        return cache
+
     def spiking_layers(self) -> list[tuple[str, SpikingNeuron]]:
         return [(n, m) for n, m in self.body.named_modules() if isinstance(m, SpikingNeuron)]
 
@@ -36,12 +51,12 @@ class SpikingNetwork(nn.Module):
         return [m for m in self.body.modules() if isinstance(m, StatefulModule)]
 
     def reset(self) -> None:
-        for m in self.stateful_modules():
+        for m in self._find_layers()[1]:  # a module swapped in since the last reset is found here
             m.reset()
 
     def select(self, index: torch.Tensor) -> None:
         """Drop every input but those at ``index`` from all neuron states."""
-        for m in self.stateful_modules():
+        for m in self._layers()[1]:
             m.select(index)
 
     # False for a network that cannot take a sequence of frames (one per step), e.g. one that
@@ -71,7 +86,7 @@ class SpikingNetwork(nn.Module):
         depends on its own earlier outputs (a recurrent block) steps through the chunk inside."""
         k, n = x.shape[0], x.shape[1]
         flat = x.reshape(k * n, *x.shape[2:])  # (k * N, ...), time-major
-        layers = self.stateful_modules()
+        spiking, layers = self._layers()
         for m in layers:
             m.chunk = k
         try:
@@ -79,7 +94,6 @@ class SpikingNetwork(nn.Module):
         finally:
             for m in layers:
                 m.chunk = None
-        spiking = [m for _, m in self.spiking_layers()]
         self._chunk_counts = (torch.stack([m.chunk_spike_counts for m in spiking], dim=2) if spiking
                               else torch.zeros(k, n, 0, device=y.device))  # (k, N, L)
         return y.reshape(k, n, *y.shape[1:])
@@ -101,7 +115,7 @@ class SpikingNetwork(nn.Module):
 
     def spike_counts(self) -> torch.Tensor:
         """(N, L) spikes emitted by each input in each spiking layer in the last step."""
-        return torch.stack([m.last_spike_count for _, m in self.spiking_layers()], dim=1)
+        return torch.stack([m.last_spike_count for m in self._layers()[0]], dim=1)
 
     def neurons_per_layer(self) -> list[int]:
         return [m.neurons_per_input for _, m in self.spiking_layers()]

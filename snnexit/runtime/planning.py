@@ -1,0 +1,369 @@
+"""How many steps the time-chunked runtime computes at once: chunk plans and exit forecasts.
+
+A chunk of ``k`` steps costs less per step than ``k`` single steps (each layer runs once on
+``k x n`` rows: weights are read once, kernels are larger), but an input that stops inside the
+chunk was computed to its end. Two kinds of knowledge decide the next chunk's length:
+
+* **where inputs like these exit**: the distribution of exit steps (the policy's on a validation
+  trace, or the engine's own exits so far). :func:`plan_chunks` finds the schedule with the least
+  expected time by a dynamic program over "steps done so far", given the measured time of a chunk
+  of each length (:class:`ChunkPlanner`).
+* **where this input will exit** (:class:`ExitForecaster`): after ``s`` steps the policy is asked
+  about the input's output extrapolated to each later step ``t``, ``Y_s * t / s`` (a rate-coded
+  output grows about linearly in t), and the first ``t`` it would stop at is the forecast. How far
+  forecasts miss (exit step minus forecast) is learned per ``s`` from a trace of inputs like
+  these and from every exit the engine sees (:class:`ForecastErrors`); the next chunk is the
+  first of the plan with the least expected time under that error model. An input forecast to
+  stop at step 9 is then computed in one chunk to step 9, not in the short chunks a plan from the
+  exit distribution alone needs where inputs stop.
+
+Plans and forecasts change only how many steps run together, never a decision: every decision
+is the policy's own, taken after its own step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from snnexit.errors import SnnexitError
+
+MIN_ERRORS = 16  # forecast errors at one s needed before they are trusted over the pooled ones
+
+
+def exit_distribution(exit_steps: torch.Tensor, T: int) -> torch.Tensor:
+    """``(T + 1,)`` survival ``P(exit step > s)`` for ``s = 0..T`` (exit steps clipped to [1, T])."""
+    steps = torch.as_tensor(exit_steps).long().clamp(1, T).cpu()
+    if steps.numel() == 0:
+        raise SnnexitError("no exit steps to plan chunks from")
+    counts = torch.bincount(steps, minlength=T + 1).double()  # counts[s]: inputs exiting at s
+    return 1.0 - counts.cumsum(0) / steps.numel()
+
+
+def _best_choices(T: int, start: int, runs_alive, chunk_time) -> list[int]:
+    """``choice[s]`` for ``s = start..T-1``: the first chunk of the cheapest plan from ``s``.
+
+    ``runs_alive(s)`` is ``(P(the chunk after s runs), E[inputs in it | it runs])``; the expected
+    time of a plan is the sum over its chunks of ``P(run) * chunk_time(k, E[alive])``."""
+    best = [0.0] * (T + 1)
+    choice = [0] * (T + 1)
+    for s in range(T - 1, start - 1, -1):
+        runs, alive = runs_alive(s)
+        if runs <= 0.0:
+            best[s], choice[s] = 0.0, T - s  # nobody runs past s: the rest of the plan never executes
+            continue
+        cost, k_best = math.inf, 1
+        for k in range(1, T - s + 1):
+            c = runs * chunk_time(k, alive) + best[s + k]
+            if c < cost:
+                cost, k_best = c, k
+        best[s], choice[s] = cost, k_best
+    return choice
+
+
+def walk(choice: list[int], start: int, T: int) -> tuple[int, ...]:
+    """The chunks a plan whose next chunk from each step is ``choice[s]`` runs from ``start`` to T."""
+    plan, s = [], start
+    while s < T:
+        plan.append(choice[s])
+        s += choice[s]
+    return tuple(plan)
+
+
+def plan_chunks(survival: torch.Tensor, n: int, chunk_time) -> tuple[int, ...]:
+    """The schedule of chunk lengths with the least expected time for a batch of ``n``.
+
+    ``survival[s]`` is ``P(an input runs past step s)``; ``chunk_time(k, m)`` the time of a chunk of
+    ``k`` steps on ``m`` inputs (``m`` may be fractional: an expectation). With inputs independent,
+    the chunk after ``s`` steps runs if any input is still running (probability
+    ``1 - (1 - p)^n``) on ``n p`` inputs on average; as ``chunk_time`` is affine in ``m`` between
+    measured points, its expectation is ``P(run) * chunk_time(k, E[m | run])``. A dynamic program
+    over ``s = T..0`` is exact for that model: O(T^2) evaluations.
+    """
+    return walk(static_choices(survival, n, chunk_time), 0, survival.shape[0] - 1)
+
+
+def static_choices(survival: torch.Tensor, n: int, chunk_time) -> list[int]:
+    """:func:`plan_chunks`'s first chunk from every ``s`` (the plan from wherever a run stands)."""
+    T = survival.shape[0] - 1
+    p = [float(v) for v in survival]
+
+    def runs_alive(s):
+        runs = 1.0 - (1.0 - p[s]) ** n
+        return runs, (n * p[s] / runs if runs > 0 else 0.0)
+
+    return _best_choices(T, 0, runs_alive, chunk_time)
+
+
+def next_chunk(survivals: torch.Tensor, start: int, chunk_time) -> int:
+    """The first chunk of the cheapest plan from step ``start`` for inputs with their own
+    survival curves ``survivals`` ``(m, T + 1)`` (``survivals[i, s] = P(input i runs past s)``):
+    the chunk after ``s`` runs unless every input has stopped, on the expected number still running."""
+    T = survivals.shape[1] - 1
+    surv = survivals.double()
+    stopped = (1.0 - surv).clamp_min(0.0)
+    runs = (1.0 - stopped.prod(0)).tolist()  # (T + 1,)
+    alive = surv.sum(0).tolist()
+
+    def runs_alive(s):
+        return runs[s], (alive[s] / runs[s] if runs[s] > 0 else 0.0)
+
+    return _best_choices(T, start, runs_alive, chunk_time)[start]
+
+
+def clock_for(threads: int | None):
+    """The clock that times a chunk: our own CPU time with one thread (time other processes take
+    from the core does not count, so a busy machine does not distort the plan), else wall time."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+class ChunkPlanner:
+    """Times chunks of each length on the network and plans schedules from exit distributions.
+
+    ``times[(threads, m)][k]`` is the time of a chunk of ``k`` steps on ``m`` inputs (the least of
+    ``timing_repeats`` runs after a warm-up: on a shared machine the least is the one nothing else
+    slowed), for ``k`` in powers of two up to the longest chunk memory allows and ``m`` in
+    ``{1, n}``; other ``(k, m)`` are interpolated linearly (and extrapolated from the last two
+    points in ``k``).
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.times: dict[tuple[int, int], dict[int, float]] = {}  # (threads, m) -> {k: seconds}
+
+    def lengths(self, n: int, max_k: int) -> list[int]:
+        ks, k = [], 1
+        while k <= max_k:
+            ks.append(k)
+            k *= 2
+        if ks[-1] != max_k:
+            ks.append(max_k)
+        return ks
+
+    def measure(self, x: torch.Tensor, threads: int, max_k: int, temporal: bool) -> None:
+        """Time a chunk of every candidate length on the first ``m`` rows of ``x``, m in {1, n}."""
+        n = x.shape[0]
+        clock = clock_for(threads)
+        for m in sorted({1, n}):
+            key = (threads, m)
+            if key in self.times:
+                continue
+            rows = x[:m]
+            table = {}
+            for k in self.lengths(m, max_k):
+                frames = self.engine._frames(rows, 0, k, temporal)
+                runs = []
+                for _ in range(self.engine.timing_repeats + 1):  # the first run warms up
+                    self.engine.snn.reset()
+                    self.engine._sync()
+                    started = clock()
+                    self.engine.snn.step_chunk(frames)
+                    self.engine._sync()
+                    runs.append(clock() - started)
+                table[k] = min(runs[1:])
+            self.engine.snn.reset()
+            self.times[key] = table
+
+    def chunk_time(self, threads: int, n: int):
+        lo, hi = self.times[(threads, 1)], self.times[(threads, n)]
+
+        def in_k(table: dict[int, float], k: int) -> float:
+            ks = sorted(table)
+            if k in table:
+                return table[k]
+            if k > ks[-1]:  # extrapolate along the last segment (longer chunks are refused anyway)
+                a, b = ks[-2:] if len(ks) > 1 else (ks[-1], ks[-1])
+            else:
+                b = next(v for v in ks if v > k)
+                a = max(v for v in ks if v < k)
+            if a == b:
+                return table[a] * k / a
+            return table[a] + (table[b] - table[a]) * (k - a) / (b - a)
+
+        T = self.engine.T
+        lo_k = [0.0] + [in_k(lo, k) for k in range(1, T + 1)]  # tabulated: the plans call this O(T^2) times
+        hi_k = [0.0] + [in_k(hi, k) for k in range(1, T + 1)]
+
+        def fn(k: int, m: float) -> float:
+            if n == 1:
+                return lo_k[k]
+            return lo_k[k] + (hi_k[k] - lo_k[k]) * (m - 1) / (n - 1)
+
+        return fn
+
+
+class ForecastErrors:
+    """How far exit forecasts miss: counts of ``d = exit step - forecast`` per step ``s`` of the forecast.
+
+    ``survival(s, forecasts)`` turns forecasts made after ``s`` steps into survival curves: the
+    errors seen at ``s`` (or, with fewer than ``MIN_ERRORS`` of them, at every ``s``; with none, a
+    forecast is taken at its word), shifted to each forecast and cut to the steps ``s + 1 .. T``.
+    """
+
+    def __init__(self, T: int):
+        self.T = T
+        self.counts = torch.zeros(T + 1, 2 * T + 1, dtype=torch.float64)  # [s, d + T]
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def add(self, s: torch.Tensor, d: torch.Tensor) -> None:
+        """Record errors ``d`` of forecasts made after ``s`` steps (tensors of one shape)."""
+        s, d = s.long().flatten().cpu(), d.long().flatten().cpu()
+        self.counts.index_put_((s, d + self.T), torch.ones(s.numel(), dtype=torch.float64), accumulate=True)
+
+    def error_weights(self, s: int) -> torch.Tensor:
+        row = self.counts[s]
+        if row.sum() < MIN_ERRORS:
+            row = self.counts.sum(0)
+        if row.sum() == 0:
+            row = torch.zeros(2 * self.T + 1, dtype=torch.float64)
+            row[self.T] = 1.0  # nothing learned yet: the forecast is the exit
+        return row / row.sum()
+
+    def survival(self, s: int, forecasts: torch.Tensor) -> torch.Tensor:
+        """``(m, T + 1)`` ``P(exit > u)`` for each forecast made after ``s`` steps."""
+        T = self.T
+        w = self.error_weights(s)  # (2T + 1,) over d = -T..T
+        d = torch.arange(-T, T + 1)
+        exits = (forecasts.long().cpu().view(-1, 1) + d).clamp(s + 1, T)  # (m, 2T + 1)
+        pmf = torch.zeros(exits.shape[0], T + 1, dtype=torch.float64)
+        pmf.scatter_add_(1, exits, w.expand_as(exits).contiguous())
+        return (1.0 - pmf.cumsum(1)).clamp_min(0.0)
+
+
+class ExitForecaster:
+    """Forecasts where each running input will exit, and the chunk that costs least given them.
+
+    ``forecast(acc, s, meta)``: for the accumulated outputs ``acc`` ``(m, C)`` after ``s`` steps, the first
+    step ``t`` in ``s + 1 .. T`` at which the policy would stop on ``acc * t / s`` (T if none): a
+    binary search for one input (the score of an extrapolated output rises with t for the
+    thresholded policies), a scan over t for several.
+    """
+
+    def __init__(self, policy, T: int):
+        self.policy, self.T = policy, T
+        self.errors = ForecastErrors(T)
+        self._choices: dict[tuple, int] = {}  # (s, forecasts) -> next chunk, while the error model stands
+        self._basis = 0  # errors recorded when the cached choices were made
+
+    def _stops(self, acc: torch.Tensor, s: int, t: int, meta: dict) -> torch.Tensor:
+        if t >= self.T:
+            return torch.ones(acc.shape[0], dtype=torch.bool)
+        guess = acc * (t / s)
+        stop = self.policy.decide(guess if guess.dtype == torch.float32 else guess.float(), t, meta)
+        return torch.as_tensor(stop, dtype=torch.bool).flatten().cpu()
+
+    @torch.no_grad()
+    def forecast(self, acc: torch.Tensor, s: int, meta: dict) -> torch.Tensor:
+        """``(m,)`` forecast exit steps; ``meta``: the run's (the trace's, or the engine's after a step)."""
+        m, T = acc.shape[0], self.T
+        if m == 1:
+            lo, hi = s + 1, T
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if bool(self._stops(acc, s, mid, meta)[0]):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return torch.tensor([lo])
+        out = torch.full((m,), T, dtype=torch.long)
+        open_ = torch.ones(m, dtype=torch.bool)
+        for t in range(s + 1, T):
+            stop = self._stops(acc, s, t, meta) & open_
+            out[stop] = t
+            open_ &= ~stop
+            if not bool(open_.any()):
+                break
+        return out
+
+    def learn(self, exit_steps: torch.Tensor, outputs: torch.Tensor, meta: dict) -> None:
+        """Forecast errors of the inputs of a trace: ``outputs`` ``(T, N, C)`` accumulated, ``exit_steps``
+        ``(N,)``, ``meta`` the trace's."""
+        for s in range(1, self.T):
+            alive = (exit_steps > s).nonzero().flatten()
+            if alive.numel() == 0:
+                break
+            p = self.forecast(outputs[s - 1].index_select(0, alive), s, meta)
+            self.errors.add(torch.full_like(p, s), exit_steps.index_select(0, alive) - p)
+
+    def next_chunk(self, s: int, forecasts: torch.Tensor, chunk_time) -> int:
+        """The chunk after ``s`` steps for running inputs forecast to exit at ``forecasts``."""
+        if self.errors.total >= 2 * max(1, self._basis):  # the error model has doubled: plan afresh
+            self._choices.clear()
+            self._basis = self.errors.total
+        key = (s, tuple(sorted(forecasts.tolist()))) if forecasts.numel() <= 8 else None
+        if key is not None and key in self._choices:
+            return self._choices[key]
+        k = next_chunk(self.errors.survival(s, forecasts), s, chunk_time)
+        if key is not None:
+            self._choices[key] = k
+        return k
+
+
+class FixedPlan:
+    """The chunk lengths the caller gave, in order (one run's view, as :class:`RunPlan`)."""
+
+    def __init__(self, lengths: tuple[int, ...]):
+        self.lengths, self._next = tuple(lengths), 0
+
+    def next(self, t0: int, acc, active) -> int:
+        self._next += 1
+        return self.lengths[self._next - 1]
+
+    def exited(self, idx: torch.Tensor, t: int) -> None:
+        pass
+
+    def schedule(self) -> tuple[int, ...]:
+        return self.lengths
+
+
+class RunPlan:
+    """The chunk after each step ``s`` of one run: the static plan's (``choices[s]``) for the first
+    chunk, and for every later one too unless a ``forecaster`` is given and chunking pays at this
+    batch size; then the cheapest given where the running inputs are forecast to exit. Each
+    forecast's error is recorded when its input exits (the forecaster learns as the engine runs)."""
+
+    def __init__(self, choices: list[int], chunk_time, n: int, forecaster: "ExitForecaster | None" = None,
+                 meta: dict | None = None):
+        self.choices, self.chunk_time, self.taken, self.meta = choices, chunk_time, [], meta
+        self.T = len(choices) - 1
+        self.forecaster = forecaster if forecaster is not None and self._chunking_pays(n) else None
+        # forecasts[i, s]: the exit step forecast for input i after s steps (0: none made)
+        self.forecasts = torch.zeros(n, self.T + 1, dtype=torch.long) if self.forecaster is not None else None
+
+    def _chunking_pays(self, n: int) -> bool:
+        """Is any chunk of k > 1 steps faster than k single steps at this batch size? (If not, one
+        step per chunk is the fastest plan whatever the exits, and forecasts would only cost.)"""
+        one = self.chunk_time(1, n)
+        return any(self.chunk_time(k, n) < k * one for k in range(2, self.T + 1))
+
+    def next(self, t0: int, acc: torch.Tensor | None, active: torch.Tensor) -> int:
+        """The next chunk's length after ``t0`` steps, for the running inputs ``active`` (their
+        original indices) with accumulated outputs ``acc``."""
+        if self.forecaster is None or t0 == 0 or acc is None:
+            k = self.choices[t0]
+        else:
+            p = self.forecaster.forecast(acc, t0, self.meta)
+            self.forecasts[active.cpu(), t0] = p
+            k = self.forecaster.next_chunk(t0, p, self.chunk_time)
+        self.taken.append(k)
+        return k
+
+    def exited(self, idx: torch.Tensor, t: int) -> None:
+        """Inputs ``idx`` (original indices, on the CPU) stopped at step ``t``."""
+        if self.forecasts is None:
+            return
+        made = self.forecasts.index_select(0, idx)  # (k, T + 1): the forecasts made for these inputs
+        s, p = (made > 0).nonzero(as_tuple=True)[1], made[made > 0]  # both in row-major order
+        if s.numel():
+            self.forecaster.errors.add(s, t - p)
+
+    def schedule(self) -> tuple[int, ...]:
+        """The chunks run, then the static plan's rest from where the run ended (so the lengths
+        sum to T at least; without forecasts, the static plan itself)."""
+        done = sum(self.taken)
+        return tuple(self.taken) + (walk(self.choices, done, self.T) if done < self.T else ())

@@ -1,0 +1,167 @@
+"""Chunk plans from exit forecasts (snnexit.runtime.planning): never a decision changed, the
+cheapest chunk by brute force, forecast errors learned as the closed form says.
+
+The network is test_runtime's dyadic float64 one (every sum exact: any difference is a bug).
+"""
+
+import itertools
+
+import pytest
+import torch
+
+from snnexit.errors import SnnexitError
+from snnexit.exit import POLICIES
+from snnexit.runtime.chunked import ChunkedEngine
+from snnexit.runtime.engine import EarlyExitEngine
+from snnexit.runtime.planning import (ExitForecaster, ForecastErrors, RunPlan, exit_distribution, next_chunk,
+                                      plan_chunks, static_choices)
+from test_runtime import T, _one_thread, dyadic_inputs, dyadic_network, fitted, setup, spread_dc  # noqa: F401
+
+
+def chunky(k, m):
+    """A cost model where a chunk pays (a large fixed cost per chunk) and rows cost alike."""
+    return 1.0 + 0.05 * k * m
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+@pytest.mark.parametrize("name", [n for n in POLICIES.names() if n not in ("oracle", "oracle_stable")])
+def test_forecast_plans_take_the_step_engines_decisions(setup, name, batch_size):
+    snn, val, test, x, _ = setup
+    policy = fitted(name, val)
+    if not policy.online:
+        return
+    engine = ChunkedEngine(snn, policy, T, trace=val, forecast=True, chunk_time=chunky, threads=None)
+    assert engine.forecaster is not None
+    n = 24 if batch_size == 1 else len(x)
+    step = EarlyExitEngine(snn, policy, T).run(x[:n])
+    runs = [engine.run(x[i:i + batch_size]) for i in range(0, n, batch_size)]
+    assert torch.equal(torch.cat([r.exit_steps for r in runs]), step.exit_steps)
+    assert torch.equal(torch.cat([r.predictions for r in runs]), step.predictions)
+    assert torch.equal(torch.cat([r.outputs for r in runs]), step.outputs)
+    for r in runs:  # the chunks run reach the last exit; the schedule goes on to T
+        assert sum(r.schedule) >= T and r.steps_computed.max() <= T
+        assert bool((r.steps_computed >= r.exit_steps).all())
+
+
+def test_forecasts_learn_from_the_trace_and_from_every_exit(setup):
+    snn, val, _, x, _ = setup
+    policy = spread_dc(val)
+    engine = ChunkedEngine(snn, policy, T, trace=val, forecast=True, chunk_time=chunky, threads=None)
+    learned = engine.forecaster.errors.total
+    assert learned == int((policy.exit_steps(val) - 1).sum())  # one forecast per input and step s before its exit
+    made = 0
+    for i in range(8):
+        r = engine.run(x[i:i + 1])
+        ran = list(itertools.accumulate(r.schedule))
+        chunks_run = next(c for c, end in enumerate(ran, 1) if end >= int(r.steps_computed[0]))
+        made += chunks_run - 1  # a forecast before every chunk but the first, each recorded at the exit
+    assert engine.forecaster.errors.total - learned == made
+
+
+def test_without_forecasts_or_with_a_cost_model_the_plan_is_the_static_one(setup):
+    snn, val, _, x, _ = setup
+    policy = spread_dc(val)
+    engine = ChunkedEngine(snn, policy, T, trace=val, chunk_time=chunky, threads=None)  # a model: no forecasts
+    assert engine.forecaster is None
+    r = engine.run(x[:7])
+    assert r.schedule == plan_chunks(exit_distribution(policy.exit_steps(val), T), 7, chunky)
+
+
+def brute_force_first_chunk(survivals: torch.Tensor, start: int, chunk_time) -> float:
+    """The least expected time over every composition of T - start into chunks (the model of next_chunk)."""
+    T = survivals.shape[1] - 1
+    stopped = (1.0 - survivals.double()).clamp_min(0.0)
+    runs = 1.0 - stopped.prod(0)
+    alive = survivals.double().sum(0)
+    best = float("inf")
+    rest = T - start
+    for cuts in itertools.product([0, 1], repeat=rest - 1):
+        plan, k = [], 1
+        for c in cuts:
+            if c:
+                plan.append(k)
+                k = 1
+            else:
+                k += 1
+        plan.append(k)
+        s, cost = start, 0.0
+        for k in plan:
+            p = float(runs[s])
+            if p > 0:
+                cost += p * chunk_time(k, float(alive[s]) / p)
+            s += k
+        best = min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_next_chunk_is_the_first_of_the_cheapest_plan(seed):
+    g = torch.Generator().manual_seed(seed)
+    T, m, start = 7, 3, 1 + seed % 3
+    exits = torch.randint(start + 1, T + 1, (m,), generator=g)
+    errors = ForecastErrors(T)
+    errors.add(torch.full((20,), start), torch.randint(-1, 2, (20,), generator=g))
+    surv = errors.survival(start, exits)
+    cost = (lambda k, mm: 1.0 + 0.4 * k * mm) if seed % 2 else (lambda k, mm: 0.2 + k * mm)
+    k = next_chunk(surv, start, cost)
+    stopped = (1.0 - surv.double()).clamp_min(0.0)
+    runs, alive = 1.0 - stopped.prod(0), surv.double().sum(0)
+    first = float(runs[start]) * cost(k, float(alive[start]) / float(runs[start]))
+    rest = brute_force_first_chunk(surv, start + k, cost) if start + k < T else 0.0
+    assert first + rest == pytest.approx(brute_force_first_chunk(surv, start, cost))
+
+
+def test_forecast_errors_shift_a_forecast_into_a_survival_curve():
+    T = 6
+    errors = ForecastErrors(T)
+    assert torch.equal(errors.survival(2, torch.tensor([4]))[0],  # nothing learned: the forecast is the exit
+                       torch.tensor([1, 1, 1, 1, 0, 0, 0], dtype=torch.float64))
+    errors.add(torch.full((16,), 2), torch.tensor([1] * 8 + [-1] * 8))  # half one step late, half early
+    s = errors.survival(2, torch.tensor([4, 6]))
+    assert torch.allclose(s[0], torch.tensor([1, 1, 1, 0.5, 0.5, 0, 0], dtype=torch.float64))
+    assert torch.allclose(s[1], torch.tensor([1, 1, 1, 1, 1, 0.5, 0], dtype=torch.float64))  # late is cut at T
+
+
+def test_one_input_forecast_by_bisection_matches_the_scan(setup):
+    _, val, _, _, _ = setup
+    policy = spread_dc(val)
+    forecaster = ExitForecaster(policy, T)
+    for s in (1, 3, 6):
+        acc = val.outputs[s - 1, :40]
+        together = forecaster.forecast(acc, s, val.meta)
+        alone = torch.cat([forecaster.forecast(acc[i:i + 1], s, val.meta) for i in range(len(acc))])
+        assert torch.equal(together, alone)
+        assert bool((together > s).all()) and bool((together <= T).all())
+
+
+def test_run_plan_without_a_paying_chunk_drops_the_forecaster(setup):
+    _, val, _, _, _ = setup
+    forecaster = ExitForecaster(spread_dc(val), T)
+    per_step = lambda k, m: k * (1.0 + m)  # noqa: E731  (k steps cost k single steps)
+    choices = static_choices(exit_distribution(torch.arange(1, T + 1), T), 4, per_step)
+    assert RunPlan(choices, per_step, 4, forecaster).forecaster is None
+    assert RunPlan(choices, chunky, 4, forecaster).forecaster is forecaster
+
+
+def test_a_fresh_network_learns_forecasts_without_fixing_its_layer_sizes(setup):
+    """Forecasts learned from a trace before the engine's network ever stepped: the run's cost
+    still counts every layer's neurons (the meta is taken after a step, not at construction)."""
+    _, val, _, x, _ = setup
+    policy = spread_dc(val)
+    fresh = dyadic_network()
+    engine = ChunkedEngine(fresh, policy, T, trace=val, forecast=True, chunk_time=chunky, threads=None)
+    got = engine.run(x[:5])
+    want = EarlyExitEngine(dyadic_network(), policy, T).run(x[:5])
+    assert got.cost.neurons_per_layer == want.cost.neurons_per_layer and all(got.cost.neurons_per_layer)
+    assert torch.equal(got.exit_steps, want.exit_steps) and torch.equal(got.spikes, want.spikes)
+
+
+def test_bad_planning_arguments_are_refused(setup):
+    snn, val, _, _, _ = setup
+    policy = spread_dc(val)
+    with pytest.raises(SnnexitError, match="trace must be a Trace"):
+        ChunkedEngine(snn, policy, T, trace=val.outputs)
+    with pytest.raises(SnnexitError, match="forecast must be"):
+        ChunkedEngine(snn, policy, T, forecast="yes")
+    with pytest.raises(SnnexitError, match="max_threads"):
+        ChunkedEngine(snn, policy, T, max_threads=0)
