@@ -2,9 +2,14 @@
 
 import sys
 
+from snnexit import interrupt
+
+interrupt.install()
 try:
     from snnexit.cli import main_exit
-except KeyboardInterrupt:  # Ctrl-C while the command line itself is imported (main() covers the rest)
+except BaseException:  # Ctrl-C while the command line itself is imported (main() covers the rest)
+    if not interrupt.was_interrupted():
+        raise
     print("interrupted", file=sys.stderr)
     sys.exit(130)
 

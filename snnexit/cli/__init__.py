@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 
-from snnexit import __version__
+from snnexit import __version__, interrupt
 from snnexit.environment import shorten
 from snnexit.errors import SnnexitError
 from snnexit.progress import drop_stream
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit code. Bad input: one line on stderr, 2. Ctrl-C at any moment (the
     imports of the first second included): ``interrupted``, 130. The reader of a pipe went away
     (``snnexit run | head -5``): nothing more is written, 0."""
+    interrupt.install()
     try:
         return _run(list(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:
@@ -153,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         for stream in gone:
             drop_stream(stream)
         return 0
+    except BaseException:
+        if interrupt.was_interrupted():  # Ctrl-C inside an import surfaced as another error
+            _say("interrupted")
+            return 130
+        raise
 
 
 if __name__ == "__main__":
@@ -161,4 +168,14 @@ if __name__ == "__main__":
 
 def main_exit() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    if code == 130 and interrupt.was_interrupted():
+        # CPython kills itself with SIGINT at exit when a Ctrl-C landed inside an extension's
+        # PyRun_String (torch's import does some), however it was caught: leave with the code we said
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    sys.exit(code)
