@@ -17,7 +17,7 @@ from __future__ import annotations
 # registry kind -> its built-in names (snnexit.registry.Registry.kind; "target": snnexit.exit.target.TARGET_KINDS)
 REGISTERED: dict[str, tuple[str, ...]] = {
     "dataset": ("cifar10", "cifar100", "cifar10_dvs", "digits", "dvs_gesture", "event_mnist", "imagefolder", "mnist5k",
-                "ncaltech101", "nmnist"),
+                "mnist5k_rgb32", "ncaltech101", "nmnist"),
     "model": ("resnet18", "resnet20", "vgg16", "vgg_small"),
     "converter": ("max", "qcfs", "qffs", "robust"),
     "quantizer": ("clip", "lsq", "qcfs", "relu"),
@@ -33,6 +33,7 @@ REGISTERED: dict[str, tuple[str, ...]] = {
     "neuron": ("if", "lif"),
     "surrogate": ("atan", "sigmoid", "triangle"),
     "loss": ("mean", "tet"),
+    "workload": ("default", "event_cnn", "resnet20", "vgg16"),  # snnexit bench / speed race (snnexit.experiments)
 }
 
 # the single source of these (no registry behind them)

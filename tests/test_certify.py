@@ -229,3 +229,15 @@ def test_certifying_on_the_learning_trace_is_refused():
     for calibration in (learn, Trace(learn.outputs.clone(), None, None, learn.meta)):
         with pytest.raises(SnnexitError, match="the calibration trace is the learning trace"):
             certify_exit(learn, calibration, eps=0.2)
+
+
+def test_two_splits_of_an_untrained_network_are_not_taken_for_one_trace():
+    """An untrained network gives every input the same outputs: two disjoint splits of it then hold
+    equal outputs, which must not be refused as the learning trace copied."""
+    from snnexit.exit.base import check_other_inputs
+
+    flat = torch.zeros(4, 6, 3).cumsum(0)
+    learn = Trace(flat, torch.arange(6) % 3, None, {"alpha": "T"})
+    check_other_inputs(learn, Trace(flat.clone(), torch.arange(6) % 2, None, {"alpha": "T"}))
+    with pytest.raises(SnnexitError, match="the calibration trace is the learning trace"):
+        check_other_inputs(learn, learn)

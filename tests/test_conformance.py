@@ -35,7 +35,7 @@ KINDS = {kind.name: kind for kind in network_kinds()}
 EACH_KIND = [pytest.param(name, marks=() if kind.default else pytest.mark.slow) for name, kind in KINDS.items()]
 BATCH_SIZES = (1, 7, 256)
 FAST = dict(T=8, n_val=200, n_test=256, n_one=3, n_seven=7)  # batch 1 on n_one inputs, batch 7 on n_seven
-SLOW = dict(T=16, n_val=400, n_test=256, n_one=6, n_seven=28)
+SLOW = dict(T=16, n_val=400, n_test=256, n_one=4, n_seven=14)
 
 
 def chunk_plans(T: int) -> dict[str, object]:

@@ -15,6 +15,7 @@ from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES
 from snnexit.experiments.bench import CERTIFIED, BenchSettings, bench
 from snnexit.io import check_output_file, write_json
+from snnexit.names import listed
 from snnexit.runs.paths import check_cache_folder
 
 
@@ -23,11 +24,11 @@ def register(sub) -> None:
                        description="Time the early-exit runtime against fixed T on the pipeline's network "
                                    "(paper Table 2 format) and write JSON.")
     p.add_argument("--workload", default=None,
-                   help="the network to time: default (vgg_small, MNIST-5k 1x28x28), vgg16 and resnet20 (MNIST-5k "
-                        "resized to 3x32x32), event_cnn (vgg_small on 2x34x34 event frames); --dataset, --model, --T "
-                        "and --epochs override its settings")
-    p.add_argument("--dataset", default=None, help="data set (default: the workload's)")
-    p.add_argument("--model", default=None, help="model (default: the workload's)")
+                   help=f"the network to time: {listed('workload')}: default (vgg_small, MNIST-5k 1x28x28), vgg16 and "
+                        "resnet20 (MNIST-5k resized to 3x32x32), event_cnn (vgg_small on 2x34x34 event frames); "
+                        "--dataset, --model, --T and --epochs override its settings")
+    p.add_argument("--dataset", default=None, help=f"data set: {listed('dataset')} (default: the workload's)")
+    p.add_argument("--model", default=None, help=f"model: {listed('model')} (default: the workload's)")
     p.add_argument("--T", type=positive_int, default=None, help="time steps of the fixed-T baseline (default: the "
                                                                 "workload's, 32 for the default)")
     p.add_argument("--epochs", type=int, default=None,
@@ -35,8 +36,9 @@ def register(sub) -> None:
                         "default, so its cache is reused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", default="dynamic_confidence",
-                   help="exit policy: a registered name (fitted on the validation trace), certified (the network's "
-                        "certified exit, as snnexit run makes it) or a policy.json / certified.json file")
+                   help=f"exit policy: a registered name, {listed('policy')} (fitted on the validation trace), "
+                        "certified (the network's certified exit, as snnexit run makes it) or a policy.json / "
+                        "certified.json file")
     p.add_argument("--latency-inputs", type=positive_int, default=200, help="test inputs timed at batch size 1")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size of the throughput run")
     p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=None,

@@ -114,8 +114,10 @@ def check_trace(trace) -> Trace:
 def check_other_inputs(learn: Trace, calibration: Trace) -> None:
     """Refuse certifying on the learning trace itself (or a copy of it): a threshold certified on the
     inputs that learned the scores certifies nothing. (Single inputs cannot be told apart by their
-    outputs: different inputs of a quantized network often give identical outputs.)"""
-    if calibration is learn or (calibration.N == learn.N and torch.equal(calibration.outputs, learn.outputs)):
+    outputs: different inputs of a quantized network often give identical outputs; and a trace whose
+    inputs all give the same outputs, an untrained network's, says nothing about where it came from.)"""
+    varied = bool((learn.outputs != learn.outputs[:, :1]).any())
+    if calibration is learn or (varied and calibration.N == learn.N and torch.equal(calibration.outputs, learn.outputs)):
         raise SnnexitError("the calibration trace is the learning trace: a threshold certified on the inputs that "
                            "learned the scores certifies nothing; certify on other inputs (split_learn_certify)")
 
