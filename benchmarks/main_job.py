@@ -28,9 +28,13 @@ class MainJob:
 
     @property
     def shown_path(self) -> str:
-        """The folder relative to the repository where it lies inside it (results carry no home folders)."""
-        path = self.path.resolve()
-        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+        return shown_path(self.path)
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the repository where it lies inside it (results carry no home folders)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def load_main_job(run: str | Path = DEFAULT_RUN) -> MainJob:

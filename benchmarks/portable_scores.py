@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.main_job import shown_path  # noqa: E402
 from snnexit.exit import POLICIES, ThresholdPolicy, create_policy  # noqa: E402
 from snnexit.exit.certify import certify_exit  # noqa: E402
 from snnexit.exit.base import split_learn_certify  # noqa: E402
@@ -91,7 +92,7 @@ def main() -> None:
                 if "probability" not in fit)
     write_json(args.out, {
         "benchmark": "portable_scores", "command": "python benchmarks/portable_scores.py " + " ".join(sys.argv[1:]),
-        "run": str(run), "T": test.T, "val_inputs": val.N, "test_inputs": test.N, "policies": rows,
+        "run": shown_path(run), "T": test.T, "val_inputs": val.N, "test_inputs": test.N, "policies": rows,
         "worst_differing_share": worst, "worst_mean_steps_difference": steps,
         "targets": {"differing_share": 0.001, "mean_steps_difference": 0.05},
         "seconds": time.perf_counter() - started})
