@@ -28,13 +28,12 @@ from snnexit.quant import QUANTIZERS
 from snnexit.runs.config_file import (flatten, newest_saved_config, read_config_file, settings_from_dict,
                                       settings_from_values)
 from snnexit.runs.paths import STAGE_FILES
-from snnexit.runs.settings import SECTIONS, RunConfig, Settings
+from snnexit.runs.settings import ANN_SETTINGS, SECTIONS, RunConfig, Settings
 
 STAGE_NAMES = ("train", "convert", "trace", "fit", "evaluate", "report")
 # settings that determine the trained ANN (RunConfig.train_key): the stages that check a file
 # against them (ann.safetensors, snn.safetensors) use them as much as train does
-TRAINING = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "quantizer", "bits", "batch_size", "lr",
-            "width", "data_dir", "ann_event_input")
+TRAINING = ANN_SETTINGS
 # how snn.safetensors was made from the ANN (a conversion fix is fitted over the horizon T)
 CONVERSION = ("converter", "conversion_fix", "conversion_fix_inputs")
 FIT = ("fit.policy", "fit.target", "fit.threshold", "fit.temperature", "fit.eps", "fit.max_steps", "fit.delta",

@@ -178,8 +178,8 @@ class RunConfig:
     def train_key(self) -> str:
         """Hash of everything that determines the trained ANN (the cache key), the version of the
         training code included: a cache written by older code is not silently reused."""
-        keys = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "batch_size", "lr", "width")
-        settings = {k: getattr(self, k) for k in keys}
+        conditional = ("quantizer", "bits", "ann_event_input", "data_dir")  # in the key only where set below
+        settings = {k: getattr(self, k) for k in ANN_SETTINGS if k not in conditional}
         settings["training_code"] = TRAINING_CODE_VERSION
         if self.quantizer != "qcfs":  # absent for QCFS: old cache keys stay valid
             settings.update(quantizer=self.quantizer, bits=self.bits)
@@ -189,6 +189,12 @@ class RunConfig:
             settings["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
         blob = json.dumps(settings, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# the settings that determine the trained ANN: its cache key (RunConfig.train_key), and the settings
+# a stage that reads ann.safetensors or snn.safetensors uses (snnexit.runs.resolve)
+ANN_SETTINGS = ("dataset", "model", "epochs", "seed", "levels", "init_threshold", "quantizer", "bits", "batch_size",
+                "lr", "width", "data_dir", "ann_event_input")
 
 
 @dataclass
