@@ -201,3 +201,21 @@ def test_energy_presets_and_bad_pairs():
     assert cost.summary()["energy_pj_per_inference"] is None  # MACs of the input layer unknown
     with pytest.raises(SnnexitError, match="input layer's MACs"):
         cost.energy_pj()
+
+
+def test_structural_counts_are_remembered_until_the_network_changes():
+    """Engines made one after another reuse the fan-out; an in-place weight update (its zero
+    pattern may change) or a swapped module computes it again, equal to fan_out's."""
+    from snnexit.simulate.cost import structural_counts
+
+    torch.manual_seed(0)
+    snn = SpikingNetwork(nn.Sequential(nn.Linear(6, 5), IFNeuron(1.0), nn.Linear(5, 4), IFNeuron(1.0), nn.Linear(4, 3)))
+    x = torch.rand(2, 6)
+    first = structural_counts(snn, x)
+    assert first[0] == fan_out(snn, x[:1]) and structural_counts(snn, x) is first
+    with torch.no_grad():
+        snn.body[2].weight[:, 0] = 0  # layer 1's first neuron now reaches nobody
+    again = structural_counts(snn, x)
+    assert again is not first and again[0] == fan_out(snn, x[:1]) and again[0][0] < first[0][0]
+    snn.body[4] = nn.Linear(4, 3)
+    assert structural_counts(snn, x) is not again

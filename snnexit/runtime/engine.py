@@ -29,7 +29,7 @@ import torch
 from snnexit.checks import check_device, check_integer
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import check_is_fitted, deployable_policy
-from snnexit.simulate.cost import Cost, fan_out, input_macs
+from snnexit.simulate.cost import Cost, structural_counts
 from snnexit.simulate.inputs import check_inputs
 from snnexit.simulate.network import SpikingNetwork
 
@@ -263,17 +263,14 @@ class EarlyExitEngine:
         return self._meta
 
     def _ensure_fan_out(self, example: torch.Tensor) -> None:
-        """Fan-out per layer (SynOps) and the input layer's MACs (energy), once."""
-        if self.count_spikes and self.fan_out is None:
-            try:
-                self.fan_out = fan_out(self.snn, example[:1].cpu())
-            except SnnexitError:
-                self.fan_out = None  # an exotic layer: spikes are still counted, SynOps are not
-        if self.count_spikes and self.input_macs is None:
-            try:
-                self.input_macs = input_macs(self.snn, example[:1])
-            except (SnnexitError, RuntimeError, TypeError):
-                self.input_macs = None  # energy stays unknown
+        """Fan-out per layer (SynOps) and the input layer's MACs (energy), once per engine; the
+        counts are remembered on the network for its structure (:func:`structural_counts`), so
+        engines made one after another on the same network do not copy it again."""
+        if not self.count_spikes or (self.fan_out is not None and self.input_macs is not None):
+            return
+        fan, macs = structural_counts(self.snn, example[:1])
+        self.fan_out = fan if self.fan_out is None else self.fan_out
+        self.input_macs = macs if self.input_macs is None else self.input_macs
 
     def session(self, n: int, labels: torch.Tensor | None = None) -> StreamSession:
         """Start ``n`` inputs that will be fed one step at a time."""

@@ -346,6 +346,29 @@ def fan_out(snn, example: torch.Tensor) -> list[float]:
     return [float(arrived[i]) / probes[i].neurons for i in range(L)]
 
 
+def structural_counts(snn, example: torch.Tensor) -> tuple[list[float] | None, float | None]:
+    """``(fan_out(snn, example), input_macs(snn, example))``, None where the network has a layer
+    they cannot count, remembered on ``snn`` for what they depend on: the input's shape, the
+    modules and the parameters (their identity, shape and version: an in-place update of a weight
+    changes its version, and so its zero pattern may have changed)."""
+    key = (tuple(example.shape[1:]), tuple(id(m) for m in snn.modules()),
+           tuple((id(p), tuple(p.shape), p._version) for p in snn.parameters()))
+    memo = snn.__dict__.get("_structural_counts")
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    try:
+        fan = fan_out(snn, example[:1].cpu())
+    except SnnexitError:
+        fan = None  # an exotic layer: spikes are still counted, SynOps are not
+    try:
+        macs = input_macs(snn, example[:1])
+    except (SnnexitError, RuntimeError, TypeError):
+        macs = None  # energy stays unknown
+    counts = (fan, macs)
+    snn.__dict__["_structural_counts"] = (key, counts)
+    return counts
+
+
 # ---- MACs of the layers that read the analog input ----------------------------------------------
 
 @torch.no_grad()
