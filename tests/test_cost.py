@@ -206,7 +206,7 @@ def test_energy_presets_and_bad_pairs():
 def test_structural_counts_are_remembered_until_the_network_changes():
     """Engines made one after another reuse the fan-out; an in-place weight update (its zero
     pattern may change) or a swapped module computes it again, equal to fan_out's."""
-    from snnexit.simulate.cost import structural_counts
+    from snnexit.simulate.structure import structural_counts
 
     torch.manual_seed(0)
     snn = SpikingNetwork(nn.Sequential(nn.Linear(6, 5), IFNeuron(1.0), nn.Linear(5, 4), IFNeuron(1.0), nn.Linear(4, 3)))

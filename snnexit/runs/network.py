@@ -26,7 +26,7 @@ from snnexit.quant import QUANTIZERS
 from snnexit.runs.ann import ann_view, build_ann, trained_ann
 from snnexit.runs.settings import RunConfig, memory_bytes
 from snnexit.simulate import SpikingNetwork, Trace, record_trace
-from snnexit.simulate.cost import fan_out
+from snnexit.simulate.structure import fan_out
 from snnexit.train import evaluate_logits
 
 

@@ -29,7 +29,8 @@ import torch
 from snnexit.checks import check_device, check_integer
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import check_is_fitted, deployable_policy
-from snnexit.simulate.cost import Cost, structural_counts
+from snnexit.simulate.cost import Cost
+from snnexit.simulate.structure import structural_counts
 from snnexit.simulate.inputs import check_inputs
 from snnexit.simulate.network import SpikingNetwork
 

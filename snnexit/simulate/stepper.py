@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from snnexit.checks import check_integer, memory_bytes
 from snnexit.errors import SnnexitError
-from snnexit.simulate.cost import input_macs
+from snnexit.simulate.structure import input_macs
 from snnexit.simulate.inputs import check_inputs
 from snnexit.simulate.network import SpikingNetwork
 from snnexit.simulate.trace import Trace
