@@ -51,6 +51,20 @@ def _steps(x: torch.Tensor, T: int, temporal: bool):
     return [x[:, t] if temporal else x for t in range(T)]
 
 
+def _state_passing(net):
+    """A runner for a network called as ``out, state = net(x_t, state)`` (Norse's and
+    SpikingJelly's imported graphs): one call per step, the state carried along."""
+
+    def run(x, T, temporal):
+        state, outs = None, []
+        for xt in _steps(x, T, temporal):
+            out, state = net(xt, state)
+            outs.append(out)
+        return outs
+
+    return run
+
+
 def _snntorch(graph, dt, options):
     # optional dependency, imported only here: snntorch
     import snntorch
@@ -98,15 +112,7 @@ def _norse(graph, dt, options):
 
     with _quiet():
         net = from_nir(graph, dt=1e-3 if dt is None else dt, **options.get("norse", {}))
-
-    def run(x, T, temporal):
-        state, outs = None, []
-        for xt in _steps(x, T, temporal):
-            out, state = net(xt, state)
-            outs.append(out)
-        return outs
-
-    return run
+    return _state_passing(net)
 
 
 def _spikingjelly(graph, dt, options):
@@ -118,15 +124,7 @@ def _spikingjelly(graph, dt, options):
             net = import_from_nir(graph, dt=1e-4 if dt is None else dt)
     except (ValueError, NotImplementedError) as exc:
         raise SnnexitError(f"SpikingJelly cannot import this NIR graph: {exc}") from None
-
-    def run(x, T, temporal):
-        state, outs = None, []
-        for xt in _steps(x, T, temporal):
-            out, state = net(xt, state)
-            outs.append(out)
-        return outs
-
-    return run
+    return _state_passing(net)
 
 
 _RUNNERS = {"snntorch": _snntorch, "sinabs": _sinabs, "norse": _norse, "spikingjelly": _spikingjelly}
