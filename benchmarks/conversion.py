@@ -21,7 +21,8 @@ defaults) by conversion, with the ANN trained on mean frames (the old route) and
 LIF, TET, width 8, ``--direct-epochs``), with the same columns; the directly trained network's
 temperature is fitted on the learning half of validation, as a run fits the ANN's.
 
-Usage: python benchmarks/conversion.py [--datasets mnist5k digits] [--seeds 0 1 2 3 4]
+Usage: python benchmarks/conversion.py [--datasets mnist5k digits] [--seeds 0 1 2 3 4] [--keep DIR]
+       python benchmarks/conversion.py --recertify --keep DIR   (after a change to the pick or the certificate)
        python benchmarks/conversion.py --event [--event-seeds 0] [--direct-epochs 30]
 """
 
@@ -128,6 +129,21 @@ def converted_row(overrides: dict, out: Path) -> dict:
     return {"seed": settings.run.seed, "seconds": time.perf_counter() - started, **row}
 
 
+def recertified_row(row: dict, overrides: dict, out: Path) -> dict:
+    """``row`` with the certified exit (and every policy) evaluated again from the run folder ``out``
+    that made it: the network and its traces are kept and the policies fitted again, so only what
+    fitting and certifying do can change (after a change to either)."""
+    from snnexit.runs.config_file import load_config
+    from snnexit.runs.stages import Run, evaluate, fit
+
+    settings = load_config(None, {**overrides, "out": str(out), "progress": False})
+    r = Run(settings, lambda *_: None)
+    fit(r)
+    evaluate(r)
+    fresh = summarize(r.results)
+    return {**row, **{k: v for k, v in fresh.items() if k not in ("fix_seconds", "fix_inputs")}}
+
+
 def static_rows(dataset: str, seed: int, fixes: list[str], workdir: Path, cache: str | None) -> dict:
     rows = {}
     for fix in fixes:
@@ -169,17 +185,22 @@ EVENT_ROUTES = {  # name -> config keys of the conversion route
 }
 
 
-def event_rows(seed: int, fixes: list[str], direct_epochs: int, workdir: Path, cache: str | None) -> dict:
-    rows = {}
+def event_rows(seed: int, fixes: list[str], direct_epochs: int, workdir: Path, cache: str | None,
+               rows: dict, save) -> dict:
+    """Add the missing rows of ``seed`` to ``rows`` (those of an earlier run are kept), ``save()`` after each."""
     for route, keys in EVENT_ROUTES.items():
         for fix in fixes:
             name = f"{route}+{fix}"
+            if name in rows:
+                continue
             rows[name] = converted_row({"dataset": "event_mnist", "seed": seed, "conversion_fix": fix,
                                         "cache_dir": cache, **keys}, workdir / f"event_mnist-{seed}-{name}")
             show(f"event_mnist seed {seed} {name}", rows[name])
-    if direct_epochs > 0:
+            save()
+    if direct_epochs > 0 and rows.get("direct", {}).get("direct_epochs") != direct_epochs:
         rows["direct"] = direct_row(seed, direct_epochs, workdir, cache)
         show(f"event_mnist seed {seed} direct ({direct_epochs} epochs)", rows["direct"])
+        save()
     return rows
 
 
@@ -194,18 +215,22 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="keep the run folders here instead of a temp dir")
     ap.add_argument("--event", action="store_true", help="event_mnist by conversion and by direct training instead")
     ap.add_argument("--event-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--recertify", action="store_true", help="certify again from the run folders kept in --keep "
+                    "(the rows of --out whose folder is there); nothing is trained, converted or traced")
     ap.add_argument("--direct-epochs", type=int, default=30)
     args = ap.parse_args()
     args.out = args.out or str(ROOT / "benchmarks" / "results" / ("conversion_events.json" if args.event else
                                                                     "conversion.json"))
     fixes = ["none", *[f for f in args.fixes if f != "none"]]
-    result = {"benchmark": "conversion", "command": "python benchmarks/conversion.py " + " ".join(sys.argv[1:]),
+    command = "python benchmarks/conversion.py " + " ".join(sys.argv[1:])
+    result = {"benchmark": "conversion", "command": command, "commands": [command],
               "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
                           "torch_threads": __import__("torch").get_num_threads()},
               "steps": list(STEPS), "fixes": fixes, "datasets": {}}
     if Path(args.out).is_file():  # resume: keep what an earlier (interrupted) run finished
         earlier = json.loads(Path(args.out).read_text())
         result["datasets"], result["event_mnist"] = earlier.get("datasets", {}), earlier.get("event_mnist", {"runs": {}})
+        result["commands"] = earlier.get("commands", [earlier["command"]]) + [command]  # what made which rows
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.keep or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -213,16 +238,23 @@ def main() -> None:
             entry = result.setdefault("event_mnist", {"runs": {}})
             entry["direct_epochs"] = args.direct_epochs
             for seed in args.event_seeds:
-                if str(seed) in entry["runs"]:
-                    continue
-                entry["runs"][str(seed)] = event_rows(seed, fixes, args.direct_epochs, workdir, args.cache_dir)
-                write_json(args.out, result)
+                rows = entry["runs"].setdefault(str(seed), {})
+                event_rows(seed, fixes, args.direct_epochs, workdir, args.cache_dir, rows,
+                           lambda: write_json(args.out, result))
         for dataset in [] if args.event else args.datasets:
             entry = result["datasets"].setdefault(dataset, {"runs": {}, "summary": {}})
             for seed in args.seeds:
-                if str(seed) in entry["runs"] and set(fixes) <= set(entry["runs"][str(seed)]):
+                if args.recertify:
+                    for fix, row in entry["runs"].get(str(seed), {}).items():
+                        folder = workdir / f"{dataset}-{seed}-{fix}"
+                        if folder.is_dir():
+                            row.update(recertified_row(row, {"dataset": dataset, "seed": seed, "conversion_fix": fix,
+                                                             "cache_dir": args.cache_dir}, folder))
+                            show(f"{dataset} seed {seed} {fix} (certified again)", row)
+                elif str(seed) in entry["runs"] and set(fixes) <= set(entry["runs"][str(seed)]):
                     continue
-                entry["runs"][str(seed)] = static_rows(dataset, seed, fixes, workdir, args.cache_dir)
+                else:
+                    entry["runs"][str(seed)] = static_rows(dataset, seed, fixes, workdir, args.cache_dir)
                 per_fix = {f: [entry["runs"][s][f] for s in sorted(entry["runs"], key=int)] for f in fixes}
                 entry["summary"] = {f: fix_summary(per_fix[f], per_fix["none"]) for f in fixes}
                 write_json(args.out, result)  # after every seed: a crash keeps what finished

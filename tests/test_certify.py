@@ -241,3 +241,46 @@ def test_two_splits_of_an_untrained_network_are_not_taken_for_one_trace():
     check_other_inputs(learn, Trace(flat.clone(), torch.arange(6) % 2, None, {"alpha": "T"}))
     with pytest.raises(SnnexitError, match="the calibration trace is the learning trace"):
         check_other_inputs(learn, learn)
+
+
+# ---- the pick's tie-break --------------------------------------------------------------------
+def _easy_trace(N: int, T: int, late_deciders: int, seed: int) -> Trace:
+    """An easy task: every input's class leads by a wide margin at every step, except
+    ``late_deciders`` inputs whose first step leads with another class by a hair. With the tiny
+    temperature a run fits on such a task, every softmax saturates."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (N,), generator=g)
+    per_step = torch.randn(T, N, 4, generator=g) * 0.1
+    per_step[:, torch.arange(N), labels] += 5 + torch.rand(N, generator=g)
+    per_step[0, :late_deciders] = 0.0
+    per_step[0, torch.arange(late_deciders), (labels[:late_deciders] + 1) % 4] = 0.01 * (1 + torch.arange(late_deciders))
+    return Trace(per_step.cumsum(0).double(), labels, None, {"alpha": "T", "temperature": 0.001})
+
+
+def test_a_tie_in_the_pick_goes_to_the_score_that_ranks_inputs_not_to_the_first_name():
+    """On an easy task every candidate reaches step 1 on the learning halves without a disagreement,
+    so the estimated steps tie; conformal's saturated score then releases every input at once, and
+    one calibration input that changes its answer keeps all of them to T. The finer score wins."""
+    from snnexit.exit.certify import cross_fitted_coarseness
+
+    learn, cal = _easy_trace(200, 8, 0, seed=1), _easy_trace(300, 8, 2, seed=2)
+    cert = certify_exit(learn, cal, candidates=["conformal", "max_softmax"])  # eps: no disagreement
+    assert cert.candidates["conformal"] == cert.candidates["max_softmax"] == 1.0
+    assert cross_fitted_coarseness("conformal", learn) == 1.0 > cross_fitted_coarseness("max_softmax", learn)
+    assert cert.name == "max_softmax"
+    assert cert.policy.curve_.mean_steps[cert.policy.point_] < 1.1  # the two late deciders wait, the rest exit
+    alone = certify_exit(learn, cal, candidates=["conformal"])  # what the first name would have given
+    assert alone.policy.curve_.mean_steps[alone.policy.point_] == 8.0
+
+
+def test_coarseness_is_the_largest_share_of_the_saving_one_threshold_releases():
+    from snnexit.exit.certify import _held_out_curves, cross_fitted_coarseness
+
+    trace = population(N=400, T=6, seed=3)
+    shares = []
+    for curve in _held_out_curves("max_softmax", trace, None):  # brute force over the curve's points
+        steps = list(curve.mean_steps)
+        jumps = [steps[i] - steps[i + 1] for i in range(len(steps) - 1)]
+        shares.append(max(jumps) / (steps[0] - min(steps)))
+    assert cross_fitted_coarseness("max_softmax", trace) == pytest.approx(max(shares))
+    assert 0 < max(shares) < 0.2

@@ -21,8 +21,9 @@ How the pick is made. Each candidate is cross-fitted on two halves of the learni
 on one half, score the other) and judged by the mean steps of the point that certification
 would accept if the calibration inputs looked like the held-out half: the cheapest threshold,
 walking down from fixed T, before the held-out disagreement rate first exceeds the rate that a
-calibration pool of this size can certify at ``eps``. The pick is a heuristic; the guarantee
-does not depend on it.
+calibration pool of this size can certify at ``eps``. Candidates tied on those steps are ranked
+by how finely their scores release inputs (:func:`cross_fitted_coarseness`), then by their order.
+The pick is a heuristic; the guarantee does not depend on it.
 """
 
 from __future__ import annotations
@@ -90,19 +91,40 @@ def _create(name: str, kwargs: dict, **settings) -> ThresholdPolicy:
     return cls(**settings, **kwargs)
 
 
+def _held_out_curves(name: str, learn: Trace, kwargs: dict | None):
+    """The exact curves of policy ``name`` fitted on one half of ``learn`` and scored on the other,
+    for both ways round."""
+    halves = split_learn_certify(learn)
+    for fit_part, held in (halves, halves[::-1]):
+        policy = _create(name, kwargs or {}, target="no_loss").fit(fit_part)
+        yield exact_curve(policy.scores(held), None, agreement_with_fixed_t(held))
+
+
 def cross_fitted_steps(name: str, learn: Trace, rate: float, kwargs: dict | None = None) -> float:
     """Mean steps the certified threshold of policy ``name`` would have, estimated on ``learn``
     alone: fit on one half, walk the other half's curve down from fixed T while its disagreement
     rate stays <= ``rate``; the average over both halves."""
-    halves = split_learn_certify(learn)
     steps = []
-    for fit_part, held in (halves, halves[::-1]):
-        policy = _create(name, kwargs or {}, target="no_loss").fit(fit_part)
-        curve = exact_curve(policy.scores(held), None, agreement_with_fixed_t(held))
+    for curve in _held_out_curves(name, learn, kwargs):
         within = (curve.n - curve.agree) <= rate * curve.n + 1e-9
         within[0] = True
         steps.append(float(curve.mean_steps[np.logical_and.accumulate(within)].min()))
     return float(np.mean(steps))
+
+
+def cross_fitted_coarseness(name: str, learn: Trace, kwargs: dict | None = None) -> float:
+    """The largest share of the held-out saving (fixed T down to the cheapest threshold) that a
+    single threshold of policy ``name`` releases at once, the larger of both halves: 1.0 for a
+    score that ties every input (all exit together or none does), near 1 / N for one that ranks
+    inputs one by one. The tie-break of the pick: when the learning inputs cannot tell candidates
+    apart by steps (on an easy task every candidate reaches step 1 without a disagreement there),
+    a coarse score is the one whose certificate falls back to fixed T as soon as one calibration
+    input among those it releases together disagrees."""
+    shares = []
+    for curve in _held_out_curves(name, learn, kwargs):
+        saving = curve.mean_steps[0] - curve.mean_steps.min()
+        shares.append(float(np.max(-np.diff(curve.mean_steps)) / saving) if saving > 0 else 1.0)
+    return max(shares)
 
 
 @dataclass
@@ -248,7 +270,12 @@ def certify_exit(learn: Trace, calibration: Trace, *, eps: float | None = None, 
         scores = {names[0]: None}
     else:
         scores = {name: cross_fitted_steps(name, learn, rate, kwargs.get(name)) for name in names}
-    best = min(names, key=lambda k: (scores[k] or 0.0, names.index(k)))  # ties: the earlier candidate
+    least_steps = min(scores[k] or 0.0 for k in names)
+    tied = [k for k in names if (scores[k] or 0.0) <= least_steps + 1e-9]
+    if len(tied) > 1:  # the finer score; then the earlier candidate
+        coarseness = {k: cross_fitted_coarseness(k, learn, kwargs.get(k)) for k in tied}
+        tied.sort(key=lambda k: (coarseness[k], names.index(k)))
+    best = tied[0]
     policy = _create(best, kwargs.get(best, {}), target="risk", eps=eps, delta=delta).fit(learn, calibration)
     return CertifiedExit(best, policy, float(eps), float(delta), n, learn.N, scores)
 
