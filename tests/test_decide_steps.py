@@ -76,3 +76,22 @@ def test_decide_steps_wants_a_chunk_of_outputs():
     policy = POLICIES.create("dynamic_confidence").fit(_trace())
     with pytest.raises(SnnexitError, match=r"\(k, N, C\)"):
         policy.decide_steps(torch.zeros(4, 6), 1, {"alpha": "T", "temperature": 1.0, "T": 12})
+
+
+def test_a_rule_of_ones_own_with_decide_only_runs_chunked_as_step_by_step():
+    from snnexit.runtime.chunked import ChunkedEngine
+    from snnexit.runtime.engine import EarlyExitEngine
+    from test_runtime import T, dyadic_inputs, dyadic_network
+
+    class GapRule:  # not an ExitPolicy: only decide
+        def decide(self, accumulated, t, meta, labels=None):
+            top2 = accumulated.topk(2, dim=-1).values
+            return (top2[:, 0] - top2[:, 1]) > 0.75 * t
+
+    snn, x = dyadic_network(), dyadic_inputs(40, 5)
+    step = EarlyExitEngine(snn, GapRule(), T).run(x)
+    assert len(step.exit_steps.unique()) >= 2  # not all at one step
+    for chunks in (4, "auto"):
+        got = ChunkedEngine(snn, GapRule(), T, chunks=chunks, threads=None,
+                            chunk_time=lambda k, m: 1.0 + 0.05 * k * m).run(x)
+        assert torch.equal(got.exit_steps, step.exit_steps) and torch.equal(got.outputs, step.outputs)

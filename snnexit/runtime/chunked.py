@@ -25,11 +25,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from snnexit.checks import check_integer
 from snnexit.errors import SnnexitError
+from snnexit.exit.base import ExitPolicy
 from snnexit.simulate.cost import Cost
 from snnexit.simulate.stepper import chunk_frames, chunk_lengths
 from snnexit.runtime.engine import EarlyExitEngine, ExitResult
@@ -285,7 +287,10 @@ class ChunkedEngine(EarlyExitEngine):
         if asked:
             rows = acc_steps[:asked]
             lab = None if labels is None else labels.index_select(0, active)
-            said = self.policy.decide_steps(rows if rows.dtype == torch.float32 else rows.float(), t0 + 1, meta, lab)
+            decide_steps = getattr(self.policy, "decide_steps", None)  # a policy of one's own may have decide only
+            if decide_steps is None:
+                decide_steps = partial(ExitPolicy.decide_steps, self.policy)
+            said = decide_steps(rows if rows.dtype == torch.float32 else rows.float(), t0 + 1, meta, lab)
             said = torch.as_tensor(said, dtype=torch.bool, device=acc_steps.device)
             if said.shape != (asked, m):
                 raise SnnexitError(f"{type(self.policy).__name__}.decide_steps returned shape {tuple(said.shape)}, "
