@@ -181,6 +181,8 @@ class ChunkedEngine(EarlyExitEngine):
             return self.threads
         if self.device.type != "cpu":
             return None  # the accelerator computes: CPU threads only launch its kernels
+        if self._most_threads <= 1:
+            return 1  # nothing to choose: no load reading needed
         usable = min(self._most_threads, int(self.load.free_cores() + 0.5))
         if usable <= 1:
             return 1

@@ -53,6 +53,8 @@ class LoadMeter:
         return None if busy is None else (time.perf_counter(), busy, _own_seconds())
 
     def other_busy(self) -> float:
+        if self._last is not None and time.perf_counter() - self._last[0] < self.min_interval_s:
+            return self._value  # too soon for a reading worth its noise (and its cost: a file read, a syscall)
         now = self._sample()
         if now is None:
             return 0.0
@@ -60,8 +62,6 @@ class LoadMeter:
             self._last = now
             time.sleep(self.probe_s)
             now = self._sample()
-        elif now[0] - self._last[0] < self.min_interval_s:
-            return self._value  # too soon for a reading worth its noise: the last one
         wall = now[0] - self._last[0]
         others = (now[1] - self._last[1]) - (now[2] - self._last[2])
         self._value = max(0.0, others / wall) if wall > 0 else 0.0
