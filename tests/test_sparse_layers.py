@@ -89,17 +89,6 @@ def test_grouped_or_dilated_convs_are_refused():
         conv_bag(torch.zeros(1, 2, 5, 5), nn.Conv2d(2, 2, 3, dilation=2))
 
 
-class Fixed(nn.Module):
-    """A layer whose output is a given tensor: the spikes of the hand-made network are known."""
-
-    def __init__(self, out: torch.Tensor):
-        super().__init__()
-        self.out = out
-
-    def forward(self, x):
-        return self.out[: x.shape[0]]
-
-
 def test_the_recorder_counts_densities_of_a_hand_made_network():
     """conv (reads the analog input) -> IF (theta 1, v(0) 0.5: fires when input >= 0.5) -> flatten -> linear."""
     conv = nn.Conv2d(1, 2, 1, bias=False)

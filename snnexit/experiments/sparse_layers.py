@@ -122,7 +122,7 @@ def conv_bag(x: torch.Tensor, conv: nn.Conv2d, table: torch.Tensor | None = None
     return _finish(y, conv, n, out_hw)
 
 
-# the formulations timed for each kind of layer: name -> (function, prepared weights)
+# the formulations timed for each kind of layer: name -> f(x, layer, weights laid out once)
 LINEAR_FORMULATIONS = {"sparse_csr": linear_csr, "sparse_bag": linear_bag}
 CONV_FORMULATIONS = {"sparse_scatter": conv_scatter, "sparse_bag": conv_bag}
 
