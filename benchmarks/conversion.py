@@ -162,7 +162,7 @@ def direct_row(seed: int, epochs: int, workdir: Path, cache: str | None) -> dict
     from snnexit.runs.evaluation import evaluate_policies
     from snnexit.simulate import Trace
 
-    out = workdir / f"event_mnist-{seed}-direct"
+    out = workdir / f"event_mnist-{seed}-direct-{epochs}"
     out.mkdir(parents=True, exist_ok=True)
     settings = CutoffSettings(dataset="event_mnist", epochs=epochs, seed=seed, cache_dir=cache)
     started = time.perf_counter()
@@ -197,9 +197,10 @@ def event_rows(seed: int, fixes: list[str], direct_epochs: int, workdir: Path, c
                                         "cache_dir": cache, **keys}, workdir / f"event_mnist-{seed}-{name}")
             show(f"event_mnist seed {seed} {name}", rows[name])
             save()
-    if direct_epochs > 0 and rows.get("direct", {}).get("direct_epochs") != direct_epochs:
-        rows["direct"] = direct_row(seed, direct_epochs, workdir, cache)
-        show(f"event_mnist seed {seed} direct ({direct_epochs} epochs)", rows["direct"])
+    name = f"direct-{direct_epochs}"  # one row per training budget
+    if direct_epochs > 0 and name not in rows:
+        rows[name] = direct_row(seed, direct_epochs, workdir, cache)
+        show(f"event_mnist seed {seed} direct ({direct_epochs} epochs)", rows[name])
         save()
     return rows
 
@@ -236,9 +237,19 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         if args.event:
             entry = result.setdefault("event_mnist", {"runs": {}})
-            entry["direct_epochs"] = args.direct_epochs
             for seed in args.event_seeds:
                 rows = entry["runs"].setdefault(str(seed), {})
+                if args.recertify:  # the conversion routes (a directly trained network has no run folder)
+                    for name, row in rows.items():
+                        route, _, fix = name.partition("+")
+                        folder = workdir / f"event_mnist-{seed}-{name}"
+                        if route in EVENT_ROUTES and folder.is_dir():
+                            row.update(recertified_row(row, {"dataset": "event_mnist", "seed": seed,
+                                                             "conversion_fix": fix, "cache_dir": args.cache_dir,
+                                                             **EVENT_ROUTES[route]}, folder))
+                            show(f"event_mnist seed {seed} {name} (certified again)", row)
+                    write_json(args.out, result)
+                    continue
                 event_rows(seed, fixes, args.direct_epochs, workdir, args.cache_dir, rows,
                            lambda: write_json(args.out, result))
         for dataset in [] if args.event else args.datasets:

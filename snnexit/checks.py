@@ -46,6 +46,12 @@ def check_device(device, what: str = "device") -> str:
     return device
 
 
+def check_flag(name: str, value) -> None:
+    """Refuse anything but True or False (a tensor, a string, None) for a yes/no setting."""
+    if not isinstance(value, bool):
+        raise SnnexitError(f"{name} must be true or false, got {value!r:.60}")
+
+
 def check_range(key: str, value, low, high, what: str = "") -> None:
     """``low <= value <= high`` for a number (ints and floats, never bools; floats finite), else a
     :class:`SnnexitError` naming ``key``: ``config key 'lr' must lie in (0, 10], got nan``."""

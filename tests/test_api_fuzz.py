@@ -16,7 +16,7 @@ import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conformance_kinds import C, inputs, network_kinds
@@ -107,6 +107,7 @@ def test_engines_run_or_refuse(T_, device, compact, chunks, hint, threads):
                                           torch.full((2, 1, 8, 8), math.inf), torch.zeros(2, 1, 8, 8).int()])),
        labels=st.one_of(st.none(), junk), T_=small_int, chunks=st.one_of(st.none(), junk),
        temporal=st.one_of(st.booleans(), junk))
+@example(x=torch.zeros(2, 1, 8, 8), labels=None, T_=3, chunks=None, temporal=torch.tensor([]))  # found by the fuzzer
 def test_record_trace_records_or_refuses(x, labels, T_, chunks, temporal):
     world = world_()
     survives(record_trace, world["snn"], [(x, labels)], T=T_, chunks=chunks, temporal=temporal)

@@ -143,3 +143,18 @@ def test_every_readme_command_runs(tmp_path, monkeypatch):
                 main(argv)
             continue
         assert main(argv + extra + ["--quiet"]) == 0, command
+
+
+def test_the_speed_tables_are_rendered_from_the_benchmark_jsons():
+    """The README's speed tables at the sizes users run are benchmarks/speed_tables.py's rendering
+    of the committed JSONs, cell for cell."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import speed_tables
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rendered = [speed_tables.bench_table(), speed_tables.race_table()]
+    with_rows = [table for table in rendered if table.count("\n") >= 2]
+    assert with_rows, "no bench_<workload>.json or speed_race_<workload>.json in benchmarks/results"
+    for table in with_rows:
+        assert table in README, f"README lacks the table {table.splitlines()[0][:60]}... as rendered from the JSONs"

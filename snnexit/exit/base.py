@@ -258,6 +258,17 @@ class ExitPolicy:
         trace (a runtime stops at T regardless). ``labels`` only for oracles."""
         raise NotImplementedError(f"{type(self).__name__} has no online decision rule")
 
+    def decide_steps(self, accumulated: torch.Tensor, t_first: int, meta: dict,
+                     labels: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`decide` after each of ``k`` consecutive steps ``t_first .. t_first + k - 1`` at once:
+        ``(k, N)`` bool from the accumulated outputs ``(k, N, C)`` after those steps. The same
+        decisions as ``k`` calls of :meth:`decide` (this default makes them); a policy whose score
+        does not change with the step overrides it with one call (a chunked runtime decides a
+        whole chunk of steps so)."""
+        return torch.stack([torch.as_tensor(self.decide(acc, t_first + j, meta, labels), dtype=torch.bool,
+                                            device=acc.device).reshape(acc.shape[0])
+                            for j, acc in enumerate(accumulated)])
+
     def check_output(self, meta: dict, classes: int | None = None) -> None:
         """Refuse a network or trace whose outputs this fitted policy cannot decide on (another
         number of classes, another stated output scaling); a policy that learned nothing takes any."""

@@ -61,6 +61,9 @@ class DynamicConfidence(ScaledOutputSettings, ThresholdPolicy):
     def score_step(self, accumulated, t, meta):
         return top_log_odds(self.scaled(accumulated, t, meta))
 
+    def score_depends_on_step(self, meta):
+        return self.scaling_for(meta).alpha == "t"  # else alpha is T or a constant: the same divisor every step
+
     def score_formula(self, meta):
         return f"z_top - logsumexp(z_rest) (the top class's log-odds) of {self.scaling_formula(meta)}"
 
@@ -156,6 +159,8 @@ class Entropy(DynamicConfidence):
 
     def score_step(self, accumulated, t, meta):
         return neg_log_normalised_entropy(self.scaled(accumulated, t, meta))
+
+    score_depends_on_step = DynamicConfidence.score_depends_on_step  # the same scaling
 
     def score_formula(self, meta):
         return f"-log(H(softmax(z)) / log C) of {self.scaling_formula(meta)}"

@@ -15,13 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from snnexit.checks import check_flag  # noqa: F401 (the policies' flags are checked with it)
 from snnexit.errors import SnnexitError
 from snnexit.simulate.scaling import OutputScaling, run_length
-
-
-def check_flag(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise SnnexitError(f"{name} must be true or false, got {value!r}")
 
 
 def alpha_at(t: int, meta: dict, rule=None) -> float:

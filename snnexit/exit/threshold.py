@@ -303,3 +303,25 @@ class ThresholdPolicy(ExitPolicy):
         check_is_fitted(self)
         self.check_output(meta, accumulated.shape[-1])
         return self.score_step(accumulated.double(), t, meta) > self.threshold_
+
+    def decide_steps(self, accumulated, t_first, meta, labels=None):
+        if accumulated.dim() != 3:
+            raise SnnexitError(f"decide_steps takes accumulated outputs (k, N, C), got shape {tuple(accumulated.shape)}")
+        check_is_fitted(self)
+        self.check_output(meta, accumulated.shape[-1])
+        if self.score_depends_on_step(meta):
+            return super().decide_steps(accumulated, t_first, meta, labels)
+        k, n, classes = accumulated.shape  # every row scored alike, whatever its step: one call
+        return (self.score_step(accumulated.reshape(k * n, classes).double(), t_first, meta) > self.threshold_).reshape(k, n)
+
+    def score_depends_on_step(self, meta: dict) -> bool:
+        """Does the score of an accumulated output depend on the step it was taken after (an
+        alpha of t, per-step tables or temperatures)? True unless the class that defines
+        ``score_step`` says otherwise: a subclass with a ``score_step`` of its own must say it
+        again, or it is taken to depend (:meth:`__init_subclass__`)."""
+        return True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "score_step" in cls.__dict__ and "score_depends_on_step" not in cls.__dict__:
+            cls.score_depends_on_step = ThresholdPolicy.score_depends_on_step

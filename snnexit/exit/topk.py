@@ -62,6 +62,9 @@ class TopK(ThresholdPolicy):
         gap = topk_gap(accumulated, self.k)
         return gap / self.scaling_for(meta).alpha_at(t, run_length(meta)) if self.use_alpha else gap
 
+    def score_depends_on_step(self, meta):
+        return self.use_alpha and self.scaling_for(meta).alpha == "t"
+
     def meta_keys(self):
         return ("alpha",) if self.use_alpha else ()
 

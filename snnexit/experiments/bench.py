@@ -12,7 +12,8 @@ slows all alike), beside the dense floor (the same layers as an ANN) on the same
 
 * **latency** at batch size 1: seconds per inference over ``--latency-inputs`` test inputs,
   also split into easy inputs (exit in the first half of the run) and hard ones, with the chunked
-  engine's plan from forecasts (``early_exit``) and without (``early_exit_static``);
+  engine's plan from forecasts (``early_exit``) and without (``early_exit_static``), and with the
+  policy asked once per step instead of once per chunk (``early_exit_per_step_calls``);
 * **throughput** at each batch size of ``--batch-sizes`` (default ``--batch-size``): inferences
   per second, with compaction and, for comparison, with masking only (finished inputs keep being
   simulated, as when a cutoff is applied after running all T steps);
@@ -168,7 +169,8 @@ def _log_case(log, device: str, threads, busy: bool, lat: dict, thr: list[dict])
     where = f"[{device}, {threads or torch.get_num_threads()} threads{', busy' if busy else ''}]"
     sec = lat["seconds_per_inference"]
     log(f"{where} batch 1: fixed T {1e3 * sec['fixed']:.2f} ms (step engine {1e3 * sec['fixed_step']:.2f}), early "
-        f"exit {1e3 * sec['early_exit']:.2f} ms (without forecasts {1e3 * sec['early_exit_static']:.2f}, step engine "
+        f"exit {1e3 * sec['early_exit']:.2f} ms (without forecasts {1e3 * sec['early_exit_static']:.2f}, one policy "
+        f"call per step {1e3 * sec['early_exit_per_step_calls']:.2f}, step engine "
         f"{1e3 * sec['early_exit_step']:.2f}); wall saving {100 * lat['wall_saving_early_exit']:.1f}% for a step saving "
         f"of {100 * lat['step_saving']:.1f}%")
     for t in thr:
@@ -190,7 +192,8 @@ def time_case(args: BenchSettings, T: int, snn, policy, val, hint, data, offline
     with competing_process(busy), num_threads(threads):
         names = ["fixed", "early_exit", "fixed_step", "early_exit_step"]
         x_lat = data.test.x[:n_lat]
-        lat = time_latency(make_engines(snn, policy, T, device, hint, names + ["early_exit_static"], val, threads),
+        lat = time_latency(make_engines(snn, policy, T, device, hint,
+                                        names + ["early_exit_static", "early_exit_per_step_calls"], val, threads),
                            x_lat, T, device, repeats, args.energy, temporal, floors)
         lat["agrees_with_offline"] = int((torch.tensor(lat["exit_steps"]) == offline_steps[:len(x_lat)]).sum())
         names = names + (["early_exit_masked"] if not busy else [])

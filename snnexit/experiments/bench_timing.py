@@ -17,6 +17,7 @@ import time
 import torch
 
 from snnexit.exit import FixedT
+from snnexit.exit.base import ExitPolicy, deployable_policy
 from snnexit.experiments.floor import DenseFloor
 from snnexit.runtime.chunked import ChunkedEngine
 from snnexit.runtime.engine import EarlyExitEngine
@@ -55,11 +56,27 @@ def make_engines(snn, policy, T: int, device: str, hint: torch.Tensor, names: li
         "fixed": lambda: chunked(FixedT(), exit_steps=torch.full((1,), T)),
         "early_exit": lambda: chunked(policy, exit_steps=hint, trace=val),
         "early_exit_static": lambda: chunked(policy, exit_steps=hint, forecast=False),  # no forecasts: what they bring
+        # one policy call per step instead of one per chunk: what deciding a chunk at once brings
+        "early_exit_per_step_calls": lambda: chunked(PerStepCalls(deployable_policy(policy)), exit_steps=hint, trace=val),
         "fixed_step": lambda: EarlyExitEngine(snn, FixedT(), T, device),
         "early_exit_step": lambda: EarlyExitEngine(snn, policy, T, device),
         "early_exit_masked": lambda: EarlyExitEngine(snn, policy, T, device, compact=False),
     }
     return {name: makers[name]() for name in names}
+
+
+class PerStepCalls:
+    """``policy`` asked one step per call (``ExitPolicy``'s own ``decide_steps``) even where its
+    score could decide a whole chunk in one: the same decisions, timed beside the real thing."""
+
+    def __init__(self, policy):
+        self._policy = policy
+
+    def __getattr__(self, name):
+        return getattr(self._policy, name)
+
+    def decide_steps(self, accumulated, t_first, meta, labels=None):
+        return ExitPolicy.decide_steps(self, accumulated, t_first, meta, labels)
 
 
 class FloorRunner:

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def _machine(row: dict, key: str) -> str:
+    """'busy' (our competing process), 'loaded (x cores)' (other processes measured busy), or 'quiet'."""
+    if key.startswith("busy"):
+        return "busy"
+    others = row.get("other_processes_busy_cores")
+    return f"loaded ({others:.1f} cores)" if others is not None and others >= 0.5 else "quiet"
+
+
 def _line(row: dict, key: str, r: dict) -> str:
     sec = r["seconds_per_inference"]
     ratio = r["wall_over_step_saving_early_exit"]
@@ -12,7 +20,7 @@ def _line(row: dict, key: str, r: dict) -> str:
     step = f"{sec['early_exit_step']:.5f}" if "early_exit_step" in sec else "-"
     floor = f"{sec['floor_chunked']:.5f}" if "floor_chunked" in sec else "-"
     return (f"| {row['setting']} | {row['device']} | {row.get('threads', '-')} | "
-            f"{'busy' if key.startswith('busy') else 'quiet'} | {r.get('batch_size', 1)} | {sec['fixed']:.5f} | "
+            f"{_machine(row, key)} | {r.get('batch_size', 1)} | {sec['fixed']:.5f} | "
             f"{sec['early_exit']:.5f} | {100 * r['step_saving']:.1f}% | {100 * r['wall_saving_early_exit']:.1f}% | "
             f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {step} | {floor} | {r['mean_steps_computed']:.2f} | "
             f"{e_text} |")
@@ -34,4 +42,4 @@ def table2(rows: list[dict]) -> str:
                                "engine; 'DC, step engine': the step-by-step runtime on the same inputs; 'Dense floor': "
                                "the same layers run as an ANN for T steps (chunked passes); 'Steps computed': mean "
                                "steps the chunked engine ran (a chunk may pass an exit); 'busy': a competing process "
-                               "spins on one core.")
+                               "spins on one core; 'loaded': other processes kept that many cores busy.")

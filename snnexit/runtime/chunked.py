@@ -25,11 +25,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from snnexit.checks import check_integer
 from snnexit.errors import SnnexitError
+from snnexit.exit.base import ExitPolicy
 from snnexit.simulate.cost import Cost
 from snnexit.simulate.stepper import chunk_frames, chunk_lengths
 from snnexit.runtime.engine import EarlyExitEngine, ExitResult
@@ -63,6 +65,20 @@ def exit_step_hint(exit_steps, T: int) -> torch.Tensor:
     if int(steps.min()) < 1 or int(steps.max()) > T:
         raise SnnexitError(f"exit_steps must lie in 1..{T}, got values in {int(steps.min())}..{int(steps.max())}")
     return steps
+
+
+def _running_sums(carried: torch.Tensor | None, steps: torch.Tensor) -> torch.Tensor:
+    """``(k, ...)``: ``carried + steps[0]``, ``+ steps[1]``, ... added one step at a time, so every
+    sum rounds exactly as a step-by-step run's (``cumsum`` may accumulate in another precision)."""
+    sums = torch.empty_like(steps)
+    previous = carried
+    for j in range(steps.shape[0]):
+        if previous is None:
+            sums[j].copy_(steps[j])
+        else:
+            torch.add(previous, steps[j], out=sums[j])
+        previous = sums[j]
+    return sums
 
 
 class ChunkedEngine(EarlyExitEngine):
@@ -261,6 +277,27 @@ class ChunkedEngine(EarlyExitEngine):
             self.seen.append(result.exit_steps)
         return result
 
+    def _decisions(self, acc_steps: torch.Tensor, t0: int, labels, active: torch.Tensor, meta: dict) -> torch.Tensor:
+        """``(k, m)`` bool: may each running input stop after each step ``t0 + 1 .. t0 + k`` of the
+        chunk? The policy's decisions for the whole chunk in one call (``decide_steps``); after
+        step T every input stops."""
+        k, m = acc_steps.shape[:2]
+        asked = k if t0 + k < self.T else k - 1  # after step T nothing is asked
+        stop = torch.ones(k, m, dtype=torch.bool, device=acc_steps.device)
+        if asked:
+            rows = acc_steps[:asked]
+            lab = None if labels is None else labels.index_select(0, active)
+            decide_steps = getattr(self.policy, "decide_steps", None)  # a policy of one's own may have decide only
+            if decide_steps is None:
+                decide_steps = partial(ExitPolicy.decide_steps, self.policy)
+            said = decide_steps(rows if rows.dtype == torch.float32 else rows.float(), t0 + 1, meta, lab)
+            said = torch.as_tensor(said, dtype=torch.bool, device=acc_steps.device)
+            if said.shape != (asked, m):
+                raise SnnexitError(f"{type(self.policy).__name__}.decide_steps returned shape {tuple(said.shape)}, "
+                                   f"expected {(asked, m)}")
+            stop[:asked] = said
+        return stop
+
     def _run(self, x, labels, temporal: bool, plan) -> ChunkedResult:
         n, T, snn, policy = x.shape[0], self.T, self.snn, self.policy
         if labels is not None:
@@ -282,47 +319,35 @@ class ChunkedEngine(EarlyExitEngine):
             k = min(plan.next(t0, acc, active), T - t0)
             y = snn.step_chunk(self._frames(current, t0, k, temporal))  # (k, m, C)
             counts = snn.chunk_spike_counts().to(torch.float64) if self.count_spikes else None  # (k, m, L)
-            running = None  # positions (in the chunk's batch) still undecided; None: all of them
-            for j in range(k):
-                t = t0 + j + 1
-                acc = y[0].clone() if acc is None else acc.add_(y[j])
-                if counts is not None:
-                    spk = counts[0].clone() if spk is None else spk.add_(counts[j])
-                rows = acc if running is None else acc.index_select(0, running)
-                if t >= T:
-                    stop = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
-                else:
-                    lab = None if labels is None else labels.index_select(
-                        0, active if running is None else active.index_select(0, running))
-                    stop = policy.decide(rows if rows.dtype == torch.float32 else rows.float(), t, meta, lab)
-                    stop = torch.as_tensor(stop, dtype=torch.bool, device=rows.device)
-                    if stop.shape != (rows.shape[0],):
-                        raise SnnexitError(f"{type(policy).__name__}.decide returned shape {tuple(stop.shape)}, "
-                                           f"expected ({rows.shape[0]},)")
-                if bool(stop.any()):
-                    where = stop.nonzero().flatten()
-                    pos = where if running is None else running.index_select(0, where)  # in the chunk's batch
-                    idx = active.index_select(0, pos).cpu()
-                    o = rows.index_select(0, where).float().cpu()
-                    if out is None:
-                        out = torch.zeros(n, o.shape[1])
-                    out[idx] = o
-                    pred[idx] = o.argmax(-1)
-                    exit_steps[idx] = t
-                    computed[idx] = t0 + k
-                    plan.exited(idx, t)
-                    if spk is not None:
-                        if spikes is None:
-                            spikes = torch.zeros(n, spk.shape[1], dtype=torch.float64)
-                        spikes[idx] = spk.index_select(0, pos).cpu()
-                    keep = (~stop).nonzero().flatten()
-                    running = keep if running is None else running.index_select(0, keep)
-                    if running.numel() == 0:
-                        break
+            acc_steps = _running_sums(acc, y)  # (k, m, C): the accumulated output after each step of the chunk
+            spk_steps = None if counts is None else _running_sums(spk, counts)
+            stop = self._decisions(acc_steps, t0, labels, active, meta)  # (k, m)
+            exits = stop.any(0)
+            if bool(exits.any()):
+                pos = exits.nonzero().flatten()  # in the chunk's batch
+                first = stop.int().argmax(0).index_select(0, pos)  # the step in the chunk each one stops after
+                idx = active.index_select(0, pos).cpu()
+                o = acc_steps[first, pos].float().cpu()
+                if out is None:
+                    out = torch.zeros(n, o.shape[1])
+                out[idx] = o
+                pred[idx] = o.argmax(-1)
+                steps = (first + t0 + 1).cpu()
+                exit_steps[idx] = steps
+                computed[idx] = t0 + k
+                for t in steps.unique().tolist():  # in step order, as they were decided
+                    plan.exited(idx[steps == t], t)
+                if spk_steps is not None:
+                    if spikes is None:
+                        spikes = torch.zeros(n, spk_steps.shape[2], dtype=torch.float64)
+                    spikes[idx] = spk_steps[first, pos].cpu()
+            acc = acc_steps[-1]
+            spk = None if spk_steps is None else spk_steps[-1]
             t0 += k
-            if running is not None and running.numel() == 0:
+            running = (~exits).nonzero().flatten()
+            if running.numel() == 0:
                 break
-            if running is not None:  # compact: drop the finished inputs before the next chunk
+            if running.numel() < exits.numel():  # compact: drop the finished inputs before the next chunk
                 snn.select(running)
                 acc = acc.index_select(0, running)
                 if spk is not None:

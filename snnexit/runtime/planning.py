@@ -239,9 +239,10 @@ class ExitForecaster:
     """Forecasts where each running input will exit, and the chunk that costs least given them.
 
     ``forecast(acc, s, meta)``: for the accumulated outputs ``acc`` ``(m, C)`` after ``s`` steps, the first
-    step ``t`` in ``s + 1 .. T`` at which the policy would stop on ``acc * t / s`` (T if none): a
-    binary search for one input (the score of an extrapolated output rises with t for the
-    thresholded policies), a scan over t for several.
+    step ``t`` in ``s + 1 .. T`` at which the policy would stop on ``acc * t / s`` (T if none): one
+    policy call for every later step where the score does not depend on the step, else a binary
+    search for one input (the score of an extrapolated output rises with t for the thresholded
+    policies) and a scan over t for several.
     """
 
     def __init__(self, policy, T: int):
@@ -257,10 +258,22 @@ class ExitForecaster:
         stop = self.policy.decide(guess if guess.dtype == torch.float32 else guess.float(), t, meta)
         return torch.as_tensor(stop, dtype=torch.bool).flatten().cpu()
 
+    def _one_call(self, meta: dict) -> bool:
+        """Can the policy score every later step's extrapolation in one call (its score does not
+        depend on the step)?"""
+        depends = getattr(self.policy, "score_depends_on_step", None)
+        return callable(depends) and not depends(meta)
+
     @torch.no_grad()
     def forecast(self, acc: torch.Tensor, s: int, meta: dict) -> torch.Tensor:
         """``(m,)`` forecast exit steps; ``meta``: the run's (the trace's, or the engine's after a step)."""
         m, T = acc.shape[0], self.T
+        if s + 1 < T and self._one_call(meta):  # every t in s + 1 .. T - 1 at once
+            rows = acc if acc.dtype == torch.float32 else acc.float()
+            factors = torch.tensor([t / s for t in range(s + 1, T)], dtype=rows.dtype, device=rows.device)
+            stop = self.policy.decide_steps(rows.unsqueeze(0) * factors.view(-1, 1, 1), s + 1, meta).cpu()
+            first = stop.int().argmax(0) + s + 1
+            return torch.where(stop.any(0), first, torch.full_like(first, T)).long()
         if m == 1:
             lo, hi = s + 1, T
             while lo < hi:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from snnexit.checks import check_flag
 from snnexit.errors import SnnexitError
 
 _TRANSPARENT = (nn.Identity, nn.Dropout)  # leaves that leave the input's shape alone
@@ -135,6 +136,7 @@ def check_inputs(snn, x, *, temporal: bool = False, T: int | None = None, what: 
     wrong (module doc). ``temporal``: ``(N, T', ...)`` with ``T' >= T`` (when T is given).
     ``probe``: also run one step on the first input (:func:`probe_step`; it resets the network),
     which catches the shapes the first layer alone does not tell (a height or width)."""
+    check_flag("temporal", temporal)
     if isinstance(x, np.ndarray):
         if x.dtype.kind != "f":
             raise SnnexitError(f"{what} must hold floating-point values (e.g. float32), got a numpy {x.dtype} array")

@@ -1,0 +1,109 @@
+"""The README's speed tables, rendered from the benchmark JSONs (so the README quotes them exactly).
+
+* early exit at the sizes users run, from ``benchmarks/results/bench_<workload>.json``
+  (``snnexit bench --workload W ...``): per workload, thread count and batch size, fixed T's time
+  per input with the chunked engine and its ratio to the dense floor, the step saving of the exit,
+  the wall-clock saving and their ratio (the target: >= 0.9), at batch 1 also the ratio with the
+  policy asked once per step, and early exit over fixed T on easy and on hard inputs;
+* the speed race, from ``benchmarks/results/speed_race_<workload>.json``
+  (``benchmarks/speed_race.py --workload W ...``): each snnexit engine against SpikingJelly's
+  best mode and against the dense floor.
+
+``tests/test_readme.py`` checks that the README holds these tables as rendered from the
+committed JSONs. Usage: python benchmarks/speed_tables.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WORKLOADS = ("default", "event_cnn", "resnet20", "vgg16")  # the order of the rows
+
+
+def _ms(seconds: float) -> str:
+    ms = 1e3 * seconds
+    return f"{ms:.3g} ms" if ms < 1000 else f"{seconds:.3g} s"
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _load(pattern: str) -> list[dict]:
+    found = []
+    for name in WORKLOADS:
+        path = RESULTS / pattern.format(name)
+        if path.is_file():
+            found.append(json.loads(path.read_text()))
+    return found
+
+
+def _difficulty(lat: dict) -> str:
+    parts = []
+    for group in ("easy", "hard"):
+        g = lat.get("by_difficulty", {}).get(group)
+        if g and g.get("early_exit_over_fixed") is not None:
+            parts.append(f"{g['early_exit_over_fixed']:.2f} ({g['inputs']})")
+        else:
+            parts.append("-")
+    return " / ".join(parts)
+
+
+def bench_table() -> str:
+    """Early exit against fixed T per workload, thread count and batch size."""
+    lines = ["| workload | threads | batch | fixed T per input (chunked) | over dense floor | step saving | wall saving "
+             "| wall / step | wall / step, one policy call per step | early exit / fixed T: easy (inputs) / hard |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for result in _load("bench_{}.json"):
+        name = result["workload"]["name"]
+        for row in result["rows"]:
+            if row.get("device", "cpu") != "cpu":
+                continue
+            cells = [("1", row["latency"])] + [(str(t["batch_size"]), t) for t in row.get("throughputs", [])]
+            for batch, r in cells:
+                sec = r["seconds_per_inference"]
+                floor = r.get("over_floor", {}).get("fixed")
+                per_step = r.get("wall_over_step_saving_early_exit_per_step_calls")
+                lines.append(
+                    f"| {name} | {row['threads']} | {batch} | {_ms(sec['fixed'])} | {_ratio(floor)} | "
+                    f"{100 * r['step_saving']:.1f}% | {100 * r['wall_saving_early_exit']:.1f}% | "
+                    f"{_ratio(r['wall_over_step_saving_early_exit'])} | {_ratio(per_step)} | "
+                    f"{_difficulty(r) if batch == '1' else '-'} |")
+    return "\n".join(lines)
+
+
+def race_table() -> str:
+    """snnexit's engines against SpikingJelly's best mode and the dense floor, per workload."""
+    lines = ["| workload | threads | batch | chunked engine (plan) | vs SpikingJelly's best mode | step engine vs its best "
+             "| chunked / dense floor | step / dense floor | spikes and answers identical |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for result in _load("speed_race_{}.json"):
+        name = result["workload"]["name"]
+        for r in result["results"]:
+            med = r["median_seconds"]
+            sj = [med[k] for k in ("sj_single", "sj_multi") if k in med]
+            best = min(sj) if sj else None
+            ok = all(c["spikes_identical"] and c["predictions_identical"] for c in r["identical"].values())
+            over = r.get("over_best_floor", {})
+            plan = r["chunk_plan"]
+            plan_text = f"{len(plan)} x {plan[0]}" if len(set(plan)) == 1 else "+".join(map(str, plan))
+            lines.append(
+                f"| {name} | {r['torch_threads']} | {r['batch_size']} | {_ms(med['snnexit_chunked'])} ({plan_text}) | "
+                f"{_ratio(None if best is None else best / med['snnexit_chunked'])}x | "
+                f"{_ratio(None if best is None else best / med['snnexit'])}x | "
+                f"{_ratio(over.get('snnexit_chunked'))} | {_ratio(over.get('snnexit'))} | {'yes' if ok else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    print(bench_table())
+    print()
+    print(race_table())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
