@@ -28,6 +28,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch.ao.nn.quantized import dynamic as quantized_dynamic
 
 from snnexit.experiments.layer_inputs import LayerInputs
 from snnexit.experiments.precision import bf16_supported, fp16_supported, int8_dynamic_linear
@@ -45,13 +46,11 @@ def _dtype_layer(layer: nn.Module, dtype: torch.dtype, channels_last: bool) -> n
 
 
 def int8_dynamic_conv(conv: nn.Conv2d) -> nn.Module:
-    from torch.ao.nn.quantized import dynamic
-
     conv = copy.deepcopy(conv).float().to(memory_format=torch.contiguous_format)
     conv.qconfig = torch.ao.quantization.default_dynamic_qconfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return dynamic.Conv2d.from_float(conv)
+        return quantized_dynamic.Conv2d.from_float(conv)
 
 
 def integer_unit(samples: list[torch.Tensor]) -> float | None:

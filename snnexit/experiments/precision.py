@@ -22,6 +22,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch.ao.nn.quantized import dynamic as quantized_dynamic
 
 from snnexit.simulate.network import SpikingNetwork
 
@@ -65,13 +66,11 @@ def bf16_supported() -> bool:
 
 def int8_dynamic_linear(layer: nn.Linear) -> nn.Module:
     """torch.ao's dynamically quantized Linear (int8 weights, per-call input quantization) of ``layer``."""
-    from torch.ao.nn.quantized import dynamic
-
     layer = copy.deepcopy(layer).float()
     layer.qconfig = torch.ao.quantization.default_dynamic_qconfig
     with warnings.catch_warnings():  # torch.ao's deprecation notice: the kernel itself is what is measured
         warnings.simplefilter("ignore")
-        return dynamic.Linear.from_float(layer)
+        return quantized_dynamic.Linear.from_float(layer)
 
 
 def precision_network(snn: SpikingNetwork, precision: str) -> SpikingNetwork:
