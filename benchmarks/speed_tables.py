@@ -3,8 +3,9 @@
 * early exit at the sizes users run, from ``benchmarks/results/bench_<workload>.json``
   (``snnexit bench --workload W ...``): per workload, thread count and batch size, fixed T's time
   per input with the chunked engine and its ratio to the dense floor, the step saving of the exit,
-  the wall-clock saving and their ratio (the target: >= 0.9), at batch 1 also the ratio with the
-  policy asked once per step, and early exit over fixed T on easy and on hard inputs;
+  the wall-clock saving and their ratio (the target: >= 0.9); for the latency run (inputs one at a
+  time, ``--latency-inputs``) also the ratio with the policy asked once per step, and early exit
+  over fixed T on easy and on hard inputs; batch 1 of the throughput run is timed over more inputs;
 * the speed race, from ``benchmarks/results/speed_race_<workload>.json``
   (``benchmarks/speed_race.py --workload W ...``): each snnexit engine against SpikingJelly's
   best mode and against the dense floor.
@@ -63,7 +64,7 @@ def bench_table() -> str:
         for row in result["rows"]:
             if row.get("device", "cpu") != "cpu":
                 continue
-            cells = [("1", row["latency"])] + [(str(t["batch_size"]), t) for t in row.get("throughputs", [])]
+            cells = [("1 (latency)", row["latency"])] + [(str(t["batch_size"]), t) for t in row.get("throughputs", [])]
             for batch, r in cells:
                 sec = r["seconds_per_inference"]
                 floor = r.get("over_floor", {}).get("fixed")
@@ -72,7 +73,7 @@ def bench_table() -> str:
                     f"| {name} | {row['threads']} | {batch} | {_ms(sec['fixed'])} | {_ratio(floor)} | "
                     f"{100 * r['step_saving']:.1f}% | {100 * r['wall_saving_early_exit']:.1f}% | "
                     f"{_ratio(r['wall_over_step_saving_early_exit'])} | {_ratio(per_step)} | "
-                    f"{_difficulty(r) if batch == '1' else '-'} |")
+                    f"{_difficulty(r) if r is row['latency'] else '-'} |")
     return "\n".join(lines)
 
 
@@ -90,9 +91,10 @@ def race_table() -> str:
             ok = all(c["spikes_identical"] and c["predictions_identical"] for c in r["identical"].values())
             over = r.get("over_best_floor", {})
             plan = r["chunk_plan"]
-            plan_text = f"{len(plan)} x {plan[0]}" if len(set(plan)) == 1 else "+".join(map(str, plan))
+            plan_text = (f"{len(plan)} chunk{'s' if len(plan) > 1 else ''} of {plan[0]}" if len(set(plan)) == 1
+                         else "chunks " + "+".join(map(str, plan)))
             lines.append(
-                f"| {name} | {r['torch_threads']} | {r['batch_size']} | {_ms(med['snnexit_chunked'])} ({plan_text}) | "
+                f"| {name} | {r.get('threads', r.get('torch_threads'))} | {r['batch_size']} | {_ms(med['snnexit_chunked'])} ({plan_text}) | "
                 f"{_ratio(None if best is None else best / med['snnexit_chunked'])}x | "
                 f"{_ratio(None if best is None else best / med['snnexit'])}x | "
                 f"{_ratio(over.get('snnexit_chunked'))} | {_ratio(over.get('snnexit'))} | {'yes' if ok else 'NO'} |")
