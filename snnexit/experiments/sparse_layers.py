@@ -97,13 +97,20 @@ def _active(x: torch.Tensor):
     return b, c, h, w, x[b, c, h, w]
 
 
-def conv_scatter(x: torch.Tensor, conv: nn.Conv2d, table: torch.Tensor | None = None) -> torch.Tensor:
-    """``conv(x)``: each active input adds its value times its weight column to every output it reaches."""
+def _conv_pairs(x: torch.Tensor, conv: nn.Conv2d, table: torch.Tensor | None):
+    """What both spike-driven convolutions start from: the weight table, batch size and output size,
+    and every (active input, output it reaches) pair: its value, output row, weight row, source."""
     check_conv(conv)
     table = weight_table(conv) if table is None else table
     n, out_hw = x.shape[0], _out_size(conv, x.shape[2], x.shape[3])
     b, c, h, w, values = _active(x)
     out_rows, table_rows, source = _reach(conv, b, c, h, w, out_hw)
+    return table, n, out_hw, values, out_rows, table_rows, source
+
+
+def conv_scatter(x: torch.Tensor, conv: nn.Conv2d, table: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv(x)``: each active input adds its value times its weight column to every output it reaches."""
+    table, n, out_hw, values, out_rows, table_rows, source = _conv_pairs(x, conv, table)
     y = torch.zeros(n * out_hw[0] * out_hw[1], conv.out_channels, dtype=x.dtype, device=x.device)
     y.index_add_(0, out_rows, table.index_select(0, table_rows) * values[source].unsqueeze(1))
     return _finish(y, conv, n, out_hw)
@@ -111,11 +118,7 @@ def conv_scatter(x: torch.Tensor, conv: nn.Conv2d, table: torch.Tensor | None = 
 
 def conv_bag(x: torch.Tensor, conv: nn.Conv2d, table: torch.Tensor | None = None) -> torch.Tensor:
     """``conv(x)``: each output position sums the weight rows of the active inputs it sees (``embedding_bag``)."""
-    check_conv(conv)
-    table = weight_table(conv) if table is None else table
-    n, out_hw = x.shape[0], _out_size(conv, x.shape[2], x.shape[3])
-    b, c, h, w, values = _active(x)
-    out_rows, table_rows, source = _reach(conv, b, c, h, w, out_hw)
+    table, n, out_hw, values, out_rows, table_rows, source = _conv_pairs(x, conv, table)
     out_rows, order = torch.sort(out_rows, stable=True)
     y = F.embedding_bag(table_rows[order], table, _offsets(out_rows, n * out_hw[0] * out_hw[1]), mode="sum",
                         per_sample_weights=values[source[order]], include_last_offset=True)
