@@ -30,6 +30,7 @@ from snnexit.quant import LSQ, QCFS, QUANTIZERS
 from snnexit.runtime import ChunkedEngine, EarlyExitEngine
 from snnexit.simulate import SpikingNetwork, record_trace, simulate_batch
 from snnexit.simulate.trace import Trace
+from snnexit.simulate.inputs import all_finite
 
 AEDAT2_HEADER = b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n# Timestamps tick is 1 us\r\n"
 AEDAT31_HEADER = b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n"
@@ -549,3 +550,16 @@ def test_fitting_an_unlabelled_trace_needs_a_target_that_needs_no_labels(name):
     else:
         risky.fit(unlabelled)
     assert risky.certification_size_ == 40 or risky.learns_score
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_the_one_pass_finite_check_finds_a_bad_value_anywhere(dtype):
+    """``all_finite`` reads only the least and greatest value; checked against the mask at every
+    position of a tensor whose length leaves a remainder for any vector width."""
+    x = torch.rand(3, 5, 37, dtype=dtype) * 2 - 1
+    assert all_finite(x) and all_finite(x[:, :0])
+    for bad in (math.nan, math.inf, -math.inf):
+        for i in range(x.numel()):
+            y = x.clone().view(-1)
+            y[i] = bad
+            assert not all_finite(y.view_as(x)) and not bool(torch.isfinite(y).all())
