@@ -81,6 +81,13 @@ def _running_sums(carried: torch.Tensor | None, steps: torch.Tensor) -> torch.Te
     return sums
 
 
+def _count_sums(carried: torch.Tensor | None, counts: torch.Tensor) -> torch.Tensor:
+    """``(k, m, L)`` spikes so far after each step of a chunk: whole numbers in float64 (exact below
+    2**53), so one ``cumsum`` gives the sums a step-by-step run reaches, at a fraction of the cost."""
+    sums = counts.cumsum(0)
+    return sums if carried is None else sums.add_(carried)
+
+
 class ChunkedEngine(EarlyExitEngine):
     """Early exit in chunks of time steps, with the step engine's decisions.
 
@@ -300,6 +307,17 @@ class ChunkedEngine(EarlyExitEngine):
             stop[:asked] = said
         return stop
 
+    def _chunk(self, frames: torch.Tensor, acc, spk, t0: int, labels, active: torch.Tensor, meta: dict):
+        """One chunk of a run, all that its length costs (the plans time exactly this): the
+        network's ``k`` steps on ``frames`` ``(k, m, ...)``, the accumulated outputs ``(k, m, C)`` and
+        spikes ``(k, m, L)`` (None without counting) after each step, and the policy's decisions
+        ``(k, m)``; ``acc``, ``spk``: the sums before the chunk (None at the start)."""
+        y = self.snn.step_chunk(frames)  # (k, m, C)
+        counts = self.snn.chunk_spike_counts().to(torch.float64) if self.count_spikes else None
+        acc_steps = _running_sums(acc, y)
+        spk_steps = None if counts is None else _count_sums(spk, counts)
+        return acc_steps, spk_steps, self._decisions(acc_steps, t0, labels, active, meta)
+
     def _run(self, x, labels, temporal: bool, plan) -> ChunkedResult:
         n, T, snn, policy = x.shape[0], self.T, self.snn, self.policy
         if labels is not None:
@@ -319,11 +337,8 @@ class ChunkedEngine(EarlyExitEngine):
         t0 = 0
         while t0 < T:
             k = min(plan.next(t0, acc, active), T - t0)
-            y = snn.step_chunk(self._frames(current, t0, k, temporal))  # (k, m, C)
-            counts = snn.chunk_spike_counts().to(torch.float64) if self.count_spikes else None  # (k, m, L)
-            acc_steps = _running_sums(acc, y)  # (k, m, C): the accumulated output after each step of the chunk
-            spk_steps = None if counts is None else _running_sums(spk, counts)
-            stop = self._decisions(acc_steps, t0, labels, active, meta)  # (k, m)
+            acc_steps, spk_steps, stop = self._chunk(self._frames(current, t0, k, temporal), acc, spk, t0, labels,
+                                                     active, meta)
             exits = stop.any(0)
             if bool(exits.any()):
                 pos = exits.nonzero().flatten()  # in the chunk's batch

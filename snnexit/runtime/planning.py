@@ -159,12 +159,22 @@ class ChunkPlanner:
                     self.engine.snn.reset()
                     self.engine._sync()
                     started = clock()
-                    self.engine.snn.step_chunk(frames)
+                    self._chunk(frames, m)
                     self.engine._sync()
                     runs.append(clock() - started)
                 table[k] = min(runs[1:])
             self.engine.snn.reset()
             self.times[key] = table
+
+    def _chunk(self, frames: torch.Tensor, m: int) -> None:
+        """A chunk as a run computes it: the network's steps, the running sums and, where the
+        policy decides without labels, its decisions (at batch 1 these cost as much as a step)."""
+        engine = self.engine
+        if getattr(engine.policy, "uses_labels_at_test", False):
+            engine.snn.step_chunk(frames)
+            return
+        engine._chunk(frames, None, None, 0, None, torch.arange(m, device=frames.device),
+                      engine.meta_after_first_step())
 
     def chunk_time(self, threads: int, n: int):
         lo, hi = self.times[(threads, 1)], self.times[(threads, n)]
