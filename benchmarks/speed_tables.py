@@ -4,7 +4,8 @@
   (``snnexit bench --workload W ...``): per workload, thread count and batch size, fixed T's time
   per input with the chunked engine and its ratio to the dense floor, the step saving of the exit,
   the wall-clock saving and their ratio (the target: >= 0.9); for the latency run (inputs one at a
-  time, ``--latency-inputs``) also the ratio with the policy asked once per step, and early exit
+  time, ``--latency-inputs``) also the ratio with the policy asked once per step and with each
+  input's exit known in advance (one chunk to it: the bound of any chunk plan), and early exit
   over fixed T on easy and on hard inputs; batch 1 of the throughput run is timed over more inputs;
 * the speed race, from ``benchmarks/results/speed_race_<workload>.json``
   (``benchmarks/speed_race.py --workload W ...``): each snnexit engine against SpikingJelly's
@@ -57,8 +58,9 @@ def _difficulty(lat: dict) -> str:
 def bench_table() -> str:
     """Early exit against fixed T per workload, thread count and batch size."""
     lines = ["| workload | threads | batch | fixed T per input (chunked) | over dense floor | step saving | wall saving "
-             "| wall / step | wall / step, one policy call per step | early exit / fixed T: easy (inputs) / hard |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| wall / step | wall / step, one policy call per step | wall / step, exits known in advance "
+             "| early exit / fixed T: easy (inputs) / hard |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in _load("bench_{}.json"):
         name = result["workload"]["name"]
         for row in result["rows"]:
@@ -69,10 +71,11 @@ def bench_table() -> str:
                 sec = r["seconds_per_inference"]
                 floor = r.get("over_floor", {}).get("fixed")
                 per_step = r.get("wall_over_step_saving_early_exit_per_step_calls")
+                known = r.get("wall_over_step_saving_early_exit_known_exits")
                 lines.append(
                     f"| {name} | {row['threads']} | {batch} | {_ms(sec['fixed'])} | {_ratio(floor)} | "
                     f"{100 * r['step_saving']:.1f}% | {100 * r['wall_saving_early_exit']:.1f}% | "
-                    f"{_ratio(r['wall_over_step_saving_early_exit'])} | {_ratio(per_step)} | "
+                    f"{_ratio(r['wall_over_step_saving_early_exit'])} | {_ratio(per_step)} | {_ratio(known)} | "
                     f"{_difficulty(r) if r is row['latency'] else '-'} |")
     return "\n".join(lines)
 

@@ -11,19 +11,22 @@ def test_bench_writes_table2_json_and_agrees_with_the_offline_policy(tmp_path, c
     out = tmp_path / "bench.json"
     args = ["bench", "--dataset", "digits", "--epochs", "1", "--T", "6", "--latency-inputs", "3",
             "--batch-size", "64", "--repeats", "1", "--busy-inputs", "2", "--devices", "cpu", "--out", str(out),
-            "--cache-dir", str(tmp_path / "cache")]
+            "--cache-dir", str(tmp_path / "cache"), "--check-inputs", "150"]
     assert main(args) == 0
     results = json.loads(out.read_text())
     (row,) = results["rows"]
-    # both runtimes stop every input where the offline policy on the recorded trace does
+    # both runtimes stop every checked input (the first 150, over three batches) where the offline policy does
     for agree in row["runtime_vs_offline"].values():
-        assert agree["exit_steps_equal"] == agree["n"] == agree["predictions_equal"]
+        assert agree["exit_steps_equal"] == agree["n"] == agree["predictions_equal"] == 150
     lat, thr = row["latency"], row["throughput"]
     assert lat["inputs"] == 3 and thr["batch_size"] == 64 and lat["agrees_with_offline"] == 3
     assert set(thr["seconds_per_inference"]) == {"fixed", "early_exit", "fixed_step", "early_exit_step",
                                                  "early_exit_masked", "floor_steps", "floor_chunked"}
     assert set(thr["over_floor"]) == {"fixed", "fixed_step"} and all(v > 0 for v in thr["over_floor"].values())
     assert {"early_exit", "early_exit_static"} <= set(lat["seconds_per_inference"])  # with forecasts and without
+    # and told each input's exit in advance: the bound of any chunk plan, on the same inputs
+    assert lat["seconds_per_inference"]["early_exit_known_exits"] > 0
+    assert "wall_over_step_saving_early_exit_known_exits" in lat
     groups = lat["by_difficulty"]  # every latency input is easy or hard, each timed by every engine
     assert sum(g["inputs"] for g in groups.values()) == 3
     assert all(g["early_exit_over_fixed"] > 0 for g in groups.values())

@@ -226,3 +226,19 @@ def test_a_cost_model_gives_the_same_plan_without_timing(setup):
     assert not engine.planner.times  # nothing was timed
     with pytest.raises(SnnexitError, match="chunk_time must be a function"):
         ChunkedEngine(snn, policy, T, chunk_time=3)
+
+
+def test_told_each_exit_in_advance_the_engine_computes_no_step_past_it(setup):
+    """The bound ``snnexit bench`` times beside early exit (``early_exit_known_exits``): one chunk to
+    the offline exit step, the policy's own decision there, nothing computed past it."""
+    from snnexit.experiments.bench_timing import KnownExitPlan
+
+    snn, val, test, x, _ = setup
+    policy = spread_dc(val)
+    expected = policy.exit_steps(test)
+    known = KnownExitPlan(snn, policy, T, "cpu", threads=1)
+    for i in range(16):
+        r = known.run(x[i:i + 1], exit_step=int(expected[i]))
+        assert r.exit_steps.item() == r.steps_computed.item() == int(expected[i])
+        assert r.schedule[0] == int(expected[i]) and sum(r.schedule) == T
+        assert r.predictions.item() == int(policy.predict(test)[i])

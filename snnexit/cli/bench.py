@@ -45,6 +45,9 @@ def register(sub) -> None:
                    help="throughput batch sizes, one run each (default: --batch-size)")
     p.add_argument("--throughput-inputs", type=positive_int, default=None,
                    help="test inputs of the throughput run (default: the whole test split)")
+    p.add_argument("--check-inputs", type=positive_int, default=None,
+                   help="test inputs on which both runtimes' decisions are checked against the offline policy before "
+                        "timing (default: the whole test split; fewer make a large network cheaper to bench)")
     p.add_argument("--repeats", type=positive_int, default=5, help="interleaved repeats (medians are reported)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; the chunked engine chooses its own, never more)")

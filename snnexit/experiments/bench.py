@@ -13,7 +13,9 @@ slows all alike), beside the dense floor (the same layers as an ANN) on the same
 * **latency** at batch size 1: seconds per inference over ``--latency-inputs`` test inputs,
   also split into easy inputs (exit in the first half of the run) and hard ones, with the chunked
   engine's plan from forecasts (``early_exit``) and without (``early_exit_static``), and with the
-  policy asked once per step instead of once per chunk (``early_exit_per_step_calls``);
+  policy asked once per step instead of once per chunk (``early_exit_per_step_calls``), and told
+  each input's offline exit step in advance (``early_exit_known_exits``: one chunk to the exit,
+  the best any chunk plan can do);
 * **throughput** at each batch size of ``--batch-sizes`` (default ``--batch-size``): inferences
   per second, with compaction and, for comparison, with masking only (finished inputs keep being
   simulated, as when a cutoff is applied after running all T steps);
@@ -75,6 +77,7 @@ class BenchSettings:
     batch_size: int = 256  # batch size of the throughput run
     batch_sizes: list[int] | None = None  # throughput batch sizes (None: batch_size)
     throughput_inputs: int | None = None  # test inputs of the throughput run (None: the whole test split)
+    check_inputs: int | None = None  # test inputs whose runtime decisions are checked (None: the whole test split)
     repeats: int = 5  # interleaved repeats (medians are reported)
     threads: int | None = None  # torch CPU threads (None: torch's choice)
     thread_counts: list[int] | None = None  # one row per thread count (None: threads)
@@ -123,7 +126,8 @@ class BenchSettings:
                 raise SnnexitError(f"policy {self.policy!r} needs labels at test time: it is a bound, not something "
                                    f"to time")
         counts = {"latency_inputs": self.latency_inputs, "batch_size": self.batch_size,
-                  "throughput_inputs": self.throughput_inputs, "busy_inputs": self.busy_inputs}
+                  "throughput_inputs": self.throughput_inputs, "busy_inputs": self.busy_inputs,
+                  "check_inputs": self.check_inputs}
         for key, value in counts.items():
             if value is not None:
                 check_range(f"--{key.replace('_', '-')}", value, 1, MAX_INPUTS)
@@ -158,11 +162,14 @@ def timed_policy(name: str, val, snn, T: int):
 
 
 def _check(engine, batches, offline_steps, offline_pred, temporal: bool) -> dict:
+    """The runtime's exit steps and answers on ``batches`` (the first test inputs, in order)
+    against the offline policy's."""
     got = [engine.run(xb, temporal=temporal) for xb in batches]
     steps = torch.cat([g.exit_steps for g in got])
     pred = torch.cat([g.predictions for g in got])
-    return {"exit_steps_equal": int((steps == offline_steps).sum()), "predictions_equal":
-            int((pred == offline_pred).sum()), "n": len(steps)}
+    n = len(steps)
+    return {"exit_steps_equal": int((steps == offline_steps[:n]).sum()), "predictions_equal":
+            int((pred == offline_pred[:n]).sum()), "n": n}
 
 
 def _log_case(log, device: str, threads, busy: bool, lat: dict, thr: list[dict]) -> None:
@@ -193,8 +200,9 @@ def time_case(args: BenchSettings, T: int, snn, policy, val, hint, data, offline
         names = ["fixed", "early_exit", "fixed_step", "early_exit_step"]
         x_lat = data.test.x[:n_lat]
         lat = time_latency(make_engines(snn, policy, T, device, hint,
-                                        names + ["early_exit_static", "early_exit_per_step_calls"], val, threads),
-                           x_lat, T, device, repeats, args.energy, temporal, floors)
+                                        names + ["early_exit_static", "early_exit_per_step_calls",
+                                                 "early_exit_known_exits"], val, threads),
+                           x_lat, T, device, repeats, args.energy, temporal, floors, offline_steps[:len(x_lat)])
         lat["agrees_with_offline"] = int((torch.tensor(lat["exit_steps"]) == offline_steps[:len(x_lat)]).sum())
         names = names + (["early_exit_masked"] if not busy else [])
         thr = [time_throughput(make_engines(snn, policy, T, device, hint, names, val, threads), data.test.x[:n_thr], T,
@@ -226,7 +234,8 @@ def bench(args: "BenchSettings", log=print) -> dict:
     rows = []
     for device in devices:
         # equivalence on the real network: each runtime's decisions against the offline policy
-        batches = [xb for xb, _ in data.test.batches(args.batch_size)]
+        checked = len(data.test.x) if args.check_inputs is None else min(args.check_inputs, len(data.test.x))
+        batches = [data.test.x[i:min(i + args.batch_size, checked)] for i in range(0, checked, args.batch_size)]
         agree = {"step": _check(EarlyExitEngine(snn, policy, config.T, device), batches, offline_steps, offline_pred,
                                 data.temporal),
                  "chunked": _check(ChunkedEngine(snn, policy, config.T, device, exit_steps=hint, trace=val), batches,

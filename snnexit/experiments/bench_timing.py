@@ -61,6 +61,8 @@ def make_engines(snn, policy, T: int, device: str, hint: torch.Tensor, names: li
         "fixed_step": lambda: EarlyExitEngine(snn, FixedT(), T, device),
         "early_exit_step": lambda: EarlyExitEngine(snn, policy, T, device),
         "early_exit_masked": lambda: EarlyExitEngine(snn, policy, T, device, compact=False),
+        # each input's exit known in advance: one chunk to it (batch 1 only; the bound of any plan)
+        "early_exit_known_exits": lambda: KnownExitPlan(snn, policy, T, device, threads),
     }
     return {name: makers[name]() for name in names}
 
@@ -77,6 +79,27 @@ class PerStepCalls:
 
     def decide_steps(self, accumulated, t_first, meta, labels=None):
         return ExitPolicy.decide_steps(self, accumulated, t_first, meta, labels)
+
+
+class KnownExitPlan:
+    """The best any chunk plan can do at batch 1: the chunked engine told each input's exit step
+    in advance (the policy's offline decision) runs one chunk to it and nothing past it. The
+    decisions are still the policy's own, taken after each step. Timed beside early exit, it
+    splits what the plan loses (steps computed past the exit, chunks beyond one) from what any
+    chunk costs whatever its length (the per-chunk and per-run overheads fixed T pays once)."""
+
+    needs_exit_step = True
+
+    def __init__(self, snn, policy, T: int, device: str, threads: int | None = None):
+        self._make = lambda lengths: ChunkedEngine(snn, policy, T, device, chunks=lengths, max_threads=threads)
+        self.T = T
+        self._engines: dict[int, ChunkedEngine] = {}  # exit step -> the engine with that one-chunk plan
+
+    def run(self, x: torch.Tensor, temporal: bool = False, exit_step: int | None = None):
+        e = min(max(int(exit_step), 1), self.T)
+        if e not in self._engines:
+            self._engines[e] = self._make([e] + ([self.T - e] if e < self.T else []))
+        return self._engines[e].run(x, temporal=temporal)
 
 
 class FloorRunner:
@@ -101,16 +124,25 @@ def floor_runners(snn, T: int, temporal: bool) -> dict:
 
 
 def time_latency(engines: dict, x, T: int, device: str, repeats: int, energy_model="fp32", temporal=False,
-                 floors: dict | None = None) -> dict:
+                 floors: dict | None = None, exits: torch.Tensor | None = None) -> dict:
     """Seconds per inference at batch size 1 for every engine (interleaved, rotating order), and
-    the dense floor's; per input too, so easy and hard inputs can be told apart."""
+    the dense floor's; per input too, so easy and hard inputs can be told apart. ``exits``: the
+    offline exit step of each input, for a runner told them in advance (:class:`KnownExitPlan`)."""
     x = x.to(device)
     runners = {**engines, **(floors or {})}
+    told = {name for name, runner in runners.items() if getattr(runner, "needs_exit_step", False)}
+    if told and (exits is None or len(exits) != len(x)):
+        raise ValueError(f"{', '.join(sorted(told))} needs the offline exit step of each of the {len(x)} inputs")
+
+    def run(name: str, i: int):
+        extra = {"exit_step": int(exits[i])} if name in told else {}
+        return runners[name].run(x[i:i + 1], temporal=temporal, **extra)
+
     steps = torch.zeros(len(x), dtype=torch.long)
     computed = torch.zeros(len(x), dtype=torch.long)
     energy, threads = {}, {}
-    for name, engine in runners.items():  # warm-up (fan-out, chunk plans, thread probes)
-        engine.run(x[:1], temporal=temporal)
+    for name in runners:  # warm-up (fan-out, chunk plans, thread probes)
+        run(name, 0)
     per_input = {name: [[] for _ in range(len(x))] for name in runners}
     totals = {name: [] for name in runners}
     names = list(runners)
@@ -121,7 +153,7 @@ def time_latency(engines: dict, x, T: int, device: str, repeats: int, energy_mod
             for name in names[shift:] + names[:shift]:
                 _sync(device)
                 started = time.perf_counter()
-                result = runners[name].run(x[i:i + 1], temporal=temporal)
+                result = run(name, i)
                 _sync(device)
                 took = time.perf_counter() - started
                 spent[name] += took
