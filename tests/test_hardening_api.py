@@ -563,3 +563,13 @@ def test_the_one_pass_finite_check_finds_a_bad_value_anywhere(dtype):
             y = x.clone().view(-1)
             y[i] = bad
             assert not all_finite(y.view_as(x)) and not bool(torch.isfinite(y).all())
+
+
+def test_the_vgg16_workload_is_as_large_as_the_readme_says():
+    """README (early exit at the sizes users run): the VGG-16 workload's 33.6 million parameters,
+    128 MiB in float32, are read once per chunk at batch 1."""
+    from snnexit.experiments.workloads import workload
+
+    w = workload("vgg16")
+    n = parameter_count(w.model, num_classes=10, in_channels=3, input_size=32)
+    assert round(n / 1e6, 1) == 33.6 and round(4 * n / 2 ** 20) == 128
