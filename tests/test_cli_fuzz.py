@@ -228,6 +228,7 @@ PER_COMMAND = {
         "latency_inputs": ints([1, 200], [0, -3]),
         "batch_size": ints([1, 256], [0, -1]),
         "throughput_inputs": ints([10], [0]),
+        "check_inputs": ints([1, 64], [0, -2]),
         "repeats": ints([1, 5], [0, 5000]),
         "threads": ints([1, 2], [0, 100_000]),
         "workload": names(["default"], ["vgg17", "", "Default"], junk=["vgg16", "resnet20", "event_cnn"]),
