@@ -168,7 +168,7 @@ class ChunkPlanner:
 
     def _chunk(self, frames: torch.Tensor, m: int) -> None:
         """A chunk as a run computes it: the network's steps, the running sums and, where the
-        policy decides without labels, its decisions (at batch 1 these cost as much as a step)."""
+        policy decides without labels, its decisions (at batch 1 a sizeable part of a short chunk)."""
         engine = self.engine
         if getattr(engine.policy, "uses_labels_at_test", False):
             engine.snn.step_chunk(frames)
