@@ -5,8 +5,9 @@
   per input with the chunked engine and its ratio to the dense floor, the step saving of the exit,
   the wall-clock saving and their ratio (the target: >= 0.9); for the latency run (inputs one at a
   time, ``--latency-inputs``) also the ratio with the policy asked once per step and with each
-  input's exit known in advance (one chunk to it: the bound of any chunk plan), and early exit
-  over fixed T on easy and on hard inputs; batch 1 of the throughput run is timed over more inputs;
+  input's exit known in advance (one chunk to it: the bound of any chunk plan), and with the
+  slowdown budget (``--max-slowdown``), and early exit over fixed T on easy and on hard inputs,
+  without and with the budget; batch 1 of the throughput run is timed over more inputs;
 * the speed race, from ``benchmarks/results/speed_race_<workload>.json``
   (``benchmarks/speed_race.py --workload W ...``): each snnexit engine against SpikingJelly's
   best mode and against the dense floor.
@@ -44,23 +45,31 @@ def _load(pattern: str) -> list[dict]:
     return found
 
 
-def _difficulty(lat: dict) -> str:
+def _difficulty(lat: dict, key: str = "early_exit_over_fixed", counts: bool = True) -> str:
     parts = []
     for group in ("easy", "hard"):
         g = lat.get("by_difficulty", {}).get(group)
-        if g and g.get("early_exit_over_fixed") is not None:
-            parts.append(f"{g['early_exit_over_fixed']:.2f} ({g['inputs']})")
+        if g and g.get(key) is not None:
+            parts.append(f"{g[key]:.2f}" + (f" ({g['inputs']})" if counts else ""))
         else:
             parts.append("-")
     return " / ".join(parts)
+
+
+def _budget(lat: dict) -> str:
+    """The bounded early exit: its wall / step ratio and its easy / hard time over fixed T."""
+    ratio = lat.get("wall_over_step_saving_early_exit_bounded")
+    if ratio is None:
+        return "-"
+    return (f"{_ratio(ratio)} ({100 * lat['max_slowdown']:g}%: {_difficulty(lat, 'early_exit_bounded_over_fixed', False)})")
 
 
 def bench_table() -> str:
     """Early exit against fixed T per workload, thread count and batch size."""
     lines = ["| workload | threads | batch | fixed T per input (chunked) | over dense floor | step saving | wall saving "
              "| wall / step | wall / step, one policy call per step | wall / step, exits known in advance "
-             "| early exit / fixed T: easy (inputs) / hard |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| early exit / fixed T: easy (inputs) / hard | wall / step within a slowdown budget (budget: easy / hard) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in _load("bench_{}.json"):
         name = result["workload"]["name"]
         for row in result["rows"]:
@@ -76,7 +85,8 @@ def bench_table() -> str:
                     f"| {name} | {row['threads']} | {batch} | {_ms(sec['fixed'])} | {_ratio(floor)} | "
                     f"{100 * r['step_saving']:.1f}% | {100 * r['wall_saving_early_exit']:.1f}% | "
                     f"{_ratio(r['wall_over_step_saving_early_exit'])} | {_ratio(per_step)} | {_ratio(known)} | "
-                    f"{_difficulty(r) if r is row['latency'] else '-'} |")
+                    f"{_difficulty(r) if r is row['latency'] else '-'} | "
+                    f"{_budget(r) if r is row['latency'] else '-'} |")
     return "\n".join(lines)
 
 

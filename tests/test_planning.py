@@ -13,8 +13,8 @@ from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES
 from snnexit.runtime.chunked import ChunkedEngine
 from snnexit.runtime.engine import EarlyExitEngine
-from snnexit.runtime.planning import (ExitForecaster, ForecastErrors, RunPlan, exit_distribution, next_chunk,
-                                      plan_chunks, static_choices)
+from snnexit.runtime.planning import (ExitForecaster, ForecastErrors, RunPlan, SlowdownBudget, exit_distribution,
+                                      next_chunk, plan_chunks, static_choices, walk)
 from test_runtime import T, _one_thread, dyadic_inputs, dyadic_network, fitted, setup, spread_dc  # noqa: F401
 
 
@@ -67,15 +67,9 @@ def test_without_forecasts_or_with_a_cost_model_the_plan_is_the_static_one(setup
     assert r.schedule == plan_chunks(exit_distribution(policy.exit_steps(val), T), 7, chunky)
 
 
-def brute_force_first_chunk(survivals: torch.Tensor, start: int, chunk_time) -> float:
-    """The least expected time over every composition of T - start into chunks (the model of next_chunk)."""
-    T = survivals.shape[1] - 1
-    stopped = (1.0 - survivals.double()).clamp_min(0.0)
-    runs = 1.0 - stopped.prod(0)
-    alive = survivals.double().sum(0)
-    best = float("inf")
-    rest = T - start
-    for cuts in itertools.product([0, 1], repeat=rest - 1):
+def compositions(n: int):
+    """Every way to split n steps into chunks, in order."""
+    for cuts in itertools.product([0, 1], repeat=n - 1):
         plan, k = [], 1
         for c in cuts:
             if c:
@@ -83,7 +77,17 @@ def brute_force_first_chunk(survivals: torch.Tensor, start: int, chunk_time) -> 
                 k = 1
             else:
                 k += 1
-        plan.append(k)
+        yield tuple(plan + [k])
+
+
+def brute_force_first_chunk(survivals: torch.Tensor, start: int, chunk_time) -> float:
+    """The least expected time over every composition of T - start into chunks (the model of next_chunk)."""
+    T = survivals.shape[1] - 1
+    stopped = (1.0 - survivals.double()).clamp_min(0.0)
+    runs = 1.0 - stopped.prod(0)
+    alive = survivals.double().sum(0)
+    best = float("inf")
+    for plan in compositions(T - start):
         s, cost = start, 0.0
         for k in plan:
             p = float(runs[s])
@@ -165,3 +169,119 @@ def test_bad_planning_arguments_are_refused(setup):
         ChunkedEngine(snn, policy, T, forecast="yes")
     with pytest.raises(SnnexitError, match="max_threads"):
         ChunkedEngine(snn, policy, T, max_threads=0)
+    for bad in (-0.1, float("nan"), float("inf"), True, "5%"):
+        with pytest.raises(SnnexitError, match="max_slowdown must lie in"):
+            ChunkedEngine(snn, policy, T, max_slowdown=bad)
+    with pytest.raises(SnnexitError, match="max_slowdown bounds a planned schedule"):
+        ChunkedEngine(snn, policy, T, chunks=4, max_slowdown=0.1)
+
+
+# ---- the slowdown budget: what early exit may cost an input that does not stop -----------------
+
+def expected_time(plan, survival: torch.Tensor, n: int, chunk_time) -> float:
+    """plan_chunks's model, computed directly: a chunk runs if any of n inputs is still running."""
+    s, total = 0, 0.0
+    for k in plan:
+        p = float(survival[s])
+        runs = 1.0 - (1.0 - p) ** n
+        if runs > 0:
+            total += runs * chunk_time(k, n * p / runs)
+        s += k
+    return total
+
+
+def lumpy(k, m):
+    """Chunks pay, with a bump at 4 steps (measured tables are not affine)."""
+    return 0.8 + 0.3 * k * m + (0.6 if k == 4 else 0.0)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("cost", [chunky, lumpy], ids=["chunky", "lumpy"])
+def test_the_fastest_way_to_the_end_is_the_least_over_every_plan(n, cost):
+    T_ = 8
+    budget = SlowdownBudget(T_, n, cost, 0.0)
+    for s in range(T_):
+        plans = list(compositions(T_ - s))
+        assert budget.rest[s] == pytest.approx(min(sum(cost(k, n) for k in p) for p in plans))
+        assert budget.planned(walk(budget.fallback, s, T_)) == pytest.approx(budget.rest[s])
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("slowdown", [0.0, 0.1, 0.3, 1.0])
+def test_a_bounded_plan_keeps_its_budget_and_costs_no_more_than_it_must(seed, slowdown):
+    """Against brute force over all 2^(T-1) plans: the plan keeps the budget; its expected time lies
+    between the least of the plans that keep it and that of the fastest way to T (which keeps any);
+    with the budget slack enough for the unbounded plan, it is the unbounded plan."""
+    T_, n = 9, 1 + seed % 3
+    g = torch.Generator().manual_seed(seed)
+    survival = exit_distribution(torch.randint(1, T_ + 1, (40,), generator=g), T_)
+    cost = chunky if seed % 2 else lumpy
+    budget = SlowdownBudget(T_, n, cost, slowdown)
+    plan = walk(static_choices(survival, n, cost, budget), 0, T_)
+    assert sum(plan) == T_
+    assert budget.planned(plan) <= budget.limit * (1 + 1e-12)
+    keeping = [p for p in compositions(T_) if budget.planned(p) <= budget.limit * (1 + 1e-12)]
+    least = min(expected_time(p, survival, n, cost) for p in keeping)
+    fastest = expected_time(walk(budget.fallback, 0, T_), survival, n, cost)
+    assert least - 1e-9 <= expected_time(plan, survival, n, cost) <= fastest + 1e-9
+    free = plan_chunks(survival, n, cost)
+    if budget.planned(free) <= budget.limit:
+        assert plan == free
+
+
+class Hopeful:
+    """A policy sure every input stops at the next step (it never does): forecasts then ask for
+    one-step chunks forever, the worst case for an input that does not stop."""
+
+    def decide(self, accumulated, t, meta, labels=None):
+        return torch.ones(accumulated.shape[0], dtype=torch.bool)
+
+
+@pytest.mark.parametrize("slowdown", [0.0, 0.25, 1.0, 2.0, 4.0, None])
+def test_every_chunk_a_run_takes_keeps_the_budget_whatever_the_forecasts_say(slowdown):
+    """Forecasts that are always wrong (exit next step) drive a run to T one chunk at a time when
+    nothing bounds it; with a budget, the chunks taken by an input that never stops sum to at most
+    its limit, and the spare part of the budget is still spent on the chunks the forecasts ask for."""
+    T_, n = 12, 1
+    forecaster = ExitForecaster(Hopeful(), T_)
+    budget = None if slowdown is None else SlowdownBudget(T_, n, chunky, slowdown)
+    choices = static_choices(exit_distribution(torch.ones(5), T_), n, chunky, budget)  # "all stop at step 1"
+    plan = RunPlan(choices, chunky, n, forecaster, {}, budget)
+    s, acc = 0, torch.ones(n, 3)
+    while s < T_:
+        s += plan.next(s, acc if s else None, torch.arange(n))
+    fixed = chunky(T_, n)
+    taken = sum(chunky(k, n) for k in plan.taken)
+    if slowdown is None:
+        assert plan.taken[1:] == [1] * (len(plan.taken) - 1) and taken > 2 * fixed
+        return
+    assert taken <= (1 + slowdown) * fixed * (1 + 1e-12)
+    extra_chunks = int(slowdown * fixed / 1.0 + 1e-9)  # chunky: each chunk beyond one costs 1.0 more
+    assert len(plan.taken) == 1 + extra_chunks
+
+
+def steppy(k, m):
+    """A cost model where a chunk costs a little (short chunks pay where inputs stop)."""
+    return 0.3 + 0.2 * k * m
+
+
+@pytest.mark.parametrize("batch_size, slowdown", [(1, 0.2), (4, 0.03)])
+def test_a_bounded_engine_takes_the_step_engines_decisions_and_keeps_the_budget(setup, batch_size, slowdown):
+    snn, val, _, x, _ = setup
+    policy = spread_dc(val)
+    engine = ChunkedEngine(snn, policy, T, trace=val, forecast=True, chunk_time=steppy, threads=None,
+                           max_slowdown=slowdown)
+    step = EarlyExitEngine(snn, policy, T).run(x[:48])
+    runs = [engine.run(x[i:i + batch_size]) for i in range(0, 48, batch_size)]
+    assert torch.equal(torch.cat([r.exit_steps for r in runs]), step.exit_steps)
+    assert torch.equal(torch.cat([r.outputs for r in runs]), step.outputs)
+    assert torch.equal(torch.cat([r.spikes for r in runs]), step.spikes)
+    limit = (1 + slowdown) * steppy(T, batch_size)  # one chunk of T: the fastest way to T in this model
+    to_the_end = [r for r in runs if int(r.steps_computed.max()) == T]
+    assert to_the_end  # some batch ran all T steps: every chunk it took is in its schedule
+    for r in to_the_end:
+        assert sum(r.schedule) == T and sum(steppy(k, batch_size) for k in r.schedule) <= limit * (1 + 1e-12)
+    unbounded = ChunkedEngine(snn, policy, T, trace=val, forecast=True, chunk_time=steppy, threads=None)
+    worst = max(sum(steppy(k, batch_size) for k in unbounded.run(x[i:i + batch_size]).schedule)
+                for i in range(0, 48, batch_size))
+    assert worst > limit  # without the budget some run breaks it: the test above is not vacuous

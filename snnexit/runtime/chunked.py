@@ -29,14 +29,14 @@ from functools import partial
 
 import torch
 
-from snnexit.checks import check_integer
+from snnexit.checks import check_integer, check_range
 from snnexit.errors import SnnexitError
 from snnexit.exit.base import ExitPolicy
 from snnexit.simulate.cost import Cost
 from snnexit.simulate.stepper import chunk_frames, chunk_lengths
 from snnexit.runtime.engine import EarlyExitEngine, ExitResult
 from snnexit.runtime.planning import (ChunkPlanner, ExitForecaster, FixedPlan, RunPlan,  # noqa: F401
-                                      exit_distribution, plan_chunks, static_choices, walk)
+                                      SlowdownBudget, exit_distribution, plan_chunks, static_choices, walk)
 from snnexit.simulate.trace import Trace
 from snnexit.runtime.threads import LoadMeter, num_threads
 
@@ -114,6 +114,11 @@ class ChunkedEngine(EarlyExitEngine):
         chunk_time: a cost model ``(k, m) -> seconds`` of a chunk of k steps on m inputs, planned
             with instead of measured times: the same plan on every run and machine (a deployment
             whose traces are recorded with the engine's plan wants exactly that).
+        max_slowdown: with ``chunks="auto"``, a bound on what early exit may cost the inputs that
+            do not stop early: a run in which no input stops is planned to take at most
+            ``1 + max_slowdown`` times fixed T's time (the fastest schedule of all T steps), by the
+            chunk times the plan uses (:class:`~snnexit.runtime.planning.SlowdownBudget`; 0.05:
+            at most 5% slower). None (default): no bound, the least expected time.
 
     Plans and forecasts choose only how many steps run together: every decision is the policy's
     own, taken after its own step, so the exits are the step engine's whatever the plan.
@@ -122,7 +127,8 @@ class ChunkedEngine(EarlyExitEngine):
     def __init__(self, snn, policy, T: int, device: str | torch.device = "cpu", chunks="auto",
                  exit_steps: torch.Tensor | None = None, threads="auto", count_spikes: bool = True,
                  fan_out: list[float] | None = None, max_chunk_bytes: int = 256 * 2 ** 20, timing_repeats: int = 3,
-                 chunk_time=None, trace=None, forecast: bool | None = None, max_threads: int | None = None):
+                 chunk_time=None, trace=None, forecast: bool | None = None, max_threads: int | None = None,
+                 max_slowdown: float | None = None):
         super().__init__(snn, policy, T, device, compact=True, count_spikes=count_spikes, fan_out=fan_out)
         if isinstance(chunks, str):
             if chunks != "auto":
@@ -138,6 +144,13 @@ class ChunkedEngine(EarlyExitEngine):
         if chunk_time is not None and not callable(chunk_time):
             raise SnnexitError(f"chunk_time must be a function (k, m) -> seconds, got {type(chunk_time).__name__}")
         self.chunk_time = chunk_time
+        if max_slowdown is not None:
+            check_range("max_slowdown", max_slowdown, 0.0, 100.0, " (0.05: at most 5% slower than fixed T) or None")
+            if self.fixed_schedule is not None:
+                raise SnnexitError("max_slowdown bounds a planned schedule: it needs chunks='auto', "
+                                   f"got chunks={chunks!r}")
+        self.max_slowdown = None if max_slowdown is None else float(max_slowdown)
+        self._budgets: dict[tuple[int, int], SlowdownBudget] = {}  # (threads, n) -> the budget of a batch of n
         if forecast not in (None, True, False):
             raise SnnexitError(f"forecast must be True, False or None, got {forecast!r}")
         self.hint = None if exit_steps is None else exit_step_hint(exit_steps, self.T)
@@ -242,8 +255,18 @@ class ChunkedEngine(EarlyExitEngine):
                 self._plan_basis = seen
         key = (threads or torch.get_num_threads(), n)
         if key not in self._choices:
-            self._choices[key] = static_choices(self._survival(), n, self._chunk_time(n, threads, x, temporal))
+            self._choices[key] = static_choices(self._survival(), n, self._chunk_time(n, threads, x, temporal),
+                                                self.budget(n, threads, x, temporal))
         return self._choices[key]
+
+    def budget(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool) -> SlowdownBudget | None:
+        """The slowdown budget of a batch of ``n`` (None without ``max_slowdown``)."""
+        if self.max_slowdown is None:
+            return None
+        key = (threads or torch.get_num_threads(), n)
+        if key not in self._budgets:
+            self._budgets[key] = SlowdownBudget(self.T, n, self._chunk_time(n, threads, x, temporal), self.max_slowdown)
+        return self._budgets[key]
 
     def schedule(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool) -> tuple[int, ...]:
         """The static chunk lengths for a batch of ``n`` (forecasts may change them as a run goes)."""
@@ -279,7 +302,7 @@ class ChunkedEngine(EarlyExitEngine):
                 plan = FixedPlan(self.fixed_schedule)
             else:
                 plan = RunPlan(self.choices(n, threads, x, temporal), self._chunk_time(n, threads, x, temporal), n,
-                               self.forecaster, self.meta_after_first_step())
+                               self.forecaster, self.meta_after_first_step(), self.budget(n, threads, x, temporal))
             result = self._run(x, labels, temporal, plan)
         result.threads = threads or torch.get_num_threads()
         if self.hint is None:

@@ -42,22 +42,30 @@ def exit_distribution(exit_steps: torch.Tensor, T: int) -> torch.Tensor:
     return 1.0 - counts.cumsum(0) / steps.numel()
 
 
-def _best_choices(T: int, start: int, runs_alive, chunk_time) -> list[int]:
+def _best_choices(T: int, start: int, runs_alive, chunk_time, penalty: list[float] | None = None,
+                  first_allowed=None) -> list[int]:
     """``choice[s]`` for ``s = start..T-1``: the first chunk of the cheapest plan from ``s``.
 
     ``runs_alive(s)`` is ``(P(the chunk after s runs), E[inputs in it | it runs])``; the expected
-    time of a plan is the sum over its chunks of ``P(run) * chunk_time(k, E[alive])``."""
+    time of a plan is the sum over its chunks of ``P(run) * chunk_time(k, E[alive])``, plus
+    ``penalty[k]`` for every chunk of ``k`` it holds whether it runs or not (a price on the time of
+    a run in which no input stops: :func:`bounded_choices`). ``first_allowed(k)``: the chunks the
+    plan may start with at ``start`` (all where None)."""
     best = [0.0] * (T + 1)
     choice = [0] * (T + 1)
     for s in range(T - 1, start - 1, -1):
         runs, alive = runs_alive(s)
-        if runs <= 0.0:
+        if runs <= 0.0 and penalty is None:
             best[s], choice[s] = 0.0, T - s  # nobody runs past s: the rest of the plan never executes
             continue
-        cost, k_best = math.inf, 1
+        cost, k_best = math.inf, 0
         for k in range(1, T - s + 1):
-            c = runs * chunk_time(k, alive) + best[s + k]
-            if c < cost:
+            if s == start and first_allowed is not None and not first_allowed(k):
+                continue
+            c = (runs * chunk_time(k, alive) if runs > 0.0 else 0.0) + best[s + k]
+            if penalty is not None:
+                c += penalty[k]
+            if c < cost or k_best == 0:
                 cost, k_best = c, k
         best[s], choice[s] = cost, k_best
     return choice
@@ -85,8 +93,9 @@ def plan_chunks(survival: torch.Tensor, n: int, chunk_time) -> tuple[int, ...]:
     return walk(static_choices(survival, n, chunk_time), 0, survival.shape[0] - 1)
 
 
-def static_choices(survival: torch.Tensor, n: int, chunk_time) -> list[int]:
-    """:func:`plan_chunks`'s first chunk from every ``s`` (the plan from wherever a run stands)."""
+def static_choices(survival: torch.Tensor, n: int, chunk_time, budget: "SlowdownBudget | None" = None) -> list[int]:
+    """:func:`plan_chunks`'s first chunk from every ``s`` (the plan from wherever a run stands);
+    with a ``budget``, the cheapest plan found that keeps it (:func:`bounded_choices`)."""
     T = survival.shape[0] - 1
     p = [float(v) for v in survival]
 
@@ -94,13 +103,79 @@ def static_choices(survival: torch.Tensor, n: int, chunk_time) -> list[int]:
         runs = 1.0 - (1.0 - p[s]) ** n
         return runs, (n * p[s] / runs if runs > 0 else 0.0)
 
-    return _best_choices(T, 0, runs_alive, chunk_time)
+    if budget is None:
+        return _best_choices(T, 0, runs_alive, chunk_time)
+    return bounded_choices(T, runs_alive, chunk_time, budget)
 
 
-def next_chunk(survivals: torch.Tensor, start: int, chunk_time) -> int:
+class SlowdownBudget:
+    """The promise that no input is much slower than fixed T: a run in which no input stops (the
+    hardest inputs' case) is planned to take at most ``(1 + max_slowdown)`` times the fastest
+    schedule of all T steps, by the chunk times on ``n`` inputs (fixed T's own time: one chunk of
+    T where memory allows).
+
+    ``rest[s]`` is the least time of steps ``s + 1 .. T`` with every input running. A chunk of ``k``
+    after ``s`` steps, with ``spent`` planned so far, keeps the promise iff ``spent + time(k) +
+    rest[s + k] <= limit`` (:meth:`allows`). :class:`RunPlan` checks every chunk a run takes, so
+    the promise holds whatever proposes the chunks (the static plan or forecasts); a chunk it
+    refuses is replaced by the first of the fastest way to T (:attr:`fallback`), always allowed
+    as long as every earlier chunk was.
+    """
+
+    def __init__(self, T: int, n: int, chunk_time, max_slowdown: float):
+        self.T, self.max_slowdown = T, float(max_slowdown)
+        self.time = [0.0] + [float(chunk_time(k, n)) for k in range(1, T + 1)]  # every input running
+        self.rest, self.fallback = [0.0] * (T + 1), [0] * (T + 1)
+        for s in range(T - 1, -1, -1):
+            self.rest[s], self.fallback[s] = min((self.time[k] + self.rest[s + k], k) for k in range(1, T - s + 1))
+        self.limit = (1.0 + self.max_slowdown) * self.rest[0]
+        self._slack = 1e-9 * self.limit  # the same sums added in another order round differently
+
+    def allows(self, s: int, spent: float, k: int) -> bool:
+        return spent + self.time[k] + self.rest[s + k] <= self.limit + self._slack
+
+    def planned(self, chunks) -> float:
+        """The planned time of ``chunks`` with every input running."""
+        return sum(self.time[k] for k in chunks)
+
+
+def bounded_choices(T: int, runs_alive, chunk_time, budget: SlowdownBudget) -> list[int]:
+    """The static plan with the least expected time among those found to keep ``budget``.
+
+    A Lagrangian search: every chunk of a plan is priced ``lam * time(k)`` on top of its expected
+    time (all of a plan's chunks run when no input stops), and ``lam`` is bisected to the least
+    price whose cheapest plan keeps the budget. ``lam = 0`` is the unbounded plan; a price high
+    enough gives the fastest way to T, which keeps any budget. (The search may miss a plan that
+    keeps the budget at a lower expected time: a Lagrangian's duality gap; it never returns one
+    that breaks it.)"""
+    def plan(lam: float) -> list[int]:
+        return _best_choices(T, 0, runs_alive, chunk_time, penalty=[lam * t for t in budget.time])
+
+    def keeps(choice: list[int]) -> bool:
+        return budget.planned(walk(choice, 0, T)) <= budget.limit + budget._slack
+
+    choice = _best_choices(T, 0, runs_alive, chunk_time)
+    if keeps(choice):
+        return choice
+    lo, hi = 0.0, 1.0
+    while not keeps(plan(hi)):
+        lo, hi = hi, hi * 16.0
+        if hi > 1e12:  # the fastest way to T keeps every budget: reached long before this
+            return list(budget.fallback)
+    for _ in range(40):
+        mid = (lo + hi) / 2.0
+        if keeps(plan(mid)):
+            hi = mid
+        else:
+            lo = mid
+    return plan(hi)
+
+
+def next_chunk(survivals: torch.Tensor, start: int, chunk_time, first_allowed=None) -> int:
     """The first chunk of the cheapest plan from step ``start`` for inputs with their own
     survival curves ``survivals`` ``(m, T + 1)`` (``survivals[i, s] = P(input i runs past s)``):
-    the chunk after ``s`` runs unless every input has stopped, on the expected number still running."""
+    the chunk after ``s`` runs unless every input has stopped, on the expected number still running.
+    ``first_allowed(k)``: the chunks it may be (all where None)."""
     T = survivals.shape[1] - 1
     surv = survivals.double()
     stopped = (1.0 - surv).clamp_min(0.0)
@@ -110,7 +185,7 @@ def next_chunk(survivals: torch.Tensor, start: int, chunk_time) -> int:
     def runs_alive(s):
         return runs[s], (alive[s] / runs[s] if runs[s] > 0 else 0.0)
 
-    return _best_choices(T, start, runs_alive, chunk_time)[start]
+    return _best_choices(T, start, runs_alive, chunk_time, first_allowed=first_allowed)[start]
 
 
 def clock_for(threads: int | None):
@@ -123,8 +198,8 @@ class ChunkPlanner:
     """Times chunks of each length on the network and plans schedules from exit distributions.
 
     ``times[(threads, m)][k]`` is the time of a chunk of ``k`` steps on ``m`` inputs (the least of
-    ``timing_repeats`` runs after a warm-up: on a shared machine the least is the one nothing else
-    slowed), for ``k`` in powers of two up to the longest chunk memory allows and ``m`` in
+    ``timing_repeats`` runs after a warm-up, the lengths taking turns: on a shared machine the
+    least is the one nothing else slowed), for ``k`` in powers of two up to the longest chunk memory allows and ``m`` in
     ``{1, n}``; other ``(k, m)`` are interpolated linearly (and extrapolated from the last two
     points in ``k``).
     """
@@ -143,7 +218,10 @@ class ChunkPlanner:
         return ks
 
     def measure(self, x: torch.Tensor, threads: int, max_k: int, temporal: bool) -> None:
-        """Time a chunk of every candidate length on the first ``m`` rows of ``x``, m in {1, n}."""
+        """Time a chunk of every candidate length on the first ``m`` rows of ``x``, m in {1, n}.
+
+        The lengths take turns (a warm-up round, then ``timing_repeats`` rounds over every length):
+        a moment when something else held the core slows one run of each length, not every run of one."""
         n = x.shape[0]
         clock = clock_for(threads)
         for m in sorted({1, n}):
@@ -151,20 +229,18 @@ class ChunkPlanner:
             if key in self.times:
                 continue
             rows = x[:m]
-            table = {}
-            for k in self.lengths(m, max_k):
-                frames = self.engine._frames(rows, 0, k, temporal)
-                runs = []
-                for _ in range(self.engine.timing_repeats + 1):  # the first run warms up
+            frames = {k: self.engine._frames(rows, 0, k, temporal) for k in self.lengths(m, max_k)}
+            runs: dict[int, list[float]] = {k: [] for k in frames}
+            for _ in range(self.engine.timing_repeats + 1):  # the first round warms up
+                for k, chunk in frames.items():
                     self.engine.snn.reset()
                     self.engine._sync()
                     started = clock()
-                    self._chunk(frames, m)
+                    self._chunk(chunk, m)
                     self.engine._sync()
-                    runs.append(clock() - started)
-                table[k] = min(runs[1:])
+                    runs[k].append(clock() - started)
             self.engine.snn.reset()
-            self.times[key] = table
+            self.times[key] = {k: min(r[1:]) for k, r in runs.items()}
 
     def _chunk(self, frames: torch.Tensor, m: int) -> None:
         """A chunk as a run computes it: the network's steps, the running sums and, where the
@@ -313,15 +389,17 @@ class ExitForecaster:
             p = self.forecast(outputs[s - 1].index_select(0, alive), s, meta)
             self.errors.add(torch.full_like(p, s), exit_steps.index_select(0, alive) - p)
 
-    def next_chunk(self, s: int, forecasts: torch.Tensor, chunk_time) -> int:
-        """The chunk after ``s`` steps for running inputs forecast to exit at ``forecasts``."""
+    def next_chunk(self, s: int, forecasts: torch.Tensor, chunk_time, allowed: tuple[int, ...] | None = None) -> int:
+        """The chunk after ``s`` steps for running inputs forecast to exit at ``forecasts``, one of
+        ``allowed`` (chunk lengths) where given."""
         if self.errors.total >= 2 * max(1, self._basis):  # the error model has doubled: plan afresh
             self._choices.clear()
             self._basis = self.errors.total
-        key = (s, tuple(sorted(forecasts.tolist()))) if forecasts.numel() <= 8 else None
+        key = (s, tuple(sorted(forecasts.tolist())), allowed) if forecasts.numel() <= 8 else None
         if key is not None and key in self._choices:
             return self._choices[key]
-        k = next_chunk(self.errors.survival(s, forecasts), s, chunk_time)
+        first_allowed = None if allowed is None else set(allowed).__contains__
+        k = next_chunk(self.errors.survival(s, forecasts), s, chunk_time, first_allowed)
         if key is not None:
             self._choices[key] = k
         return k
@@ -348,12 +426,15 @@ class RunPlan:
     """The chunk after each step ``s`` of one run: the static plan's (``choices[s]``) for the first
     chunk, and for every later one too unless a ``forecaster`` is given and chunking pays at this
     batch size; then the cheapest given where the running inputs are forecast to exit. Each
-    forecast's error is recorded when its input exits (the forecaster learns as the engine runs)."""
+    forecast's error is recorded when its input exits (the forecaster learns as the engine runs).
+    With a ``budget`` (:class:`SlowdownBudget`), every chunk keeps it: forecasts choose among the
+    chunks it allows, and a static choice it refuses gives way to the fastest way to T."""
 
     def __init__(self, choices: list[int], chunk_time, n: int, forecaster: "ExitForecaster | None" = None,
-                 meta: dict | None = None):
+                 meta: dict | None = None, budget: SlowdownBudget | None = None):
         self.choices, self.chunk_time, self.taken, self.meta = choices, chunk_time, [], meta
         self.T = len(choices) - 1
+        self.budget, self.spent = budget, 0.0  # the planned time of the chunks taken, every input running
         self.forecaster = forecaster if forecaster is not None and self._chunking_pays(n) else None
         # forecasts[i, s]: the exit step forecast for input i after s steps (0: none made)
         self.forecasts = torch.zeros(n, self.T + 1, dtype=torch.long) if self.forecaster is not None else None
@@ -367,12 +448,19 @@ class RunPlan:
     def next(self, t0: int, acc: torch.Tensor | None, active: torch.Tensor) -> int:
         """The next chunk's length after ``t0`` steps, for the running inputs ``active`` (their
         original indices) with accumulated outputs ``acc``."""
+        budget = self.budget
         if self.forecaster is None or t0 == 0 or acc is None:
             k = self.choices[t0]
+            if budget is not None and not budget.allows(t0, self.spent, k):
+                k = budget.fallback[t0]
         else:
             p = self.forecaster.forecast(acc, t0, self.meta)
             self.forecasts[active.cpu(), t0] = p
-            k = self.forecaster.next_chunk(t0, p, self.chunk_time)
+            allowed = None if budget is None else tuple(
+                k for k in range(1, self.T - t0 + 1) if budget.allows(t0, self.spent, k))
+            k = self.forecaster.next_chunk(t0, p, self.chunk_time, allowed)
+        if budget is not None:
+            self.spent += budget.time[k]
         self.taken.append(k)
         return k
 
