@@ -10,7 +10,9 @@
   without and with the budget; batch 1 of the throughput run is timed over more inputs;
 * the speed race, from ``benchmarks/results/speed_race_<workload>.json``
   (``benchmarks/speed_race.py --workload W ...``): each snnexit engine against SpikingJelly's
-  best mode and against the dense floor.
+  best mode and against the dense floor;
+* what a slowdown budget costs early exit at batch 1, from
+  ``benchmarks/results/slowdown_budget_<workload>.json`` (``benchmarks/slowdown_budget.py``).
 
 ``tests/test_readme.py`` checks that the README holds these tables as rendered from the
 committed JSONs. Usage: python benchmarks/speed_tables.py
@@ -114,10 +116,27 @@ def race_table() -> str:
     return "\n".join(lines)
 
 
+def budget_table() -> str:
+    """Early exit at batch 1 without a slowdown budget and with each budget, per workload."""
+    lines = ["| workload | budget | wall / step saving | easy / fixed T | hard / fixed T | slowest input / its fixed T "
+             "| planned, no input stopping / fixed T |",
+             "|---|---|---|---|---|---|---|"]
+    for result in _load("slowdown_budget_{}.json"):
+        name = result["workload"]["name"]
+        for r in result["rows"]:
+            budget = "none" if r["max_slowdown"] is None else f"{100 * r['max_slowdown']:g}%"
+            lines.append(f"| {name} | {budget} | {_ratio(r['wall_over_step_saving'])} | {_ratio(r['easy_over_fixed'])} | "
+                         f"{_ratio(r['hard_over_fixed'])} | {_ratio(r['slowest_input_over_fixed'])} | "
+                         f"{_ratio(r['planned_no_exit_over_fixed'])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     print(bench_table())
     print()
     print(race_table())
+    print()
+    print(budget_table())
 
 
 if __name__ == "__main__":

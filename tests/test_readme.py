@@ -153,7 +153,7 @@ def test_the_speed_tables_are_rendered_from_the_benchmark_jsons():
         import speed_tables
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    rendered = [speed_tables.bench_table(), speed_tables.race_table()]
+    rendered = [speed_tables.bench_table(), speed_tables.race_table(), speed_tables.budget_table()]
     with_rows = [table for table in rendered if table.count("\n") >= 2]
     assert with_rows, "no bench_<workload>.json or speed_race_<workload>.json in benchmarks/results"
     for table in with_rows:

@@ -126,10 +126,11 @@ def floor_runners(snn, T: int, temporal: bool) -> dict:
 
 
 def time_latency(engines: dict, x, T: int, device: str, repeats: int, energy_model="fp32", temporal=False,
-                 floors: dict | None = None, exits: torch.Tensor | None = None) -> dict:
+                 floors: dict | None = None, exits: torch.Tensor | None = None, per_input: bool = False) -> dict:
     """Seconds per inference at batch size 1 for every engine (interleaved, rotating order), and
-    the dense floor's; per input too, so easy and hard inputs can be told apart. ``exits``: the
-    offline exit step of each input, for a runner told them in advance (:class:`KnownExitPlan`)."""
+    the dense floor's; per input too, so easy and hard inputs can be told apart (with ``per_input``,
+    each input's median is in the record). ``exits``: the offline exit step of each input, for a
+    runner told them in advance (:class:`KnownExitPlan`)."""
     x = x.to(device)
     runners = {**engines, **(floors or {})}
     told = {name for name, runner in runners.items() if getattr(runner, "needs_exit_step", False)}
@@ -145,7 +146,7 @@ def time_latency(engines: dict, x, T: int, device: str, repeats: int, energy_mod
     energy, threads = {}, {}
     for name in runners:  # warm-up (fan-out, chunk plans, thread probes)
         run(name, 0)
-    per_input = {name: [[] for _ in range(len(x))] for name in runners}
+    per_input_runs = {name: [[] for _ in range(len(x))] for name in runners}
     totals = {name: [] for name in runners}
     names = list(runners)
     for r in range(repeats):
@@ -159,7 +160,7 @@ def time_latency(engines: dict, x, T: int, device: str, repeats: int, energy_mod
                 _sync(device)
                 took = time.perf_counter() - started
                 spent[name] += took
-                per_input[name][i].append(took)
+                per_input_runs[name][i].append(took)
                 if r == 0 and name in engines:
                     energy.setdefault(name, []).append(result.cost)
                     threads[name] = getattr(result, "threads", None) or torch.get_num_threads()
@@ -173,7 +174,9 @@ def time_latency(engines: dict, x, T: int, device: str, repeats: int, energy_mod
     out["exit_steps"] = steps.tolist()
     out["energy"] = {name: _energy(costs, energy_model) for name, costs in energy.items()}
     out["threads"] = threads
-    out["by_difficulty"] = by_difficulty(per_input, steps, T)
+    out["by_difficulty"] = by_difficulty(per_input_runs, steps, T)
+    if per_input:
+        out["per_input_seconds"] = {name: [statistics.median(v) for v in runs] for name, runs in per_input_runs.items()}
     return out
 
 

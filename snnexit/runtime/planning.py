@@ -17,6 +17,10 @@ chunk was computed to its end. Two kinds of knowledge decide the next chunk's le
   stop at step 9 is then computed in one chunk to step 9, not in the short chunks a plan from the
   exit distribution alone needs where inputs stop.
 
+A third, optional, input bounds what chunking may cost the inputs that do not stop early
+(:class:`SlowdownBudget`): a run in which no input stops is planned within ``1 + max_slowdown``
+of fixed T's time, and every chunk a run takes is checked against what is left of it.
+
 Plans and forecasts change only how many steps run together, never a decision: every decision
 is the policy's own, taken after its own step.
 """
@@ -138,6 +142,10 @@ class SlowdownBudget:
         """The planned time of ``chunks`` with every input running."""
         return sum(self.time[k] for k in chunks)
 
+    def kept_by(self, chunks) -> bool:
+        """Do ``chunks``, run to T with every input running, keep the budget?"""
+        return self.planned(chunks) <= self.limit + self._slack
+
 
 def bounded_choices(T: int, runs_alive, chunk_time, budget: SlowdownBudget) -> list[int]:
     """The static plan with the least expected time among those found to keep ``budget``.
@@ -152,7 +160,7 @@ def bounded_choices(T: int, runs_alive, chunk_time, budget: SlowdownBudget) -> l
         return _best_choices(T, 0, runs_alive, chunk_time, penalty=[lam * t for t in budget.time])
 
     def keeps(choice: list[int]) -> bool:
-        return budget.planned(walk(choice, 0, T)) <= budget.limit + budget._slack
+        return budget.kept_by(walk(choice, 0, T))
 
     choice = _best_choices(T, 0, runs_alive, chunk_time)
     if keeps(choice):
@@ -199,8 +207,8 @@ class ChunkPlanner:
 
     ``times[(threads, m)][k]`` is the time of a chunk of ``k`` steps on ``m`` inputs (the least of
     ``timing_repeats`` runs after a warm-up, the lengths taking turns: on a shared machine the
-    least is the one nothing else slowed), for ``k`` in powers of two up to the longest chunk memory allows and ``m`` in
-    ``{1, n}``; other ``(k, m)`` are interpolated linearly (and extrapolated from the last two
+    least is the one nothing else slowed), for ``k`` in powers of two up to the longest chunk
+    memory allows and ``m`` in ``{1, n}``; other ``(k, m)`` are interpolated linearly (and extrapolated from the last two
     points in ``k``).
     """
 
