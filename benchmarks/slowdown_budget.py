@@ -4,8 +4,9 @@ At batch 1 the chunked engine splits a run into chunks where inputs tend to stop
 does not stop pays every chunk's fixed cost and can take longer than under fixed T.
 ``ChunkedEngine(max_slowdown=b)`` plans a run in which no input stops within ``1 + b`` of fixed
 T's time. This times, on the same inputs one at a time (one thread, the engines taking turns,
-medians of ``--repeats``): fixed T, early exit without a budget, and early exit with each budget
-of ``--budgets``. Per engine it records the wall-clock saving over the step saving (the issue's
+medians of ``--repeats``): fixed T, early exit without a budget (with exit forecasts and
+without), and early exit with each budget of ``--budgets`` (without forecasts, the engine's
+default with a budget: a forecast costs time the budget's chunk times leave out). Per engine it records the wall-clock saving over the step saving (the issue's
 target: >= 0.9), the time over fixed T on easy inputs (exit in the first half of the run) and
 hard ones, the slowest input's time over its own fixed-T time, and the planned time of a run in
 which no input stops, over fixed T's (what the budget bounds).
@@ -64,7 +65,7 @@ def main() -> None:
     T, temporal = config.T, data.temporal
     x = data.test.x[:args.inputs]
     exits = policy.exit_steps(test)[:len(x)]
-    engines = make_engines(snn, policy, T, "cpu", hint, ["fixed", "early_exit"], val, 1)
+    engines = make_engines(snn, policy, T, "cpu", hint, ["fixed", "early_exit", "early_exit_static"], val, 1)
     bounded = {f"early_exit_within_{b:g}": ChunkedEngine(snn, policy, T, "cpu", exit_steps=hint, trace=val,
                                                         max_threads=1, max_slowdown=b) for b in args.budgets}
     engines.update(bounded)
@@ -74,10 +75,10 @@ def main() -> None:
     busy = others.other_busy()
     per_input = {name: torch.tensor(v) for name, v in lat.pop("per_input_seconds").items()}
     rows = []
-    for name, budget in [("early_exit", None)] + [(n, b) for n, b in zip(bounded, args.budgets)]:
+    for name, budget in [("early_exit", None), ("early_exit_static", None)] + list(zip(bounded, args.budgets)):
         groups = lat["by_difficulty"]
         rows.append({
-            "engine": name, "max_slowdown": budget,
+            "engine": name, "max_slowdown": budget, "forecasts": engines[name].forecaster is not None,
             "wall_over_step_saving": lat[f"wall_over_step_saving_{name}"],
             "easy_over_fixed": groups["easy"]["seconds_per_inference"][name] / groups["easy"]["seconds_per_inference"][
                 "fixed"] if "easy" in groups else None,

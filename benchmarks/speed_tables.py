@@ -5,9 +5,8 @@
   per input with the chunked engine and its ratio to the dense floor, the step saving of the exit,
   the wall-clock saving and their ratio (the target: >= 0.9); for the latency run (inputs one at a
   time, ``--latency-inputs``) also the ratio with the policy asked once per step and with each
-  input's exit known in advance (one chunk to it: the bound of any chunk plan), and with the
-  slowdown budget (``--max-slowdown``), and early exit over fixed T on easy and on hard inputs,
-  without and with the budget; batch 1 of the throughput run is timed over more inputs;
+  input's exit known in advance (one chunk to it: the bound of any chunk plan), and early exit
+  over fixed T on easy and on hard inputs; batch 1 of the throughput run is timed over more inputs;
 * the speed race, from ``benchmarks/results/speed_race_<workload>.json``
   (``benchmarks/speed_race.py --workload W ...``): each snnexit engine against SpikingJelly's
   best mode and against the dense floor;
@@ -47,31 +46,23 @@ def _load(pattern: str) -> list[dict]:
     return found
 
 
-def _difficulty(lat: dict, key: str = "early_exit_over_fixed", counts: bool = True) -> str:
+def _difficulty(lat: dict) -> str:
     parts = []
     for group in ("easy", "hard"):
         g = lat.get("by_difficulty", {}).get(group)
-        if g and g.get(key) is not None:
-            parts.append(f"{g[key]:.2f}" + (f" ({g['inputs']})" if counts else ""))
+        if g and g.get("early_exit_over_fixed") is not None:
+            parts.append(f"{g['early_exit_over_fixed']:.2f} ({g['inputs']})")
         else:
             parts.append("-")
     return " / ".join(parts)
-
-
-def _budget(lat: dict) -> str:
-    """The bounded early exit: its wall / step ratio and its easy / hard time over fixed T."""
-    ratio = lat.get("wall_over_step_saving_early_exit_bounded")
-    if ratio is None:
-        return "-"
-    return (f"{_ratio(ratio)} ({100 * lat['max_slowdown']:g}%: {_difficulty(lat, 'early_exit_bounded_over_fixed', False)})")
 
 
 def bench_table() -> str:
     """Early exit against fixed T per workload, thread count and batch size."""
     lines = ["| workload | threads | batch | fixed T per input (chunked) | over dense floor | step saving | wall saving "
              "| wall / step | wall / step, one policy call per step | wall / step, exits known in advance "
-             "| early exit / fixed T: easy (inputs) / hard | wall / step within a slowdown budget (budget: easy / hard) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| early exit / fixed T: easy (inputs) / hard |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in _load("bench_{}.json"):
         name = result["workload"]["name"]
         for row in result["rows"]:
@@ -87,8 +78,7 @@ def bench_table() -> str:
                     f"| {name} | {row['threads']} | {batch} | {_ms(sec['fixed'])} | {_ratio(floor)} | "
                     f"{100 * r['step_saving']:.1f}% | {100 * r['wall_saving_early_exit']:.1f}% | "
                     f"{_ratio(r['wall_over_step_saving_early_exit'])} | {_ratio(per_step)} | {_ratio(known)} | "
-                    f"{_difficulty(r) if r is row['latency'] else '-'} | "
-                    f"{_budget(r) if r is row['latency'] else '-'} |")
+                    f"{_difficulty(r) if r is row['latency'] else '-'} |")
     return "\n".join(lines)
 
 
@@ -118,15 +108,16 @@ def race_table() -> str:
 
 def budget_table() -> str:
     """Early exit at batch 1 without a slowdown budget and with each budget, per workload."""
-    lines = ["| workload | budget | wall / step saving | easy / fixed T | hard / fixed T | slowest input / its fixed T "
-             "| planned, no input stopping / fixed T |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| workload | budget | forecasts | wall / step saving | easy / fixed T | hard / fixed T "
+             "| slowest input / its fixed T | planned, no input stopping / fixed T |",
+             "|---|---|---|---|---|---|---|---|"]
     for result in _load("slowdown_budget_{}.json"):
         name = result["workload"]["name"]
         for r in result["rows"]:
             budget = "none" if r["max_slowdown"] is None else f"{100 * r['max_slowdown']:g}%"
-            lines.append(f"| {name} | {budget} | {_ratio(r['wall_over_step_saving'])} | {_ratio(r['easy_over_fixed'])} | "
-                         f"{_ratio(r['hard_over_fixed'])} | {_ratio(r['slowest_input_over_fixed'])} | "
+            forecasts = "yes" if r["forecasts"] else "no"
+            lines.append(f"| {name} | {budget} | {forecasts} | {_ratio(r['wall_over_step_saving'])} | "
+                         f"{_ratio(r['easy_over_fixed'])} | {_ratio(r['hard_over_fixed'])} | {_ratio(r['slowest_input_over_fixed'])} | "
                          f"{_ratio(r['planned_no_exit_over_fixed'])} |")
     return "\n".join(lines)
 

@@ -229,7 +229,6 @@ PER_COMMAND = {
         "batch_size": ints([1, 256], [0, -1]),
         "throughput_inputs": ints([10], [0]),
         "check_inputs": ints([1, 64], [0, -2]),
-        "max_slowdown": floats([0, 0.05], [-0.1, 101]),
         "repeats": ints([1, 5], [0, 5000]),
         "threads": ints([1, 2], [0, 100_000]),
         "workload": names(["default"], ["vgg17", "", "Default"], junk=["vgg16", "resnet20", "event_cnn"]),

@@ -49,9 +49,6 @@ def register(sub) -> None:
                    help="test inputs on which both runtimes' decisions are checked against the offline policy before "
                         "timing (default: the whole test split; fewer make a large network cheaper to bench)")
     p.add_argument("--repeats", type=positive_int, default=5, help="interleaved repeats (medians are reported)")
-    p.add_argument("--max-slowdown", type=float, default=0.05,
-                   help="budget of the bounded early exit timed at batch 1: planned to be at most this much slower "
-                        "than fixed T on an input that does not stop early (default 0.05: 5%%)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; the chunked engine chooses its own, never more)")
     p.add_argument("--thread-counts", type=thread_count, nargs="+", default=None,

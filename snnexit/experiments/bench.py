@@ -15,8 +15,7 @@ slows all alike), beside the dense floor (the same layers as an ANN) on the same
   engine's plan from forecasts (``early_exit``) and without (``early_exit_static``), and with the
   policy asked once per step instead of once per chunk (``early_exit_per_step_calls``), and told
   each input's offline exit step in advance (``early_exit_known_exits``: one chunk to the exit,
-  the best any chunk plan can do), and with a slowdown budget (``early_exit_bounded``: planned to
-  be at most ``--max-slowdown`` slower than fixed T on an input that does not stop early);
+  the best any chunk plan can do);
 * **throughput** at each batch size of ``--batch-sizes`` (default ``--batch-size``): inferences
   per second, with compaction and, for comparison, with masking only (finished inputs keep being
   simulated, as when a cutoff is applied after running all T steps);
@@ -79,7 +78,6 @@ class BenchSettings:
     batch_sizes: list[int] | None = None  # throughput batch sizes (None: batch_size)
     throughput_inputs: int | None = None  # test inputs of the throughput run (None: the whole test split)
     check_inputs: int | None = None  # test inputs whose runtime decisions are checked (None: the whole test split)
-    max_slowdown: float = 0.05  # the bounded early exit's budget: at most this much slower than fixed T, planned
     repeats: int = 5  # interleaved repeats (medians are reported)
     threads: int | None = None  # torch CPU threads (None: torch's choice)
     thread_counts: list[int] | None = None  # one row per thread count (None: threads)
@@ -136,7 +134,6 @@ class BenchSettings:
         for value in self.batch_sizes or []:
             check_range("--batch-sizes", value, 1, MAX_INPUTS)
         check_range("--repeats", self.repeats, 1, MAX_REPEATS)
-        check_range("--max-slowdown", self.max_slowdown, 0.0, 100.0, " (0.05: at most 5% slower than fixed T)")
         for value in ([self.threads] if self.threads is not None else []) + list(self.thread_counts or []):
             check_range("--threads", value, 1, MAX_THREADS)
         model = energy_model(self.energy)
@@ -180,8 +177,7 @@ def _log_case(log, device: str, threads, busy: bool, lat: dict, thr: list[dict])
     sec = lat["seconds_per_inference"]
     log(f"{where} batch 1: fixed T {1e3 * sec['fixed']:.2f} ms (step engine {1e3 * sec['fixed_step']:.2f}), early "
         f"exit {1e3 * sec['early_exit']:.2f} ms (without forecasts {1e3 * sec['early_exit_static']:.2f}, one policy "
-        f"call per step {1e3 * sec['early_exit_per_step_calls']:.2f}, with the slowdown budget "
-        f"{1e3 * sec['early_exit_bounded']:.2f}, step engine "
+        f"call per step {1e3 * sec['early_exit_per_step_calls']:.2f}, step engine "
         f"{1e3 * sec['early_exit_step']:.2f}); wall saving {100 * lat['wall_saving_early_exit']:.1f}% for a step saving "
         f"of {100 * lat['step_saving']:.1f}%")
     for t in thr:
@@ -205,11 +201,9 @@ def time_case(args: BenchSettings, T: int, snn, policy, val, hint, data, offline
         x_lat = data.test.x[:n_lat]
         lat = time_latency(make_engines(snn, policy, T, device, hint,
                                         names + ["early_exit_static", "early_exit_per_step_calls",
-                                                 "early_exit_known_exits", "early_exit_bounded"], val, threads,
-                                        args.max_slowdown),
+                                                 "early_exit_known_exits"], val, threads),
                            x_lat, T, device, repeats, args.energy, temporal, floors, offline_steps[:len(x_lat)])
         lat["agrees_with_offline"] = int((torch.tensor(lat["exit_steps"]) == offline_steps[:len(x_lat)]).sum())
-        lat["max_slowdown"] = args.max_slowdown  # early_exit_bounded's budget
         names = names + (["early_exit_masked"] if not busy else [])
         thr = [time_throughput(make_engines(snn, policy, T, device, hint, names, val, threads), data.test.x[:n_thr], T,
                                size, device, repeats, args.energy, temporal, floors) for size in sizes]

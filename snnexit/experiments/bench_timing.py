@@ -45,11 +45,10 @@ def competing_process(active: bool = True):
 
 
 def make_engines(snn, policy, T: int, device: str, hint: torch.Tensor, names: list[str], val=None,
-                 threads: int | None = None, max_slowdown: float = 0.05) -> dict:
+                 threads: int | None = None) -> dict:
     """The engines a row times: fixed T and early exit, chunked and step by step. The chunked
     engines plan from the validation trace ``val`` (exit steps and forecast errors; ``early_exit_static``
-    from its exit steps alone, without forecasts; ``early_exit_bounded`` within ``max_slowdown`` of
-    fixed T where no input stops) and choose their thread count, never more than ``threads``."""
+    from its exit steps alone, without forecasts) and choose their thread count, never more than ``threads``."""
     def chunked(policy_, **kw):
         return ChunkedEngine(snn, policy_, T, device, max_threads=threads, **kw)
 
@@ -57,7 +56,6 @@ def make_engines(snn, policy, T: int, device: str, hint: torch.Tensor, names: li
         "fixed": lambda: chunked(FixedT(), exit_steps=torch.full((1,), T)),
         "early_exit": lambda: chunked(policy, exit_steps=hint, trace=val),
         "early_exit_static": lambda: chunked(policy, exit_steps=hint, forecast=False),  # no forecasts: what they bring
-        "early_exit_bounded": lambda: chunked(policy, exit_steps=hint, trace=val, max_slowdown=max_slowdown),
         # one policy call per step instead of one per chunk: what deciding a chunk at once brings
         "early_exit_per_step_calls": lambda: chunked(PerStepCalls(deployable_policy(policy)), exit_steps=hint, trace=val),
         "fixed_step": lambda: EarlyExitEngine(snn, FixedT(), T, device),
@@ -192,9 +190,7 @@ def by_difficulty(per_input: dict, steps: torch.Tensor, T: int) -> dict:
         out[group] = {"inputs": int(mask.sum()), "mean_steps": float(steps[mask].double().mean()),
                       "seconds_per_inference": seconds,
                       "early_exit_over_fixed": seconds["early_exit"] / seconds["fixed"] if "early_exit" in seconds
-                      else None,
-                      "early_exit_bounded_over_fixed": seconds["early_exit_bounded"] / seconds["fixed"]
-                      if "early_exit_bounded" in seconds else None}
+                      else None}
     return out
 
 

@@ -105,7 +105,8 @@ class ChunkedEngine(EarlyExitEngine):
             inputs' outputs say they will exit (:class:`~snnexit.runtime.planning.ExitForecaster`);
             False: one schedule from the exit distribution alone; None (default): forecasts with
             measured chunk times, none with a ``chunk_time`` model (its plan is then the same on
-            every run).
+            every run) or a ``max_slowdown`` (a forecast costs time of its own, which the chunk
+            times the budget counts leave out).
         threads: ``"auto"`` (one thread unless more are measured to be faster at this batch size
             and other processes leave the cores free), an int, or None (torch's setting).
         max_threads: with ``threads="auto"``, the most threads it may choose (default: torch's setting).
@@ -118,7 +119,9 @@ class ChunkedEngine(EarlyExitEngine):
             do not stop early: a run in which no input stops is planned to take at most
             ``1 + max_slowdown`` times fixed T's time (the fastest schedule of all T steps), by the
             chunk times the plan uses (:class:`~snnexit.runtime.planning.SlowdownBudget`; 0.05:
-            at most 5% slower). None (default): no bound, the least expected time.
+            at most 5% slower). None (default): no bound, the least expected time. The chunk
+            times include the network, the running sums and the decisions, not a forecast's cost:
+            with a budget, forecasts are off unless ``forecast=True``.
 
     Plans and forecasts choose only how many steps run together: every decision is the policy's
     own, taken after its own step, so the exits are the step engine's whatever the plan.
@@ -164,8 +167,8 @@ class ChunkedEngine(EarlyExitEngine):
         self._plan_basis: int = 0  # inputs seen when the cached plans were made (no hint)
         self._chunk_times: dict[tuple[int, int], object] = {}  # (threads, n) -> chunk_time(k, m)
         self.forecaster = None
-        if forecast is None:
-            forecast = chunk_time is None
+        if forecast is None:  # forecasts cost time the chunk times leave out: none where a budget counts on them
+            forecast = chunk_time is None and max_slowdown is None
         if forecast and self.fixed_schedule is None and not getattr(self.policy, "uses_labels_at_test", False):
             self.forecaster = ExitForecaster(self.policy, self.T)  # the run's meta comes with each run
         if trace is not None:
