@@ -6,10 +6,11 @@ does not stop pays every chunk's fixed cost and can take longer than under fixed
 T's time. This times, on the same inputs one at a time (one thread, the engines taking turns,
 medians of ``--repeats``): fixed T, early exit without a budget (with exit forecasts and
 without), and early exit with each budget of ``--budgets`` (without forecasts, the engine's
-default with a budget: a forecast costs time the budget's chunk times leave out). Per engine it records the wall-clock saving over the step saving (the issue's
-target: >= 0.9), the time over fixed T on easy inputs (exit in the first half of the run) and
-hard ones, the slowest input's time over its own fixed-T time, and the planned time of a run in
-which no input stops, over fixed T's (what the budget bounds).
+default with a budget: a forecast costs time the budget's chunk times leave out). Per engine it
+records the wall-clock saving over the step saving (the issue's target: >= 0.9), the time over
+fixed T on easy inputs (exit in the first half of the run) and hard ones, the slowest input's
+time over its own fixed-T time, and the planned time of a run in which no input stops, over
+fixed T's (what the budget bounds).
 
 Usage: python benchmarks/slowdown_budget.py [--workload default] [--budgets 0.05 0.1 0.2 0.4]
        [--inputs 50] [--repeats 3] [--out FILE]
@@ -51,7 +52,8 @@ def main() -> None:
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4])
     ap.add_argument("--inputs", type=int, default=50, help="test inputs, timed one at a time")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=None, help="JSON output (default benchmarks/results/slowdown_budget_<workload>.json)")
+    ap.add_argument("--out", default=None,
+                    help="JSON output (default benchmarks/results/slowdown_budget_<workload>.json)")
     args = ap.parse_args()
     out = args.out or str(ROOT / "benchmarks" / "results" / f"slowdown_budget_{args.workload}.json")
     torch.set_num_threads(1)

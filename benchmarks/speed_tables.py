@@ -117,8 +117,8 @@ def budget_table() -> str:
             budget = "none" if r["max_slowdown"] is None else f"{100 * r['max_slowdown']:g}%"
             forecasts = "yes" if r["forecasts"] else "no"
             lines.append(f"| {name} | {budget} | {forecasts} | {_ratio(r['wall_over_step_saving'])} | "
-                         f"{_ratio(r['easy_over_fixed'])} | {_ratio(r['hard_over_fixed'])} | {_ratio(r['slowest_input_over_fixed'])} | "
-                         f"{_ratio(r['planned_no_exit_over_fixed'])} |")
+                         f"{_ratio(r['easy_over_fixed'])} | {_ratio(r['hard_over_fixed'])} | "
+                         f"{_ratio(r['slowest_input_over_fixed'])} | {_ratio(r['planned_no_exit_over_fixed'])} |")
     return "\n".join(lines)
 
 

@@ -208,8 +208,8 @@ class ChunkPlanner:
     ``times[(threads, m)][k]`` is the time of a chunk of ``k`` steps on ``m`` inputs (the least of
     ``timing_repeats`` runs after a warm-up, the lengths taking turns: on a shared machine the
     least is the one nothing else slowed), for ``k`` in powers of two up to the longest chunk
-    memory allows and ``m`` in ``{1, n}``; other ``(k, m)`` are interpolated linearly (and extrapolated from the last two
-    points in ``k``).
+    memory allows and ``m`` in ``{1, n}``; other ``(k, m)`` are interpolated linearly (and
+    extrapolated from the last two points in ``k``).
     """
 
     def __init__(self, engine):
