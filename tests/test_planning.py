@@ -13,8 +13,9 @@ from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES
 from snnexit.runtime.chunked import ChunkedEngine
 from snnexit.runtime.engine import EarlyExitEngine
-from snnexit.runtime.planning import (ExitForecaster, ForecastErrors, RunPlan, SlowdownBudget, exit_distribution,
-                                      next_chunk, plan_chunks, static_choices, walk)
+from snnexit.runtime.forecasts import ExitForecaster, ForecastErrors
+from snnexit.runtime.planning import (RunPlan, SlowdownBudget, exit_distribution, next_chunk, plan_chunks,
+                                      static_choices, walk)
 from test_runtime import T, _one_thread, dyadic_inputs, dyadic_network, fitted, setup, spread_dc  # noqa: F401
 
 

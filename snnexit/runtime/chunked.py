@@ -35,8 +35,10 @@ from snnexit.exit.base import ExitPolicy
 from snnexit.simulate.cost import Cost
 from snnexit.simulate.stepper import chunk_frames, chunk_lengths
 from snnexit.runtime.engine import EarlyExitEngine, ExitResult
-from snnexit.runtime.planning import (ChunkPlanner, ExitForecaster, FixedPlan, RunPlan,  # noqa: F401
-                                      SlowdownBudget, exit_distribution, plan_chunks, static_choices, walk)
+from snnexit.runtime.forecasts import ExitForecaster
+from snnexit.runtime.planning import (ChunkPlanner, FixedPlan, RunPlan,  # noqa: F401
+                                      SlowdownBudget, exit_distribution, exit_step_hint, plan_chunks,
+                                      static_choices, walk)
 from snnexit.simulate.trace import Trace
 from snnexit.runtime.threads import LoadMeter, num_threads
 
@@ -48,23 +50,6 @@ class ChunkedResult(ExitResult):
     steps_computed: torch.Tensor | None = None  # (N,) int64 >= exit_steps
     schedule: tuple[int, ...] = ()  # the chunks run, then the static plan's rest from where the run ended
     threads: int = 0
-
-
-def exit_step_hint(exit_steps, T: int) -> torch.Tensor:
-    """Exit steps given as a hint for the plan, checked: whole numbers in 1..T, at least one."""
-    try:
-        steps = torch.as_tensor(exit_steps)
-    except (TypeError, ValueError, RuntimeError):
-        raise SnnexitError(f"exit_steps must be a sequence of steps in 1..{T}, got {type(exit_steps).__name__}") from None
-    if steps.dim() != 1 or steps.numel() == 0 or steps.is_complex() or steps.dtype == torch.bool:
-        raise SnnexitError(f"exit_steps must be a non-empty 1-d sequence of steps in 1..{T}, got shape "
-                           f"{tuple(steps.shape)} of {steps.dtype}")
-    if steps.is_floating_point() and not bool((torch.isfinite(steps) & (steps == steps.round())).all()):
-        raise SnnexitError(f"exit_steps must be whole steps in 1..{T}: NaN, infinite or fractional values given")
-    steps = steps.long().cpu()
-    if int(steps.min()) < 1 or int(steps.max()) > T:
-        raise SnnexitError(f"exit_steps must lie in 1..{T}, got values in {int(steps.min())}..{int(steps.max())}")
-    return steps
 
 
 def _running_sums(carried: torch.Tensor | None, steps: torch.Tensor) -> torch.Tensor:
@@ -102,7 +87,7 @@ class ChunkedEngine(EarlyExitEngine):
             the first chunk (as ``exit_steps``), and its outputs teach the forecasts how far they
             miss. Without it they learn from the engine's own exits.
         forecast: with ``chunks="auto"``, plan each chunk after the first from where the running
-            inputs' outputs say they will exit (:class:`~snnexit.runtime.planning.ExitForecaster`);
+            inputs' outputs say they will exit (:class:`~snnexit.runtime.forecasts.ExitForecaster`);
             False: one schedule from the exit distribution alone; None (default): forecasts with
             measured chunk times, none with a ``chunk_time`` model (its plan is then the same on
             every run) or a ``max_slowdown`` (a forecast costs time of its own, which the chunk
