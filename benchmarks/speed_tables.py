@@ -7,8 +7,9 @@
   time, ``--latency-inputs``) also the ratio with the policy asked once per step and with each
   input's exit known in advance (one chunk to it: the bound of any chunk plan), and early exit
   over fixed T on easy and on hard inputs; batch 1 of the throughput run is timed over more inputs;
-* the speed race, from ``benchmarks/results/speed_race_<workload>.json``
-  (``benchmarks/speed_race.py --workload W ...``): each snnexit engine against SpikingJelly's
+* the speed race, from ``benchmarks/results/speed_race_<workload>.json`` and
+  ``speed_race_<workload>_b<batch>.json`` (``benchmarks/speed_race.py --workload W ...``, the
+  latter a run at another batch size with ``--out``): each snnexit engine against SpikingJelly's
   best mode and against the dense floor;
 * what a slowdown budget costs early exit at batch 1, from
   ``benchmarks/results/slowdown_budget_<workload>.json`` (``benchmarks/slowdown_budget.py``).
@@ -37,12 +38,12 @@ def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _load(pattern: str) -> list[dict]:
+def _load(pattern: str, more: str | None = None) -> list[dict]:
+    """Each workload's ``pattern`` JSON, then (with ``more``, a glob) its further runs in name order."""
     found = []
     for name in WORKLOADS:
-        path = RESULTS / pattern.format(name)
-        if path.is_file():
-            found.append(json.loads(path.read_text()))
+        paths = [RESULTS / pattern.format(name)] + (sorted(RESULTS.glob(more.format(name))) if more else [])
+        found.extend(json.loads(path.read_text()) for path in paths if path.is_file())
     return found
 
 
@@ -87,7 +88,7 @@ def race_table() -> str:
     lines = ["| workload | threads | batch | chunked engine (plan) | vs SpikingJelly's best mode | step engine vs its best "
              "| chunked / dense floor | step / dense floor | spikes and answers identical |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for result in _load("speed_race_{}.json"):
+    for result in _load("speed_race_{}.json", more="speed_race_{}_b*.json"):  # a run at other batch sizes
         name = result["workload"]["name"]
         for r in result["results"]:
             med = r["median_seconds"]
