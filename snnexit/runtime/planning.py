@@ -31,6 +31,7 @@ import torch
 
 from snnexit.errors import SnnexitError
 
+
 def exit_step_hint(exit_steps, T: int) -> torch.Tensor:
     """Exit steps given as a hint for the plan, checked: whole numbers in 1..T, at least one."""
     try:
@@ -177,17 +178,17 @@ def bounded_choices(T: int, runs_alive, chunk_time, budget: SlowdownBudget) -> l
     if keeps(choice):
         return choice
     lo, hi = 0.0, 1.0
-    while not keeps(plan(hi)):
+    while not keeps(kept := plan(hi)):
         lo, hi = hi, hi * 16.0
         if hi > 1e12:  # the fastest way to T keeps every budget: reached long before this
             return list(budget.fallback)
-    for _ in range(40):
+    for _ in range(40):  # kept: the plan at the least price known to keep the budget (hi)
         mid = (lo + hi) / 2.0
-        if keeps(plan(mid)):
-            hi = mid
+        if keeps(candidate := plan(mid)):
+            hi, kept = mid, candidate
         else:
             lo = mid
-    return plan(hi)
+    return kept
 
 
 def next_chunk(survivals: torch.Tensor, start: int, chunk_time, first_allowed=None) -> int:
