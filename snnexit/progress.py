@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+from snnexit import interrupt
+
 
 class ProgressLog:
     """``log("message")`` -> ``[   12.3 s] message`` on stderr (nothing when ``quiet``)."""
@@ -23,6 +25,7 @@ class ProgressLog:
         self.started = time.perf_counter()
 
     def __call__(self, message: str) -> None:
+        interrupt.check()  # a Ctrl-C that a library swallowed stops the job here
         if self.quiet:
             return
         elapsed = time.perf_counter() - self.started

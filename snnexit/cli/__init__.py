@@ -127,7 +127,10 @@ def _run(argv: list[str]) -> int:
     parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        interrupt.raise_from_now_on()  # the command's modules are imported: a noted Ctrl-C stops it here
+        code = int(args.func(args) or 0)
+        interrupt.check()
+        return code
     except SnnexitError as exc:
         _say(f"snnexit {args.command}: error: {one_line(str(exc))}")
         return 2
