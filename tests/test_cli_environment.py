@@ -254,9 +254,14 @@ except KeyboardInterrupt:
 """
 
 
+def python_with_a_terminals_sigint(code: str) -> subprocess.CompletedProcess:
+    """``python -c CODE`` with this worktree's package and a terminal's SIGINT; its text output."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=sigint_as_in_a_terminal)
+
+
 def test_a_ctrl_c_during_the_imports_is_noted_and_raised_after_them():
-    out = subprocess.run([sys.executable, "-c", NOTED_THEN_RAISED], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=sigint_as_in_a_terminal)
+    out = python_with_a_terminals_sigint(NOTED_THEN_RAISED)
     assert out.stdout.splitlines() == ["went on True", "raised when the imports were done"], out.stderr
 
 
@@ -275,8 +280,7 @@ except KeyboardInterrupt:
 
 
 def test_a_ctrl_c_after_the_imports_raises_where_it_lands():
-    out = subprocess.run([sys.executable, "-c", RAISED_WHERE_IT_LANDS], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=sigint_as_in_a_terminal)
+    out = python_with_a_terminals_sigint(RAISED_WHERE_IT_LANDS)
     assert out.stdout.strip() == "raised", out.stderr
 
 
