@@ -13,7 +13,7 @@ import torch
 
 from snnexit.errors import SnnexitError
 from snnexit.exit import POLICIES, FixedT
-from snnexit.runtime.chunked import ChunkedEngine, exit_distribution, plan_chunks
+from snnexit.runtime.chunked import ChunkedEngine, exit_distribution, plan_chunks, schedule_time
 from snnexit.simulate.cost import cost_from_trace, fan_out
 from snnexit.runtime.engine import EarlyExitEngine
 from snnexit.runtime.threads import LoadMeter
@@ -163,6 +163,9 @@ def test_plan_is_the_best_schedule_by_brute_force(n):
     compositions = [c for r in range(1, T + 1) for c in itertools.product(range(1, T + 1), repeat=r) if sum(c) == T]
     best = min(expected_time_brute_force(c, dist, n, chunk_time) for c in compositions)
     assert expected_time_brute_force(plan, dist, n, chunk_time) == pytest.approx(best)
+    for c in compositions:  # what the thread choice compares: any schedule's expected time, in closed form
+        assert schedule_time(c, exit_distribution(steps, T), n, chunk_time) == pytest.approx(
+            expected_time_brute_force(c, dist, n, chunk_time))
 
 
 def test_plan_follows_the_exits():
@@ -181,6 +184,34 @@ def test_auto_threads_take_one_thread_when_the_machine_is_busy(setup):
     engine.load.free_cores = lambda cores=None: 0.6  # another process holds (nearly) every core
     assert engine.run(x[:5]).threads == 1
     assert ChunkedEngine(snn, policy, T, chunks=2, threads=1).run(x[:5]).threads == 1
+
+
+def test_auto_threads_take_the_count_whose_schedule_is_faster(setup, monkeypatch):
+    """The thread count is chosen by the time of what the run computes: a second thread that
+    does not pay on a single step at batch 1 (a tiny kernel) but does on a chunk of T steps (T-row
+    kernels) is taken by fixed T and left by a schedule of single steps."""
+    import snnexit.runtime.planning as planning
+
+    snn, val, _, x, _ = setup
+    now = [0.0]
+
+    def chunk(self, frames, m):  # two threads: more overhead per chunk, half the work per row
+        k = frames.shape[0]
+        now[0] += 1.0 + k * m if torch.get_num_threads() == 1 else 1.6 + 0.5 * k * m
+
+    monkeypatch.setattr(planning, "clock_for", lambda threads: (lambda: now[0]))
+    monkeypatch.setattr(planning.ChunkPlanner, "_chunk", chunk)
+
+    def threads_taken(policy, batch, **kw):
+        engine = ChunkedEngine(snn, policy, T, timing_repeats=1, **kw)
+        engine._most_threads = 2
+        engine.load.free_cores = lambda cores=None: 2.0
+        return engine.run(x[:batch]).threads
+
+    assert threads_taken(FixedT(), 1, exit_steps=torch.full((1,), T)) == 2
+    assert threads_taken(FixedT(), 1, chunks=[T]) == 2
+    assert threads_taken(spread_dc(val), 1, chunks=1) == 1
+    assert threads_taken(spread_dc(val), 5, chunks=1) == 2  # 5-row kernels: the second thread pays
 
 
 def test_load_meter_does_not_count_our_own_cpu_time(monkeypatch):

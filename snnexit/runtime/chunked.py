@@ -23,7 +23,6 @@ whose length is capped by ``max_chunk_bytes``: it does not grow with T.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -38,7 +37,7 @@ from snnexit.runtime.engine import EarlyExitEngine, ExitResult
 from snnexit.runtime.forecasts import ExitForecaster
 from snnexit.runtime.planning import (ChunkPlanner, FixedPlan, RunPlan,  # noqa: F401
                                       SlowdownBudget, exit_distribution, exit_step_hint, plan_chunks,
-                                      static_choices, walk)
+                                      schedule_time, static_choices, walk)
 from snnexit.simulate.trace import Trace
 from snnexit.runtime.threads import LoadMeter, num_threads
 
@@ -92,8 +91,8 @@ class ChunkedEngine(EarlyExitEngine):
             measured chunk times, none with a ``chunk_time`` model (its plan is then the same on
             every run) or a ``max_slowdown`` (a forecast costs time of its own, which the chunk
             times the budget counts leave out).
-        threads: ``"auto"`` (one thread unless more are measured to be faster at this batch size
-            and other processes leave the cores free), an int, or None (torch's setting).
+        threads: ``"auto"`` (one thread unless the run's schedule is measured to be faster with
+            the cores other processes leave free: once per batch size), an int, or None (torch's).
         max_threads: with ``threads="auto"``, the most threads it may choose (default: torch's setting).
         max_chunk_bytes: memory cap for one chunk's activations; it bounds the chunk length.
         timing_repeats: repeats per measured chunk length when planning.
@@ -148,9 +147,10 @@ class ChunkedEngine(EarlyExitEngine):
         self._choices: dict[tuple[int, int], list[int]] = {}  # (threads, n) -> the static plan's chunk from each s
         self._most_threads = (torch.get_num_threads() if max_threads is None
                               else check_integer("max_threads", max_threads, 1))
-        self._many_faster: dict[tuple[int, int], bool] = {}  # (n, threads) -> faster than one thread?
+        self._many_faster: dict[tuple[int, int], bool] = {}  # (n, threads) -> its plan faster than one thread's?
         self._plan_basis: int = 0  # inputs seen when the cached plans were made (no hint)
-        self._chunk_times: dict[tuple[int, int], object] = {}  # (threads, n) -> chunk_time(k, m)
+        self._chunk_times: dict[tuple[int, int], object] = {}  # (threads, n) -> chunk_time(k, m) planned with
+        self._measured: dict[tuple[int, int], object] = {}  # (threads, n) -> chunk_time(k, m) measured
         self.forecaster = None
         if forecast is None:  # forecasts cost time the chunk times leave out: none where a budget counts on them
             forecast = chunk_time is None and max_slowdown is None
@@ -184,7 +184,7 @@ class ChunkedEngine(EarlyExitEngine):
             return exit_distribution(torch.cat(self.seen), self.T)
         return exit_distribution(torch.arange(1, self.T + 1), self.T)  # uniform before any run
 
-    def _choose_threads(self, n: int) -> int | None:
+    def _choose_threads(self, n: int, x: torch.Tensor, temporal: bool) -> int | None:
         if self.threads is None or isinstance(self.threads, int):
             return self.threads
         if self.device.type != "cpu":
@@ -195,41 +195,47 @@ class ChunkedEngine(EarlyExitEngine):
         if usable <= 1:
             return 1
         if (n, usable) not in self._many_faster:
-            self._many_faster[(n, usable)] = self._probe_threads(n, usable)
+            self._many_faster[(n, usable)] = (self._planned_time(n, usable, x, temporal)
+                                              < self._planned_time(n, 1, x, temporal))
         return usable if self._many_faster[(n, usable)] else 1
 
-    def _probe_threads(self, n: int, usable: int) -> bool:
-        """Time one step at batch ``n`` with 1 and with ``usable`` threads (wall clock, the least of
-        the repeats): is ``usable`` faster?"""
-        frames = self._frames(self._probe_x[:n], 0, 1, self._probe_temporal)
-        best = {}
-        for threads in (1, usable):
-            with num_threads(threads):
-                runs = []
-                for _ in range(self.timing_repeats + 1):
-                    self.snn.reset()
-                    started = time.perf_counter()
-                    self.snn.step_chunk(frames)
-                    runs.append(time.perf_counter() - started)
-            best[threads] = min(runs[1:])
-        self.snn.reset()
-        return best[usable] < best[1]
+    def _planned_time(self, n: int, threads: int, x: torch.Tensor, temporal: bool) -> float:
+        """The expected time of the schedule a batch of ``n`` runs with ``threads`` threads, by
+        chunk times measured with that many. Not one step timed with each count: at batch 1 a
+        step's kernels are too small to share, and the two times differ by noise, while the k-row
+        kernels of a chunk of k steps are shared. So fixed T (one chunk of T) and early exit (its
+        plan) each take the count that is faster for what they run. The count changes no decision."""
+        measured = self._measured_time(n, threads, x, temporal)
+        return schedule_time(self.schedule(n, threads, x, temporal), self._survival(), n, measured)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _measured_time(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool):
+        """``chunk_time(k, m)`` at batch ``n`` with ``threads`` threads, measured on ``x`` (once)."""
+        key = (threads or torch.get_num_threads(), n)
+        if key not in self._measured:
+            self._measure_rows(x, temporal)
+            lengths = None
+            if self.fixed_schedule is not None:
+                lengths, s = [], 0
+                for k in self.fixed_schedule:
+                    lengths.append(min(k, self.T - s))
+                    s += k
+            with num_threads(threads):
+                self.planner.measure(x, key[0], self._max_chunk(n), temporal, lengths)
+            self._measured[key] = self.planner.chunk_time(key[0], n)
+        return self._measured[key]
+
     def _chunk_time(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool):
-        """``chunk_time(k, m)`` at batch ``n``, measured or the given model (infinite past the memory cap)."""
+        """``chunk_time(k, m)`` at batch ``n`` the plans use: measured or the given model (infinite
+        past the memory cap)."""
         key = (threads or torch.get_num_threads(), n)
         if key not in self._chunk_times:
             self._measure_rows(x, temporal)
             max_k = self._max_chunk(n)
-            if self.chunk_time is None:
-                self.planner.measure(x, key[0], max_k, temporal)
-                fn = self.planner.chunk_time(key[0], n)
-            else:
-                fn = self.chunk_time
+            fn = self._measured_time(n, threads, x, temporal) if self.chunk_time is None else self.chunk_time
             self._chunk_times[key] = lambda k, m: fn(k, m) if k <= max_k else math.inf
         return self._chunk_times[key]
 
@@ -283,8 +289,7 @@ class ChunkedEngine(EarlyExitEngine):
         x = self.checked_inputs(x, temporal).to(self.device)
         n = x.shape[0]
         self._ensure_fan_out(x[:, 0] if temporal else x)
-        self._probe_x, self._probe_temporal = x, temporal
-        threads = self._choose_threads(n)
+        threads = self._choose_threads(n, x, temporal)
         with num_threads(threads):
             if self.fixed_schedule is not None:
                 plan = FixedPlan(self.fixed_schedule)

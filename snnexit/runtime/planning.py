@@ -109,16 +109,40 @@ def plan_chunks(survival: torch.Tensor, n: int, chunk_time) -> tuple[int, ...]:
     return walk(static_choices(survival, n, chunk_time), 0, survival.shape[0] - 1)
 
 
-def static_choices(survival: torch.Tensor, n: int, chunk_time, budget: "SlowdownBudget | None" = None) -> list[int]:
-    """:func:`plan_chunks`'s first chunk from every ``s`` (the plan from wherever a run stands);
-    with a ``budget``, the cheapest plan found that keeps it (:func:`bounded_choices`)."""
-    T = survival.shape[0] - 1
+def _batch_runs_alive(survival: torch.Tensor, n: int):
+    """``runs_alive(s)`` for a batch of ``n`` independent inputs with this survival curve: the
+    chunk after ``s`` runs unless all of them have stopped, on ``E[inputs running | it runs]``."""
     p = [float(v) for v in survival]
 
     def runs_alive(s):
         runs = 1.0 - (1.0 - p[s]) ** n
         return runs, (n * p[s] / runs if runs > 0 else 0.0)
 
+    return runs_alive
+
+
+def schedule_time(chunks, survival: torch.Tensor, n: int, chunk_time) -> float:
+    """The expected time of running ``chunks`` (clipped at T) on a batch of ``n``: the objective
+    :func:`plan_chunks` minimises, for any schedule."""
+    T = survival.shape[0] - 1
+    runs_alive = _batch_runs_alive(survival, n)
+    total, s = 0.0, 0
+    for k in chunks:
+        if s >= T:
+            break
+        k = min(k, T - s)
+        runs, alive = runs_alive(s)
+        if runs > 0.0:
+            total += runs * chunk_time(k, alive)
+        s += k
+    return total
+
+
+def static_choices(survival: torch.Tensor, n: int, chunk_time, budget: "SlowdownBudget | None" = None) -> list[int]:
+    """:func:`plan_chunks`'s first chunk from every ``s`` (the plan from wherever a run stands);
+    with a ``budget``, the cheapest plan found that keeps it (:func:`bounded_choices`)."""
+    T = survival.shape[0] - 1
+    runs_alive = _batch_runs_alive(survival, n)
     if budget is None:
         return _best_choices(T, 0, runs_alive, chunk_time)
     return bounded_choices(T, runs_alive, chunk_time, budget)
@@ -220,8 +244,8 @@ class ChunkPlanner:
     ``times[(threads, m)][k]`` is the time of a chunk of ``k`` steps on ``m`` inputs (the least of
     ``timing_repeats`` runs after a warm-up, the lengths taking turns: on a shared machine the
     least is the one nothing else slowed), for ``k`` in powers of two up to the longest chunk
-    memory allows and ``m`` in ``{1, n}``; other ``(k, m)`` are interpolated linearly (and
-    extrapolated from the last two points in ``k``).
+    memory allows (or a fixed schedule's lengths) and ``m`` in ``{1, n}``; other ``(k, m)`` are
+    interpolated linearly (and extrapolated from the nearest two points in ``k``).
     """
 
     def __init__(self, engine):
@@ -237,8 +261,9 @@ class ChunkPlanner:
             ks.append(max_k)
         return ks
 
-    def measure(self, x: torch.Tensor, threads: int, max_k: int, temporal: bool) -> None:
-        """Time a chunk of every candidate length on the first ``m`` rows of ``x``, m in {1, n}.
+    def measure(self, x: torch.Tensor, threads: int, max_k: int, temporal: bool, lengths=None) -> None:
+        """Time a chunk of every candidate length on the first ``m`` rows of ``x``, m in {1, n}
+        (``lengths``: those lengths instead, e.g. a fixed schedule's).
 
         The lengths take turns (a warm-up round, then ``timing_repeats`` rounds over every length):
         a moment when something else held the core slows one run of each length, not every run of one."""
@@ -249,7 +274,8 @@ class ChunkPlanner:
             if key in self.times:
                 continue
             rows = x[:m]
-            frames = {k: self.engine._frames(rows, 0, k, temporal) for k in self.lengths(m, max_k)}
+            ks = sorted(set(lengths)) if lengths is not None else self.lengths(m, max_k)
+            frames = {k: self.engine._frames(rows, 0, k, temporal) for k in ks}
             runs: dict[int, list[float]] = {k: [] for k in frames}
             for _ in range(self.engine.timing_repeats + 1):  # the first round warms up
                 for k, chunk in frames.items():
@@ -281,12 +307,14 @@ class ChunkPlanner:
                 return table[k]
             if k > ks[-1]:  # extrapolate along the last segment (longer chunks are refused anyway)
                 a, b = ks[-2:] if len(ks) > 1 else (ks[-1], ks[-1])
+            elif k < ks[0]:  # a schedule's lengths only: along the first segment
+                a, b = ks[:2] if len(ks) > 1 else (ks[0], ks[0])
             else:
                 b = next(v for v in ks if v > k)
                 a = max(v for v in ks if v < k)
             if a == b:
                 return table[a] * k / a
-            return table[a] + (table[b] - table[a]) * (k - a) / (b - a)
+            return max(0.0, table[a] + (table[b] - table[a]) * (k - a) / (b - a))
 
         T = self.engine.T
         lo_k = [0.0] + [in_k(lo, k) for k in range(1, T + 1)]  # tabulated: the plans call this O(T^2) times
