@@ -273,3 +273,38 @@ def test_told_each_exit_in_advance_the_engine_computes_no_step_past_it(setup):
         assert r.exit_steps.item() == r.steps_computed.item() == int(expected[i])
         assert r.schedule[0] == int(expected[i]) and sum(r.schedule) == T
         assert r.predictions.item() == int(policy.predict(test)[i])
+
+
+def test_the_bench_builds_every_known_exit_engine_before_it_times(setup):
+    """``KnownExitPlan`` builds (and calibrates) one engine per exit step on first use: the bench's
+    warm-up must meet every exit step, or the first timed repeat pays that calibration."""
+    from snnexit.experiments.bench_timing import KnownExitPlan, time_latency
+
+    snn, val, test, x, _ = setup
+    policy = spread_dc(val)
+    exits = policy.exit_steps(test)[:12]
+    known = KnownExitPlan(snn, policy, T, "cpu", threads=1)
+    built_while_timing = []
+
+    class Watched:
+        needs_exit_step = True
+
+        def run(self, xi, temporal=False, exit_step=None):
+            if timing[0] and exit_step not in known._engines:
+                built_while_timing.append(exit_step)
+            return known.run(xi, temporal=temporal, exit_step=exit_step)
+
+    class Clock:  # the fixed-T engine's first timed run marks the end of the warm-up
+        calls = 0
+
+        def run(self, xi, temporal=False):
+            Clock.calls += 1
+            timing[0] = Clock.calls > 1
+            return fixed.run(xi, temporal=temporal)
+
+    timing = [False]
+    fixed = ChunkedEngine(snn, FixedT(), T, exit_steps=torch.full((1,), T), threads=1)
+    time_latency({"fixed": Clock(), "early_exit_known_exits": Watched()}, x[:12], T, "cpu", 1, exits=exits)
+    assert timing[0] and len(set(exits.tolist())) > 1
+    assert built_while_timing == []
+

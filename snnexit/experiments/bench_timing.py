@@ -142,8 +142,14 @@ def time_latency(engines: dict, x, T: int, device: str, repeats: int, energy_mod
     steps = torch.zeros(len(x), dtype=torch.long)
     computed = torch.zeros(len(x), dtype=torch.long)
     energy, threads = {}, {}
-    for name in runners:  # warm-up (fan-out, chunk plans, thread probes)
+    for name in runners:  # warm-up (fan-out, chunk plans, thread choices)
         run(name, 0)
+    first_with_exit: dict[int, int] = {}  # exit step -> the first input that exits there
+    for i, e in enumerate(exits.tolist() if told else []):
+        first_with_exit.setdefault(int(e), i)
+    for name in told:  # one engine per exit step: each built and calibrated before the timing starts
+        for i in first_with_exit.values():
+            run(name, i)
     per_input_runs = {name: [[] for _ in range(len(x))] for name in runners}
     totals = {name: [] for name in runners}
     names = list(runners)

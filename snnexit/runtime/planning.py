@@ -128,13 +128,10 @@ def schedule_time(chunks, survival: torch.Tensor, n: int, chunk_time) -> float:
     runs_alive = _batch_runs_alive(survival, n)
     total, s = 0.0, 0
     for k in chunks:
-        if s >= T:
-            break
-        k = min(k, T - s)
         runs, alive = runs_alive(s)
-        if runs > 0.0:
-            total += runs * chunk_time(k, alive)
-        s += k
+        total += runs * chunk_time(min(k, T - s), alive) if runs > 0.0 else 0.0
+        if (s := s + k) >= T:
+            break
     return total
 
 
