@@ -190,7 +190,7 @@ def test_auto_threads_take_the_count_whose_schedule_is_faster(setup, monkeypatch
     """The thread count is chosen by the time of what the run computes: a second thread that
     does not pay on a single step at batch 1 (a tiny kernel) but does on a chunk of T steps (T-row
     kernels) is taken by fixed T and left by a schedule of single steps."""
-    import snnexit.runtime.planning as planning
+    import snnexit.runtime.chunk_timing as chunk_timing
 
     snn, val, _, x, _ = setup
     now = [0.0]
@@ -199,8 +199,8 @@ def test_auto_threads_take_the_count_whose_schedule_is_faster(setup, monkeypatch
         k = frames.shape[0]
         now[0] += 1.0 + k * m if torch.get_num_threads() == 1 else 1.6 + 0.5 * k * m
 
-    monkeypatch.setattr(planning, "clock_for", lambda threads: (lambda: now[0]))
-    monkeypatch.setattr(planning.ChunkPlanner, "_chunk", chunk)
+    monkeypatch.setattr(chunk_timing, "clock_for", lambda threads: (lambda: now[0]))
+    monkeypatch.setattr(chunk_timing.ChunkPlanner, "_chunk", chunk)
 
     def threads_taken(policy, batch, **kw):
         engine = ChunkedEngine(snn, policy, T, timing_repeats=1, **kw)

@@ -292,7 +292,7 @@ def test_chunk_lengths_take_turns_when_timed_so_a_busy_moment_slows_no_length_th
     """A clock of our own: each chunk of k steps takes 1 + k units, except for four timed chunks in a
     row during which something else holds the core (+100 each). Timed length after length, those four
     could be every run of one length; taking turns, each length has at least one quiet run."""
-    import snnexit.runtime.planning as planning
+    import snnexit.runtime.chunk_timing as chunk_timing
 
     snn, val, _, x, _ = setup
     engine = ChunkedEngine(snn, spread_dc(val), T, threads=None, timing_repeats=3)
@@ -302,8 +302,8 @@ def test_chunk_lengths_take_turns_when_timed_so_a_busy_moment_slows_no_length_th
         chunks_timed[0] += 1
         now[0] += 1 + frames.shape[0] + (100.0 if 5 <= chunks_timed[0] <= 8 else 0.0)
 
-    monkeypatch.setattr(planning, "clock_for", lambda threads: (lambda: now[0]))
-    monkeypatch.setattr(planning.ChunkPlanner, "_chunk", chunk)
+    monkeypatch.setattr(chunk_timing, "clock_for", lambda threads: (lambda: now[0]))
+    monkeypatch.setattr(chunk_timing.ChunkPlanner, "_chunk", chunk)
     engine.planner.measure(x[:1], 1, T, False)
     table = engine.planner.times[(1, 1)]
     assert sorted(table) == [1, 2, 4, 8, T] and chunks_timed[0] == 4 * len(table)

@@ -35,9 +35,10 @@ from snnexit.simulate.cost import Cost
 from snnexit.simulate.stepper import chunk_frames, chunk_lengths
 from snnexit.runtime.engine import EarlyExitEngine, ExitResult
 from snnexit.runtime.forecasts import ExitForecaster
-from snnexit.runtime.planning import (ChunkPlanner, FixedPlan, RunPlan,  # noqa: F401
-                                      SlowdownBudget, exit_distribution, exit_step_hint, plan_chunks,
-                                      schedule_time, static_choices, walk)
+from snnexit.runtime.chunk_timing import ChunkPlanner
+from snnexit.runtime.planning import (FixedPlan, RunPlan, SlowdownBudget,  # noqa: F401
+                                      exit_distribution, exit_step_hint, plan_chunks, schedule_time,
+                                      static_choices, walk)
 from snnexit.simulate.trace import Trace
 from snnexit.runtime.threads import LoadMeter, num_threads
 
