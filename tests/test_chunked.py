@@ -210,6 +210,7 @@ def test_auto_threads_take_the_count_whose_schedule_is_faster(setup, monkeypatch
 
     assert threads_taken(FixedT(), 1, exit_steps=torch.full((1,), T)) == 2
     assert threads_taken(FixedT(), 1, chunks=[T]) == 2
+    assert threads_taken(FixedT(), 1, chunks=[T - 1, 5, 5]) == 2  # chunks past step T are never timed
     assert threads_taken(spread_dc(val), 1, chunks=1) == 1
     assert threads_taken(spread_dc(val), 5, chunks=1) == 2  # 5-row kernels: the second thread pays
 

@@ -37,8 +37,8 @@ from snnexit.runtime.engine import EarlyExitEngine, ExitResult
 from snnexit.runtime.forecasts import ExitForecaster
 from snnexit.runtime.chunk_timing import ChunkPlanner
 from snnexit.runtime.planning import (FixedPlan, RunPlan, SlowdownBudget,  # noqa: F401
-                                      exit_distribution, exit_step_hint, plan_chunks, schedule_time,
-                                      static_choices, walk)
+                                      exit_distribution, exit_step_hint, plan_chunks, run_lengths,
+                                      schedule_time, static_choices, walk)
 from snnexit.simulate.trace import Trace
 from snnexit.runtime.threads import LoadMeter, num_threads
 
@@ -218,12 +218,7 @@ class ChunkedEngine(EarlyExitEngine):
         key = (threads or torch.get_num_threads(), n)
         if key not in self._measured:
             self._measure_rows(x, temporal)
-            lengths = None
-            if self.fixed_schedule is not None:
-                lengths, s = [], 0
-                for k in self.fixed_schedule:
-                    lengths.append(min(k, self.T - s))
-                    s += k
+            lengths = None if self.fixed_schedule is None else run_lengths(self.fixed_schedule, self.T)
             with num_threads(threads):
                 self.planner.measure(x, key[0], self._max_chunk(n), temporal, lengths)
             self._measured[key] = self.planner.chunk_time(key[0], n)

@@ -120,17 +120,26 @@ def _batch_runs_alive(survival: torch.Tensor, n: int):
     return runs_alive
 
 
+def run_lengths(chunks, T: int) -> list[int]:
+    """The chunks a run of T steps computes: ``chunks`` up to step T, the last cut there."""
+    lengths, s = [], 0
+    for k in chunks:
+        if s >= T:
+            break
+        lengths.append(min(k, T - s))
+        s += k
+    return lengths
+
+
 def schedule_time(chunks, survival: torch.Tensor, n: int, chunk_time) -> float:
-    """The expected time of running ``chunks`` (clipped at T) on a batch of ``n``: the objective
-    :func:`plan_chunks` minimises, for any schedule."""
-    T = survival.shape[0] - 1
+    """The expected time of running ``chunks`` (:func:`run_lengths`) on a batch of ``n``: the
+    objective :func:`plan_chunks` minimises, for any schedule."""
     runs_alive = _batch_runs_alive(survival, n)
     total, s = 0.0, 0
-    for k in chunks:
+    for k in run_lengths(chunks, survival.shape[0] - 1):
         runs, alive = runs_alive(s)
-        total += runs * chunk_time(min(k, T - s), alive) if runs > 0.0 else 0.0
-        if (s := s + k) >= T:
-            break
+        total += runs * chunk_time(k, alive) if runs > 0.0 else 0.0
+        s += k
     return total
 
 
