@@ -35,7 +35,9 @@ from snnexit.simulate.cost import Cost
 from snnexit.simulate.stepper import chunk_frames, chunk_lengths
 from snnexit.runtime.engine import EarlyExitEngine, ExitResult
 from snnexit.runtime.forecasts import ExitForecaster
-from snnexit.runtime.chunk_timing import ChunkPlanner
+from snnexit.runtime.forecast_replay import replay_times
+from snnexit.runtime.chunk_timing import ChunkPlanner, clock_for
+from snnexit.runtime.chunk_sums import count_sums, running_sums
 from snnexit.runtime.planning import (FixedPlan, RunPlan, SlowdownBudget,  # noqa: F401
                                       exit_distribution, exit_step_hint, plan_chunks, run_lengths,
                                       schedule_time, static_choices, walk)
@@ -50,27 +52,6 @@ class ChunkedResult(ExitResult):
     steps_computed: torch.Tensor | None = None  # (N,) int64 >= exit_steps
     schedule: tuple[int, ...] = ()  # the chunks run, then the static plan's rest from where the run ended
     threads: int = 0
-
-
-def _running_sums(carried: torch.Tensor | None, steps: torch.Tensor) -> torch.Tensor:
-    """``(k, ...)``: ``carried + steps[0]``, ``+ steps[1]``, ... added one step at a time, so every
-    sum rounds exactly as a step-by-step run's (``cumsum`` may accumulate in another precision)."""
-    sums = torch.empty_like(steps)
-    previous = carried
-    for j in range(steps.shape[0]):
-        if previous is None:
-            sums[j].copy_(steps[j])
-        else:
-            torch.add(previous, steps[j], out=sums[j])
-        previous = sums[j]
-    return sums
-
-
-def _count_sums(carried: torch.Tensor | None, counts: torch.Tensor) -> torch.Tensor:
-    """``(k, m, L)`` spikes so far after each step of a chunk: whole numbers in float64 (exact below
-    2**53), so one ``cumsum`` gives the sums a step-by-step run reaches, at a fraction of the cost."""
-    sums = counts.cumsum(0)
-    return sums if carried is None else sums.add_(carried)
 
 
 class ChunkedEngine(EarlyExitEngine):
@@ -88,10 +69,11 @@ class ChunkedEngine(EarlyExitEngine):
             miss. Without it they learn from the engine's own exits.
         forecast: with ``chunks="auto"``, plan each chunk after the first from where the running
             inputs' outputs say they will exit (:class:`~snnexit.runtime.forecasts.ExitForecaster`);
-            False: one schedule from the exit distribution alone; None (default): forecasts with
-            measured chunk times, none with a ``chunk_time`` model (its plan is then the same on
-            every run) or a ``max_slowdown`` (a forecast costs time of its own, which the chunk
-            times the budget counts leave out).
+            False: one schedule from the exit distribution alone; None (default): with measured
+            chunk times, forecasts at each batch size where replaying the ``trace`` says they pay
+            (:mod:`~snnexit.runtime.forecast_replay`; always without a trace); none with a
+            ``chunk_time`` model (its plan is then the same on every run) or a ``max_slowdown`` (a
+            forecast costs time of its own, which the chunk times the budget counts leave out).
         threads: ``"auto"`` (one thread unless the run's schedule is measured to be faster with
             the cores other processes leave free: once per batch size), an int, or None (torch's).
         max_threads: with ``threads="auto"``, the most threads it may choose (default: torch's setting).
@@ -153,6 +135,9 @@ class ChunkedEngine(EarlyExitEngine):
         self._chunk_times: dict[tuple[int, int], object] = {}  # (threads, n) -> chunk_time(k, m) planned with
         self._measured: dict[tuple[int, int], object] = {}  # (threads, n) -> chunk_time(k, m) measured
         self.forecaster = None
+        self._replayed = forecast is None and chunk_time is None  # forecasts where a replay says they pay
+        self._forecasts_pay: dict[tuple[int, int], bool] = {}  # (threads, n) -> the replay's verdict
+        self._replay = None  # (outputs, exit steps) of the trace
         if forecast is None:  # forecasts cost time the chunk times leave out: none where a budget counts on them
             forecast = chunk_time is None and max_slowdown is None
         if forecast and self.fixed_schedule is None and not getattr(self.policy, "uses_labels_at_test", False):
@@ -166,6 +151,7 @@ class ChunkedEngine(EarlyExitEngine):
         if trace.T != self.T:
             raise SnnexitError(f"the planning trace has T = {trace.T} steps; this engine runs T = {self.T}")
         steps = self.policy.exit_steps(trace)
+        self._replay = (trace.outputs, steps.long().cpu())
         if self.hint is None:
             self.hint = exit_step_hint(steps, self.T)
         if self.forecaster is not None:
@@ -258,6 +244,21 @@ class ChunkedEngine(EarlyExitEngine):
             self._budgets[key] = SlowdownBudget(self.T, n, self._chunk_time(n, threads, x, temporal), self.max_slowdown)
         return self._budgets[key]
 
+    def _run_forecaster(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool):
+        """The forecaster a run of ``n`` plans with: where forecasts were left to the engine and a
+        trace is at hand, only if replaying the trace says they pay at this batch size and thread
+        count (:mod:`~snnexit.runtime.forecast_replay`: a forecast's own time against what it saves)."""
+        if self.forecaster is None or not self._replayed or self._replay is None:
+            return self.forecaster
+        key = (threads or torch.get_num_threads(), n)
+        if key not in self._forecasts_pay:
+            outputs, steps = self._replay
+            without, with_ = replay_times(self.forecaster, self.choices(n, threads, x, temporal),
+                                          self._chunk_time(n, threads, x, temporal), outputs, steps,
+                                          self.meta_after_first_step(), n, clock_for(threads))
+            self._forecasts_pay[key] = with_ < without
+        return self.forecaster if self._forecasts_pay[key] else None
+
     def schedule(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool) -> tuple[int, ...]:
         """The static chunk lengths for a batch of ``n`` (forecasts may change them as a run goes)."""
         if self.fixed_schedule is not None:
@@ -291,7 +292,8 @@ class ChunkedEngine(EarlyExitEngine):
                 plan = FixedPlan(self.fixed_schedule)
             else:
                 plan = RunPlan(self.choices(n, threads, x, temporal), self._chunk_time(n, threads, x, temporal), n,
-                               self.forecaster, self.meta_after_first_step(), self.budget(n, threads, x, temporal))
+                               self._run_forecaster(n, threads, x, temporal), self.meta_after_first_step(),
+                               self.budget(n, threads, x, temporal))
             result = self._run(x, labels, temporal, plan)
         result.threads = threads or torch.get_num_threads()
         if self.hint is None:
@@ -326,8 +328,8 @@ class ChunkedEngine(EarlyExitEngine):
         ``(k, m)``; ``acc``, ``spk``: the sums before the chunk (None at the start)."""
         y = self.snn.step_chunk(frames)  # (k, m, C)
         counts = self.snn.chunk_spike_counts().to(torch.float64) if self.count_spikes else None
-        acc_steps = _running_sums(acc, y)
-        spk_steps = None if counts is None else _count_sums(spk, counts)
+        acc_steps = running_sums(acc, y)
+        spk_steps = None if counts is None else count_sums(spk, counts)
         return acc_steps, spk_steps, self._decisions(acc_steps, t0, labels, active, meta)
 
     def _run(self, x, labels, temporal: bool, plan) -> ChunkedResult:

@@ -10,6 +10,8 @@ Forecasts choose chunk lengths only, never a decision.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from snnexit.runtime.planning import next_chunk
@@ -73,6 +75,14 @@ class ExitForecaster:
         self.errors = ForecastErrors(T)
         self._choices: dict[tuple, int] = {}  # (s, forecasts) -> next chunk, while the error model stands
         self._basis = 0  # errors recorded when the cached choices were made
+
+    def fork(self) -> "ExitForecaster":
+        """A twin that learns apart from this one: the same policy, a copy of the errors and the
+        cached choices (a replay records its forecasts' errors without teaching the engine's)."""
+        twin = copy.copy(self)
+        twin.errors = copy.deepcopy(self.errors)
+        twin._choices = dict(self._choices)
+        return twin
 
     def _stops(self, acc: torch.Tensor, s: int, t: int, meta: dict) -> torch.Tensor:
         if t >= self.T:
