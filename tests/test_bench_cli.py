@@ -24,6 +24,9 @@ def test_bench_writes_table2_json_and_agrees_with_the_offline_policy(tmp_path, c
                                                  "early_exit_masked", "floor_steps", "floor_chunked"}
     assert set(thr["over_floor"]) == {"fixed", "fixed_step"} and all(v > 0 for v in thr["over_floor"].values())
     assert {"early_exit", "early_exit_static"} <= set(lat["seconds_per_inference"])  # with forecasts and without
+    # early exit forecasts where a replay of the trace says they pay: its verdict at batch 1 is recorded
+    assert [(v["batch_size"], type(v["forecasts"])) for v in lat["forecasts_pay"]["early_exit"]] == [(1, bool)]
+    assert "early_exit_static" not in lat["forecasts_pay"]  # it never forecasts: nothing to decide
     # and told each input's exit in advance: the bound of any chunk plan, on the same inputs
     assert lat["seconds_per_inference"]["early_exit_known_exits"] > 0
     assert "wall_over_step_saving_early_exit_known_exits" in lat

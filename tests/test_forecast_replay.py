@@ -149,7 +149,7 @@ def test_the_engine_forecasts_where_the_replay_says_they_pay(setup, monkeypatch,
         engine.run(x[i:i + 1])
     engine.run(x[:16])
     assert asked == [1, 16]  # once per batch size
-    assert engine._forecasts_pay == {(torch.get_num_threads(), 1): pays, (torch.get_num_threads(), 16): pays}
+    assert engine.forecasts_pay == {(torch.get_num_threads(), 1): pays, (torch.get_num_threads(), 16): pays}
     assert planned_with == [engine.forecaster if pays else None] * 4 and engine.forecaster is not None
     for kw in ({"forecast": True}, {"forecast": False}, {"chunk_time": balanced}):  # not left to it: no replay
         ChunkedEngine(snn, policy, T, trace=val, threads=None, **kw).run(x[:3])

@@ -178,6 +178,7 @@ def time_latency(engines: dict, x, T: int, device: str, repeats: int, energy_mod
     out["exit_steps"] = steps.tolist()
     out["energy"] = {name: _energy(costs, energy_model) for name, costs in energy.items()}
     out["threads"] = threads
+    out["forecasts_pay"] = forecast_verdicts(engines)
     out["by_difficulty"] = by_difficulty(per_input_runs, steps, T)
     if per_input:
         out["per_input_seconds"] = {name: [statistics.median(v) for v in runs] for name, runs in per_input_runs.items()}
@@ -231,7 +232,15 @@ def time_throughput(engines: dict, x, T: int, batch_size: int, device: str, repe
     out["schedule"] = list(first["early_exit"][0].schedule)
     out["threads"] = {name: getattr(first[name][0], "threads", None) or torch.get_num_threads() for name in engines}
     out["energy"] = {name: _energy([r.cost for r in first[name]], energy_model) for name in engines}
+    out["forecasts_pay"] = forecast_verdicts(engines)
     return out
+
+
+def forecast_verdicts(engines: dict) -> dict:
+    """For each engine that left exit forecasts to a replay of its trace, the replay's verdict for
+    each thread count and batch size it ran (``ChunkedEngine.forecasts_pay``)."""
+    return {name: [{"threads": th, "batch_size": n, "forecasts": pay} for (th, n), pay in sorted(e.forecasts_pay.items())]
+            for name, e in engines.items() if getattr(e, "forecasts_pay", None)}
 
 
 def _energy(costs: list, model="fp32") -> dict | None:

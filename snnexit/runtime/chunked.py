@@ -136,7 +136,7 @@ class ChunkedEngine(EarlyExitEngine):
         self._measured: dict[tuple[int, int], object] = {}  # (threads, n) -> chunk_time(k, m) measured
         self.forecaster = None
         self._replayed = forecast is None and chunk_time is None  # forecasts where a replay says they pay
-        self._forecasts_pay: dict[tuple[int, int], bool] = {}  # (threads, n) -> the replay's verdict
+        self.forecasts_pay: dict[tuple[int, int], bool] = {}  # (threads, n) -> do forecasts pay (the replay)?
         self._replay = None  # (outputs, exit steps) of the trace
         if forecast is None:  # forecasts cost time the chunk times leave out: none where a budget counts on them
             forecast = chunk_time is None and max_slowdown is None
@@ -251,13 +251,13 @@ class ChunkedEngine(EarlyExitEngine):
         if self.forecaster is None or not self._replayed or self._replay is None:
             return self.forecaster
         key = (threads or torch.get_num_threads(), n)
-        if key not in self._forecasts_pay:
+        if key not in self.forecasts_pay:
             outputs, steps = self._replay
             without, with_ = replay_times(self.forecaster, self.choices(n, threads, x, temporal),
                                           self._chunk_time(n, threads, x, temporal), outputs, steps,
                                           self.meta_after_first_step(), n, clock_for(threads))
-            self._forecasts_pay[key] = with_ < without
-        return self.forecaster if self._forecasts_pay[key] else None
+            self.forecasts_pay[key] = with_ < without
+        return self.forecaster if self.forecasts_pay[key] else None
 
     def schedule(self, n: int, threads: int | None, x: torch.Tensor, temporal: bool) -> tuple[int, ...]:
         """The static chunk lengths for a batch of ``n`` (forecasts may change them as a run goes)."""
