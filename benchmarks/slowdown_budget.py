@@ -46,6 +46,12 @@ def planned_over_fixed(engine: ChunkedEngine, x: torch.Tensor, temporal: bool) -
     return times.planned(walk(engine.choices(1, 1, x, temporal), 0, engine.T)) / times.rest[0]
 
 
+
+def forecasts_used(engine) -> bool:
+    """Did the engine forecast at batch 1: a forecaster, and where a replay of the trace decided
+    (``forecast=None``), its verdict that forecasts pay."""
+    return engine.forecaster is not None and all(engine.forecasts_pay.values())
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="default", choices=WORKLOADS.names())
@@ -80,7 +86,7 @@ def main() -> None:
     for name, budget in [("early_exit", None), ("early_exit_static", None)] + list(zip(bounded, args.budgets)):
         groups = lat["by_difficulty"]
         rows.append({
-            "engine": name, "max_slowdown": budget, "forecasts": engines[name].forecaster is not None,
+            "engine": name, "max_slowdown": budget, "forecasts": forecasts_used(engines[name]),
             "wall_over_step_saving": lat[f"wall_over_step_saving_{name}"],
             "easy_over_fixed": groups["easy"]["seconds_per_inference"][name] / groups["easy"]["seconds_per_inference"][
                 "fixed"] if "easy" in groups else None,
