@@ -254,7 +254,7 @@ class ChunkedEngine(EarlyExitEngine):
         if key not in self.forecasts_pay:
             outputs, steps = self._replay
             without, with_ = replay_times(self.forecaster, self.choices(n, threads, x, temporal),
-                                          self._chunk_time(n, threads, x, temporal), outputs, steps,
+                                          self._chunk_time(n, threads, x, temporal), outputs.to(self.device), steps,
                                           self.meta_after_first_step(), n, clock_for(threads))
             self.forecasts_pay[key] = with_ < without
         return self.forecaster if self.forecasts_pay[key] else None

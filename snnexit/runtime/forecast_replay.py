@@ -39,7 +39,8 @@ def replayed_run(plan, rows: torch.Tensor, outputs: torch.Tensor, exit_steps: to
                  clock) -> float:
     """The time of one run of the trace inputs ``rows`` under ``plan``: its chunks by
     ``chunk_time(k, inputs running)``, its own calls (``next``, ``exited``) by ``clock``.
-    ``outputs`` ``(T, N, C)`` accumulated, ``exit_steps`` ``(N,)``: the trace's."""
+    ``outputs`` ``(T, N, C)`` accumulated (on the engine's device, as a run's sums), ``exit_steps``
+    ``(N,)`` on the CPU: the trace's."""
     T = outputs.shape[0]
     steps = exit_steps.index_select(0, rows)  # (n,) by position in the batch, as a run's `active`
     active = torch.arange(rows.numel())
@@ -59,7 +60,7 @@ def replayed_run(plan, rows: torch.Tensor, outputs: torch.Tensor, exit_steps: to
             active = active[~done]
         if active.numel() == 0:
             break
-        acc = outputs[t0 - 1].index_select(0, rows.index_select(0, active))
+        acc = outputs[t0 - 1].index_select(0, rows.index_select(0, active).to(outputs.device))
     return total
 
 
