@@ -46,11 +46,11 @@ def planned_over_fixed(engine: ChunkedEngine, x: torch.Tensor, temporal: bool) -
     return times.planned(walk(engine.choices(1, 1, x, temporal), 0, engine.T)) / times.rest[0]
 
 
-
 def forecasts_used(engine) -> bool:
     """Did the engine forecast at batch 1: a forecaster, and where a replay of the trace decided
     (``forecast=None``), its verdict that forecasts pay."""
     return engine.forecaster is not None and all(engine.forecasts_pay.values())
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -39,7 +39,7 @@ from snnexit.runtime.forecast_replay import replay_times
 from snnexit.runtime.chunk_timing import ChunkPlanner, clock_for
 from snnexit.runtime.chunk_sums import count_sums, running_sums
 from snnexit.runtime.planning import (FixedPlan, RunPlan, SlowdownBudget,  # noqa: F401
-                                      exit_distribution, exit_step_hint, plan_chunks, run_lengths,
+                                      exit_distribution, exit_step_hint, plan_chunks, report_exits, run_lengths,
                                       schedule_time, static_choices, walk)
 from snnexit.simulate.trace import Trace
 from snnexit.runtime.threads import LoadMeter, num_threads
@@ -366,8 +366,7 @@ class ChunkedEngine(EarlyExitEngine):
                 steps = (first + t0 + 1).cpu()
                 exit_steps[idx] = steps
                 computed[idx] = t0 + k
-                for t in steps.unique().tolist():  # in step order, as they were decided
-                    plan.exited(idx[steps == t], t)
+                report_exits(plan, idx, steps)
                 if spk_steps is not None:
                     if spikes is None:
                         spikes = torch.zeros(n, spk_steps.shape[2], dtype=torch.float64)

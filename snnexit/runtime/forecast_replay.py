@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from snnexit.runtime.planning import RunPlan
+from snnexit.runtime.planning import RunPlan, report_exits
 
 
 def replay_batches(N: int, n: int, max_inputs: int = 256, seed: int = 0) -> list[torch.Tensor]:
@@ -54,8 +54,7 @@ def replayed_run(plan, rows: torch.Tensor, outputs: torch.Tensor, exit_steps: to
         if bool(done.any()):
             idx = active[done]
             started = clock()
-            for t in steps.index_select(0, idx).unique().tolist():  # in step order, as a run records them
-                plan.exited(idx[steps.index_select(0, idx) == t], t)
+            report_exits(plan, idx, steps.index_select(0, idx))
             total += clock() - started
             active = active[~done]
         if active.numel() == 0:

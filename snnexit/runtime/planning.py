@@ -237,6 +237,14 @@ def next_chunk(survivals: torch.Tensor, start: int, chunk_time, first_allowed=No
     return _best_choices(T, start, runs_alive, chunk_time, first_allowed=first_allowed)[start]
 
 
+def report_exits(plan, idx: torch.Tensor, steps: torch.Tensor) -> None:
+    """Tell ``plan`` that inputs ``idx`` stopped at ``steps`` (both ``(k,)``, on the CPU), one exit
+    step at a time in step order, as they were decided (a forecaster learns its errors in that
+    order: a run and a replay of it must report alike)."""
+    for t in steps.unique().tolist():
+        plan.exited(idx[steps == t], t)
+
+
 class FixedPlan:
     """The chunk lengths the caller gave, in order (one run's view, as :class:`RunPlan`)."""
 
